@@ -1,0 +1,183 @@
+#include "cli/app.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "catalog/naming.hpp"
+#include "cli/output.hpp"
+#include "command/backup_db.hpp"
+#include "command/list.hpp"
+#include "command/verify.hpp"
+#include "config/config.hpp"
+#include "pg/target.hpp"
+#include "util/env.hpp"
+#include "util/error.hpp"
+#include "util/format.hpp"
+#include "util/signals.hpp"
+#include "version.hpp"
+
+namespace backupctl {
+namespace {
+
+struct Args {
+  OutputOptions out;
+  std::string env_file;
+  std::string backup_dir;
+  std::string profile;
+  // verify
+  std::vector<std::string> files;
+  bool all = false;
+  bool latest = false;
+  // list
+  std::string kind;
+};
+
+nlohmann::json backup_json(const BackupResult& r) {
+  return {{"ok", true}, {"kind", r.meta.kind}, {"path", r.file.string()}, {"meta", r.meta.to_json()}};
+}
+
+void print_backup(const BackupResult& r) {
+  double rate = r.meta.duration_seconds > 0
+                    ? static_cast<double>(r.meta.size) / r.meta.duration_seconds
+                    : 0;
+  std::cout << fmt::format("{} backup: {}\n  size {}, sha256 {}, {}, {} ({}/s), set {}\n",
+                           r.meta.kind, r.file.string(), human_bytes(r.meta.size), r.meta.sha256,
+                           r.meta.compression, human_duration(r.meta.duration_seconds),
+                           human_bytes(static_cast<std::uint64_t>(rate)), r.meta.set_id);
+}
+
+int cmd_backup_db(const Config& config, const Args& args) {
+  PgTarget target = PgTarget::from_environment();
+  auto progress = make_progress(args.out);
+  BackupResult r = backup_db(config, target, *progress);
+  if (args.out.json) {
+    print_json(backup_json(r));
+  } else if (!args.out.quiet) {
+    print_backup(r);
+  }
+  return 0;
+}
+
+int cmd_verify(const Config& config, const Args& args) {
+  std::vector<fs::path> files;
+  if (args.all || args.latest) {
+    if (!args.files.empty()) {
+      throw Error(ErrorCode::usage, "verify takes FILE arguments or --all/--latest, not both");
+    }
+    files = select_backups(config, args.all ? VerifySelection::all : VerifySelection::latest);
+    if (files.empty()) {
+      throw Error(ErrorCode::not_found, "no backups in " + config.backup_dir.string(),
+                  "make one with `backupctl backup db`, or set BACKUP_DIR");
+    }
+  } else {
+    if (args.files.empty()) {
+      throw Error(ErrorCode::usage, "verify needs a FILE, --all or --latest",
+                  "e.g. backupctl verify --latest");
+    }
+    for (const auto& f : args.files) files.emplace_back(f);
+  }
+  auto progress = make_progress(args.out);
+  nlohmann::json results = nlohmann::json::array();
+  bool all_ok = true;
+  for (const fs::path& f : files) {
+    VerifyVerdict v = verify_backup(config, f, *progress);
+    all_ok = all_ok && v.ok;
+    results.push_back({{"file", v.file.string()}, {"kind", v.kind}, {"ok", v.ok}, {"detail", v.detail}});
+    if (!args.out.json) {
+      std::cout << fmt::format("{:<4}  {:<7}  {}  {}\n", v.ok ? "OK" : "FAIL", v.kind,
+                               v.file.string(), v.detail);
+    }
+  }
+  if (args.out.json) print_json({{"ok", all_ok}, {"results", results}});
+  if (!all_ok) {
+    spdlog::error("verify: {} of {} failed", std::count_if(results.begin(), results.end(),
+                                                          [](const auto& r) { return !r["ok"]; }),
+                  results.size());
+  }
+  return all_ok ? 0 : exit_status(ErrorCode::verification);
+}
+
+int cmd_list(const Config& config, const Args& args) {
+  std::optional<Kind> kind;
+  if (!args.kind.empty()) {
+    kind = parse_kind(args.kind);
+    if (!kind) {
+      throw Error(ErrorCode::usage, "unknown kind '" + args.kind + "'", "use db, objects or config");
+    }
+  }
+  auto entries = list_backups(config, kind);
+  if (args.out.json) {
+    print_json(backups_json(entries));
+  } else {
+    std::cout << backups_table(entries, config.backup_dir);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  Args args;
+  CLI::App app{"backupctl: backup and restore for the document-archive stack (PostgreSQL, "
+               "attachments, config)"};
+  app.set_version_flag("--version", kVersion);
+  app.fallthrough();
+  app.require_subcommand(1);
+  app.add_option("--env-file", args.env_file,
+                 "read KEY=VALUE settings from this file (the environment wins)");
+  app.add_option("--backup-dir", args.backup_dir, "overrides BACKUP_DIR");
+  app.add_option("--profile", args.profile, "overrides BACKUP_PROFILE");
+  app.add_flag("--json", args.out.json, "machine-readable output on stdout");
+  app.add_flag("-q,--quiet", args.out.quiet, "only warnings and errors");
+  app.add_flag("-v,--verbose", args.out.verbose, "debug logging");
+
+  auto* backup = app.add_subcommand("backup", "make a backup");
+  backup->require_subcommand(1);
+  auto* backup_db_cmd = backup->add_subcommand("db", "dump the PostgreSQL database");
+
+  auto* verify = app.add_subcommand("verify", "check backups against their metas");
+  verify->add_option("files", args.files, "backup files to check");
+  verify->add_flag("--all", args.all, "every backup in BACKUP_DIR");
+  verify->add_flag("--latest", args.latest, "the newest backup of each kind");
+
+  auto* list = app.add_subcommand("list", "list backups, newest first");
+  list->add_option("--kind", args.kind, "only db, objects or config");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "backupctl: error: %s\nhint: run `backupctl --help`\n", e.what());
+    return exit_status(ErrorCode::usage);
+  }
+
+  setup_logging(args.out);
+  try {
+    install_signal_handlers();
+    if (!args.env_file.empty()) load_env_file(args.env_file);
+    if (!args.backup_dir.empty()) ::setenv("BACKUP_DIR", args.backup_dir.c_str(), 1);
+    if (!args.profile.empty()) ::setenv("BACKUP_PROFILE", args.profile.c_str(), 1);
+    Config config = Config::from_environment();
+    if (backup_db_cmd->parsed()) return cmd_backup_db(config, args);
+    if (verify->parsed()) return cmd_verify(config, args);
+    if (list->parsed()) return cmd_list(config, args);
+    throw Error(ErrorCode::usage, "no command given", "run `backupctl --help`");
+  } catch (const Error& e) {
+    report_error(e, args.out);
+    if (e.code() == ErrorCode::interrupted && interrupt_signal() != 0) {
+      return 128 + interrupt_signal();
+    }
+    return exit_status(e.code());
+  }
+}
+
+}  // namespace backupctl

@@ -1,0 +1,168 @@
+#include "command/backup_db.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+
+#include "catalog/catalog.hpp"
+#include "catalog/naming.hpp"
+#include "io/atomic_file.hpp"
+#include "io/pipeline.hpp"
+#include "io/zstd.hpp"
+#include "pg/connection.hpp"
+#include "pg/tools.hpp"
+#include "util/format.hpp"
+#include "util/fs.hpp"
+#include "util/process.hpp"
+#include "util/time.hpp"
+#include "version.hpp"
+
+namespace backupctl {
+namespace {
+
+struct StreamResult {
+  std::uint64_t size = 0;
+  std::string sha256;
+};
+
+// Runs `argv` and streams its stdout through [zstd] -> sha256 -> count -> sink, then checks its
+// exit status. On any failure the caller's sink is left uncommitted (and so removed).
+StreamResult stream_program(SpawnOptions spawn, io::AtomicFileSink& sink,
+                            const DbCompression* zstd, int zstd_threads, Progress& progress,
+                            std::string_view what_was_lost) {
+  io::CountSink count(sink);
+  io::Sha256Sink sha(count);
+  std::unique_ptr<io::ZstdCompressSink> compress;
+  io::Sink* head = &sha;
+  if (zstd != nullptr) {
+    compress = std::make_unique<io::ZstdCompressSink>(sha, zstd->level, zstd_threads);
+    head = compress.get();
+  }
+  spawn.in = Stdio::null;
+  spawn.out = Stdio::pipe;
+  spawn.err = Stdio::pipe;
+  std::string tool = spawn.argv[0].substr(spawn.argv[0].rfind('/') + 1);
+  Child child = Child::spawn(spawn);
+  io::ChildSource source(child);
+  io::copy(source, *head, [&](std::uint64_t n) { progress.update(n); });
+  ExitStatus status = child.wait();
+  if (!status.ok()) throw pg_tool_failure(tool, status, child.stderr_tail(), what_was_lost);
+  for (std::string_view rest = child.stderr_tail(); !rest.empty();) {
+    auto nl = rest.find('\n');
+    std::string line(rest.substr(0, nl));
+    if (!line.empty()) spdlog::warn("{}", line);
+    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+  }
+  return {count.bytes(), sha.hex()};
+}
+
+struct ServerInfo {
+  std::string database, where, host, port, user, version;
+  int major = 0;
+};
+
+// Connects once before anything is written: a wrong password, a missing database or an
+// unreachable server fails here with a clear message, and we learn the version pg_dump must match.
+ServerInfo probe_server(const PgTarget& target) {
+  PgConnection conn = PgConnection::open(target);
+  ServerInfo info;
+  info.database = conn.dbname();
+  info.where = conn.describe();
+  info.host = PQhost(conn.get()) ? PQhost(conn.get()) : "";
+  info.port = PQport(conn.get());
+  info.user = PQuser(conn.get());
+  info.version = conn.server_version();
+  info.major = conn.server_major();
+  return info;
+}
+
+std::string hostname() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
+  return buf;
+}
+
+}  // namespace
+
+BackupResult backup_db(const Config& config, const PgTarget& target, Progress& progress,
+                       const BackupDbOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const ServerInfo server = probe_server(target);
+  const PgTool pg_dump = find_pg_tool("pg_dump", server.major, config);
+  const PgTool pg_dumpall = find_pg_tool("pg_dumpall", server.major, config);
+  const std::string& database = server.database;
+
+  const fs::path dir = config.kind_dir("db");
+  make_dirs(dir, 0700);
+  const bool zstd = config.db_compression.method == DbCompression::Method::zstd;
+  // The dump and its roles file are reserved together: a .dump and a .dump.zst made in the same
+  // second would otherwise share one roles file name.
+  ReservedFiles files = reserve_backup_files(dir, [&](std::string_view ts) {
+    std::string dump_name = db_backup_filename(database, ts, config.db_compression.file_suffix());
+    return std::vector<std::string>{dump_name, roles_filename(dump_name)};
+  });
+  io::AtomicFileSink& dump = files.sinks[0];
+  io::AtomicFileSink& roles_sink = files.sinks[1];
+  const std::string set_id = options.set_id.empty() ? new_set_id(files.time) : options.set_id;
+  spdlog::info("backup db: dumping {} with {} {} (compression {}) into {}", server.where, pg_dump.path,
+               pg_dump.version, config.db_compression.str(), dump.partial_path().string());
+
+  // The cluster's roles, so a restore onto a fresh server can recreate the owners. Written first:
+  // if the dump fails, both are removed; if we crash in between, an orphan .roles.sql is not a
+  // backup and prune removes it.
+  NoProgress quiet;
+  StreamResult roles = stream_program(
+      {.argv = {pg_dumpall.path, "--roles-only", "--no-role-passwords", "--no-password",
+                "--database=" + database},
+       .env = target.child_env()},
+      roles_sink, nullptr, 0, quiet, "no roles file was kept");
+
+  int level = zstd ? 0 : config.db_compression.level;
+  progress.start("pg_dump " + database);
+  StreamResult data = stream_program(
+      {.argv = {pg_dump.path, "--format=custom", "--compress=" + std::to_string(level),
+                "--no-password"},
+       .env = target.child_env()},
+      dump, zstd ? &config.db_compression : nullptr, config.zstd_threads, progress,
+      "the incomplete dump was removed");
+  progress.finish();
+  if (data.size == 0) {
+    throw Error(ErrorCode::tool_failed, "pg_dump produced no output",
+                "the incomplete dump was removed; check the server log");
+  }
+
+  roles_sink.commit();
+  dump.commit();
+
+  Meta meta;
+  meta.kind = "db";
+  meta.file = dump.final_path().filename().string();
+  meta.size = data.size;
+  meta.sha256 = data.sha256;
+  meta.profile = config.profile;
+  meta.created_at = iso8601(files.time);
+  meta.finished_at = iso8601(Clock::now());
+  meta.duration_seconds = seconds_since(t0);
+  meta.set_id = set_id;
+  meta.tool_version = kVersion;
+  meta.hostname = hostname();
+  meta.format = "pg_custom";
+  meta.compression = config.db_compression.str();
+  meta.source = {{"database", database},
+                 {"host", server.host},
+                 {"port", server.port},
+                 {"user", server.user},
+                 {"server_version", server.version},
+                 {"pg_dump_version", pg_dump.version}};
+  meta.parts["roles"] = {{"file", roles_sink.final_path().filename().string()}, {"size", roles.size}, {"sha256", roles.sha256}};
+  const fs::path final_path = dump.final_path();
+  write_meta(dir / meta_filename(meta.file), meta);
+  spdlog::info("backup db: wrote {} ({}, {} in {})", final_path.string(), human_bytes(meta.size),
+               meta.compression, human_duration(meta.duration_seconds));
+  return {final_path, meta};
+}
+
+}  // namespace backupctl

@@ -1,0 +1,98 @@
+#include "config/config.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <thread>
+
+#include "util/env.hpp"
+#include "util/error.hpp"
+
+namespace backupctl {
+namespace {
+
+const char* kCompressionHint =
+    "use gzip:0-9 (or a bare level 0-9), none, zstd or zstd:1-19; the default is gzip:1";
+
+}  // namespace
+
+DbCompression DbCompression::parse(std::string_view raw) {
+  std::string value(raw);
+  std::transform(value.begin(), value.end(), value.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  auto bad = [&] {
+    return Error(ErrorCode::usage, "invalid BACKUP_DB_COMPRESSION='" + std::string(raw) + "'",
+                 kCompressionHint);
+  };
+  DbCompression c;
+  std::string method = value;
+  std::string level;
+  if (auto colon = value.find(':'); colon != std::string::npos) {
+    method = value.substr(0, colon);
+    level = value.substr(colon + 1);
+    if (level.empty()) throw bad();
+  }
+  auto parse_level = [&](int min, int max) {
+    if (level.empty() || level.size() > 2 ||
+        !std::all_of(level.begin(), level.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+      throw bad();
+    }
+    int v = std::stoi(level);
+    if (v < min || v > max) throw bad();
+    return v;
+  };
+  if (!method.empty() && std::all_of(method.begin(), method.end(),
+                                     [](char ch) { return ch >= '0' && ch <= '9'; })) {
+    if (!level.empty()) throw bad();
+    level = method;
+    c.method = Method::gzip;
+    c.level = parse_level(0, 9);
+  } else if (method == "gzip") {
+    c.method = Method::gzip;
+    c.level = level.empty() ? 1 : parse_level(0, 9);
+  } else if (method == "none") {
+    if (!level.empty()) throw bad();
+    c.method = Method::gzip;
+    c.level = 0;
+  } else if (method == "zstd") {
+    c.method = Method::zstd;
+    c.level = level.empty() ? 3 : parse_level(1, 19);
+  } else {
+    throw bad();
+  }
+  return c;
+}
+
+std::string DbCompression::str() const {
+  return (method == Method::zstd ? "zstd:" : "gzip:") + std::to_string(level);
+}
+
+std::string DbCompression::file_suffix() const {
+  return method == Method::zstd ? ".dump.zst" : ".dump";
+}
+
+Config Config::from_environment() {
+  Config c;
+  std::error_code ec;
+  fs::path cwd = fs::current_path(ec);
+  c.app_root = env_value("APP_ROOT").value_or(cwd.string());
+  if (c.app_root.is_relative()) c.app_root = cwd / c.app_root;
+  c.backup_dir = env_value("BACKUP_DIR").value_or((c.app_root / "infra/data/backup").string());
+  if (c.backup_dir.is_relative()) c.backup_dir = cwd / c.backup_dir;
+  c.backup_dir = c.backup_dir.lexically_normal();
+  if (c.backup_dir.filename().empty()) c.backup_dir = c.backup_dir.parent_path();
+  c.profile = env_value("BACKUP_PROFILE").value_or("default");
+  if (auto v = env_value("BACKUP_RETENTION_DAYS")) {
+    c.retention_days = static_cast<int>(parse_int_setting("BACKUP_RETENTION_DAYS", *v, 1, 36500));
+  }
+  if (auto v = env_value("BACKUP_DB_COMPRESSION")) c.db_compression = DbCompression::parse(*v);
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  c.zstd_threads = static_cast<int>(cores);
+  if (auto v = env_value("BACKUP_ZSTD_THREADS")) {
+    c.zstd_threads = static_cast<int>(parse_int_setting("BACKUP_ZSTD_THREADS", *v, 1, 256));
+  }
+  if (auto v = env_value("PG_BINDIR")) c.pg_bindir = fs::path(*v);
+  if (auto v = env_value("PGPORT")) parse_int_setting("PGPORT", *v, 1, 65535);
+  return c;
+}
+
+}  // namespace backupctl

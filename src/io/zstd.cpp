@@ -1,0 +1,97 @@
+#include "io/zstd.hpp"
+
+#include <zstd.h>
+
+#include <string>
+
+#include "util/error.hpp"
+
+namespace backupctl::io {
+namespace {
+
+ZSTD_CCtx* cctx(void* p) { return static_cast<ZSTD_CCtx*>(p); }
+ZSTD_DCtx* dctx(void* p) { return static_cast<ZSTD_DCtx*>(p); }
+
+void check(size_t rc, const char* what) {
+  if (ZSTD_isError(rc)) {
+    throw Error(ErrorCode::internal, std::string(what) + ": " + ZSTD_getErrorName(rc));
+  }
+}
+
+}  // namespace
+
+ZstdCompressSink::ZstdCompressSink(Sink& next, int level, int threads)
+    : m_next(next), m_ctx(ZSTD_createCCtx()), m_out(ZSTD_CStreamOutSize()) {
+  if (m_ctx == nullptr) throw Error(ErrorCode::internal, "cannot create a zstd context");
+  check(ZSTD_CCtx_setParameter(cctx(m_ctx), ZSTD_c_compressionLevel, level), "zstd level");
+  check(ZSTD_CCtx_setParameter(cctx(m_ctx), ZSTD_c_checksumFlag, 1), "zstd checksum");
+  if (threads > 1) {
+    // Fails only when libzstd was built without multithreading; then we stay single-threaded.
+    ZSTD_CCtx_setParameter(cctx(m_ctx), ZSTD_c_nbWorkers, threads);
+  }
+}
+
+ZstdCompressSink::~ZstdCompressSink() { ZSTD_freeCCtx(cctx(m_ctx)); }
+
+void ZstdCompressSink::drive(std::span<const char> data, int mode) {
+  ZSTD_inBuffer in{data.data(), data.size(), 0};
+  for (;;) {
+    ZSTD_outBuffer out{m_out.data(), m_out.size(), 0};
+    size_t remaining =
+        ZSTD_compressStream2(cctx(m_ctx), &out, &in, static_cast<ZSTD_EndDirective>(mode));
+    check(remaining, "zstd compression");
+    if (out.pos > 0) m_next.write(std::span<const char>(m_out.data(), out.pos));
+    bool done = mode == ZSTD_e_continue ? in.pos == in.size : remaining == 0;
+    if (done) break;
+  }
+}
+
+void ZstdCompressSink::write(std::span<const char> data) { drive(data, ZSTD_e_continue); }
+
+void ZstdCompressSink::finish() {
+  drive({}, ZSTD_e_end);
+  m_next.finish();
+}
+
+ZstdDecompressSink::ZstdDecompressSink(Sink& next)
+    : m_next(next), m_ctx(ZSTD_createDCtx()), m_out(ZSTD_DStreamOutSize()) {
+  if (m_ctx == nullptr) throw Error(ErrorCode::internal, "cannot create a zstd context");
+}
+
+ZstdDecompressSink::~ZstdDecompressSink() { ZSTD_freeDCtx(dctx(m_ctx)); }
+
+void ZstdDecompressSink::write(std::span<const char> data) {
+  if (!data.empty()) m_seen_input = true;
+  ZSTD_inBuffer in{data.data(), data.size(), 0};
+  bool output_full = false;
+  // Keep going while input remains, or while the last call filled the output buffer (the decoder
+  // may hold more for the input it already has).
+  while (in.pos < in.size || output_full) {
+    ZSTD_outBuffer out{m_out.data(), m_out.size(), 0};
+    size_t hint = ZSTD_decompressStream(dctx(m_ctx), &out, &in);
+    if (ZSTD_isError(hint)) {
+      throw Error(ErrorCode::verification,
+                  std::string("the zstd stream is corrupt: ") + ZSTD_getErrorName(hint),
+                  "the file is damaged; use another backup");
+    }
+    m_last_hint = hint;
+    output_full = out.pos == out.size;
+    if (out.pos > 0) {
+      m_out_bytes += out.pos;
+      m_next.write(std::span<const char>(m_out.data(), out.pos));
+    }
+  }
+}
+
+void ZstdDecompressSink::finish() {
+  if (!m_seen_input) {
+    throw Error(ErrorCode::verification, "the zstd stream is empty", "the file is damaged");
+  }
+  if (m_last_hint != 0) {
+    throw Error(ErrorCode::verification, "the zstd stream ends inside a frame (truncated file)",
+                "the file is incomplete; use another backup");
+  }
+  m_next.finish();
+}
+
+}  // namespace backupctl::io

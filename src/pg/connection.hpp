@@ -1,0 +1,54 @@
+// A libpq connection (RAII) with one-line, hinted errors for the usual failures.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pg/target.hpp"
+
+namespace backupctl {
+
+// Rows of text values; a NULL is nullopt.
+using PgRows = std::vector<std::vector<std::optional<std::string>>>;
+
+class PgConnection {
+ public:
+  // Connects; throws Error(connection) when the server is unreachable or refuses the login,
+  // Error(not_found) when the database does not exist.
+  static PgConnection open(const PgTarget& target);
+
+  PgConnection(PgConnection&& other) noexcept;
+  PgConnection& operator=(PgConnection&&) = delete;
+  ~PgConnection();
+
+  // Runs one or more statements; throws Error(tool_failed) with the server's message.
+  void exec(std::string_view sql);
+  // Runs a query with text parameters $1..$n and returns every row.
+  PgRows query(std::string_view sql, const std::vector<std::string>& params = {});
+  // The first column of the first row (throws when there is none).
+  std::string scalar(std::string_view sql, const std::vector<std::string>& params = {});
+
+  int server_version_num() const;  // 150018
+  int server_major() const { return server_version_num() / 10000; }
+  std::string server_version() const;  // "15.18"
+  // "user@host:port/db" without the password.
+  std::string describe() const;
+  std::string dbname() const;
+
+  PGconn* get() { return m_conn; }
+
+ private:
+  explicit PgConnection(PGconn* conn) : m_conn(conn) {}
+  PGconn* m_conn;
+};
+
+// Quotes an identifier for SQL ("my db" -> "\"my db\"").
+std::string quote_ident(std::string_view name);
+// Quotes a literal for SQL ('it''s').
+std::string quote_literal(std::string_view text);
+
+}  // namespace backupctl

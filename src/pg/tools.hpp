@@ -1,0 +1,45 @@
+// Locating the PostgreSQL client programs (pg_dump, pg_dumpall, pg_restore, psql) and their
+// versions. pg_dump refuses servers newer than itself, so we pick a matching one up front and
+// fail with the fix instead of a cryptic "aborting because of server version mismatch".
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "config/config.hpp"
+
+namespace backupctl {
+
+struct PgTool {
+  std::string path;     // what to run
+  std::string version;  // "15.18"
+  int major = 0;        // 15
+};
+
+// Parses "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> {"15.18", 15}; nullopt when
+// the text has no version.
+std::optional<PgTool> parse_tool_version(std::string_view text);
+
+// Finds `name` for a server of major version `server_major` (0: any version):
+//   1. $PG_BINDIR/name when PG_BINDIR is set;
+//   2. /usr/lib/postgresql/<N>/bin/name for N = server_major, else the newest N >= server_major
+//      (Debian's layout, several versions side by side);
+//   3. `name` on PATH.
+// Throws Error(not_found) when it is missing, Error(usage) when it is older than the server,
+// with a hint naming the package or PG_BINDIR.
+PgTool find_pg_tool(std::string_view name, int server_major, const Config& config);
+
+}  // namespace backupctl
+
+#include "util/error.hpp"
+#include "util/process.hpp"
+
+namespace backupctl {
+
+// The error for a PostgreSQL program that failed: its most telling stderr line ("error:" lines
+// first) and a hint for the common causes (permissions, lost connection, killed).
+Error pg_tool_failure(std::string_view tool, const ExitStatus& status, const std::string& stderr_text,
+                      std::string_view what_was_lost);
+
+}  // namespace backupctl

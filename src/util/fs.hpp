@@ -1,0 +1,64 @@
+// File-system helpers. Every function throws backupctl::Error (via errno_error) on failure.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "util/fd.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+// Creates `dir` and its missing parents with `mode` (existing directories are left as they are).
+void make_dirs(const fs::path& dir, mode_t mode = 0700);
+
+// fsync on a directory, so that a rename or create inside it survives a crash.
+void fsync_dir(const fs::path& dir);
+
+// Writes `content` to `path` atomically: a temporary file beside it, fsync, rename over `path`,
+// fsync of the directory. Readers see the old content or the new one, never a mix.
+void write_file_atomic(const fs::path& path, std::string_view content, mode_t mode = 0600);
+
+// Reads a whole (small) file.
+std::string read_file(const fs::path& path);
+
+// Opens for reading; throws not_found/io with the path in the message.
+Fd open_read(const fs::path& path);
+
+// write(2) until all of `data` is written, retrying on EINTR. Throws with `what` in the message.
+void write_all(int fd, const void* data, std::size_t size, std::string_view what);
+
+// A directory under $TMPDIR (or /tmp) removed with its contents on destruction.
+class TempDir {
+ public:
+  explicit TempDir(std::string_view prefix = "backupctl");
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir();
+  const fs::path& path() const { return m_path; }
+
+ private:
+  fs::path m_path;
+};
+
+}  // namespace backupctl
+
+namespace backupctl {
+
+// An anonymous in-memory file (memfd) to collect a child's output without a pipe that could
+// fill up while we are busy feeding its stdin. read_all() rewinds and reads everything.
+class MemFile {
+ public:
+  explicit MemFile(const char* name);
+  int fd() const { return m_fd.get(); }
+  std::string read_all() const;
+
+ private:
+  Fd m_fd;
+};
+
+}  // namespace backupctl

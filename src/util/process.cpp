@@ -1,0 +1,322 @@
+#include "util/process.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "util/error.hpp"
+#include "util/signals.hpp"
+
+extern char** environ;
+
+namespace backupctl {
+
+std::string ExitStatus::describe() const {
+  if (signal != 0) {
+    return "killed by signal " + std::to_string(signal) + " (" + ::strsignal(signal) + ")";
+  }
+  return "exit code " + std::to_string(code);
+}
+
+namespace {
+
+std::vector<std::string> build_environment(const SpawnOptions& options) {
+  std::map<std::string, std::string> vars;
+  std::vector<std::string> order;
+  for (char** e = environ; e && *e; ++e) {
+    std::string entry(*e);
+    auto eq = entry.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = entry.substr(0, eq);
+    if (!vars.count(key)) order.push_back(key);
+    vars[key] = entry.substr(eq + 1);
+  }
+  for (const auto& [key, value] : options.env) {
+    if (value) {
+      if (!vars.count(key)) order.push_back(key);
+      vars[key] = *value;
+    } else {
+      vars.erase(key);
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& key : order) {
+    auto it = vars.find(key);
+    if (it != vars.end()) out.push_back(key + "=" + it->second);
+  }
+  return out;
+}
+
+class FileActions {
+ public:
+  FileActions() { posix_spawn_file_actions_init(&m_actions); }
+  ~FileActions() { posix_spawn_file_actions_destroy(&m_actions); }
+  posix_spawn_file_actions_t* get() { return &m_actions; }
+
+ private:
+  posix_spawn_file_actions_t m_actions;
+};
+
+ExitStatus decode(int status) {
+  ExitStatus s;
+  if (WIFEXITED(status)) {
+    s.code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    s.signal = WTERMSIG(status);
+  }
+  return s;
+}
+
+}  // namespace
+
+Child Child::spawn(const SpawnOptions& options) {
+  if (options.argv.empty()) throw Error(ErrorCode::internal, "spawn: empty argv");
+  Child child;
+  child.m_name = options.argv[0];
+  auto slash = child.m_name.rfind('/');
+  if (slash != std::string::npos) child.m_name = child.m_name.substr(slash + 1);
+
+  FileActions actions;
+  Pipe in_pipe, out_pipe, err_pipe;
+  // stdin
+  if (options.in_fd >= 0) {
+    posix_spawn_file_actions_adddup2(actions.get(), options.in_fd, 0);
+  } else if (options.in == Stdio::pipe) {
+    in_pipe = Pipe::create();
+    posix_spawn_file_actions_adddup2(actions.get(), in_pipe.read.get(), 0);
+  } else if (options.in == Stdio::null) {
+    posix_spawn_file_actions_addopen(actions.get(), 0, "/dev/null", O_RDONLY, 0);
+  }
+  // stdout
+  if (options.out_fd >= 0) {
+    posix_spawn_file_actions_adddup2(actions.get(), options.out_fd, 1);
+  } else if (options.out == Stdio::pipe) {
+    out_pipe = Pipe::create();
+    posix_spawn_file_actions_adddup2(actions.get(), out_pipe.write.get(), 1);
+  } else if (options.out == Stdio::null) {
+    posix_spawn_file_actions_addopen(actions.get(), 1, "/dev/null", O_WRONLY, 0);
+  }
+  // stderr
+  if (options.err_fd >= 0) {
+    posix_spawn_file_actions_adddup2(actions.get(), options.err_fd, 2);
+  } else if (options.err == Stdio::pipe) {
+    err_pipe = Pipe::create();
+    posix_spawn_file_actions_adddup2(actions.get(), err_pipe.write.get(), 2);
+  } else if (options.err == Stdio::null) {
+    posix_spawn_file_actions_addopen(actions.get(), 2, "/dev/null", O_WRONLY, 0);
+  }
+
+  std::vector<std::string> env = build_environment(options);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = options.argv;
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  // The child starts with default signal dispositions (we ignore SIGPIPE, it must not).
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGPIPE);
+  sigaddset(&defaults, SIGXFSZ);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGTERM);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  sigset_t empty;
+  sigemptyset(&empty);
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, argv[0], actions.get(), &attr, argv.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    Error e = errno_error(rc, "cannot run " + options.argv[0]);
+    if (rc == ENOENT) {
+      throw Error(ErrorCode::not_found, e.what(),
+                  "install it or put its directory on PATH (for PostgreSQL tools: PG_BINDIR)");
+    }
+    throw e;
+  }
+  child.m_pid = pid;
+  child.m_in = std::move(in_pipe.write);
+  child.m_out = std::move(out_pipe.read);
+  child.m_err = std::move(err_pipe.read);
+  return child;
+}
+
+Child::Child(Child&& other) noexcept
+    : m_pid(std::exchange(other.m_pid, -1)),
+      m_waited(other.m_waited),
+      m_name(std::move(other.m_name)),
+      m_in(std::move(other.m_in)),
+      m_out(std::move(other.m_out)),
+      m_err(std::move(other.m_err)),
+      m_err_tail(std::move(other.m_err_tail)),
+      m_status(other.m_status) {}
+
+Child::~Child() {
+  if (m_pid <= 0 || m_waited) return;
+  m_in.reset();
+  m_out.reset();
+  m_err.reset();
+  ::kill(m_pid, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 500; ++i) {  // up to 5 s for a clean exit
+    pid_t r = ::waitpid(m_pid, &status, WNOHANG);
+    if (r == m_pid || (r < 0 && errno != EINTR)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(m_pid, SIGKILL);
+  while (::waitpid(m_pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+void Child::kill(int sig) {
+  if (m_pid > 0 && !m_waited) ::kill(m_pid, sig);
+}
+
+void Child::append_stderr(const char* data, std::size_t n) {
+  m_err_tail.append(data, n);
+  if (m_err_tail.size() > 2 * kStderrTail) {
+    m_err_tail.erase(0, m_err_tail.size() - kStderrTail);
+  }
+}
+
+std::size_t Child::read_output(std::span<char> buf) {
+  if (!m_out) return 0;
+  for (;;) {
+    check_interrupted();
+    pollfd fds[3];
+    nfds_t n = 0;
+    fds[n++] = {m_out.get(), POLLIN, 0};
+    if (m_err) fds[n++] = {m_err.get(), POLLIN, 0};
+    if (interrupt_fd() >= 0) fds[n++] = {interrupt_fd(), POLLIN, 0};
+    int r = ::poll(fds, n, -1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("poll on " + m_name + " output");
+    }
+    if (m_err && fds[1].revents != 0) {
+      char tmp[4096];
+      ssize_t k = ::read(m_err.get(), tmp, sizeof tmp);
+      if (k > 0) {
+        append_stderr(tmp, static_cast<std::size_t>(k));
+      } else if (k == 0 || (errno != EINTR && errno != EAGAIN)) {
+        m_err.reset();
+      }
+    }
+    if (fds[0].revents != 0) {
+      ssize_t k = ::read(m_out.get(), buf.data(), buf.size());
+      if (k < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        throw_errno("cannot read the output of " + m_name);
+      }
+      if (k == 0) m_out.reset();
+      return static_cast<std::size_t>(k);
+    }
+  }
+}
+
+bool Child::pump_stderr_only() {
+  if (!m_err) return false;
+  check_interrupted();
+  pollfd fds[2] = {{m_err.get(), POLLIN, 0}, {interrupt_fd(), POLLIN, 0}};
+  int r = ::poll(fds, interrupt_fd() >= 0 ? 2 : 1, -1);
+  if (r < 0) {
+    if (errno == EINTR) return true;
+    throw_errno("poll on " + m_name + " stderr");
+  }
+  if (fds[0].revents == 0) return true;
+  char tmp[4096];
+  ssize_t k = ::read(m_err.get(), tmp, sizeof tmp);
+  if (k > 0) {
+    append_stderr(tmp, static_cast<std::size_t>(k));
+    return true;
+  }
+  if (k < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+  m_err.reset();
+  return false;
+}
+
+std::string Child::drain(std::size_t max_out) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    std::size_t n = read_output(buf);
+    if (n == 0) break;
+    if (out.size() < max_out) out.append(buf, std::min(n, max_out - out.size()));
+  }
+  return out;
+}
+
+ExitStatus Child::wait() {
+  if (m_waited) return m_status;
+  m_in.reset();
+  while (pump_stderr_only()) {
+  }
+  int status = 0;
+  for (;;) {
+    pid_t r = ::waitpid(m_pid, &status, 0);
+    if (r == m_pid) break;
+    if (r < 0 && errno == EINTR) {
+      check_interrupted();
+      continue;
+    }
+    throw_errno("waitpid " + m_name);
+  }
+  m_waited = true;
+  m_status = decode(status);
+  return m_status;
+}
+
+RunResult run_command(SpawnOptions options) {
+  options.out = Stdio::pipe;
+  options.err = Stdio::pipe;
+  Child child = Child::spawn(options);
+  RunResult result;
+  result.out = child.drain();
+  result.status = child.wait();
+  result.err = child.stderr_tail();
+  return result;
+}
+
+std::string first_line(std::string_view text) {
+  auto nl = text.find('\n');
+  std::string line(text.substr(0, nl));
+  while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+std::string last_lines(std::string_view text, std::size_t lines) {
+  std::vector<std::string_view> kept;
+  std::size_t end = text.size();
+  while (end > 0 && kept.size() < lines) {
+    std::size_t start = text.rfind('\n', end - 1);
+    std::size_t from = start == std::string_view::npos ? 0 : start + 1;
+    std::string_view line = text.substr(from, end - from);
+    if (!line.empty()) kept.push_back(line);
+    if (start == std::string_view::npos) break;
+    end = start;
+  }
+  std::string out;
+  for (auto it = kept.rbegin(); it != kept.rend(); ++it) {
+    if (!out.empty()) out += '\n';
+    out += *it;
+  }
+  return out;
+}
+
+}  // namespace backupctl

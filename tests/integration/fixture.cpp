@@ -1,0 +1,220 @@
+#include "fixture.hpp"
+
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+extern char** environ;
+
+namespace backupctl::test {
+
+namespace {
+
+bool is_root() { return ::geteuid() == 0; }
+
+fs::path find_bindir() {
+  fs::path best;
+  int best_v = 0;
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator("/usr/lib/postgresql", ec)) {
+    std::string v = de.path().filename().string();
+    if (v.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (fs::exists(de.path() / "bin/initdb") && std::stoi(v) > best_v) {
+      best_v = std::stoi(v);
+      best = de.path() / "bin";
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+PgCluster::PgCluster() {
+  m_bindir = find_bindir();
+  if (m_bindir.empty()) {
+    ADD_FAILURE() << "no PostgreSQL server installed (/usr/lib/postgresql/*/bin/initdb); run "
+                     "tools/install-deps.sh";
+    return;
+  }
+  char tmpl[] = "/tmp/backupctl-pg.XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed";
+    return;
+  }
+  m_root = tmpl;
+  // The socket directory is readable by everyone so tests can run backupctl as another user.
+  ::chmod(m_root.c_str(), 0755);
+  if (is_root()) {
+    struct passwd* pw = ::getpwnam("postgres");
+    if (pw == nullptr) {
+      ADD_FAILURE() << "running as root needs the 'postgres' user (installed with postgresql)";
+      return;
+    }
+    if (::chown(m_root.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+      ADD_FAILURE() << "chown " << m_root;
+      return;
+    }
+  }
+  RunResult init = as_postgres({tool("initdb"), "-D", (m_root / "data").string(), "-U", "postgres",
+                                "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
+                                "--no-instructions"});
+  if (!init.status.ok()) {
+    ADD_FAILURE() << "initdb failed: " << init.err << init.out;
+    return;
+  }
+  // pwuser must give a password (scram); everyone else is trusted on the private socket.
+  std::ofstream(m_root / "data/pg_hba.conf")
+      << "local all pwuser scram-sha-256\n"
+         "local all all trust\n";
+  RunResult start = as_postgres(
+      {tool("pg_ctl"), "-D", (m_root / "data").string(), "-l", log_file().string(), "-w", "-o",
+       "-p 5432 -k " + m_root.string() +
+           " -c listen_addresses= -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+       "start"});
+  if (!start.status.ok()) {
+    std::ifstream log(log_file());
+    std::stringstream ss;
+    ss << log.rdbuf();
+    ADD_FAILURE() << "pg_ctl start failed: " << start.err << start.out << ss.str();
+    return;
+  }
+  m_running = true;
+}
+
+PgCluster::~PgCluster() {
+  if (m_running) {
+    as_postgres({tool("pg_ctl"), "-D", (m_root / "data").string(), "-m", "immediate", "-w", "stop"});
+  }
+  if (!m_root.empty()) {
+    std::error_code ec;
+    fs::remove_all(m_root, ec);
+  }
+}
+
+RunResult PgCluster::as_postgres(std::vector<std::string> argv) const {
+  if (is_root()) argv.insert(argv.begin(), {"runuser", "-u", "postgres", "--"});
+  return run_command({.argv = argv, .env = {{"LC_ALL", "C.UTF-8"}}});
+}
+
+EnvList PgCluster::env(const std::string& dbname) const {
+  return {{"PGHOST", m_root.string()},
+          {"PGPORT", std::to_string(port())},
+          {"PGUSER", "postgres"},
+          {"PGDATABASE", dbname}};
+}
+
+RunResult PgCluster::psql_raw(const std::string& db, const std::string& sql,
+                              bool stop_on_error) const {
+  EnvList e = env(db);
+  e.emplace_back("PGPASSWORD", std::nullopt);
+  return run_command({.argv = {tool("psql"), "-X", "-q", "-A", "-t", "-v",
+                               stop_on_error ? "ON_ERROR_STOP=1" : "ON_ERROR_STOP=0", "-c", sql},
+                      .env = e});
+}
+
+std::string PgCluster::psql(const std::string& db, const std::string& sql) const {
+  RunResult r = psql_raw(db, sql, true);
+  EXPECT_TRUE(r.status.ok()) << "psql failed on " << db << ": " << r.err << "\nSQL: " << sql;
+  return r.out;
+}
+
+void PgCluster::psql_file(const std::string& db, const fs::path& file) const {
+  RunResult r = run_command({.argv = {tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f",
+                                      file.string()},
+                             .env = env(db)});
+  ASSERT_TRUE(r.status.ok()) << "psql -f " << file << " failed: " << r.err;
+}
+
+void PgCluster::create_database(const std::string& name, const std::string& extra) const {
+  psql("postgres", "CREATE DATABASE \"" + name + "\" " + extra);
+}
+
+CliResult run_backupctl(const std::vector<std::string>& args, const EnvList& env) {
+  Child c = spawn_backupctl(args, env);
+  CliResult r;
+  r.out = c.drain();
+  ExitStatus s = c.wait();
+  r.err = c.stderr_tail();
+  r.exit_code = s.signal ? 128 + s.signal : s.code;
+  return r;
+}
+
+Child spawn_backupctl(const std::vector<std::string>& args, const EnvList& env) {
+  std::vector<std::string> argv = {BACKUPCTL_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  // Start from an empty environment: nothing of the developer's shell (PG*, BACKUP_*) leaks in.
+  EnvList full;
+  for (char** e = environ; *e; ++e) {
+    std::string s(*e);
+    full.emplace_back(s.substr(0, s.find('=')), std::nullopt);
+  }
+  for (const char* keep : {"PATH", "HOME", "TZ", "LANG", "ASAN_OPTIONS", "UBSAN_OPTIONS", "TMPDIR"}) {
+    if (const char* v = std::getenv(keep)) full.emplace_back(keep, v);
+  }
+  full.insert(full.end(), env.begin(), env.end());
+  return Child::spawn({.argv = argv, .env = full});
+}
+
+EnvList backup_env(const PgCluster& cluster, const std::string& db, const fs::path& backup_dir) {
+  EnvList e = cluster.env(db);
+  e.emplace_back("BACKUP_DIR", backup_dir.string());
+  e.emplace_back("BACKUP_PROFILE", "test");
+  return e;
+}
+
+std::vector<std::string> list_dir(const fs::path& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator(dir, ec)) names.push_back(de.path().filename());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string sha256sum(const fs::path& file) {
+  RunResult r = run_command({.argv = {"sha256sum", file.string()}});
+  EXPECT_TRUE(r.status.ok()) << r.err;
+  return r.out.substr(0, 64);
+}
+
+fs::path sql_file(const std::string& name) {
+  return fs::path(BACKUPCTL_SOURCE_DIR) / "tests/integration/sql" / name;
+}
+
+bool wait_for(const std::function<bool()>& pred, double seconds) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pred();
+}
+
+std::vector<pid_t> child_pids(pid_t parent, const std::string& comm) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator("/proc", ec)) {
+    std::string name = de.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(de.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // pid (comm) state ppid ...
+    auto open = line.find('('), close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::string c = line.substr(open + 1, close - open - 1);
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid;
+    rest >> state >> ppid;
+    if (ppid == parent && c == comm) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+}  // namespace backupctl::test

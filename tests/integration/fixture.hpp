@@ -1,0 +1,89 @@
+// Integration-test fixture: a real, throwaway PostgreSQL cluster (initdb into a temp dir, unix
+// socket only in a private directory, fsync off) and helpers to run the backupctl binary the way an
+// operator does, then look at what a user would see: exit code, output, files, restored rows.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "util/fs.hpp"
+#include "util/process.hpp"
+
+namespace backupctl::test {
+
+namespace fs = std::filesystem;
+
+using EnvList = std::vector<std::pair<std::string, std::optional<std::string>>>;
+
+class PgCluster {
+ public:
+  // Starts a cluster; FAILs the test (fatal) when initdb or the start fail.
+  PgCluster();
+  ~PgCluster();
+  PgCluster(const PgCluster&) = delete;
+  PgCluster& operator=(const PgCluster&) = delete;
+
+  const fs::path& socket_dir() const { return m_root; }
+  int port() const { return 5432; }
+  const fs::path& bindir() const { return m_bindir; }
+  fs::path log_file() const { return m_root / "server.log"; }
+
+  // PGHOST/PGPORT/PGUSER(/PGDATABASE) for this cluster as superuser "postgres".
+  EnvList env(const std::string& dbname = "postgres") const;
+
+  // Runs SQL through psql (ON_ERROR_STOP); ASSERTs success and returns psql's unaligned output.
+  std::string psql(const std::string& db, const std::string& sql) const;
+  // Runs a SQL file through psql, ON_ERROR_STOP.
+  void psql_file(const std::string& db, const fs::path& file) const;
+  // Runs psql and returns the result without asserting (for expected failures).
+  RunResult psql_raw(const std::string& db, const std::string& sql, bool stop_on_error) const;
+
+  void create_database(const std::string& name, const std::string& extra = "") const;
+
+  // The tools of this cluster's version, e.g. tool("pg_restore").
+  std::string tool(const std::string& name) const { return (m_bindir / name).string(); }
+
+ private:
+  RunResult as_postgres(std::vector<std::string> argv) const;
+  fs::path m_root;
+  fs::path m_bindir;
+  bool m_running = false;
+};
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs the backupctl binary with a clean environment: only PATH, HOME, TZ, LANG and `env`.
+CliResult run_backupctl(const std::vector<std::string>& args, const EnvList& env);
+
+// Starts backupctl without waiting, for tests that interrupt it.
+Child spawn_backupctl(const std::vector<std::string>& args, const EnvList& env);
+
+// EnvList for backupctl against `cluster`/`db`, writing to `backup_dir`.
+EnvList backup_env(const PgCluster& cluster, const std::string& db, const fs::path& backup_dir);
+
+// Files directly inside `dir` (names only, sorted); empty when it does not exist.
+std::vector<std::string> list_dir(const fs::path& dir);
+
+// `sha256sum FILE`, the stock tool, as the independent check.
+std::string sha256sum(const fs::path& file);
+
+// Path of a file in tests/integration/sql.
+fs::path sql_file(const std::string& name);
+
+// Waits up to `seconds` for pred() to become true, polling every 5 ms.
+bool wait_for(const std::function<bool()>& pred, double seconds);
+
+// The pids of processes whose parent is `parent` and whose command name is `comm`.
+std::vector<pid_t> child_pids(pid_t parent, const std::string& comm);
+
+}  // namespace backupctl::test
