@@ -7,7 +7,7 @@
 set -euo pipefail
 
 cmd=${1:?usage: pg-throwaway.sh start|stop DIR [PORT]}
-dir=${2:?usage: pg-throwaway.sh start|stop DIR [PORT]}
+dir=$(realpath -m "${2:?usage: pg-throwaway.sh start|stop DIR [PORT]}")
 port=${3:-5432}
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [[ -x "$bindir/initdb" ]] || { echo "pg-throwaway: no PostgreSQL server installed" >&2; echo "hint: run tools/install-deps.sh" >&2; exit 1; }

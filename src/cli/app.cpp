@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
 #include <cstdlib>
 #include <iostream>
 
@@ -36,8 +38,19 @@ struct Args {
   std::string kind;
 };
 
+// Peak resident memory of this process (all threads, not its children), for the benchmarks.
+long peak_rss_kib() {
+  struct rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
 nlohmann::json backup_json(const BackupResult& r) {
-  return {{"ok", true}, {"kind", r.meta.kind}, {"path", r.file.string()}, {"meta", r.meta.to_json()}};
+  return {{"ok", true},
+          {"kind", r.meta.kind},
+          {"path", r.file.string()},
+          {"meta", r.meta.to_json()},
+          {"stats", {{"peak_rss_kib", peak_rss_kib()}}}};
 }
 
 void print_backup(const BackupResult& r) {
