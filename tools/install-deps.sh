@@ -8,7 +8,7 @@ packages=(
   # build
   g++ cmake ninja-build make pkg-config git
   # libraries
-  libpq-dev libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev
+  libpq-dev libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev zlib1g-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
   # runtime tools the tool drives, and what the tests and demo need
   postgresql-15 postgresql-client-15 zstd util-linux time bc

@@ -13,6 +13,7 @@
 #include "cli/output.hpp"
 #include "command/backup_db.hpp"
 #include "command/list.hpp"
+#include "command/restore_db.hpp"
 #include "command/verify.hpp"
 #include "config/config.hpp"
 #include "pg/target.hpp"
@@ -36,6 +37,9 @@ struct Args {
   bool latest = false;
   // list
   std::string kind;
+  // restore
+  RestoreDbOptions restore;
+  bool confirm = false;
 };
 
 // Peak resident memory of this process (all threads, not its children), for the benchmarks.
@@ -131,6 +135,56 @@ int cmd_list(const Config& config, const Args& args) {
   return 0;
 }
 
+// Without CONFIRM=YES a restore prints its plan and stops, having changed nothing.
+void require_confirmation(const Config& config, const Args& args, const std::string& plan,
+                          const nlohmann::json& plan_json, const std::string& how) {
+  if (config.confirmed || args.confirm) return;
+  if (args.out.json) {
+    print_json({{"ok", false}, {"plan", plan_json}, {"confirmed", false}});
+  } else {
+    std::cout << plan;
+  }
+  throw Error(ErrorCode::confirmation_required, "not confirmed: nothing was changed",
+              "to go ahead: " + how);
+}
+
+int cmd_restore_db(const Config& config, const Args& args) {
+  if (args.restore.file.empty()) {
+    throw Error(ErrorCode::usage, "no backup file given",
+                "make restore-db BACKUP_FILE=infra/data/backup/db/archive_<db>_<ts>.dump CONFIRM=YES "
+                "(`backupctl list` shows the backups)");
+  }
+  PgTarget target = PgTarget::from_environment();
+  auto progress = make_progress(args.out);
+  RestorePlan plan = plan_restore_db(config, target, args.restore, *progress);
+  require_confirmation(config, args, plan.describe(), plan.to_json(),
+                       "make restore-db BACKUP_FILE=" + args.restore.file.string() +
+                           " CONFIRM=YES (or backupctl restore db --confirm)");
+  RestoreReport report = run_restore_db(config, target, plan, args.restore, *progress);
+  if (args.out.json) {
+    print_json(report.to_json());
+  } else {
+    std::cout << report.describe();
+  }
+  return 0;
+}
+
+int cmd_restore_undo(const Config& config, const Args& args) {
+  PgTarget target = PgTarget::from_environment();
+  UndoPlan plan = plan_restore_undo(config, target, args.restore.target_db);
+  require_confirmation(config, args, plan.describe(),
+                       {{"target", plan.target}, {"previous", plan.previous}, {"keep_as", plan.keep_as}},
+                       "CONFIRM=YES backupctl restore undo (or --confirm)");
+  RestoreReport report = run_restore_undo(config, target, plan);
+  if (args.out.json) {
+    print_json(report.to_json());
+  } else {
+    std::cout << fmt::format("{} is back as {}; the database it replaced is kept as {}\n",
+                             plan.previous, plan.target, plan.keep_as);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -160,6 +214,23 @@ int run_cli(int argc, char** argv) {
   auto* list = app.add_subcommand("list", "list backups, newest first");
   list->add_option("--kind", args.kind, "only db, objects or config");
 
+  auto* restore = app.add_subcommand("restore", "restore from a backup (guarded: needs CONFIRM=YES)");
+  restore->require_subcommand(1);
+  auto* restore_db_cmd = restore->add_subcommand("db", "restore the database from a dump");
+  restore_db_cmd->add_option("--file,file", args.restore.file, "the backup file (.dump, .dump.zst, .sql, .sql.gz)");
+  restore_db_cmd->add_option("--target-db", args.restore.target_db,
+                             "restore into this database (default: PGDATABASE / DATABASE_URL)");
+  restore_db_cmd->add_flag("--in-place", args.restore.in_place,
+                           "drop and recreate instead of swapping (a safety dump is taken first)");
+  restore_db_cmd->add_flag("--online", args.restore.online,
+                           "keep services running until the swap (seconds of downtime)");
+  restore_db_cmd->add_flag("--allow-no-meta", args.restore.allow_no_meta,
+                           "accept a dump without .meta (made elsewhere)");
+  restore_db_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
+  auto* restore_undo_cmd = restore->add_subcommand("undo", "put back the database a restore replaced");
+  restore_undo_cmd->add_option("--target-db", args.restore.target_db, "the database (default: PGDATABASE)");
+  restore_undo_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -183,6 +254,8 @@ int run_cli(int argc, char** argv) {
     if (backup_db_cmd->parsed()) return cmd_backup_db(config, args);
     if (verify->parsed()) return cmd_verify(config, args);
     if (list->parsed()) return cmd_list(config, args);
+    if (restore_db_cmd->parsed()) return cmd_restore_db(config, args);
+    if (restore_undo_cmd->parsed()) return cmd_restore_undo(config, args);
     throw Error(ErrorCode::usage, "no command given", "run `backupctl --help`");
   } catch (const Error& e) {
     report_error(e, args.out);

@@ -11,7 +11,7 @@
 #include "catalog/meta.hpp"
 #include "catalog/naming.hpp"
 #include "io/pipeline.hpp"
-#include "io/zstd.hpp"
+#include "pg/archive.hpp"
 #include "pg/tools.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
@@ -20,18 +20,6 @@
 
 namespace backupctl {
 namespace {
-
-int count_toc_entries(const std::string& listing) {
-  int n = 0;
-  std::size_t pos = 0;
-  while (pos < listing.size()) {
-    std::size_t nl = listing.find('\n', pos);
-    if (nl == std::string::npos) nl = listing.size();
-    if (nl > pos && listing[pos] != ';') ++n;
-    pos = nl + 1;
-  }
-  return n;
-}
 
 int dump_major(const Meta& meta) {
   std::string v = meta.source.value("pg_dump_version", "");
@@ -47,72 +35,18 @@ Error sha_mismatch(const std::string& expected, const std::string& actual) {
                "another backup");
 }
 
-// Runs `pg_restore --list` on the archive: on the file itself, or on what feed() writes to its
-// stdin. Returns the number of TOC entries.
-int pg_restore_list(const PgTool& pg_restore, const fs::path& file,
-                    const std::function<void(io::Sink&)>& feed) {
-  MemFile out("pg_restore-list"), err("pg_restore-err");
-  SpawnOptions spawn{.argv = {pg_restore.path, "--list"}};
-  if (feed) {
-    spawn.in = Stdio::pipe;
-  } else {
-    spawn.argv.push_back(file.string());
-  }
-  spawn.out_fd = out.fd();
-  spawn.err_fd = err.fd();
-  Child child = Child::spawn(spawn);
-  if (feed) {
-    io::ChildStdinSink sink(child.stdin_pipe(), "pg_restore");
-    feed(sink);
-  }
-  ExitStatus status = child.wait();
-  if (!status.ok()) {
-    Error e = pg_tool_failure("pg_restore --list", status, err.read_all(),
-                              "the archive's table of contents does not read");
-    throw Error(ErrorCode::verification, e.what(), e.hint());
-  }
-  return count_toc_entries(out.read_all());
-}
-
 std::string check_db(const Config& config, const fs::path& file, const Meta& meta,
                      Progress& progress) {
-  const std::string name = file.filename().string();
-  auto parsed = parse_backup_filename(name);
-  const std::string suffix = parsed ? parsed->suffix : "";
-  std::string detail;
-  if (suffix == ".dump.zst") {
-    PgTool pg_restore = find_pg_tool("pg_restore", dump_major(meta), config);
-    std::string sha;
-    std::uint64_t raw = 0;
-    int entries = pg_restore_list(pg_restore, file, [&](io::Sink& to_pg_restore) {
-      Fd fd = open_read(file);
-      io::FdSource source(fd.get(), file.string());
-      io::NullSink null;
-      io::Sha256Sink hash(null);
-      io::ZstdDecompressSink unzstd(to_pg_restore);
-      io::TeeSink tee(hash, unzstd);
-      io::copy(source, tee, [&](std::uint64_t n) { progress.update(n); });
-      sha = hash.hex();
-      raw = unzstd.decompressed_bytes();
-    });
-    if (sha != meta.sha256) throw sha_mismatch(meta.sha256, sha);
-    detail = fmt::format("sha256 ok, zstd frames ok ({} decompressed), {} TOC entries",
-                         raw, entries);
-  } else {
-    Fd fd = open_read(file);
-    io::FdSource source(fd.get(), file.string());
-    io::NullSink null;
-    io::Sha256Sink hash(null);
-    io::copy(source, hash, [&](std::uint64_t n) { progress.update(n); });
-    if (hash.hex() != meta.sha256) throw sha_mismatch(meta.sha256, hash.hex());
-    if (suffix == ".dump") {
-      PgTool pg_restore = find_pg_tool("pg_restore", dump_major(meta), config);
-      int entries = pg_restore_list(pg_restore, file, nullptr);
-      detail = fmt::format("sha256 ok, {} TOC entries", entries);
-    } else {
-      detail = "sha256 ok";
-    }
-  }
+  auto format = db_format_of(file);
+  if (!format) throw Error(ErrorCode::verification, "not a database backup file name");
+  std::optional<PgTool> pg_restore;
+  if (is_custom(*format)) pg_restore = find_pg_tool("pg_restore", dump_major(meta), config);
+  ArchiveScan scan = scan_db_archive(file, *format, pg_restore ? &*pg_restore : nullptr, progress);
+  if (scan.sha256 != meta.sha256) throw sha_mismatch(meta.sha256, scan.sha256);
+  std::string detail = "sha256 ok";
+  if (*format == DbFormat::custom_zst) detail += fmt::format(", zstd frames ok ({} decompressed)", scan.decompressed);
+  if (*format == DbFormat::sql_gz) detail += fmt::format(", gzip ok ({} decompressed)", scan.decompressed);
+  if (is_custom(*format)) detail += fmt::format(", {} TOC entries", scan.toc_entries);
   if (meta.parts.contains("roles")) {
     const auto& roles = meta.parts["roles"];
     fs::path roles_path = file.parent_path() / roles.value("file", "");

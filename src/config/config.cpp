@@ -6,6 +6,7 @@
 
 #include "util/env.hpp"
 #include "util/error.hpp"
+#include "util/words.hpp"
 
 namespace backupctl {
 namespace {
@@ -92,6 +93,45 @@ Config Config::from_environment() {
   }
   if (auto v = env_value("PG_BINDIR")) c.pg_bindir = fs::path(*v);
   if (auto v = env_value("PGPORT")) parse_int_setting("PGPORT", *v, 1, 65535);
+
+  if (auto v = env_value("SERVICE_CONTROL")) {
+    std::string s = *v;
+    if (s == "compose") {
+      c.service_control = ServiceControl::compose;
+    } else if (s == "systemd") {
+      c.service_control = ServiceControl::systemd;
+    } else if (s == "command") {
+      c.service_control = ServiceControl::command;
+    } else if (s == "none") {
+      c.service_control = ServiceControl::none;
+    } else {
+      throw Error(ErrorCode::usage, "invalid SERVICE_CONTROL='" + s + "'",
+                  "use compose, systemd, command or none");
+    }
+  }
+  c.compose_file = env_value("COMPOSE_FILE").value_or((c.app_root / "infra/docker-compose.yml").string());
+  if (c.compose_file.is_relative()) c.compose_file = c.app_root / c.compose_file;
+  c.app_services = split_words(env_value("APP_SERVICES").value_or("api worker beat"), "APP_SERVICES");
+  if (c.service_control == ServiceControl::command) {
+    auto stop = env_value("SERVICE_STOP_CMD");
+    auto start = env_value("SERVICE_START_CMD");
+    if (!stop || !start) {
+      throw Error(ErrorCode::usage,
+                  "SERVICE_CONTROL=command needs SERVICE_STOP_CMD and SERVICE_START_CMD",
+                  "e.g. SERVICE_STOP_CMD='systemctl stop archive.target'");
+    }
+    c.service_stop_cmd = split_words(*stop, "SERVICE_STOP_CMD");
+    c.service_start_cmd = split_words(*start, "SERVICE_START_CMD");
+  }
+  if (auto v = env_value("RESTORE_KEEP_PREVIOUS_DAYS")) {
+    c.restore_keep_previous_days =
+        static_cast<int>(parse_int_setting("RESTORE_KEEP_PREVIOUS_DAYS", *v, 0, 36500));
+  }
+  c.restore_jobs = static_cast<int>(cores);
+  if (auto v = env_value("RESTORE_JOBS")) {
+    c.restore_jobs = static_cast<int>(parse_int_setting("RESTORE_JOBS", *v, 1, 256));
+  }
+  if (auto v = env_value("CONFIRM")) c.confirmed = *v == "YES";
   return c;
 }
 

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace backupctl {
 
@@ -27,6 +28,9 @@ struct DbCompression {
   std::string file_suffix() const;  // ".dump" or ".dump.zst"
 };
 
+// SERVICE_CONTROL: how a restore stops and starts the app's services (api, worker, beat).
+enum class ServiceControl { compose, systemd, command, none };
+
 struct Config {
   fs::path app_root;    // APP_ROOT, default: the current directory
   fs::path backup_dir;  // BACKUP_DIR, default: $APP_ROOT/infra/data/backup
@@ -35,6 +39,16 @@ struct Config {
   DbCompression db_compression;  // BACKUP_DB_COMPRESSION
   int zstd_threads = 0;          // BACKUP_ZSTD_THREADS, default: the number of cores
   std::optional<fs::path> pg_bindir;  // PG_BINDIR: where pg_dump/pg_restore/psql are taken from
+
+  // Restores.
+  ServiceControl service_control = ServiceControl::compose;  // SERVICE_CONTROL
+  fs::path compose_file;                  // COMPOSE_FILE, default $APP_ROOT/infra/docker-compose.yml
+  std::vector<std::string> app_services;  // APP_SERVICES, default "api worker beat"
+  std::vector<std::string> service_stop_cmd;   // SERVICE_STOP_CMD (argv), for `command`
+  std::vector<std::string> service_start_cmd;  // SERVICE_START_CMD (argv), for `command`
+  int restore_keep_previous_days = 7;     // RESTORE_KEEP_PREVIOUS_DAYS
+  int restore_jobs = 0;                   // RESTORE_JOBS: pg_restore -j, default: the cores
+  bool confirmed = false;                 // CONFIRM=YES
 
   // Reads and validates the environment; throws Error(usage) naming the bad variable.
   static Config from_environment();

@@ -89,6 +89,7 @@ std::uint64_t copy(Source& source, Sink& sink, const ProgressFn& progress) {
     sink.write(std::span<const char>(buf.data(), n));
     total += n;
     if (progress) progress(total);
+    if (!sink.wants_more()) return total;
   }
   sink.finish();
   return total;

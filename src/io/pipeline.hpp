@@ -31,6 +31,9 @@ class Sink {
   virtual void write(std::span<const char> data) = 0;
   // End of the stream: flush what is buffered and finish the next sink.
   virtual void finish() {}
+  // False once nothing downstream needs more bytes (a child that stopped reading its stdin);
+  // copy() then stops early. Filters answer for the sink they feed.
+  virtual bool wants_more() const { return true; }
 };
 
 // Reads a file descriptor it does not own.
@@ -72,6 +75,7 @@ class ChildStdinSink : public Sink {
   explicit ChildStdinSink(Fd& pipe, std::string name) : m_pipe(pipe), m_name(std::move(name)) {}
   void write(std::span<const char> data) override;
   void finish() override { m_pipe.reset(); }
+  bool wants_more() const override { return !m_closed; }
   bool closed_early() const { return m_closed; }
 
  private:
@@ -92,6 +96,7 @@ class TeeSink : public Sink {
     m_a.finish();
     m_b.finish();
   }
+  bool wants_more() const override { return m_a.wants_more() || m_b.wants_more(); }
 
  private:
   Sink& m_a;
@@ -119,6 +124,7 @@ class Sha256Sink : public Sink {
   ~Sha256Sink() override;
   void write(std::span<const char> data) override;
   void finish() override;
+  bool wants_more() const override { return true; }  // the digest needs every byte
   // Lowercase hex digest. REQUIRES: finish() was called.
   const std::string& hex() const { return m_hex; }
 
@@ -137,6 +143,7 @@ class CountSink : public Sink {
     m_next.write(data);
   }
   void finish() override { m_next.finish(); }
+  bool wants_more() const override { return m_next.wants_more(); }
   std::uint64_t bytes() const { return m_bytes; }
 
  private:
@@ -147,8 +154,9 @@ class CountSink : public Sink {
 // Called during copy() with the number of bytes read from the source so far.
 using ProgressFn = std::function<void(std::uint64_t)>;
 
-// Copies `source` to `sink` until the end of the source, then calls sink.finish().
-// Returns the bytes read. Checks for SIGINT/SIGTERM between chunks.
+// Copies `source` to `sink` until the end of the source, then calls sink.finish(). Stops early,
+// without finish(), when the sink wants no more. Returns the bytes read. Checks for SIGINT/SIGTERM
+// between chunks.
 std::uint64_t copy(Source& source, Sink& sink, const ProgressFn& progress = {});
 
 // Size of the buffers the pipeline moves data in.

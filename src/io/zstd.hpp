@@ -33,6 +33,7 @@ class ZstdDecompressSink : public Sink {
   ~ZstdDecompressSink() override;
   void write(std::span<const char> data) override;
   void finish() override;
+  bool wants_more() const override { return m_next.wants_more(); }
   std::uint64_t decompressed_bytes() const { return m_out_bytes; }
 
  private:

@@ -155,6 +155,20 @@ std::string PgConnection::describe() const {
 
 std::string PgConnection::dbname() const { return PQdb(m_conn); }
 
+PgTarget maintenance_target(const PgTarget& target) {
+  for (const char* db : {"postgres", "template1"}) {
+    PgTarget t = target.with_database(db);
+    try {
+      PgConnection::open(t);
+      return t;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::not_found) throw;
+    }
+  }
+  throw Error(ErrorCode::not_found, "neither database \"postgres\" nor \"template1\" accepts connections",
+              "a restore needs a maintenance database to create and rename databases from");
+}
+
 std::string quote_ident(std::string_view name) {
   std::string out = "\"";
   for (char c : name) {

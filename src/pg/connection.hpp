@@ -46,6 +46,11 @@ class PgConnection {
   PGconn* m_conn;
 };
 
+// Connects to a maintenance database of the target's server ("postgres", else "template1"), for
+// work on other databases (create, rename, drop). Its name is target.dbname() of the result's
+// target; see maintenance_target().
+PgTarget maintenance_target(const PgTarget& target);
+
 // Quotes an identifier for SQL ("my db" -> "\"my db\"").
 std::string quote_ident(std::string_view name);
 // Quotes a literal for SQL ('it''s').

@@ -1,0 +1,94 @@
+// `backupctl restore db`: the guarded restore (plan §4 and §6). Everything is checked before
+// anything changes; the backup is restored into a side database and swapped in by renames, so a
+// failed or interrupted restore leaves the database as it was, and a finished one can be undone
+// with `backupctl restore undo`. `--in-place` (the plan's drop-and-recreate, for servers without
+// room for two copies) takes a safety dump first and puts it back if the restore fails.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "catalog/meta.hpp"
+#include "config/config.hpp"
+#include "pg/archive.hpp"
+#include "pg/target.hpp"
+#include "util/progress.hpp"
+
+namespace backupctl {
+
+struct RestoreDbOptions {
+  std::filesystem::path file;
+  std::string target_db;       // empty: the configured database (PGDATABASE / DATABASE_URL)
+  bool in_place = false;       // drop and recreate (after a safety dump) instead of swapping
+  bool online = false;         // services keep running until the swap
+  bool allow_no_meta = false;  // accept a dump made elsewhere, without a .meta
+};
+
+// What a restore would do, worked out without changing anything: the file was read whole and
+// checked, the server was asked about the target and the roles.
+struct RestorePlan {
+  std::filesystem::path file;
+  DbFormat format = DbFormat::custom;
+  std::optional<Meta> meta;
+  std::uint64_t size = 0;
+  std::string sha256;
+  std::string checksum_state;  // "matches the meta", or why there is nothing to compare with
+  int toc_entries = 0;
+  std::string toc;
+  std::string source_database;  // the database the dump was made from ("" for .sql)
+  std::string target_database;
+  bool target_exists = false;
+  std::string target_size;       // pretty, when it exists
+  std::vector<std::string> roles_to_create;
+  std::optional<std::filesystem::path> roles_file;
+  std::string services;          // what will be stopped
+  std::string mode;              // "swap", "online swap", "in-place"
+  std::string previous_name;     // where the current database will be kept (swap modes)
+
+  std::string describe() const;  // the plan as printed without CONFIRM=YES
+  nlohmann::json to_json() const;
+};
+
+struct RestoreReport {
+  std::filesystem::path file;
+  std::string target;
+  std::string mode;
+  std::string previous;  // "<db>__pre_restore_<ts>", empty when there was none
+  std::optional<std::filesystem::path> safety_dump;  // --in-place
+  std::vector<std::pair<std::string, double>> phases;  // name, seconds
+  double services_down_seconds = 0;
+  double total_seconds = 0;
+  std::vector<std::pair<std::string, std::int64_t>> tables;  // schema.table, rows
+  std::vector<std::string> roles_created;
+  std::vector<std::string> pruned;
+
+  std::string describe() const;
+  nlohmann::json to_json() const;
+};
+
+// Checks the file (exists, reads, meta, sha256, table of contents) and asks the server; changes
+// nothing. Throws on any failed check.
+RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
+                            const RestoreDbOptions& options, Progress& progress);
+
+// Carries out a plan. REQUIRES: config.confirmed.
+RestoreReport run_restore_db(const Config& config, const PgTarget& target, const RestorePlan& plan,
+                             const RestoreDbOptions& options, Progress& progress);
+
+// `backupctl restore undo`: swaps the newest `<db>__pre_restore_*` back in place; the database it
+// replaces is kept the same way, so an undo can be undone.
+struct UndoPlan {
+  std::string target;
+  std::string previous;     // to be put back
+  std::string keep_as;      // where the current one goes
+  std::string services;
+  std::string describe() const;
+};
+UndoPlan plan_restore_undo(const Config& config, const PgTarget& target, const std::string& target_db);
+RestoreReport run_restore_undo(const Config& config, const PgTarget& target, const UndoPlan& plan);
+
+}  // namespace backupctl

@@ -1,0 +1,250 @@
+#include "pg/archive.hpp"
+
+#include <fmt/format.h>
+
+#include <fstream>
+
+#include "io/gzip.hpp"
+#include "io/zstd.hpp"
+#include "pg/connection.hpp"
+#include "util/error.hpp"
+#include "util/fs.hpp"
+#include "util/process.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+std::optional<DbFormat> db_format_of(const fs::path& file) {
+  std::string name = file.filename().string();
+  auto ends = [&](std::string_view s) { return name.size() > s.size() && name.ends_with(s); };
+  if (ends(".dump.zst")) return DbFormat::custom_zst;
+  if (ends(".dump")) return DbFormat::custom;
+  if (ends(".sql.gz")) return DbFormat::sql_gz;
+  if (ends(".sql")) return DbFormat::sql;
+  return std::nullopt;
+}
+
+std::string_view db_format_name(DbFormat format) {
+  switch (format) {
+    case DbFormat::custom: return "custom";
+    case DbFormat::custom_zst: return "custom+zstd";
+    case DbFormat::sql: return "sql";
+    case DbFormat::sql_gz: return "sql+gzip";
+  }
+  return "custom";
+}
+
+namespace {
+
+int count_toc_entries(const std::string& listing) {
+  int n = 0;
+  std::size_t pos = 0;
+  while (pos < listing.size()) {
+    std::size_t nl = listing.find('\n', pos);
+    if (nl == std::string::npos) nl = listing.size();
+    if (nl > pos && listing[pos] != ';') ++n;
+    pos = nl + 1;
+  }
+  return n;
+}
+
+// Runs pg_restore with `args` on the archive: on the file itself (.dump), or on the decompressed
+// stream fed to its stdin (.dump.zst). Returns its stdout. `feed` gets the sink for stdin.
+std::string run_pg_restore(const PgTool& pg_restore, std::vector<std::string> args,
+                           const fs::path& file,
+                           const std::function<void(io::Sink&)>& feed, std::string_view what) {
+  MemFile out("pg_restore-out"), err("pg_restore-err");
+  SpawnOptions spawn{.argv = {pg_restore.path}};
+  spawn.argv.insert(spawn.argv.end(), args.begin(), args.end());
+  if (feed) {
+    spawn.in = Stdio::pipe;
+  } else {
+    spawn.argv.push_back(file.string());
+  }
+  spawn.out_fd = out.fd();
+  spawn.err_fd = err.fd();
+  Child child = Child::spawn(spawn);
+  if (feed) {
+    io::ChildStdinSink sink(child.stdin_pipe(), "pg_restore");
+    feed(sink);
+  }
+  ExitStatus status = child.wait();
+  if (!status.ok()) {
+    Error e = pg_tool_failure("pg_restore", status, err.read_all(), what);
+    throw Error(ErrorCode::verification, e.what(), e.hint());
+  }
+  return out.read_all();
+}
+
+}  // namespace
+
+void stream_db_archive(const fs::path& file, DbFormat format, io::Sink& sink, Progress& progress) {
+  Fd fd = open_read(file);
+  io::FdSource source(fd.get(), file.string());
+  auto report = [&](std::uint64_t n) { progress.update(n); };
+  switch (format) {
+    case DbFormat::custom_zst: {
+      io::ZstdDecompressSink unzstd(sink);
+      io::copy(source, unzstd, report);
+      break;
+    }
+    case DbFormat::sql_gz: {
+      io::GzipDecompressSink gunzip(sink);
+      io::copy(source, gunzip, report);
+      break;
+    }
+    default:
+      io::copy(source, sink, report);
+  }
+}
+
+ArchiveScan scan_db_archive(const fs::path& file, DbFormat format, const PgTool* pg_restore,
+                            Progress& progress) {
+  ArchiveScan scan;
+  auto report = [&](std::uint64_t n) { progress.update(n); };
+  Fd fd = open_read(file);
+  io::FdSource source(fd.get(), file.string());
+  io::NullSink null;
+  io::Sha256Sink hash(null);
+  io::CountSink count(hash);
+  switch (format) {
+    case DbFormat::custom: {
+      io::copy(source, count, report);
+      scan.toc = run_pg_restore(*pg_restore, {"--create", "--list"}, file, nullptr,
+                                "the archive's table of contents does not read");
+      break;
+    }
+    case DbFormat::custom_zst: {
+      scan.toc = run_pg_restore(
+          *pg_restore, {"--create", "--list"}, file,
+          [&](io::Sink& to_pg_restore) {
+            io::ZstdDecompressSink unzstd(to_pg_restore);
+            io::TeeSink tee(count, unzstd);
+            io::copy(source, tee, report);
+            scan.decompressed = unzstd.decompressed_bytes();
+          },
+          "the archive's table of contents does not read");
+      break;
+    }
+    case DbFormat::sql_gz: {
+      io::NullSink sql;
+      io::CountSink decompressed(sql);
+      io::GzipDecompressSink gunzip(decompressed);
+      io::TeeSink tee(count, gunzip);
+      io::copy(source, tee, report);
+      scan.decompressed = decompressed.bytes();
+      break;
+    }
+    case DbFormat::sql:
+      io::copy(source, count, report);
+      break;
+  }
+  scan.size = count.bytes();
+  scan.sha256 = hash.hex();
+  scan.toc_entries = count_toc_entries(scan.toc);
+  return scan;
+}
+
+std::optional<ArchivedDatabase> archived_database(const std::string& toc) {
+  // "3339; 1262 16384 DATABASE - x1 postgres": desc DATABASE, namespace "-", tag, owner.
+  std::size_t pos = 0;
+  while (pos < toc.size()) {
+    std::size_t nl = toc.find('\n', pos);
+    std::string line = toc.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? toc.size() : nl + 1;
+    auto at = line.find(" DATABASE - ");
+    if (line.empty() || line[0] == ';' || at == std::string::npos) continue;
+    std::string rest = line.substr(at + 12);  // "<name> <owner>"
+    auto sp = rest.rfind(' ');
+    if (sp == std::string::npos) continue;
+    return ArchivedDatabase{rest.substr(0, sp), rest.substr(sp + 1)};
+  }
+  return std::nullopt;
+}
+
+std::string rename_database_in_sql(const std::string& sql, const std::string& from,
+                                   const std::string& to) {
+  // pg_dump writes the name bare when it is a simple lowercase identifier, else quoted.
+  std::vector<std::string> forms = {quote_ident(from)};
+  bool simple = !from.empty() && !(from[0] >= '0' && from[0] <= '9') &&
+                from.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
+  if (simple) forms.push_back(from);
+  std::string out;
+  std::size_t pos = 0;
+  while (pos < sql.size()) {
+    std::size_t nl = sql.find('\n', pos);
+    std::string line = sql.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? sql.size() : nl + 1;
+    if (line.starts_with("\\connect")) continue;
+    std::string result;
+    std::size_t i = 0;
+    const std::string key = "DATABASE ";
+    while (i < line.size()) {
+      std::size_t k = line.find(key, i);
+      if (k == std::string::npos) {
+        result += line.substr(i);
+        break;
+      }
+      result += line.substr(i, k - i) + key;
+      std::size_t after = k + key.size();
+      bool replaced = false;
+      for (const std::string& form : forms) {
+        if (line.compare(after, form.size(), form) == 0) {
+          std::size_t end = after + form.size();
+          if (end == line.size() || line[end] == ' ' || line[end] == ';') {
+            result += quote_ident(to);
+            i = end;
+            replaced = true;
+            break;
+          }
+        }
+      }
+      if (!replaced) i = after;
+    }
+    out += result + "\n";
+  }
+  return out;
+}
+
+std::string database_creation_sql(const fs::path& file, DbFormat format, const PgTool& pg_restore,
+                                  const std::string& toc, const std::string& new_name) {
+  auto db = archived_database(toc);
+  if (!db) {
+    throw Error(ErrorCode::verification, "the archive has no DATABASE entry",
+                "it was not made by pg_dump of a whole database; restore it with pg_restore by hand");
+  }
+  // Keep only the database-level entries: DATABASE, DATABASE PROPERTIES, and the COMMENT, ACL and
+  // SECURITY LABEL entries on the database.
+  std::string list;
+  std::size_t pos = 0;
+  while (pos < toc.size()) {
+    std::size_t nl = toc.find('\n', pos);
+    std::string line = toc.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? toc.size() : nl + 1;
+    if (line.empty() || line[0] == ';') continue;
+    if (line.find(" DATABASE - ") != std::string::npos ||
+        line.find(" DATABASE PROPERTIES - ") != std::string::npos ||
+        line.find(" - DATABASE ") != std::string::npos) {
+      list += line + "\n";
+    }
+  }
+  TempDir tmp("backupctl-list");
+  fs::path list_file = tmp.path() / "database.list";
+  write_file_atomic(list_file, list);
+  std::vector<std::string> args = {"--create", "--use-list=" + list_file.string(), "--file=-"};
+  std::string sql;
+  if (format == DbFormat::custom_zst) {
+    sql = run_pg_restore(pg_restore, args, file,
+                         [&](io::Sink& to_pg_restore) {
+                           NoProgress none;
+                           stream_db_archive(file, format, to_pg_restore, none);
+                         },
+                         "cannot read the database entries");
+  } else {
+    sql = run_pg_restore(pg_restore, args, file, nullptr, "cannot read the database entries");
+  }
+  return rename_database_in_sql(sql, db->name, new_name);
+}
+
+}  // namespace backupctl

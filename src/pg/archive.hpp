@@ -1,0 +1,68 @@
+// Database backup files as archives: their formats, a one-pass check (checksum plus "it reads"),
+// streaming their contents, and the SQL that recreates the database-level properties they carry.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "io/pipeline.hpp"
+#include "pg/tools.hpp"
+#include "util/progress.hpp"
+
+namespace backupctl {
+
+enum class DbFormat {
+  custom,      // .dump      pg_dump -Fc
+  custom_zst,  // .dump.zst  pg_dump -Fc, compressed with zstd
+  sql,         // .sql       plain SQL (made elsewhere)
+  sql_gz,      // .sql.gz    plain SQL, gzip
+};
+
+// By file name; nullopt for anything else.
+std::optional<DbFormat> db_format_of(const std::filesystem::path& file);
+std::string_view db_format_name(DbFormat format);
+inline bool is_custom(DbFormat f) { return f == DbFormat::custom || f == DbFormat::custom_zst; }
+
+struct ArchiveScan {
+  std::uint64_t size = 0;
+  std::string sha256;
+  std::string toc;  // `pg_restore --create --list` (custom formats)
+  int toc_entries = 0;
+  std::uint64_t decompressed = 0;  // bytes after zstd/gzip
+};
+
+// Reads the whole file once: its sha256, and whether it reads: the table of contents through
+// `pg_restore --create --list` for custom formats (fed by in-process zstd for .dump.zst, which also
+// checks every frame), every gzip member for .sql.gz. Throws Error(verification) when it does not.
+// REQUIRES: pg_restore is set for custom formats.
+ArchiveScan scan_db_archive(const std::filesystem::path& file, DbFormat format,
+                            const PgTool* pg_restore, Progress& progress);
+
+// Streams the file's payload (decompressed: custom-format bytes or SQL text) into `sink`.
+void stream_db_archive(const std::filesystem::path& file, DbFormat format, io::Sink& sink,
+                       Progress& progress);
+
+// The database the archive was dumped from, from its DATABASE entry: name and owner.
+struct ArchivedDatabase {
+  std::string name;
+  std::string owner;
+};
+std::optional<ArchivedDatabase> archived_database(const std::string& toc);
+
+// SQL (for psql, connected to a maintenance database) that creates database `new_name` with the
+// archive's database-level properties: encoding, locale, owner, comment, grants, `ALTER DATABASE
+// ... SET` and `ALTER ROLE ... IN DATABASE ... SET`. It is pg_restore's own --create output for
+// those entries, with the database renamed.
+std::string database_creation_sql(const std::filesystem::path& file, DbFormat format,
+                                  const PgTool& pg_restore, const std::string& toc,
+                                  const std::string& new_name);
+
+// Renames database `from` to `to` in pg_restore's SQL for the database entries and drops its
+// \connect lines (every statement there works from any database). Exposed for tests.
+std::string rename_database_in_sql(const std::string& sql, const std::string& from,
+                                   const std::string& to);
+
+}  // namespace backupctl

@@ -1,0 +1,122 @@
+#include "pg/swap.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+#include "pg/connection.hpp"
+#include "util/error.hpp"
+
+namespace backupctl {
+
+bool database_exists(PgConnection& conn, const std::string& name) {
+  return !conn.query("SELECT 1 FROM pg_database WHERE datname = $1", {name}).empty();
+}
+
+namespace {
+
+std::string checked_name(std::string name, const std::string& db) {
+  if (name.size() > 63) {
+    throw Error(ErrorCode::usage,
+                "the database name \"" + db + "\" is too long for a restore's helper databases",
+                "helper names add ~30 characters to it and PostgreSQL allows 63; restore with "
+                "--in-place");
+  }
+  return name;
+}
+
+}  // namespace
+
+std::string previous_database_name(const std::string& db, const std::string& ts) {
+  return checked_name(db + "__pre_restore_" + ts, db);
+}
+
+std::string side_database_name(const std::string& db, const std::string& ts) {
+  return checked_name(db + "__restore_" + ts, db);
+}
+
+void end_sessions(PgConnection& conn, const std::string& db) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    auto rows = conn.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> "
+        "pg_backend_pid()",
+        {db});
+    if (rows.empty()) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw Error(ErrorCode::tool_failed, "sessions on \"" + db + "\" do not end",
+              "something reconnects at once; stop it (SERVICE_CONTROL) and run again");
+}
+
+void drop_database(PgConnection& conn, const std::string& db) {
+  if (!database_exists(conn, db)) return;
+  conn.exec("ALTER DATABASE " + quote_ident(db) + " ALLOW_CONNECTIONS false");
+  end_sessions(conn, db);
+  conn.exec("DROP DATABASE IF EXISTS " + quote_ident(db));
+}
+
+bool swap_databases(PgConnection& conn, const std::string& side, const std::string& target,
+                    const std::string& previous) {
+  if (!database_exists(conn, target)) {
+    conn.exec("ALTER DATABASE " + quote_ident(side) + " RENAME TO " + quote_ident(target));
+    return false;
+  }
+  bool allowed = conn.scalar("SELECT datallowconn FROM pg_database WHERE datname = $1", {target}) == "t";
+  conn.exec("ALTER DATABASE " + quote_ident(target) + " ALLOW_CONNECTIONS false");
+  try {
+    // A session may slip in between ending them and the rename: try a few times.
+    for (int attempt = 0;; ++attempt) {
+      end_sessions(conn, target);
+      try {
+        conn.exec("ALTER DATABASE " + quote_ident(target) + " RENAME TO " + quote_ident(previous));
+        break;
+      } catch (const Error& e) {
+        if (attempt >= 20 || std::string(e.what()).find("being accessed") == std::string::npos) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+  } catch (...) {
+    if (allowed) conn.exec("ALTER DATABASE " + quote_ident(target) + " ALLOW_CONNECTIONS true");
+    throw;
+  }
+  try {
+    conn.exec("ALTER DATABASE " + quote_ident(side) + " RENAME TO " + quote_ident(target));
+  } catch (...) {
+    spdlog::error("restore: the swap failed half-way; renaming {} back to {}", previous, target);
+    conn.exec("ALTER DATABASE " + quote_ident(previous) + " RENAME TO " + quote_ident(target));
+    if (allowed) conn.exec("ALTER DATABASE " + quote_ident(target) + " ALLOW_CONNECTIONS true");
+    throw;
+  }
+  if (allowed) conn.exec("ALTER DATABASE " + quote_ident(previous) + " ALLOW_CONNECTIONS true");
+  return true;
+}
+
+std::vector<PreviousDatabase> previous_databases(PgConnection& conn, const std::string& db) {
+  std::string prefix = db + "__pre_restore_";
+  std::vector<PreviousDatabase> out;
+  for (const auto& row : conn.query(
+           "SELECT datname FROM pg_database WHERE left(datname, length($1)) = $1 ORDER BY datname DESC",
+           {prefix})) {
+    std::string name = *row[0];
+    std::string ts = name.substr(prefix.size());
+    auto t = parse_name_timestamp(ts);
+    if (!t) continue;
+    out.push_back({name, ts, *t});
+  }
+  return out;
+}
+
+std::vector<std::string> prune_previous_databases(PgConnection& conn, const std::string& db,
+                                                  int keep_days, Clock::time_point now) {
+  std::vector<std::string> dropped;
+  auto cutoff = now - std::chrono::hours(24) * keep_days;
+  for (const PreviousDatabase& p : previous_databases(conn, db)) {
+    if (p.time >= cutoff) continue;
+    spdlog::info("restore: dropping {} (older than RESTORE_KEEP_PREVIOUS_DAYS={})", p.name, keep_days);
+    drop_database(conn, p.name);
+    dropped.push_back(p.name);
+  }
+  return dropped;
+}
+
+}  // namespace backupctl

@@ -1,0 +1,133 @@
+#include "service/service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "util/error.hpp"
+#include "util/process.hpp"
+#include "util/signals.hpp"
+
+namespace backupctl {
+namespace {
+
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) {
+    if (!out.empty()) out += ' ';
+    out += w;
+  }
+  return out;
+}
+
+// Runs one control command; stdout and stderr go to our stderr so the operator sees them.
+void run_control(const std::vector<std::string>& argv, const char* what) {
+  spdlog::info("services: {}", join(argv));
+  RunResult r = run_command({.argv = argv});
+  if (!r.out.empty()) spdlog::info("services: {}", last_lines(r.out, 5));
+  if (!r.status.ok()) {
+    throw Error(ErrorCode::tool_failed,
+                std::string("cannot ") + what + " the services: `" + join(argv) + "` " +
+                    r.status.describe() + ": " + first_line(last_lines(r.err, 1)),
+                "check the command by hand; SERVICE_CONTROL selects how services are controlled");
+  }
+}
+
+class ArgvController : public ServiceController {
+ public:
+  ArgvController(std::vector<std::string> stop, std::vector<std::string> start)
+      : m_stop(std::move(stop)), m_start(std::move(start)) {}
+  void stop() override { run_control(m_stop, "stop"); }
+  void start() override { run_control(m_start, "start"); }
+  std::string describe_stop() const override { return join(m_stop); }
+
+ private:
+  std::vector<std::string> m_stop, m_start;
+};
+
+class NoController : public ServiceController {
+ public:
+  void stop() override {}
+  void start() override {}
+  std::string describe_stop() const override { return "nothing (SERVICE_CONTROL=none)"; }
+  bool does_nothing() const override { return true; }
+};
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::unique_ptr<ServiceController> make_service_controller(const Config& config) {
+  switch (config.service_control) {
+    case ServiceControl::compose: {
+      std::error_code ec;
+      if (!std::filesystem::exists(config.compose_file, ec)) {
+        throw Error(ErrorCode::usage,
+                    "SERVICE_CONTROL=compose but " + config.compose_file.string() + " does not exist",
+                    "set COMPOSE_FILE, or SERVICE_CONTROL=systemd|command|none");
+      }
+      auto cmd = [&](const char* verb) {
+        std::vector<std::string> argv = {"docker", "compose", "-f", config.compose_file.string(), verb};
+        argv.insert(argv.end(), config.app_services.begin(), config.app_services.end());
+        return argv;
+      };
+      return std::make_unique<ArgvController>(cmd("stop"), cmd("start"));
+    }
+    case ServiceControl::systemd: {
+      auto cmd = [&](const char* verb) {
+        std::vector<std::string> argv = {"systemctl", verb};
+        argv.insert(argv.end(), config.app_services.begin(), config.app_services.end());
+        return argv;
+      };
+      return std::make_unique<ArgvController>(cmd("stop"), cmd("start"));
+    }
+    case ServiceControl::command:
+      return std::make_unique<ArgvController>(config.service_stop_cmd, config.service_start_cmd);
+    case ServiceControl::none:
+      return std::make_unique<NoController>();
+  }
+  return std::make_unique<NoController>();
+}
+
+ServicesStopped::ServicesStopped(ServiceController& controller) : m_controller(controller) {
+  try {
+    m_controller.stop();
+  } catch (...) {
+    // Some services may have stopped before the failure: bring them back before giving up.
+    InterruptShield shield;
+    try {
+      m_controller.start();
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+    }
+    throw;
+  }
+  m_stopped_at = now_seconds();
+}
+
+ServicesStopped::~ServicesStopped() {
+  if (m_running) return;
+  InterruptShield shield;  // a signal brought us here: starting the services must still finish
+  try {
+    m_controller.start();
+    spdlog::info("services: running again");
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    spdlog::error("the services are STOPPED: start them by hand");
+  }
+}
+
+void ServicesStopped::start_now() {
+  m_running = true;
+  m_down = now_seconds() - m_stopped_at;
+  m_controller.start();
+}
+
+double ServicesStopped::seconds_down() const {
+  return m_down >= 0 ? m_down : now_seconds() - m_stopped_at;
+}
+
+}  // namespace backupctl

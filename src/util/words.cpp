@@ -1,0 +1,53 @@
+#include "util/words.hpp"
+
+#include "util/error.hpp"
+
+namespace backupctl {
+
+std::vector<std::string> split_words(std::string_view text, std::string_view setting) {
+  std::vector<std::string> words;
+  std::string current;
+  bool in_word = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == ' ' || c == '\t' || c == '\n') {
+      if (in_word) words.push_back(std::move(current));
+      current.clear();
+      in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\'') {
+      auto end = text.find('\'', i + 1);
+      if (end == std::string_view::npos) {
+        throw Error(ErrorCode::usage, "unterminated ' in " + std::string(setting),
+                    "quote arguments with matching quotes");
+      }
+      current.append(text.substr(i + 1, end - i - 1));
+      i = end;
+    } else if (c == '"') {
+      std::size_t j = i + 1;
+      for (; j < text.size() && text[j] != '"'; ++j) {
+        if (text[j] == '\\' && j + 1 < text.size() && (text[j + 1] == '"' || text[j + 1] == '\\')) ++j;
+        current += text[j];
+      }
+      if (j >= text.size()) {
+        throw Error(ErrorCode::usage, "unterminated \" in " + std::string(setting),
+                    "quote arguments with matching quotes");
+      }
+      i = j;
+    } else if (c == '\\' && i + 1 < text.size()) {
+      current += text[++i];
+    } else {
+      current += c;
+    }
+  }
+  if (in_word) words.push_back(std::move(current));
+  if (words.empty()) {
+    throw Error(ErrorCode::usage, std::string(setting) + " is empty",
+                "give the command to run, e.g. " + std::string(setting) + "='systemctl stop archive-api'");
+  }
+  return words;
+}
+
+}  // namespace backupctl
