@@ -8,7 +8,7 @@ ENV_FILE ?= $(wildcard infra/env)
 JOBS ?= $(shell nproc)
 env_flag = $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
-.PHONY: deps build build-asan test demo backup-db bench clean
+.PHONY: deps build build-asan test demo backup-db restore-db bench clean
 
 deps:
 	@tools/install-deps.sh
@@ -34,8 +34,15 @@ demo: build
 backup-db: build
 	@$(BACKUPCTL) $(env_flag) backup db
 
+# make restore-db BACKUP_FILE=infra/data/backup/db/archive_<db>_<ts>.dump CONFIRM=YES
+# Without CONFIRM=YES it prints the plan and changes nothing. RESTORE_FLAGS passes more options
+# (--online, --in-place, --target-db NAME, --allow-no-meta).
+restore-db: build
+	@CONFIRM="$(CONFIRM)" $(BACKUPCTL) $(env_flag) restore db --file "$(BACKUP_FILE)" $(RESTORE_FLAGS)
+
 bench: build
 	bench/db_backup.sh
+	bench/db_restore.sh
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR)

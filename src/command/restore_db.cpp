@@ -397,8 +397,8 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
   const PgTarget db_target = target.with_database(plan.target_database);
   int server_major = PgConnection::open(maintenance).server_major();
   const PgTool psql = find_pg_tool("psql", server_major, config);
-  std::optional<PgTool> pg_restore;
-  if (is_custom(plan.format)) pg_restore = find_pg_tool("pg_restore", server_major, config);
+  // Both, whatever the format: putting a safety dump back needs pg_restore after a .sql failed.
+  const PgTool pg_restore = find_pg_tool("pg_restore", server_major, config);
   auto controller = make_service_controller(config);
 
   std::optional<ServicesStopped> services;
@@ -426,9 +426,9 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
         PgConnection conn = PgConnection::open(maintenance);
         drop_database(conn, plan.target_database);
       }
-      create_database(plan, psql, pg_restore ? &*pg_restore : nullptr, maintenance, plan.target_database);
+      create_database(plan, psql, &pg_restore, maintenance, plan.target_database);
       phases.start("restore");
-      load_backup(config, plan, pg_restore ? *pg_restore : psql, psql, target, plan.target_database, progress);
+      load_backup(config, plan, pg_restore, psql, target, plan.target_database, progress);
     } catch (const std::exception& failure) {
       InterruptShield shield;  // what follows must finish, even after SIGINT/SIGTERM
       const Error* err = dynamic_cast<const Error*>(&failure);
@@ -451,9 +451,9 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
           PgConnection conn = PgConnection::open(maintenance);
           drop_database(conn, plan.target_database);
         }
-        create_database(back_plan, psql, pg_restore ? &*pg_restore : nullptr, maintenance,
+        create_database(back_plan, psql, &pg_restore, maintenance,
                         plan.target_database);
-        load_backup(config, back_plan, pg_restore ? *pg_restore : psql, psql, target,
+        load_backup(config, back_plan, pg_restore, psql, target,
                     plan.target_database, quiet);
       } catch (const std::exception& again) {
         throw Error(code, std::string(failure.what()) + "; putting the safety dump back failed too: " +
@@ -472,9 +472,9 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
     TemporaryDatabase side_guard(maintenance, side);
     try {
       phases.start("create side database");
-      create_database(plan, psql, pg_restore ? &*pg_restore : nullptr, maintenance, side);
+      create_database(plan, psql, &pg_restore, maintenance, side);
       phases.start("restore");
-      load_backup(config, plan, pg_restore ? *pg_restore : psql, psql, target, side, progress);
+      load_backup(config, plan, pg_restore, psql, target, side, progress);
       phases.start("analyze");
       PgConnection::open(target.with_database(side)).exec("ANALYZE");
       phases.start("count rows");
@@ -498,7 +498,7 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
   phases.end();
   if (services) {
     services->start_now();
-    report.services_down_seconds = services->seconds_down();
+    if (!controller->does_nothing()) report.services_down_seconds = services->seconds_down();
   }
 
   if (report.tables.empty()) report.tables = count_rows(target, plan.target_database);
@@ -594,7 +594,7 @@ RestoreReport run_restore_undo(const Config& config, const PgTarget& target, con
     report.previous = plan.keep_as;
     phases.end();
     services.start_now();
-    report.services_down_seconds = services.seconds_down();
+    if (!controller->does_nothing()) report.services_down_seconds = services.seconds_down();
   }
   report.tables = count_rows(target, plan.target);
   report.total_seconds = seconds_since(t0);

@@ -102,17 +102,23 @@ Error pg_tool_failure(std::string_view tool, const ExitStatus& status,
                  fmt::format("{}; check the system log (OOM killer?) and run again",
                              what_was_lost));
   }
-  // pg_dump/pg_restore print "pg_dump: error: ..." lines, followed by detail lines.
+  // pg_dump/pg_restore print "pg_dump: error: ..." lines, psql "psql:file:3: ERROR:  ...", the
+  // server "FATAL:  ..."; detail lines (LINE 1:, ^, DETAIL:) follow. Take the last such line.
   std::string line;
-  std::size_t pos = stderr_text.rfind("error: ");
-  if (pos != std::string::npos) {
-    std::size_t start = stderr_text.rfind('\n', pos);
+  std::size_t end = stderr_text.size();
+  while (end > 0 && line.empty()) {
+    std::size_t start = stderr_text.rfind('\n', end - 1);
     start = start == std::string::npos ? 0 : start + 1;
-    line = first_line(std::string_view(stderr_text).substr(start));
-    // Join the detail lines that follow: "pg_dump: detail: Query was: ...".
-  } else {
-    line = last_lines(stderr_text, 1);
+    std::string_view candidate(stderr_text.data() + start, end - start);
+    if (candidate.find("error: ") != std::string_view::npos ||
+        candidate.find("ERROR: ") != std::string_view::npos ||
+        candidate.find("FATAL: ") != std::string_view::npos) {
+      line = first_line(candidate);
+    }
+    if (start == 0) break;
+    end = start - 1;
   }
+  if (line.empty()) line = last_lines(stderr_text, 1);
   if (line.empty()) line = "no error message";
   std::string hint = std::string(what_was_lost);
   if (line.find("permission denied") != std::string::npos) {

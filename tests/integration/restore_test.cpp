@@ -1,0 +1,495 @@
+// `backupctl restore db` / `restore undo` against a real PostgreSQL, with a real writer process as
+// the app's services (SERVICE_CONTROL=command).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+
+#include "fixture.hpp"
+#include "snapshot.hpp"
+
+namespace backupctl::test {
+
+namespace {
+
+fs::path writer_script() { return fs::path(BACKUPCTL_SOURCE_DIR) / "tests/integration/bin/writer.sh"; }
+
+// One line of the shared event log: "<ns> <event>".
+struct Event {
+  long long ns;
+  std::string what;
+};
+
+std::vector<Event> read_events(const fs::path& log) {
+  std::vector<Event> out;
+  std::ifstream in(log);
+  long long ns;
+  std::string what;
+  while (in >> ns >> what) out.push_back({ns, what});
+  return out;
+}
+
+long long first(const std::vector<Event>& ev, const std::string& what, long long after = 0) {
+  for (const auto& e : ev) {
+    if (e.what == what && e.ns >= after) return e.ns;
+  }
+  return -1;
+}
+
+int count_between(const std::vector<Event>& ev, const std::string& what, long long from, long long to) {
+  int n = 0;
+  for (const auto& e : ev) n += e.what == what && e.ns > from && e.ns < to;
+  return n;
+}
+
+// A server with database `archive` (heartbeat + documents + a bigger table), a backup of it, a
+// writer standing in for api/worker/beat, and PG_BINDIR wrappers that log when pg_restore starts.
+class RestoreTest : public ::testing::Test {
+ protected:
+  PgCluster pg;
+  TempDir dir;
+  TempDir state;  // writer pid and the shared event log
+  TempDir bin;
+  fs::path dump;
+
+  void SetUp() override {
+    pg.create_database("archive");
+    pg.psql("archive",
+            "CREATE TABLE heartbeat (at timestamptz NOT NULL);"
+            "CREATE TABLE documents AS SELECT i AS id, 'doc ' || i AS title FROM generate_series(1, 1000) i;"
+            "ALTER TABLE documents ADD PRIMARY KEY (id);"
+            "CREATE TABLE big AS SELECT i, repeat(md5(i::text), 10) AS filler FROM generate_series(1, 150000) i;"
+            "CREATE INDEX ON big (filler);");
+    for (const char* tool : {"pg_dump", "pg_dumpall", "psql"}) {
+      write_file_atomic(bin.path() / tool, "#!/bin/sh\nexec " + pg.tool(tool) + " \"$@\"\n", 0755);
+    }
+    // Logs "pg_restore" when it restores into a database (not for --list or SQL extraction).
+    write_file_atomic(bin.path() / "pg_restore",
+                      "#!/bin/sh\ncase \"$*\" in *--dbname=*) echo \"$(date +%s%N) pg_restore\" >> " +
+                          log().string() + ";; esac\nexec " + pg.tool("pg_restore") + " \"$@\"\n",
+                      0755);
+    CliResult r = run_backupctl({"backup", "db", "--json"}, env());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    dump = nlohmann::json::parse(r.out)["path"].get<std::string>();
+  }
+
+  void TearDown() override {
+    // Never leave a writer running, whatever the test did.
+    run_command({.argv = {writer_script().string(), "stop", state.path().string()}});
+  }
+
+  fs::path log() const { return state.path() / "log"; }
+
+  EnvList env() const {
+    EnvList e = backup_env(pg, "archive", dir.path());
+    e.emplace_back("PG_BINDIR", bin.path().string());
+    e.emplace_back("SERVICE_CONTROL", "command");
+    e.emplace_back("SERVICE_STOP_CMD", writer_script().string() + " stop " + state.path().string());
+    e.emplace_back("SERVICE_START_CMD", writer_script().string() + " start " + state.path().string());
+    return e;
+  }
+
+  EnvList confirmed() const {
+    EnvList e = env();
+    e.emplace_back("CONFIRM", "YES");
+    return e;
+  }
+
+  void start_writer() {
+    EnvList e = pg.env("archive");
+    RunResult r = run_command({.argv = {writer_script().string(), "start", state.path().string()}, .env = e});
+    ASSERT_TRUE(r.status.ok()) << r.err;
+    ASSERT_TRUE(wait_for([&] { return first(read_events(log()), "ok") > 0; }, 10));
+  }
+
+  std::vector<std::string> databases() {
+    std::string out = pg.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'archive%' ORDER BY 1");
+    std::vector<std::string> names;
+    std::istringstream in(out);
+    for (std::string line; std::getline(in, line);) names.push_back(line);
+    return names;
+  }
+
+  // The writer must be running again at the end of every restore, successful or not.
+  void expect_writer_running() {
+    auto ev = read_events(log());
+    ASSERT_FALSE(ev.empty());
+    long long restarted = -1;
+    for (const auto& e : ev) {
+      if (e.what == "started") restarted = e.ns;
+    }
+    long long stopped = -1;
+    for (const auto& e : ev) {
+      if (e.what == "stopped") stopped = e.ns;
+    }
+    EXPECT_GT(restarted, stopped) << "the services were left stopped";
+    EXPECT_TRUE(wait_for([&] { return first(read_events(log()), "ok", restarted) > 0; }, 10))
+        << "the writer does not write after the restore";
+  }
+};
+
+}  // namespace
+
+TEST_F(RestoreTest, WithoutConfirmPrintsThePlanAndChangesNothing) {
+  start_writer();
+  pg.psql("archive", "DELETE FROM documents WHERE id > 10");
+  std::string before = snapshot(pg, "archive");
+  CliResult r = run_backupctl({"restore", "db", "--file", dump.string()}, env());
+  EXPECT_EQ(r.exit_code, 9) << r.err;
+  EXPECT_NE(r.out.find("restore plan (nothing has been changed)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(dump.string()), std::string::npos);
+  EXPECT_NE(r.out.find("sha256 matches the meta"), std::string::npos);
+  EXPECT_NE(r.out.find("target:     database archive on the server (exists"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("writer.sh stop"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("not confirmed: nothing was changed"), std::string::npos);
+  EXPECT_NE(r.err.find("CONFIRM=YES"), std::string::npos);
+  EXPECT_EQ(first(read_events(log()), "stopped"), -1) << "services were stopped";
+  EXPECT_EQ(snapshot(pg, "archive").substr(0, 100), before.substr(0, 100));
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "10\n");
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+}
+
+TEST_F(RestoreTest, ServicesAreStoppedDuringTheRestoreAndRunningAfter) {
+  start_writer();
+  pg.psql("archive", "DELETE FROM documents; DROP TABLE big");
+  CliResult r = run_backupctl({"restore", "db", "--json", "--file", dump.string()}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto report = nlohmann::json::parse(r.out);
+
+  auto ev = read_events(log());
+  long long stopped = first(ev, "stopped");
+  long long restore = first(ev, "pg_restore");
+  long long started = first(ev, "started", stopped);
+  ASSERT_GT(stopped, 0);
+  ASSERT_GT(restore, 0);
+  EXPECT_LT(stopped, restore) << "pg_restore ran before the services were stopped";
+  EXPECT_GT(started, restore);
+  EXPECT_EQ(count_between(ev, "ok", stopped, started), 0) << "the writer wrote during the restore";
+  expect_writer_running();
+
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "1000\n");
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM big"), "150000\n");
+  EXPECT_EQ(report["tables"]["public.documents"], 1000);
+  EXPECT_EQ(report["tables"]["public.big"], 150000);
+  for (const char* phase : {"roles", "create side database", "restore", "analyze", "swap"}) {
+    EXPECT_TRUE(report["phases"].contains(phase)) << phase;
+  }
+  EXPECT_GT(report["services_down_seconds"].get<double>(), 0);
+  // The replaced database is kept, with the rows deleted before the restore.
+  std::string previous = report["previous"];
+  EXPECT_TRUE(std::regex_match(previous, std::regex(R"(archive__pre_restore_\d{8}_\d{6})"))) << previous;
+  EXPECT_EQ(databases(), (std::vector<std::string>{"archive", previous}));
+  EXPECT_EQ(pg.psql(previous, "SELECT count(*) FROM documents"), "0\n");
+}
+
+TEST_F(RestoreTest, OnlineKeepsServicesUpUntilTheSwapAndLosesNoWrite) {
+  start_writer();
+  CliResult r = run_backupctl({"restore", "db", "--online", "--json", "--file", dump.string()}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto report = nlohmann::json::parse(r.out);
+  auto ev = read_events(log());
+  long long restore = first(ev, "pg_restore");
+  long long stopped = first(ev, "stopped");
+  long long started = first(ev, "started", stopped);
+  ASSERT_GT(restore, 0);
+  ASSERT_GT(stopped, restore) << "services stopped before the side restore";
+  EXPECT_GT(count_between(ev, "ok", restore, stopped), 0) << "the writer did not write during the restore";
+  EXPECT_LT((started - stopped) / 1e9, 5.0) << "write downtime";
+  EXPECT_LT(report["services_down_seconds"].get<double>(), 5.0);
+  expect_writer_running();
+
+  // Every write made before the swap is in the kept database; the restored one has the backup's.
+  int oks_before_swap = count_between(ev, "ok", 0, stopped);
+  std::string previous = report["previous"];
+  int kept = std::stoi(pg.psql(previous, "SELECT count(*) FROM heartbeat"));
+  EXPECT_GE(kept, oks_before_swap);
+  EXPECT_GE(oks_before_swap, 1);
+}
+
+TEST_F(RestoreTest, RichDatabaseRestoredOverAModifiedCopyEqualsTheOriginal) {
+  PgCluster rich;
+  create_rich_database(rich);
+  std::string original = snapshot(rich, "rich");
+  TempDir rdir;
+  EnvList e = backup_env(rich, "rich", rdir.path());
+  e.emplace_back("SERVICE_CONTROL", "none");
+  CliResult b = run_backupctl({"backup", "db", "--json"}, e);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  fs::path rich_dump = nlohmann::json::parse(b.out)["path"].get<std::string>();
+
+  rich.psql("rich", "DELETE FROM app.ingest_jobs WHERE id % 2 = 0; DROP MATERIALIZED VIEW app.doc_stats;"
+                    "UPDATE app.documents SET title = 'changed'; SELECT setval('app.invoice_no', 5000);"
+                    "SELECT lo_unlink(min(oid)) FROM pg_largeobject_metadata;"
+                    "ALTER DATABASE rich SET work_mem = '1MB'; REVOKE CONNECT ON DATABASE rich FROM PUBLIC;"
+                    "CREATE TABLE app.extra (x int)");
+  ASSERT_NE(snapshot(rich, "rich"), original);
+  e.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "db", "--file", rich_dump.string()}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(snapshot(rich, "rich"), original);
+}
+
+TEST_F(RestoreTest, FreshServerWithoutTheRolesGetsThemFromTheRolesFile) {
+  PgCluster source;
+  create_rich_database(source);
+  std::string original = snapshot(source, "rich");
+  TempDir rdir;
+  EnvList e = backup_env(source, "rich", rdir.path());
+  CliResult b = run_backupctl({"backup", "db", "--json"}, e);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  fs::path rich_dump = nlohmann::json::parse(b.out)["path"].get<std::string>();
+
+  PgCluster fresh;  // no roles archive_owner/archive_reader, no database rich
+  EnvList f = backup_env(fresh, "rich", rdir.path());
+  f.emplace_back("SERVICE_CONTROL", "none");
+  CliResult plan = run_backupctl({"restore", "db", "--file", rich_dump.string()}, f);
+  EXPECT_EQ(plan.exit_code, 9);
+  EXPECT_NE(plan.out.find("will create archive_owner, archive_reader"), std::string::npos) << plan.out;
+  EXPECT_NE(plan.out.find("does not exist yet"), std::string::npos) << plan.out;
+  f.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "db", "--json", "--file", rich_dump.string()}, f);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["roles_created"], (nlohmann::json{"archive_owner", "archive_reader"}));
+  EXPECT_EQ(report["previous"], "");
+  EXPECT_EQ(snapshot(fresh, "rich"), original);
+  // Roles get the attributes they had (LOGIN for the owner), existing ones are untouched.
+  EXPECT_EQ(fresh.psql("postgres", "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE "
+                                   "'archive%' ORDER BY 1"),
+            "archive_owner|t\narchive_reader|f\n");
+}
+
+TEST_F(RestoreTest, FlippedByteIsRefusedAndNothingIsTouched) {
+  start_writer();
+  pg.psql("archive", "DELETE FROM documents WHERE id > 500");
+  {
+    std::fstream f(dump, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(dump) / 2));
+    f.put('\x5a');
+  }
+  CliResult r = run_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_NE(r.err.find("does not match its meta"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nothing was touched"), std::string::npos) << r.err;
+  EXPECT_EQ(first(read_events(log()), "stopped"), -1) << "services were stopped for a bad file";
+  EXPECT_EQ(first(read_events(log()), "pg_restore"), -1);
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "500\n");
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+}
+
+TEST_F(RestoreTest, DumpWithoutMetaNeedsAnExplicitOptIn) {
+  fs::remove(dump.string() + ".meta");
+  CliResult r = run_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_NE(r.err.find("--allow-no-meta"), std::string::npos) << r.err;
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+  r = run_backupctl({"restore", "db", "--allow-no-meta", "--file", dump.string()}, confirmed());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("has no meta"), std::string::npos) << r.err;
+}
+
+TEST_F(RestoreTest, FailingPgRestoreLeavesTheOriginalAndNoSideDatabase) {
+  // A dump that conflicts with the server: a table owned by a role that is gone, and no roles file
+  // to bring it back, so pg_restore --exit-on-error stops half-way (after creating tables).
+  pg.psql("postgres", "CREATE ROLE ghost");
+  pg.psql("archive", "CREATE TABLE haunted (x int); ALTER TABLE haunted OWNER TO ghost");
+  CliResult b = run_backupctl({"backup", "db", "--json"}, env());
+  ASSERT_EQ(b.exit_code, 0);
+  fs::path conflicting = nlohmann::json::parse(b.out)["path"].get<std::string>();
+  auto meta = nlohmann::json::parse(read_file(conflicting.string() + ".meta"));
+  fs::remove(dir.path() / "db" / meta["parts"]["roles"]["file"].get<std::string>());
+  pg.psql("archive", "DROP TABLE haunted");
+  pg.psql("postgres", "DROP ROLE ghost");
+  pg.psql("archive", "DELETE FROM documents WHERE id > 100");
+
+  start_writer();
+  CliResult r = run_backupctl({"restore", "db", "--file", conflicting.string()}, confirmed());
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_NE(r.err.find("pg_restore failed"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("role \"ghost\" does not exist"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the database archive was not changed"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("server log"), std::string::npos) << r.err;
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "100\n");
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+  expect_writer_running();
+}
+
+TEST_F(RestoreTest, PgRestoreKilledMidwayLeavesTheOriginal) {
+  start_writer();
+  pg.psql("archive", "DELETE FROM documents WHERE id > 100");
+  Child c = spawn_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
+  // Wait until pg_restore has created tables in the side database, then kill it.
+  std::vector<pid_t> restores;
+  ASSERT_TRUE(wait_for([&] {
+    restores = child_pids(c.pid(), "pg_restore");
+    if (restores.empty()) return false;
+    std::string side = pg.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'archive__restore_%'");
+    if (side.empty()) return false;
+    side.pop_back();
+    RunResult n = pg.psql_raw(side, "SELECT count(*) FROM pg_class WHERE relname = 'documents'", true);
+    return n.out == "1\n";
+  }, 30)) << "pg_restore never got going";
+  for (pid_t p : restores) ::kill(p, SIGKILL);
+  c.drain();
+  ExitStatus s = c.wait();
+  EXPECT_EQ(s.code, 7) << c.stderr_tail();
+  EXPECT_NE(c.stderr_tail().find("pg_restore was killed by signal 9"), std::string::npos) << c.stderr_tail();
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "100\n");
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+  expect_writer_running();
+}
+
+TEST_F(RestoreTest, SigtermDuringTheRestoreLeavesTheOriginalAndRestartsServices) {
+  start_writer();
+  pg.psql("archive", "DELETE FROM documents WHERE id > 100");
+  Child c = spawn_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
+  ASSERT_TRUE(wait_for([&] { return !child_pids(c.pid(), "pg_restore").empty(); }, 30));
+  ::kill(c.pid(), SIGTERM);
+  c.drain();
+  ExitStatus s = c.wait();
+  EXPECT_EQ(s.code, 143) << c.stderr_tail();
+  EXPECT_NE(c.stderr_tail().find("interrupted by SIGTERM"), std::string::npos) << c.stderr_tail();
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "100\n");
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+  expect_writer_running();
+}
+
+TEST_F(RestoreTest, UndoBringsBackThePreviousData) {
+  pg.psql("archive", "DELETE FROM documents WHERE id > 7");
+  CliResult r = run_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "1000\n");
+  EXPECT_NE(r.out.find("backupctl restore undo"), std::string::npos) << r.out;
+
+  CliResult plan = run_backupctl({"restore", "undo"}, env());
+  EXPECT_EQ(plan.exit_code, 9);
+  EXPECT_NE(plan.out.find("undo plan"), std::string::npos);
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "1000\n");
+
+  start_writer();
+  CliResult undo = run_backupctl({"restore", "undo"}, confirmed());
+  ASSERT_EQ(undo.exit_code, 0) << undo.err;
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "7\n");
+  expect_writer_running();
+  // The undo is itself undoable: the restored copy was kept.
+  CliResult redo = run_backupctl({"restore", "undo"}, confirmed());
+  ASSERT_EQ(redo.exit_code, 0) << redo.err;
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "1000\n");
+}
+
+TEST_F(RestoreTest, InPlaceTakesASafetyDumpAndPutsItBackOnFailure) {
+  pg.psql("archive", "DELETE FROM documents WHERE id > 3");
+  CliResult ok = run_backupctl({"restore", "db", "--in-place", "--json", "--file", dump.string()}, confirmed());
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  auto report = nlohmann::json::parse(ok.out);
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "1000\n");
+  fs::path safety = report["safety_dump"].get<std::string>();
+  ASSERT_TRUE(fs::exists(safety));
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+
+  // A failing in-place restore: the database comes back from the safety dump.
+  pg.psql("archive", "DELETE FROM documents WHERE id > 42");
+  write_file_atomic(dir.path() / "broken.sql",
+                    "CREATE TABLE t (x int);\nINSERT INTO t VALUES (1);\nTHIS IS NOT SQL;\n");
+  CliResult bad = run_backupctl({"restore", "db", "--in-place", "--allow-no-meta", "--file",
+                                 (dir.path() / "broken.sql").string()},
+                                confirmed());
+  EXPECT_EQ(bad.exit_code, 7) << bad.err;
+  EXPECT_NE(bad.err.find("put back from the safety dump"), std::string::npos) << bad.err;
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "42\n");
+}
+
+TEST_F(RestoreTest, PlainSqlGzipAndZstdDumpsRestore) {
+  pg.psql("archive", "DROP TABLE big");
+  RunResult sql = run_command({.argv = {pg.tool("pg_dump"), "--format=plain", "--file",
+                                        (dir.path() / "plain.sql").string(), "archive"},
+                               .env = pg.env("archive")});
+  ASSERT_TRUE(sql.status.ok()) << sql.err;
+  fs::copy_file(dir.path() / "plain.sql", dir.path() / "gz.sql");
+  ASSERT_TRUE(run_command({.argv = {"gzip", (dir.path() / "gz.sql").string()}}).status.ok());
+  EnvList zenv = env();
+  zenv.emplace_back("BACKUP_DB_COMPRESSION", "zstd");
+  CliResult z = run_backupctl({"backup", "db", "--json"}, zenv);
+  ASSERT_EQ(z.exit_code, 0) << z.err;
+  fs::path zst = nlohmann::json::parse(z.out)["path"].get<std::string>();
+
+  for (const fs::path& f : {dir.path() / "plain.sql", dir.path() / "gz.sql.gz", zst}) {
+    pg.psql("archive", "DELETE FROM documents");
+    CliResult r = run_backupctl({"restore", "db", "--allow-no-meta", "--file", f.string()}, confirmed());
+    ASSERT_EQ(r.exit_code, 0) << f << ": " << r.err;
+    EXPECT_EQ(pg.psql("archive", "SELECT count(*), sum(id) FROM documents"), "1000|500500\n") << f;
+  }
+}
+
+TEST(RestoreServices, ComposeControllerRunsTheExactDockerComposeCommands) {
+  // No docker engine here: a stand-in `docker` on PATH records its argv.
+  PgCluster pg;
+  pg.create_database("archive");
+  TempDir app, fake, dir;
+  make_dirs(app.path() / "infra");
+  write_file_atomic(app.path() / "infra/docker-compose.yml", "services: {}\n");
+  write_file_atomic(fake.path() / "docker",
+                    "#!/bin/sh\nprintf '%s|' \"$@\" >> " + (fake.path() / "argv").string() +
+                        "\necho >> " + (fake.path() / "argv").string() + "\n",
+                    0755);
+  EnvList e = backup_env(pg, "archive", dir.path());
+  CliResult b = run_backupctl({"backup", "db", "--json"}, e);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  std::string dump = nlohmann::json::parse(b.out)["path"];
+  e.emplace_back("PATH", fake.path().string() + ":" + std::getenv("PATH"));
+  e.emplace_back("APP_ROOT", app.path().string());
+  e.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string compose = (app.path() / "infra/docker-compose.yml").string();
+  EXPECT_EQ(read_file(fake.path() / "argv"),
+            "compose|-f|" + compose + "|stop|api|worker|beat|\n"
+            "compose|-f|" + compose + "|start|api|worker|beat|\n");
+
+  // A failing stop aborts before anything changes, and what may have stopped is started again.
+  write_file_atomic(fake.path() / "docker",
+                    "#!/bin/sh\nprintf '%s|' \"$@\" >> " + (fake.path() / "argv2").string() +
+                        "\necho >> " + (fake.path() / "argv2").string() +
+                        "\n[ \"$4\" = stop ] && { echo 'Cannot connect to the Docker daemon' >&2; exit 1; }\nexit 0\n",
+                    0755);
+  pg.psql("archive", "CREATE TABLE marker (x int)");
+  r = run_backupctl({"restore", "db", "--file", dump}, e);
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_NE(r.err.find("cannot stop the services"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Cannot connect to the Docker daemon"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(fake.path() / "argv2"),
+            "compose|-f|" + compose + "|stop|api|worker|beat|\n"
+            "compose|-f|" + compose + "|start|api|worker|beat|\n");
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM marker"), "0\n");  // not restored over
+
+  // Without the compose file: a clear error before anything happens.
+  fs::remove(app.path() / "infra/docker-compose.yml");
+  r = run_backupctl({"restore", "db", "--file", dump}, e);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("SERVICE_CONTROL=compose but"), std::string::npos) << r.err;
+}
+
+TEST(RestoreServices, SystemdControllerRunsSystemctl) {
+  PgCluster pg;
+  pg.create_database("archive");
+  TempDir fake, dir;
+  write_file_atomic(fake.path() / "systemctl",
+                    "#!/bin/sh\necho \"$*\" >> " + (fake.path() / "argv").string() + "\n", 0755);
+  EnvList e = backup_env(pg, "archive", dir.path());
+  CliResult b = run_backupctl({"backup", "db", "--json"}, e);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  e.emplace_back("PATH", fake.path().string() + ":" + std::getenv("PATH"));
+  e.emplace_back("SERVICE_CONTROL", "systemd");
+  e.emplace_back("APP_SERVICES", "archive-api archive-worker");
+  e.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "db", "--online", "--file",
+                               nlohmann::json::parse(b.out)["path"].get<std::string>()}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_file(fake.path() / "argv"),
+            "stop archive-api archive-worker\nstart archive-api archive-worker\n");
+}
+
+}  // namespace backupctl::test
