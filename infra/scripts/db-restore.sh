@@ -7,4 +7,5 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 file=${1:-${BACKUP_FILE:-}}
+[[ -n "$file" ]] && file=$(realpath -m "$file")  # make -C changes the directory
 exec make --no-print-directory -C "$root" restore-db BACKUP_FILE="$file" CONFIRM="${CONFIRM:-}"

@@ -63,6 +63,7 @@ struct RestoreReport {
   double services_down_seconds = 0;
   double total_seconds = 0;
   std::vector<std::pair<std::string, std::int64_t>> tables;  // schema.table, rows
+  bool rows_checked = false;  // every table's rows were compared with the archive's
   std::vector<std::string> roles_created;
   std::vector<std::string> pruned;
 

@@ -57,6 +57,23 @@ class ChildSource : public Source {
   Child& m_child;
 };
 
+// Reports the bytes read through it.
+class ProgressSource : public Source {
+ public:
+  ProgressSource(Source& in, std::function<void(std::uint64_t)> fn) : m_in(in), m_fn(std::move(fn)) {}
+  std::size_t read(std::span<char> buf) override {
+    std::size_t n = m_in.read(buf);
+    m_total += n;
+    if (m_fn) m_fn(m_total);
+    return n;
+  }
+
+ private:
+  Source& m_in;
+  std::function<void(std::uint64_t)> m_fn;
+  std::uint64_t m_total = 0;
+};
+
 // Writes to a file descriptor it does not own (a pipe to a child, /dev/null).
 class FdSink : public Sink {
  public:

@@ -104,4 +104,44 @@ void ZstdDecompressSink::finish() {
   m_next.finish();
 }
 
+ZstdSource::ZstdSource(Source& in)
+    : m_in(in), m_ctx(ZSTD_createDCtx()), m_inbuf(ZSTD_DStreamInSize()) {
+  if (m_ctx == nullptr) throw Error(ErrorCode::internal, "cannot create a zstd context");
+}
+
+ZstdSource::~ZstdSource() { ZSTD_freeDCtx(dctx(m_ctx)); }
+
+std::size_t ZstdSource::read(std::span<char> buf) {
+  for (;;) {
+    if (m_pos == m_len && !m_eof) {
+      m_len = m_in.read(m_inbuf);
+      m_pos = 0;
+      if (m_len == 0) m_eof = true;
+      if (m_len > 0) m_seen_input = true;
+    }
+    ZSTD_inBuffer in{m_inbuf.data(), m_len, m_pos};
+    ZSTD_outBuffer out{buf.data(), buf.size(), 0};
+    size_t hint = ZSTD_decompressStream(dctx(m_ctx), &out, &in);
+    if (ZSTD_isError(hint)) {
+      throw Error(ErrorCode::verification,
+                  std::string("the zstd stream is corrupt: ") + ZSTD_getErrorName(hint),
+                  "the file is damaged; use another backup");
+    }
+    // A call that moved nothing (no input left) says nothing about frame boundaries.
+    if (in.pos != m_pos || out.pos > 0) m_last_hint = hint;
+    m_pos = in.pos;
+    if (out.pos > 0) return out.pos;
+    if (m_eof && m_pos == m_len) {
+      if (!m_seen_input) {
+        throw Error(ErrorCode::verification, "the zstd stream is empty", "the file is damaged");
+      }
+      if (m_last_hint != 0) {
+        throw Error(ErrorCode::verification, "the zstd stream ends inside a frame (truncated file)",
+                    "the file is incomplete; use another backup");
+      }
+      return 0;
+    }
+  }
+}
+
 }  // namespace backupctl::io

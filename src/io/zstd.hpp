@@ -45,4 +45,23 @@ class ZstdDecompressSink : public Sink {
   std::uint64_t m_out_bytes = 0;
 };
 
+// Pull-side decompression: reads zstd frames from `in`, returns the decompressed bytes.
+// Throws Error(verification) on corruption or a truncated last frame.
+class ZstdSource : public Source {
+ public:
+  explicit ZstdSource(Source& in);
+  ~ZstdSource() override;
+  ZstdSource(const ZstdSource&) = delete;
+  ZstdSource& operator=(const ZstdSource&) = delete;
+  std::size_t read(std::span<char> buf) override;
+
+ private:
+  Source& m_in;
+  void* m_ctx;  // ZSTD_DCtx*
+  std::vector<char> m_inbuf;
+  std::size_t m_pos = 0, m_len = 0;
+  std::size_t m_last_hint = 0;
+  bool m_eof = false, m_seen_input = false;
+};
+
 }  // namespace backupctl::io

@@ -77,8 +77,9 @@ class RestoreTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    // Never leave a writer running, whatever the test did.
+    // Never leave a writer running, whatever the test did (its command line names the state dir).
     run_command({.argv = {writer_script().string(), "stop", state.path().string()}});
+    run_command({.argv = {"pkill", "-f", state.path().string()}});
   }
 
   fs::path log() const { return state.path() / "log"; }
@@ -174,7 +175,7 @@ TEST_F(RestoreTest, ServicesAreStoppedDuringTheRestoreAndRunningAfter) {
   EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM big"), "150000\n");
   EXPECT_EQ(report["tables"]["public.documents"], 1000);
   EXPECT_EQ(report["tables"]["public.big"], 150000);
-  for (const char* phase : {"roles", "create side database", "restore", "analyze", "swap"}) {
+  for (const char* phase : {"roles", "create side database", "restore", "analyze and count rows", "swap"}) {
     EXPECT_TRUE(report["phases"].contains(phase)) << phase;
   }
   EXPECT_GT(report["services_down_seconds"].get<double>(), 0);
@@ -418,8 +419,11 @@ TEST_F(RestoreTest, PlainSqlGzipAndZstdDumpsRestore) {
 
   for (const fs::path& f : {dir.path() / "plain.sql", dir.path() / "gz.sql.gz", zst}) {
     pg.psql("archive", "DELETE FROM documents");
-    CliResult r = run_backupctl({"restore", "db", "--allow-no-meta", "--file", f.string()}, confirmed());
+    CliResult r = run_backupctl({"restore", "db", "--json", "--allow-no-meta", "--file", f.string()}, confirmed());
     ASSERT_EQ(r.exit_code, 0) << f << ": " << r.err;
+    // A .dump.zst streams through the archive reader, which counts the COPY lines per table and
+    // checks the restored tables against them.
+    EXPECT_EQ(nlohmann::json::parse(r.out)["rows_checked"], f == zst) << f;
     EXPECT_EQ(pg.psql("archive", "SELECT count(*), sum(id) FROM documents"), "1000|500500\n") << f;
   }
 }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Benchmark for issue 3: `backupctl restore db` (checksum check, side database, pg_restore -j,
+# analyze, row counts, swap) against the plan's procedure (`dropdb; createdb; pg_restore -d`), on
+# the database of bench/db_backup.sh, alternating in one run. Also the services-down time of
+# `--online` (services stand-in: `true`).
+#   bench/db_restore.sh [ROUNDS] [DOCS]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+rounds=${1:-3}
+docs=${2:-600000}
+bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+
+trap bench_pg_stop EXIT
+bench_pg_start "$docs"
+out=$bench_work/restore
+rm -rf "$out"; mkdir -p "$out"
+
+echo "preparing the dumps..." >&2
+"$bindir/pg_dump" -Fc -f "$out/plan.dump" archive
+BACKUP_DIR=$out/ours "$backupctl" -q backup db
+ours_file=$(ls "$out"/ours/db/*.dump)
+# The target the restores replace: a copy of the database.
+psql -X -q -c "DROP DATABASE IF EXISTS target" -c "CREATE DATABASE target TEMPLATE archive" postgres
+
+declare -A total
+run() {
+  local name=$1; shift
+  sync; local t0; t0=$(now)
+  "$@" >"$out/$name.stdout"
+  local t; t=$(elapsed "$t0")
+  total[$name]=$(echo "${total[$name]:-0} + $t" | bc -l)
+  printf '  %-16s %8ss\n' "$name" "$(fmt_s "$t")" >&2
+}
+plan() {
+  "$bindir/dropdb" target && "$bindir/createdb" target && "$bindir/pg_restore" -d target "$out/plan.dump"
+}
+ours() {
+  CONFIRM=YES BACKUP_DIR=$out/ours SERVICE_CONTROL=none "$backupctl" -q --json restore db \
+    --target-db target --file "$ours_file" "$@"
+}
+online() {
+  CONFIRM=YES BACKUP_DIR=$out/ours SERVICE_CONTROL=command SERVICE_STOP_CMD=true SERVICE_START_CMD=true \
+    "$backupctl" -q --json restore db --online --target-db target --file "$ours_file"
+}
+drop_previous() {
+  for db in $(psql -X -A -t -c "SELECT datname FROM pg_database WHERE datname LIKE 'target\_\_%'" postgres); do
+    psql -X -q -c "DROP DATABASE \"$db\"" postgres
+  done
+}
+
+down_max=0
+for r in $(seq 1 "$rounds"); do
+  echo "round $r/$rounds" >&2
+  if (( r % 2 )); then
+    run plan plan; run ours ours; drop_previous
+  else
+    run ours ours; drop_previous; run plan plan
+  fi
+  run online online; drop_previous
+  down=$(sed -n 's/.*"services_down_seconds": \([0-9.e-]*\).*/\1/p' "$out/online.stdout")
+  (( $(echo "$down > $down_max" | bc -l) )) && down_max=$down
+done
+
+avg() { echo "${total[$1]} / $rounds" | bc -l; }
+echo
+echo "database: $(psql -X -A -t -c "SELECT pg_size_pretty(pg_database_size('archive'))" archive), rounds: $rounds, machine: $(nproc) cores, $(uname -r)"
+printf '%-50s %9s\n' "command" "wall (s)"
+printf '%-50s %9s\n' "plan: dropdb; createdb; pg_restore -d" "$(fmt_s "$(avg plan)")"
+printf '%-50s %9s\n' "backupctl restore db (swap, incl. sha256 check)" "$(fmt_s "$(avg ours)")"
+printf '%-50s %9s\n' "backupctl restore db --online" "$(fmt_s "$(avg online)")"
+echo
+echo "restore: $(ratio "$(avg ours)" "$(avg plan)")x the plan's time (target <= 0.9)"
+echo "--online: services down at most $(fmt_s "$down_max") s (target <= 5)"
+echo "phases of the last run: $(sed -n '/"phases"/,/}/p' "$out/ours.stdout" | tr -d '\n ' )"

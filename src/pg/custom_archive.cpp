@@ -1,0 +1,303 @@
+#include "pg/custom_archive.hpp"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "util/error.hpp"
+
+namespace backupctl {
+namespace {
+
+constexpr int kBlkData = 1;
+constexpr int kBlkBlobs = 3;
+constexpr int kOffsetPosNotSet = 1;
+constexpr int kOffsetPosSet = 2;
+constexpr std::size_t kOutChunk = 128 * 1024;
+
+Error malformed(const std::string& why) {
+  return Error(ErrorCode::verification, "the archive is malformed: " + why,
+               "the file is damaged; use another backup");
+}
+
+// Pulls bytes from a Source with a buffer; optionally copies what it reads to an output buffer
+// (the header and table of contents pass through unchanged, except the fields we rewrite).
+class Reader {
+ public:
+  explicit Reader(io::Source& in) : m_in(in), m_buf(1 << 20) {}
+
+  // -1 at the end of the stream.
+  int byte_or_eof() {
+    if (m_pos == m_len && !fill()) return -1;
+    unsigned char c = static_cast<unsigned char>(m_buf[m_pos++]);
+    if (m_copy) m_copied.push_back(static_cast<char>(c));
+    return c;
+  }
+  int byte() {
+    int c = byte_or_eof();
+    if (c < 0) throw malformed("it ends early (truncated file)");
+    return c;
+  }
+  void exact(char* dst, std::size_t n) {
+    while (n > 0) {
+      if (m_pos == m_len && !fill()) throw malformed("it ends early (truncated file)");
+      std::size_t k = std::min(n, m_len - m_pos);
+      std::memcpy(dst, m_buf.data() + m_pos, k);
+      if (m_copy) m_copied.append(m_buf.data() + m_pos, k);
+      m_pos += k;
+      dst += k;
+      n -= k;
+    }
+  }
+  std::int64_t integer(int int_size) {
+    int sign = byte();
+    std::int64_t v = 0;
+    for (int b = 0; b < int_size; ++b) v |= static_cast<std::int64_t>(byte()) << (8 * b);
+    return sign ? -v : v;
+  }
+  // nullopt for a NULL string.
+  std::optional<std::string> string(int int_size) {
+    std::int64_t len = integer(int_size);
+    if (len < 0) return std::nullopt;
+    if (len > (1 << 30)) throw malformed("a string of " + std::to_string(len) + " bytes");
+    std::string s(static_cast<std::size_t>(len), '\0');
+    exact(s.data(), s.size());
+    return s;
+  }
+
+  void set_copy(bool on) { m_copy = on; }
+  std::string take_copied() { return std::exchange(m_copied, {}); }
+
+ private:
+  bool fill() {
+    m_pos = 0;
+    m_len = m_in.read(m_buf);
+    return m_len > 0;
+  }
+  io::Source& m_in;
+  std::vector<char> m_buf;
+  std::size_t m_pos = 0, m_len = 0;
+  bool m_copy = false;
+  std::string m_copied;
+};
+
+class Writer {
+ public:
+  Writer(io::Sink& out, int int_size) : m_out(out), m_int_size(int_size) {}
+  void raw(std::string_view s) { m_out.write(std::span<const char>(s.data(), s.size())); }
+  void integer(std::int64_t v) {
+    char b[17];
+    b[0] = v < 0 ? 1 : 0;
+    std::uint64_t a = static_cast<std::uint64_t>(v < 0 ? -v : v);
+    for (int i = 0; i < m_int_size; ++i) b[1 + i] = static_cast<char>((a >> (8 * i)) & 0xff);
+    m_out.write(std::span<const char>(b, static_cast<std::size_t>(1 + m_int_size)));
+  }
+  void chunk(const char* data, std::size_t n) {
+    if (n == 0) return;
+    integer(static_cast<std::int64_t>(n));
+    m_out.write(std::span<const char>(data, n));
+  }
+
+ private:
+  io::Sink& m_out;
+  int m_int_size;
+};
+
+struct Header {
+  CustomArchiveHeader h;
+  int int_size = 4;
+  int off_size = 8;
+};
+
+// Reads the header; with the reader copying, everything before the compression field is in the
+// copy buffer when this returns.
+std::optional<Header> parse_header_start(Reader& r) {
+  char magic[5];
+  try {
+    r.exact(magic, 5);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  if (std::memcmp(magic, "PGDMP", 5) != 0) return std::nullopt;
+  Header h;
+  h.h.vmaj = r.byte();
+  h.h.vmin = r.byte();
+  h.h.vrev = r.byte();
+  h.int_size = r.byte();
+  h.off_size = r.byte();
+  int format = r.byte();
+  if (h.int_size < 1 || h.int_size > 8 || h.off_size < 1 || h.off_size > 16) {
+    throw malformed("implausible integer sizes in the header");
+  }
+  if (format != 1) throw malformed("not a custom-format archive (format " + std::to_string(format) + ")");
+  return h;
+}
+
+}  // namespace
+
+bool CustomArchiveInflater::supports(int vmaj, int vmin) { return vmaj == 1 && vmin >= 12 && vmin <= 14; }
+
+std::optional<CustomArchiveHeader> read_custom_archive_header(io::Source& in) {
+  Reader r(in);
+  auto h = parse_header_start(r);
+  if (!h) return std::nullopt;
+  if (CustomArchiveInflater::supports(h->h.vmaj, h->h.vmin)) {
+    h->h.compression = static_cast<int>(r.integer(h->int_size));
+  }
+  return h->h;
+}
+
+void CustomArchiveInflater::run(io::Source& in) {
+  Reader r(in);
+  r.set_copy(true);
+  auto header = parse_header_start(r);
+  if (!header) throw malformed("no PGDMP header (not a custom-format archive)");
+  if (!supports(header->h.vmaj, header->h.vmin)) {
+    throw Error(ErrorCode::usage,
+                "archive version " + std::to_string(header->h.vmaj) + "." +
+                    std::to_string(header->h.vmin) + " is not supported by the streaming restore");
+  }
+  const int isz = header->int_size;
+  Writer w(m_out, isz);
+  w.raw(r.take_copied());
+  // Compression: read, and write 0 in its place.
+  r.set_copy(false);
+  const bool compressed = r.integer(isz) != 0;
+  w.integer(0);
+  r.set_copy(true);
+  for (int i = 0; i < 7; ++i) r.integer(isz);  // creation time
+  for (int i = 0; i < 3; ++i) r.string(isz);   // database name, server and pg_dump versions
+  w.raw(r.take_copied());
+
+  // Table of contents, copied as is except the data offsets: they point into the compressed file,
+  // so they are marked unknown (pg_restore reading a stream does not use them anyway).
+  const std::int64_t count = r.integer(isz);
+  if (count < 0 || count > 100000000) throw malformed("implausible TOC size");
+  for (std::int64_t i = 0; i < count; ++i) {
+    const int dump_id = static_cast<int>(r.integer(isz));
+    r.integer(isz);  // hadDumper
+    r.string(isz);   // tableoid
+    r.string(isz);   // oid
+    auto tag = r.string(isz);
+    auto desc = r.string(isz);
+    r.integer(isz);  // section
+    r.string(isz);   // defn
+    r.string(isz);   // dropStmt
+    auto copy_stmt = r.string(isz);
+    auto ns = r.string(isz);
+    r.string(isz);  // tablespace
+    if (header->h.vmin >= 14) r.string(isz);  // tableam
+    r.string(isz);                            // owner
+    r.string(isz);                            // withOids
+    while (r.string(isz)) {                   // dependencies, ended by NULL
+    }
+    w.raw(r.take_copied());
+    r.set_copy(false);
+    int flag = r.byte();
+    std::vector<char> offset(static_cast<std::size_t>(header->off_size));
+    r.exact(offset.data(), offset.size());
+    r.set_copy(true);
+    char out_flag = static_cast<char>(flag == kOffsetPosSet ? kOffsetPosNotSet : flag);
+    w.raw(std::string_view(&out_flag, 1));
+    w.raw(std::string(offset.size(), '\0'));
+    // Rows are lines only in COPY data (not in --inserts dumps).
+    if (desc && *desc == "TABLE DATA" && copy_stmt && !copy_stmt->empty()) {
+      m_tables[dump_id] = {ns.value_or(""), tag.value_or(""), 0};
+    }
+  }
+  w.raw(r.take_copied());
+  r.set_copy(false);
+
+  // Data blocks.
+  std::vector<char> in_chunk;
+  std::vector<char> out(kOutChunk);
+  auto stream = [&](ArchiveTableData* table) {
+    z_stream zs{};
+    bool started = false, ended = false;
+    std::string tail;  // the last bytes, to recognise pg_dump's end-of-COPY marker
+    auto count_rows = [&](const char* p, std::size_t n) {
+      if (!table || n == 0) return;
+      table->rows += std::count(p, p + n, '\n');
+      tail.append(p + (n > 8 ? n - 8 : 0), std::min<std::size_t>(n, 8));
+      if (tail.size() > 8) tail.erase(0, tail.size() - 8);
+    };
+    for (;;) {
+      std::int64_t len = r.integer(isz);
+      if (len == 0) break;
+      if (len < 0 || len > (1 << 30)) throw malformed("a data chunk of " + std::to_string(len) + " bytes");
+      in_chunk.resize(static_cast<std::size_t>(len));
+      r.exact(in_chunk.data(), in_chunk.size());
+      if (!compressed) {
+        count_rows(in_chunk.data(), in_chunk.size());
+        w.chunk(in_chunk.data(), in_chunk.size());
+        continue;
+      }
+      if (!started) {
+        if (inflateInit(&zs) != Z_OK) throw Error(ErrorCode::internal, "cannot initialise zlib");
+        started = true;
+      }
+      if (ended) throw malformed("data after the end of a compressed stream");
+      zs.next_in = reinterpret_cast<Bytef*>(in_chunk.data());
+      zs.avail_in = static_cast<uInt>(in_chunk.size());
+      while (zs.avail_in > 0 && !ended) {
+        zs.next_out = reinterpret_cast<Bytef*>(out.data());
+        zs.avail_out = static_cast<uInt>(out.size());
+        int rc = inflate(&zs, Z_NO_FLUSH);
+        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+          std::string why = zs.msg ? zs.msg : "inflate failed";
+          inflateEnd(&zs);
+          throw malformed("corrupt compressed data (" + why + ")");
+        }
+        std::size_t produced = out.size() - zs.avail_out;
+        count_rows(out.data(), produced);
+        w.chunk(out.data(), produced);
+        if (rc == Z_STREAM_END) ended = true;
+        if (rc == Z_BUF_ERROR && produced == 0) break;
+      }
+      // Drain what inflate still holds when the output filled up.
+      while (!ended && zs.avail_out == 0) {
+        zs.next_out = reinterpret_cast<Bytef*>(out.data());
+        zs.avail_out = static_cast<uInt>(out.size());
+        int rc = inflate(&zs, Z_NO_FLUSH);
+        std::size_t produced = out.size() - zs.avail_out;
+        count_rows(out.data(), produced);
+        w.chunk(out.data(), produced);
+        if (rc == Z_STREAM_END) ended = true;
+        if (rc != Z_OK && rc != Z_STREAM_END) break;
+      }
+    }
+    if (started) {
+      inflateEnd(&zs);
+      if (!ended) throw malformed("a compressed data block ends early");
+    }
+    // pg_dump ends COPY data with "\\.\n\n\n": three lines that are not rows.
+    if (table && tail.ends_with("\\.\n\n\n")) table->rows -= 3;
+    w.integer(0);
+  };
+  for (;;) {
+    int type = r.byte_or_eof();
+    if (type < 0) break;
+    int id = static_cast<int>(r.integer(isz));
+    char t = static_cast<char>(type);
+    w.raw(std::string_view(&t, 1));
+    w.integer(id);
+    if (type == kBlkData) {
+      auto it = m_tables.find(id);
+      stream(it == m_tables.end() ? nullptr : &it->second);
+    } else if (type == kBlkBlobs) {
+      for (;;) {
+        std::int64_t oid = r.integer(isz);
+        w.integer(oid);
+        if (oid == 0) break;
+        stream(nullptr);
+      }
+    } else {
+      throw malformed("unknown data block type " + std::to_string(type));
+    }
+  }
+  m_out.finish();
+}
+
+}  // namespace backupctl

@@ -1,0 +1,61 @@
+// Streaming rewrite of a pg_dump custom-format archive into the same archive with its data
+// uncompressed, counting the rows of each table on the way.
+//
+// Why: pg_restore inflates zlib data in the same process that feeds COPY to the server, and on a
+// small machine that serial inflate is a third of a restore's time (measured: 18.3 s for a -Z6
+// archive, 12.8 s for the same data uncompressed). Rewritten here, the inflate runs in parallel
+// with pg_restore and the server, and the row counts come for free: a restore can check that the
+// database it built holds every row the backup holds.
+//
+// Format (pg_backup_archiver.c, pg_backup_custom.c; archive versions 1.12 to 1.14, PostgreSQL
+// 11 to 15): "PGDMP", version bytes, int and offset sizes, format, compression (an int), the
+// creation time, three strings, then the table of contents, then data blocks: a type byte, the
+// entry's dump id, and chunks (an int length, bytes) ended by a zero length. Ints are a sign byte
+// and `intSize` little-endian bytes; strings an int length (-1 for NULL) and the bytes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "io/pipeline.hpp"
+
+namespace backupctl {
+
+struct ArchiveTableData {
+  std::string schema;
+  std::string table;
+  std::int64_t rows = 0;  // lines of COPY text
+};
+
+class CustomArchiveInflater {
+ public:
+  // Archive versions this understands.
+  static bool supports(int vmaj, int vmin);
+
+  explicit CustomArchiveInflater(io::Sink& out) : m_out(out) {}
+
+  // Reads the whole archive from `in` and writes the uncompressed archive to `out` (then
+  // out.finish()). Throws Error(verification) on a malformed or truncated archive, and
+  // Error(usage) for an archive version it does not understand (callers check supports() first).
+  void run(io::Source& in);
+
+  // Rows per TABLE DATA entry (by dump id), valid after run().
+  const std::map<int, ArchiveTableData>& tables() const { return m_tables; }
+
+ private:
+  io::Sink& m_out;
+  std::map<int, ArchiveTableData> m_tables;
+};
+
+// The archive version and compression from a custom-format file's header; nullopt when it is not
+// one. Reads a few bytes.
+struct CustomArchiveHeader {
+  int vmaj = 0, vmin = 0, vrev = 0;
+  int compression = 0;  // 0: none, else zlib (-1 = default level); only for versions < 1.15
+};
+std::optional<CustomArchiveHeader> read_custom_archive_header(io::Source& in);
+
+}  // namespace backupctl
