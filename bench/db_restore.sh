@@ -18,7 +18,9 @@ rm -rf "$out"; mkdir -p "$out"
 echo "preparing the dumps..." >&2
 "$bindir/pg_dump" -Fc -f "$out/plan.dump" archive
 BACKUP_DIR=$out/ours "$backupctl" -q backup db
+BACKUP_DIR=$out/ours BACKUP_DB_COMPRESSION=zstd "$backupctl" -q backup db
 ours_file=$(ls "$out"/ours/db/*.dump)
+zstd_file=$(ls "$out"/ours/db/*.dump.zst)
 # The target the restores replace: a copy of the database.
 psql -X -q -c "DROP DATABASE IF EXISTS target" -c "CREATE DATABASE target TEMPLATE archive" postgres
 
@@ -36,7 +38,7 @@ plan() {
 }
 ours() {
   CONFIRM=YES BACKUP_DIR=$out/ours SERVICE_CONTROL=none "$backupctl" -q --json restore db \
-    --target-db target --file "$ours_file" "$@"
+    --target-db target --file "$1"
 }
 online() {
   CONFIRM=YES BACKUP_DIR=$out/ours SERVICE_CONTROL=command SERVICE_STOP_CMD=true SERVICE_START_CMD=true \
@@ -52,9 +54,9 @@ down_max=0
 for r in $(seq 1 "$rounds"); do
   echo "round $r/$rounds" >&2
   if (( r % 2 )); then
-    run plan plan; run ours ours; drop_previous
+    run plan plan; run ours ours "$ours_file"; drop_previous; run ours_zstd ours "$zstd_file"; drop_previous
   else
-    run ours ours; drop_previous; run plan plan
+    run ours_zstd ours "$zstd_file"; drop_previous; run ours ours "$ours_file"; drop_previous; run plan plan
   fi
   run online online; drop_previous
   down=$(sed -n 's/.*"services_down_seconds": \([0-9.e-]*\).*/\1/p' "$out/online.stdout")
@@ -66,9 +68,12 @@ echo
 echo "database: $(psql -X -A -t -c "SELECT pg_size_pretty(pg_database_size('archive'))" archive), rounds: $rounds, machine: $(nproc) cores, $(uname -r)"
 printf '%-50s %9s\n' "command" "wall (s)"
 printf '%-50s %9s\n' "plan: dropdb; createdb; pg_restore -d" "$(fmt_s "$(avg plan)")"
-printf '%-50s %9s\n' "backupctl restore db (swap, incl. sha256 check)" "$(fmt_s "$(avg ours)")"
+printf '%-50s %9s\n' "backupctl restore db, .dump (default backup)" "$(fmt_s "$(avg ours)")"
+printf '%-50s %9s\n' "backupctl restore db, .dump.zst (zstd backup)" "$(fmt_s "$(avg ours_zstd)")"
 printf '%-50s %9s\n' "backupctl restore db --online" "$(fmt_s "$(avg online)")"
 echo
-echo "restore: $(ratio "$(avg ours)" "$(avg plan)")x the plan's time (target <= 0.9)"
+echo "restore of the default .dump: $(ratio "$(avg ours)" "$(avg plan)")x the plan's time (target <= 0.9)"
+echo "restore of the zstd .dump.zst: $(ratio "$(avg ours_zstd)" "$(avg plan)")x the plan's time (target <= 0.9)"
 echo "--online: services down at most $(fmt_s "$down_max") s (target <= 5)"
-echo "phases of the last run: $(sed -n '/"phases"/,/}/p' "$out/ours.stdout" | tr -d '\n ' )"
+echo "phases of the last .dump restore: $(sed -n '/"phases"/,/}/p' "$out/ours.stdout" | tr -d '\n ' )"
+echo "phases of the last .dump.zst restore: $(sed -n '/"phases"/,/}/p' "$out/ours_zstd.stdout" | tr -d '\n ' )"
