@@ -170,37 +170,38 @@ std::string rename_database_in_sql(const std::string& sql, const std::string& fr
   bool simple = !from.empty() && !(from[0] >= '0' && from[0] <= '9') &&
                 from.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
   if (simple) forms.push_back(from);
+  const std::string key = "DATABASE ";
   std::string out;
+  bool in_literal = false;  // inside '...' (a comment's text may span lines)
   std::size_t pos = 0;
   while (pos < sql.size()) {
     std::size_t nl = sql.find('\n', pos);
     std::string line = sql.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
     pos = nl == std::string::npos ? sql.size() : nl + 1;
-    if (line.starts_with("\\connect")) continue;
+    if (!in_literal && line.starts_with("\\connect")) continue;
     std::string result;
     std::size_t i = 0;
-    const std::string key = "DATABASE ";
     while (i < line.size()) {
-      std::size_t k = line.find(key, i);
-      if (k == std::string::npos) {
-        result += line.substr(i);
-        break;
+      if (line[i] == '\'') {
+        in_literal = !in_literal;
+        result += line[i++];
+        continue;
       }
-      result += line.substr(i, k - i) + key;
-      std::size_t after = k + key.size();
-      bool replaced = false;
-      for (const std::string& form : forms) {
-        if (line.compare(after, form.size(), form) == 0) {
-          std::size_t end = after + form.size();
-          if (end == line.size() || line[end] == ' ' || line[end] == ';') {
+      if (!in_literal && line.compare(i, key.size(), key) == 0) {
+        result += key;
+        i += key.size();
+        for (const std::string& form : forms) {
+          std::size_t end = i + form.size();
+          if (line.compare(i, form.size(), form) == 0 &&
+              (end == line.size() || line[end] == ' ' || line[end] == ';')) {
             result += quote_ident(to);
             i = end;
-            replaced = true;
             break;
           }
         }
+        continue;
       }
-      if (!replaced) i = after;
+      result += line[i++];
     }
     out += result + "\n";
   }
