@@ -9,13 +9,17 @@ packages=(
   g++ cmake ninja-build make pkg-config git
   # libraries
   libpq-dev libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev zlib1g-dev
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libpugixml-dev
   # runtime tools the tool drives, and what the tests and demo need
-  postgresql-15 postgresql-client-15 zstd util-linux procps time bc
+  postgresql-15 postgresql-client-15 zstd util-linux procps time bc gzip
+  # the S3 test server (s3rver, from npm) and the independent S3 client
+  nodejs npm awscli
 )
 
 missing=()
 for p in "${packages[@]}"; do
+  # A Node.js from elsewhere (nodesource) brings its own npm, which Debian's npm conflicts with.
+  [[ "$p" == npm ]] && command -v npm >/dev/null && continue
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done

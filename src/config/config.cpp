@@ -132,6 +132,40 @@ Config Config::from_environment() {
     c.restore_jobs = static_cast<int>(parse_int_setting("RESTORE_JOBS", *v, 1, 256));
   }
   if (auto v = env_value("CONFIRM")) c.confirmed = *v == "YES";
+
+  if (auto v = env_value("OBJECT_STORAGE")) {
+    if (*v == "minio" || *v == "s3") {
+      c.object_storage = ObjectStorage::minio;
+    } else if (*v == "disk") {
+      c.object_storage = ObjectStorage::disk;
+    } else {
+      throw Error(ErrorCode::usage, "invalid OBJECT_STORAGE='" + *v + "'", "use minio (any S3 API) or disk");
+    }
+  }
+  c.minio_endpoint = env_value("MINIO_ENDPOINT").value_or("");
+  c.minio_access_key = env_value("MINIO_ACCESS_KEY").value_or("");
+  c.minio_secret_key = env_value("MINIO_SECRET_KEY").value_or("");
+  c.minio_region = env_value("MINIO_REGION").value_or("us-east-1");
+  c.minio_ca_file = env_value("MINIO_CA_FILE").value_or("");
+  if (auto v = env_value("MINIO_BUCKETS")) {
+    std::string list = *v;
+    std::replace(list.begin(), list.end(), ',', ' ');
+    for (auto& b : split_words(list, "MINIO_BUCKETS")) c.minio_buckets.push_back(b);
+  }
+  if (auto v = env_value("OBJECT_STORAGE_DIR")) {
+    c.object_storage_dir = *v;
+    if (c.object_storage_dir.is_relative()) c.object_storage_dir = c.app_root / c.object_storage_dir;
+  }
+  if (auto v = env_value("OBJECT_PARALLEL")) {
+    c.object_parallel = static_cast<int>(parse_int_setting("OBJECT_PARALLEL", *v, 1, 64));
+  }
+  if (auto v = env_value("BACKUP_OBJECTS_COMPRESSION")) {
+    if (*v == "zstd") {
+      c.objects_zstd = true;
+    } else if (*v != "gzip") {
+      throw Error(ErrorCode::usage, "invalid BACKUP_OBJECTS_COMPRESSION='" + *v + "'", "use gzip (.tar.gz) or zstd (.tar.zst)");
+    }
+  }
   return c;
 }
 

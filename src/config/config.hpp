@@ -31,6 +31,9 @@ struct DbCompression {
 // SERVICE_CONTROL: how a restore stops and starts the app's services (api, worker, beat).
 enum class ServiceControl { compose, systemd, command, none };
 
+// OBJECT_STORAGE: where attachments live.
+enum class ObjectStorage { minio, disk };
+
 struct Config {
   fs::path app_root;    // APP_ROOT, default: the current directory
   fs::path backup_dir;  // BACKUP_DIR, default: $APP_ROOT/infra/data/backup
@@ -49,6 +52,18 @@ struct Config {
   int restore_keep_previous_days = 7;     // RESTORE_KEEP_PREVIOUS_DAYS
   int restore_jobs = 0;                   // RESTORE_JOBS: pg_restore -j, default: the cores
   bool confirmed = false;                 // CONFIRM=YES
+
+  // Attachments.
+  ObjectStorage object_storage = ObjectStorage::minio;  // OBJECT_STORAGE
+  std::string minio_endpoint;                 // MINIO_ENDPOINT
+  std::string minio_access_key;               // MINIO_ACCESS_KEY
+  std::string minio_secret_key;               // MINIO_SECRET_KEY (secret)
+  std::string minio_region = "us-east-1";     // MINIO_REGION
+  std::string minio_ca_file;                  // MINIO_CA_FILE: a private CA for TLS
+  std::vector<std::string> minio_buckets;     // MINIO_BUCKETS (empty: all)
+  fs::path object_storage_dir;                // OBJECT_STORAGE_DIR (disk fallback)
+  int object_parallel = 8;                    // OBJECT_PARALLEL: concurrent transfers
+  bool objects_zstd = false;                  // BACKUP_OBJECTS_COMPRESSION=zstd -> .tar.zst
 
   // Reads and validates the environment; throws Error(usage) naming the bad variable.
   static Config from_environment();

@@ -207,8 +207,17 @@ TEST(BackupFaults, SigtermDuringTheDumpStopsPgDumpAndCleansUp) {
   EnvList env = backup_env(pg, "archive", dir.path());
   env.emplace_back("BACKUP_DB_COMPRESSION", "none");
   Child c = spawn_backupctl({"backup", "db"}, env);
+  // Wait for the dump itself (not the `pg_dump --version` probe before it): data in the .partial.
   std::vector<pid_t> dumps;
-  ASSERT_TRUE(wait_for([&] { return !(dumps = child_pids(c.pid(), "pg_dump")).empty(); }, 30));
+  ASSERT_TRUE(wait_for([&] {
+    for (const auto& f : list_dir(dir.path() / "db")) {
+      std::error_code ec;
+      if (f.ends_with(".dump.partial") && fs::file_size(dir.path() / "db" / f, ec) > 0) {
+        return !(dumps = child_pids(c.pid(), "pg_dump")).empty();
+      }
+    }
+    return false;
+  }, 30));
   // Freeze backupctl so pg_dump stalls on the full pipe, then deliver SIGTERM mid-dump.
   ::kill(c.pid(), SIGSTOP);
   pid_t dump_pid = dumps[0];

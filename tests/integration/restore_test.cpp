@@ -347,7 +347,11 @@ TEST_F(RestoreTest, SigtermDuringTheRestoreLeavesTheOriginalAndRestartsServices)
   start_writer();
   pg.psql("archive", "DELETE FROM documents WHERE id > 100");
   Child c = spawn_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
-  ASSERT_TRUE(wait_for([&] { return !child_pids(c.pid(), "pg_restore").empty(); }, 30));
+  // Mid-restore: the services are stopped, the side database exists and pg_restore is loading it.
+  ASSERT_TRUE(wait_for([&] {
+    if (first(read_events(log()), "pg_restore") < 0) return false;
+    return pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'archive__restore_%'") == "1\n";
+  }, 30)) << "the restore never got going";
   ::kill(c.pid(), SIGTERM);
   c.drain();
   ExitStatus s = c.wait();

@@ -1,0 +1,35 @@
+#include "storage/object_store.hpp"
+
+#include "config/config.hpp"
+#include "storage/disk/disk_store.hpp"
+#include "storage/s3/s3_store.hpp"
+#include "util/error.hpp"
+
+namespace backupctl {
+
+std::unique_ptr<ObjectStore> make_object_store(const Config& config) {
+  if (config.object_storage == ObjectStorage::disk) {
+    if (config.object_storage_dir.empty()) {
+      throw Error(ErrorCode::usage, "OBJECT_STORAGE=disk needs OBJECT_STORAGE_DIR",
+                  "set it to the folder that holds the attachments (one folder per bucket)");
+    }
+    return std::make_unique<DiskStore>(config.object_storage_dir);
+  }
+  if (config.minio_endpoint.empty()) {
+    throw Error(ErrorCode::usage, "OBJECT_STORAGE=minio needs MINIO_ENDPOINT",
+                "e.g. MINIO_ENDPOINT=http://minio:9000 (or OBJECT_STORAGE=disk with OBJECT_STORAGE_DIR)");
+  }
+  if (config.minio_access_key.empty() || config.minio_secret_key.empty()) {
+    throw Error(ErrorCode::usage, "MINIO_ACCESS_KEY and MINIO_SECRET_KEY are required for OBJECT_STORAGE=minio",
+                "set them in the environment or the env file");
+  }
+  S3Settings s;
+  s.endpoint = config.minio_endpoint;
+  s.access_key = config.minio_access_key;
+  s.secret_key = config.minio_secret_key;
+  s.region = config.minio_region;
+  s.ca_file = config.minio_ca_file;
+  return std::make_unique<S3Store>(std::move(s));
+}
+
+}  // namespace backupctl

@@ -1,0 +1,112 @@
+// Where attachments live: an S3-compatible server (MinIO, AWS S3, ...) or a directory (the "disk
+// fallback", a bucket being a first-level folder). One interface, one shared test suite
+// (tests/integration/object_store_test.cpp) that every backend passes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/pipeline.hpp"
+
+namespace backupctl {
+
+struct Config;
+
+// One object as a listing shows it.
+struct ObjectEntry {
+  std::string key;
+  std::uint64_t size = 0;
+  std::string etag;           // without quotes; "" when the backend has none (disk)
+  std::string last_modified;  // ISO-8601 as the backend reports it
+};
+
+// One object's properties, from a GET or HEAD.
+struct ObjectInfo {
+  std::uint64_t size = 0;
+  std::string etag;
+  std::string last_modified;
+  std::string content_type;
+  std::map<std::string, std::string> metadata;  // user metadata (x-amz-meta-*), lowercase names
+};
+
+struct PutOptions {
+  std::string content_type;
+  std::map<std::string, std::string> metadata;
+};
+
+// A body a put can read more than once: a retry rewinds it and sends it again.
+class RewindableSource : public io::Source {
+ public:
+  virtual void rewind() = 0;
+  virtual std::uint64_t size() const = 0;
+};
+
+// Bytes in memory (a small object, or one part of a large one). Does not own them.
+class MemorySource : public RewindableSource {
+ public:
+  MemorySource(const char* data, std::size_t size) : m_data(data), m_size(size) {}
+  std::size_t read(std::span<char> buf) override;
+  void rewind() override { m_pos = 0; }
+  std::uint64_t size() const override { return m_size; }
+  const char* data() const { return m_data; }
+
+ private:
+  const char* m_data;
+  std::size_t m_size;
+  std::size_t m_pos = 0;
+};
+
+// A large object uploaded in parts (S3 multipart). Parts are numbered from 1, at least
+// kMinPartSize each except the last. Destroyed before complete(), it aborts, so no orphan parts
+// remain on the server.
+class MultipartUpload {
+ public:
+  virtual ~MultipartUpload() = default;
+  virtual void upload_part(int number, RewindableSource& part) = 0;
+  virtual void complete() = 0;
+  virtual void abort() = 0;
+};
+
+class ObjectStore {
+ public:
+  static constexpr std::uint64_t kMinPartSize = 8u << 20;  // S3 needs >= 5 MiB; 8 MiB parts
+
+  virtual ~ObjectStore() = default;
+
+  // "minio" or "disk": the label in backup file names.
+  virtual std::string label() const = 0;
+  // The endpoint or directory, for messages.
+  virtual std::string describe() const = 0;
+
+  virtual std::vector<std::string> list_buckets() = 0;
+  virtual bool bucket_exists(const std::string& bucket) = 0;
+  virtual void create_bucket(const std::string& bucket) = 0;
+
+  // Every object under `prefix` in key order (byte order of the UTF-8 keys).
+  virtual void list_objects(const std::string& bucket, const std::string& prefix,
+                            const std::function<void(const ObjectEntry&)>& each) = 0;
+
+  // Streams the object's bytes into `sink` (a dropped connection resumes where it stopped).
+  virtual ObjectInfo get_object(const std::string& bucket, const std::string& key,
+                                io::Sink& sink) = 0;
+  // Throws Error(not_found) when missing.
+  virtual ObjectInfo head_object(const std::string& bucket, const std::string& key) = 0;
+
+  virtual void put_object(const std::string& bucket, const std::string& key,
+                          RewindableSource& body, const PutOptions& options) = 0;
+  virtual std::unique_ptr<MultipartUpload> start_multipart(const std::string& bucket,
+                                                           const std::string& key,
+                                                           const PutOptions& options) = 0;
+
+  virtual void delete_objects(const std::string& bucket, const std::vector<std::string>& keys) = 0;
+};
+
+// The store OBJECT_STORAGE selects: minio (MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY,
+// MINIO_REGION, MINIO_CA_FILE) or disk (OBJECT_STORAGE_DIR).
+std::unique_ptr<ObjectStore> make_object_store(const Config& config);
+
+}  // namespace backupctl

@@ -1,0 +1,647 @@
+#include "storage/s3/s3_store.hpp"
+
+#include <curl/curl.h>
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <pugixml.hpp>
+#include <random>
+#include <thread>
+
+#include "util/error.hpp"
+#include "util/signals.hpp"
+
+namespace backupctl {
+
+std::size_t MemorySource::read(std::span<char> buf) {
+  std::size_t n = std::min(buf.size(), m_size - m_pos);
+  std::memcpy(buf.data(), m_data + m_pos, n);
+  m_pos += n;
+  return n;
+}
+
+std::string uri_encode(std::string_view text, bool keep_slash) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size() * 3);
+  for (unsigned char c : text) {
+    bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/');
+    if (unreserved) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+namespace {
+
+constexpr const char* kEmptySha256 =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+struct CurlGlobal {
+  CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+};
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+std::string strip_quotes(std::string s) {
+  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
+  return s;
+}
+
+std::string base64(const unsigned char* data, std::size_t n) {
+  std::string out(4 * ((n + 2) / 3) + 1, '\0');
+  int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+  out.resize(static_cast<std::size_t>(len));
+  return out;
+}
+
+struct Digests {
+  std::string sha256_hex;
+  std::string md5_base64;
+};
+
+Digests digest(RewindableSource& body) {
+  EVP_MD_CTX* sha = EVP_MD_CTX_new();
+  EVP_MD_CTX* md5 = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(sha, EVP_sha256(), nullptr);
+  EVP_DigestInit_ex(md5, EVP_md5(), nullptr);
+  body.rewind();
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    std::size_t n = body.read(buf);
+    if (n == 0) break;
+    EVP_DigestUpdate(sha, buf.data(), n);
+    EVP_DigestUpdate(md5, buf.data(), n);
+  }
+  body.rewind();
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  Digests d;
+  EVP_DigestFinal_ex(sha, out, &len);
+  static const char* hex = "0123456789abcdef";
+  for (unsigned int i = 0; i < len; ++i) {
+    d.sha256_hex += hex[out[i] >> 4];
+    d.sha256_hex += hex[out[i] & 15];
+  }
+  EVP_DigestFinal_ex(md5, out, &len);
+  d.md5_base64 = base64(out, len);
+  EVP_MD_CTX_free(sha);
+  EVP_MD_CTX_free(md5);
+  return d;
+}
+
+struct Transfer {
+  S3Store::Request* request = nullptr;
+  S3Store::Response* response = nullptr;
+  CURL* curl = nullptr;
+  std::uint64_t delivered = 0;  // body bytes passed to the request's sink
+  std::uint64_t skip = 0;       // bytes of a resumed response already delivered before
+  bool status_checked = false;
+  bool to_sink = false;
+  std::exception_ptr sink_error;
+};
+
+std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  std::string line(data, size * n);
+  auto colon = line.find(':');
+  if (colon != std::string::npos) {
+    std::string name = lower(line.substr(0, colon));
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.pop_back();
+    t->response->headers[name] = value;
+  } else if (line.rfind("HTTP/", 0) == 0) {
+    t->response->headers.clear();  // a new response (after 100-continue or a redirect)
+  }
+  return size * n;
+}
+
+std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  std::size_t len = size * n;
+  if (!t->status_checked) {
+    long code = 0;
+    curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code);
+    t->to_sink = t->request->sink != nullptr && code >= 200 && code < 300;
+    t->status_checked = true;
+  }
+  if (!t->to_sink) {
+    t->response->body.append(data, len);
+    return len;
+  }
+  try {
+    t->request->sink->write(std::span<const char>(data, len));
+    t->delivered += len;
+  } catch (...) {
+    t->sink_error = std::current_exception();
+    return 0;  // aborts the transfer
+  }
+  return len;
+}
+
+std::size_t on_read(char* buffer, std::size_t size, std::size_t n, void* user) {
+  auto* body = static_cast<RewindableSource*>(user);
+  return body->read(std::span<char>(buffer, size * n));
+}
+
+int on_progress(void*, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return interrupt_signal() != 0 ? 1 : 0;  // a signal aborts the transfer
+}
+
+bool retryable_curl(CURLcode rc) {
+  switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_SSL_CONNECT_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// "<Error><Code>NoSuchBucket</Code><Message>...</Message></Error>" -> {code, message}.
+std::pair<std::string, std::string> s3_error(const std::string& body) {
+  pugi::xml_document doc;
+  if (!doc.load_buffer(body.data(), body.size())) return {"", ""};
+  auto e = doc.child("Error");
+  return {e.child_value("Code"), e.child_value("Message")};
+}
+
+}  // namespace
+
+// A pool of curl easy handles: each thread takes one per request, so connections are reused.
+class S3Store::Handles {
+ public:
+  ~Handles() {
+    for (CURL* c : m_free) curl_easy_cleanup(c);
+  }
+  CURL* take() {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_free.empty()) return curl_easy_init();
+    CURL* c = m_free.back();
+    m_free.pop_back();
+    return c;
+  }
+  void give(CURL* c) {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_free.push_back(c);
+  }
+
+ private:
+  std::mutex m_mutex;
+  std::vector<CURL*> m_free;
+};
+
+S3Store::S3Store(S3Settings settings) : m_settings(std::move(settings)), m_handles(new Handles) {
+  static CurlGlobal global;
+  if (m_settings.endpoint.find("://") == std::string::npos) m_settings.endpoint = "http://" + m_settings.endpoint;
+  while (!m_settings.endpoint.empty() && m_settings.endpoint.back() == '/') m_settings.endpoint.pop_back();
+}
+
+S3Store::~S3Store() = default;
+
+std::string S3Store::url(const std::string& bucket, const std::string& key,
+                         const std::vector<std::pair<std::string, std::string>>& query) const {
+  std::string u = m_settings.endpoint + "/";
+  if (!bucket.empty()) {
+    u += uri_encode(bucket, false);
+    if (!key.empty()) u += "/" + uri_encode(key, true);
+  }
+  if (!query.empty()) {
+    auto sorted = query;
+    std::sort(sorted.begin(), sorted.end());
+    std::string q;
+    for (const auto& [k, v] : sorted) {
+      if (!q.empty()) q += '&';
+      q += uri_encode(k, false) + "=" + uri_encode(v, false);
+    }
+    u += "?" + q;
+  }
+  return u;
+}
+
+S3Store::Response S3Store::send(Request& request, const std::string& what) {
+  std::string target = url(request.bucket, request.key, request.query);
+  std::string last_problem;
+  std::uint64_t resumed = 0;  // body bytes delivered to the sink by earlier attempts
+  for (int attempt = 1; attempt <= m_settings.max_attempts; ++attempt) {
+    check_interrupted();
+    Response response;
+    Transfer t;
+    t.request = &request;
+    t.response = &response;
+    CURL* c = m_handles->take();
+    t.curl = c;
+    struct Give {
+      Handles& h;
+      CURL* c;
+      ~Give() { h.give(c); }
+    } give{*m_handles, c};
+    curl_easy_reset(c);
+
+    curl_slist* headers = nullptr;
+    for (const auto& h : request.headers) headers = curl_slist_append(headers, h.c_str());
+    headers = curl_slist_append(
+        headers, ("x-amz-content-sha256: " + (request.payload_sha256.empty() ? std::string(kEmptySha256)
+                                                                             : request.payload_sha256))
+                     .c_str());
+    if (!m_settings.fixed_amz_date.empty()) {
+      headers = curl_slist_append(headers, ("X-Amz-Date: " + m_settings.fixed_amz_date).c_str());
+    }
+    if (resumed > 0) {
+      headers = curl_slist_append(headers, ("Range: bytes=" + std::to_string(resumed) + "-").c_str());
+    }
+    headers = curl_slist_append(headers, "Expect:");
+    struct FreeHeaders {
+      curl_slist* h;
+      ~FreeHeaders() { curl_slist_free_all(h); }
+    } free_headers{headers};
+
+    curl_easy_setopt(c, CURLOPT_URL, target.c_str());
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    std::string sigv4 = "aws:amz:" + m_settings.region + ":s3";
+    curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
+    curl_easy_setopt(c, CURLOPT_USERNAME, m_settings.access_key.c_str());
+    curl_easy_setopt(c, CURLOPT_PASSWORD, m_settings.secret_key.c_str());
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    // A stalled transfer (under 1 byte/s for 60 s) fails and is retried; no limit on total time.
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    if (!m_settings.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, m_settings.ca_file.c_str());
+    if (request.method == "HEAD") {
+      curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    } else if (request.method == "PUT" || (request.method == "POST" && request.body)) {
+      if (request.body) {
+        request.body->rewind();
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, request.body);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body->size()));
+      }
+      curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    } else if (request.method != "GET") {
+      curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    }
+
+    CURLcode rc = curl_easy_perform(c);
+    if (t.sink_error) std::rethrow_exception(t.sink_error);
+    check_interrupted();
+    resumed += t.delivered;
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    response.status = status;
+    bool retry = false;
+    if (rc != CURLE_OK) {
+      last_problem = curl_easy_strerror(rc);
+      retry = retryable_curl(rc);
+      if (!retry) {
+        throw Error(ErrorCode::connection,
+                    fmt::format("{}: {} ({})", what, last_problem, m_settings.endpoint),
+                    "check MINIO_ENDPOINT and that the server is reachable");
+      }
+    } else if (status >= 500 || status == 429) {
+      auto [code, message] = s3_error(response.body);
+      last_problem = fmt::format("HTTP {} {}", status, code.empty() ? "" : code + ": " + message);
+      retry = true;
+    } else if (status >= 300 && !(status == 304)) {
+      auto [code, message] = s3_error(response.body);
+      std::string detail = code.empty() ? fmt::format("HTTP {}", status)
+                                        : fmt::format("{} ({})", code, message);
+      if (status == 403) {
+        throw Error(ErrorCode::connection,
+                    fmt::format("{}: access denied by {}: {}", what, m_settings.endpoint, detail),
+                    "check MINIO_ACCESS_KEY and MINIO_SECRET_KEY (and the clock: signatures "
+                    "expire after 15 minutes)");
+      }
+      if (status == 404) throw Error(ErrorCode::not_found, fmt::format("{}: {}", what, detail));
+      throw Error(ErrorCode::tool_failed, fmt::format("{}: {}", what, detail),
+                  "the S3 server refused the request");
+    } else if (request.sink && attempt > 1 && resumed > t.delivered && status == 200) {
+      // Asked for the rest (Range) but got the whole object again: what reached the sink twice
+      // cannot be taken back.
+      throw Error(ErrorCode::tool_failed, what + ": the server ignored the Range of a resumed download",
+                  "run again");
+    }
+    if (!retry) {
+      // A 2xx whose body was cut short by the connection is caught by curl (PARTIAL_FILE).
+      return response;
+    }
+    if (request.sink && t.delivered > 0 && attempt < m_settings.max_attempts) {
+      spdlog::warn("s3: {} interrupted after {} bytes ({}); resuming", what, resumed, last_problem);
+    } else if (attempt < m_settings.max_attempts) {
+      spdlog::warn("s3: {} failed ({}); retrying", what, last_problem);
+    }
+    if (attempt < m_settings.max_attempts) {
+      static thread_local std::mt19937 rng(std::random_device{}());
+      int base = 200 << (attempt - 1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(base + static_cast<int>(rng() % base)));
+    }
+  }
+  throw Error(ErrorCode::connection,
+              fmt::format("{}: {} after {} attempts ({})", what, last_problem, m_settings.max_attempts,
+                          m_settings.endpoint),
+              "the S3 server is down or overloaded; check it and run again");
+}
+
+std::vector<std::string> S3Store::list_buckets() {
+  Request r;
+  Response resp = send(r, "cannot list buckets");
+  pugi::xml_document doc;
+  if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
+    throw Error(ErrorCode::tool_failed, "cannot list buckets: the response is not XML");
+  }
+  std::vector<std::string> out;
+  for (auto b : doc.child("ListAllMyBucketsResult").child("Buckets").children("Bucket")) {
+    out.push_back(b.child_value("Name"));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool S3Store::bucket_exists(const std::string& bucket) {
+  Request r;
+  r.method = "HEAD";
+  r.bucket = bucket;
+  try {
+    send(r, "cannot check bucket " + bucket);
+    return true;
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::not_found) return false;
+    throw;
+  }
+}
+
+void S3Store::create_bucket(const std::string& bucket) {
+  Request r;
+  r.method = "PUT";
+  r.bucket = bucket;
+  send(r, "cannot create bucket " + bucket);
+}
+
+void S3Store::list_objects(const std::string& bucket, const std::string& prefix,
+                           const std::function<void(const ObjectEntry&)>& each) {
+  std::string token;
+  for (;;) {
+    Request r;
+    r.bucket = bucket;
+    r.query = {{"list-type", "2"}, {"max-keys", "1000"}};
+    if (!prefix.empty()) r.query.emplace_back("prefix", prefix);
+    if (!token.empty()) r.query.emplace_back("continuation-token", token);
+    Response resp = send(r, "cannot list bucket " + bucket);
+    pugi::xml_document doc;
+    if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
+      throw Error(ErrorCode::tool_failed, "cannot list bucket " + bucket + ": the response is not XML");
+    }
+    auto result = doc.child("ListBucketResult");
+    for (auto c : result.children("Contents")) {
+      ObjectEntry e;
+      e.key = c.child_value("Key");
+      e.size = std::stoull(c.child_value("Size"));
+      e.etag = strip_quotes(c.child_value("ETag"));
+      e.last_modified = c.child_value("LastModified");
+      each(e);
+    }
+    if (std::string(result.child_value("IsTruncated")) != "true") break;
+    token = result.child_value("NextContinuationToken");
+    if (token.empty()) throw Error(ErrorCode::tool_failed, "cannot list bucket " + bucket + ": truncated listing without a continuation token");
+  }
+}
+
+namespace {
+
+ObjectInfo info_from(const S3Store::Response& resp) {
+  ObjectInfo info;
+  auto get = [&](const char* name) {
+    auto it = resp.headers.find(name);
+    return it == resp.headers.end() ? std::string() : it->second;
+  };
+  std::string range = get("content-range");  // "bytes 10-99/100" on a resumed GET
+  if (auto slash = range.rfind('/'); slash != std::string::npos) {
+    info.size = std::stoull(range.substr(slash + 1));
+  } else if (!get("content-length").empty()) {
+    info.size = std::stoull(get("content-length"));
+  }
+  info.etag = strip_quotes(get("etag"));
+  info.last_modified = get("last-modified");
+  info.content_type = get("content-type");
+  for (const auto& [name, value] : resp.headers) {
+    if (name.rfind("x-amz-meta-", 0) == 0) info.metadata[name.substr(11)] = value;
+  }
+  return info;
+}
+
+}  // namespace
+
+ObjectInfo S3Store::get_object(const std::string& bucket, const std::string& key, io::Sink& sink) {
+  Request r;
+  r.bucket = bucket;
+  r.key = key;
+  r.sink = &sink;
+  return info_from(send(r, "cannot download " + bucket + "/" + key));
+}
+
+ObjectInfo S3Store::head_object(const std::string& bucket, const std::string& key) {
+  Request r;
+  r.method = "HEAD";
+  r.bucket = bucket;
+  r.key = key;
+  return info_from(send(r, "cannot read " + bucket + "/" + key));
+}
+
+namespace {
+
+std::vector<std::string> put_headers(const PutOptions& options) {
+  std::vector<std::string> h;
+  if (!options.content_type.empty()) h.push_back("Content-Type: " + options.content_type);
+  for (const auto& [name, value] : options.metadata) h.push_back("x-amz-meta-" + name + ": " + value);
+  return h;
+}
+
+}  // namespace
+
+void S3Store::put_object(const std::string& bucket, const std::string& key, RewindableSource& body,
+                         const PutOptions& options) {
+  Digests d = digest(body);
+  Request r;
+  r.method = "PUT";
+  r.bucket = bucket;
+  r.key = key;
+  r.body = &body;
+  r.payload_sha256 = d.sha256_hex;
+  r.headers = put_headers(options);
+  r.headers.push_back("Content-MD5: " + d.md5_base64);
+  send(r, "cannot upload " + bucket + "/" + key);
+}
+
+namespace {
+
+class S3Multipart : public MultipartUpload {
+ public:
+  S3Multipart(S3Store& store, std::string bucket, std::string key, std::string upload_id)
+      : m_store(store), m_bucket(std::move(bucket)), m_key(std::move(key)), m_id(std::move(upload_id)) {}
+  ~S3Multipart() override {
+    if (!m_done) {
+      InterruptShield shield;
+      try {
+        abort();
+      } catch (const std::exception& e) {
+        spdlog::error("s3: cannot abort the multipart upload of {}/{}: {}", m_bucket, m_key, e.what());
+      }
+    }
+  }
+
+  void upload_part(int number, RewindableSource& part) override {
+    Digests d = digest(part);
+    S3Store::Request r;
+    r.method = "PUT";
+    r.bucket = m_bucket;
+    r.key = m_key;
+    r.query = {{"partNumber", std::to_string(number)}, {"uploadId", m_id}};
+    r.body = &part;
+    r.payload_sha256 = d.sha256_hex;
+    r.headers.push_back("Content-MD5: " + d.md5_base64);
+    auto resp = m_store.send(r, fmt::format("cannot upload part {} of {}/{}", number, m_bucket, m_key));
+    std::string etag = strip_quotes(resp.headers["etag"]);
+    if (etag.empty()) {
+      throw Error(ErrorCode::tool_failed,
+                  fmt::format("cannot upload part {} of {}/{}: no ETag in the reply", number, m_bucket, m_key));
+    }
+    m_parts.emplace_back(number, etag);
+  }
+
+  void complete() override {
+    std::string xml = "<CompleteMultipartUpload>";
+    for (const auto& [n, etag] : m_parts) {
+      xml += fmt::format("<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag></Part>", n, etag);
+    }
+    xml += "</CompleteMultipartUpload>";
+    MemorySource body(xml.data(), xml.size());
+    Digests d = digest(body);
+    S3Store::Request r;
+    r.method = "POST";
+    r.bucket = m_bucket;
+    r.key = m_key;
+    r.query = {{"uploadId", m_id}};
+    r.body = &body;
+    r.payload_sha256 = d.sha256_hex;
+    r.headers = {"Content-Type: application/xml"};
+    auto resp = m_store.send(r, fmt::format("cannot complete the upload of {}/{}", m_bucket, m_key));
+    // S3 may answer 200 with an <Error> body.
+    auto [code, message] = s3_error(resp.body);
+    if (!code.empty()) {
+      throw Error(ErrorCode::tool_failed,
+                  fmt::format("cannot complete the upload of {}/{}: {} ({})", m_bucket, m_key, code, message));
+    }
+    m_done = true;
+  }
+
+  void abort() override {
+    m_done = true;
+    S3Store::Request r;
+    r.method = "DELETE";
+    r.bucket = m_bucket;
+    r.key = m_key;
+    r.query = {{"uploadId", m_id}};
+    m_store.send(r, fmt::format("cannot abort the upload of {}/{}", m_bucket, m_key));
+  }
+
+ private:
+  S3Store& m_store;
+  std::string m_bucket, m_key, m_id;
+  std::vector<std::pair<int, std::string>> m_parts;
+  bool m_done = false;
+};
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<MultipartUpload> S3Store::start_multipart(const std::string& bucket,
+                                                          const std::string& key,
+                                                          const PutOptions& options) {
+  Request r;
+  r.method = "POST";
+  r.bucket = bucket;
+  r.key = key;
+  r.query = {{"uploads", ""}};
+  r.headers = put_headers(options);
+  Response resp = send(r, "cannot start the upload of " + bucket + "/" + key);
+  pugi::xml_document doc;
+  doc.load_buffer(resp.body.data(), resp.body.size());
+  std::string id = doc.child("InitiateMultipartUploadResult").child_value("UploadId");
+  if (id.empty()) {
+    throw Error(ErrorCode::tool_failed, "cannot start the upload of " + bucket + "/" + key + ": no UploadId");
+  }
+  return std::make_unique<S3Multipart>(*this, bucket, key, id);
+}
+
+void S3Store::delete_objects(const std::string& bucket, const std::vector<std::string>& keys) {
+  for (std::size_t start = 0; start < keys.size(); start += 1000) {
+    std::string xml = "<Delete><Quiet>true</Quiet>";
+    for (std::size_t i = start; i < std::min(keys.size(), start + 1000); ++i) {
+      xml += "<Object><Key>" + xml_escape(keys[i]) + "</Key></Object>";
+    }
+    xml += "</Delete>";
+    MemorySource body(xml.data(), xml.size());
+    Digests d = digest(body);
+    Request r;
+    r.method = "POST";
+    r.bucket = bucket;
+    r.query = {{"delete", ""}};
+    r.body = &body;
+    r.payload_sha256 = d.sha256_hex;
+    r.headers = {"Content-MD5: " + d.md5_base64, "Content-Type: application/xml"};
+    Response resp = send(r, "cannot delete objects in " + bucket);
+    pugi::xml_document doc;
+    if (doc.load_buffer(resp.body.data(), resp.body.size())) {
+      auto err = doc.child("DeleteResult").child("Error");
+      if (err) {
+        throw Error(ErrorCode::tool_failed,
+                    fmt::format("cannot delete {}/{}: {} ({})", bucket, err.child_value("Key"),
+                                err.child_value("Code"), err.child_value("Message")));
+      }
+    }
+  }
+}
+
+}  // namespace backupctl
