@@ -22,8 +22,10 @@ struct S3Settings {
   std::string region = "us-east-1";
   std::string ca_file;     // a private CA bundle, for TLS with a self-signed MinIO
   int max_attempts = 5;
-  // Tests only: sign with this X-Amz-Date instead of the clock ("20150830T123600Z").
+  // Tests only: sign with this X-Amz-Date instead of the clock ("20150830T123600Z"), and connect
+  // elsewhere than the URL's host (CURLOPT_CONNECT_TO "host:port:127.0.0.1:port").
   std::string fixed_amz_date;
+  std::string connect_to;
 };
 
 class S3Store : public ObjectStore {

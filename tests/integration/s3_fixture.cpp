@@ -1,0 +1,92 @@
+#include "s3_fixture.hpp"
+
+#include <signal.h>
+
+#include <regex>
+
+namespace backupctl::test {
+
+namespace {
+
+fs::path source(const std::string& rel) { return fs::path(BACKUPCTL_SOURCE_DIR) / rel; }
+
+// Reads the child's stdout until a line matches `re`; returns the first capture as a number.
+int wait_for_port(Child& child, const std::regex& re, const std::string& what) {
+  std::string seen;
+  char buf[4096];
+  while (seen.find('\n') == std::string::npos || !std::regex_search(seen, re)) {
+    std::size_t n = child.read_output(buf);
+    if (n == 0) break;
+    seen.append(buf, n);
+    std::smatch m;
+    if (std::regex_search(seen, m, re)) return std::stoi(m[1]);
+  }
+  ADD_FAILURE() << what << " did not start: " << seen << child.stderr_tail();
+  return 0;
+}
+
+}  // namespace
+
+S3Server::S3Server() {
+  if (!fs::exists(source("node_modules/s3rver/bin/s3rver.js"))) {
+    ADD_FAILURE() << "node_modules/s3rver is missing: run `npm ci` in " << BACKUPCTL_SOURCE_DIR;
+    return;
+  }
+  start_server();
+  if (m_port == 0) return;
+  m_proxy.emplace(Child::spawn({.argv = {"node", source("tests/s3/verifying_proxy.js").string(),
+                                         std::to_string(m_port), kAccessKey, kSecretKey, "us-east-1"},
+                                .env = {{"NODE_PATH", source("node_modules").string()}}}));
+  m_proxy_port = wait_for_port(*m_proxy, std::regex(R"(proxy listening on (\d+))"), "the verifying proxy");
+}
+
+void S3Server::start_server() {
+  std::string port = m_port ? std::to_string(m_port) : "0";
+  m_server.emplace(Child::spawn({.argv = {"node", "--openssl-legacy-provider",
+                                          source("node_modules/s3rver/bin/s3rver.js").string(), "-d",
+                                          m_dir.path().string(), "-a", "127.0.0.1", "-p", port,
+                                          "--no-vhost-buckets", "--silent"}}));
+  m_port = wait_for_port(*m_server, std::regex(R"(listening on 127\.0\.0\.1:(\d+))"), "s3rver");
+}
+
+S3Server::~S3Server() = default;  // the Child guards terminate and reap both processes
+
+EnvList S3Server::env() const {
+  return {{"OBJECT_STORAGE", "minio"},
+          {"MINIO_ENDPOINT", endpoint()},
+          {"MINIO_ACCESS_KEY", kAccessKey},
+          {"MINIO_SECRET_KEY", kSecretKey},
+          {"MINIO_REGION", "us-east-1"}};
+}
+
+RunResult S3Server::aws(std::vector<std::string> args) const {
+  std::vector<std::string> argv = {"/usr/bin/aws", "--endpoint-url", direct_endpoint()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command({.argv = argv,
+                      .env = {{"AWS_ACCESS_KEY_ID", kAccessKey},
+                              {"AWS_SECRET_ACCESS_KEY", kSecretKey},
+                              {"AWS_DEFAULT_REGION", "us-east-1"},
+                              {"AWS_CONFIG_FILE", "/dev/null"},
+                              {"AWS_SHARED_CREDENTIALS_FILE", "/dev/null"},
+                              {"AWS_PAGER", ""}}});
+}
+
+int S3Server::rejections() const {
+  RunResult r = run_command({.argv = {"curl", "-s", endpoint() + "/__proxy/rejections"}});
+  return r.out.empty() ? -1 : std::stoi(r.out);
+}
+
+void S3Server::kill_server() {
+  if (m_server) {
+    m_server->kill(SIGKILL);
+    m_server->wait();
+    m_server.reset();
+  }
+}
+
+void S3Server::restart_server() {
+  kill_server();
+  start_server();
+}
+
+}  // namespace backupctl::test
