@@ -94,6 +94,7 @@ fs::path DiskStore::path_of(const std::string& bucket, const std::string& key) c
                 "bucket names are one path segment");
   }
   fs::path p = m_root / bucket;
+  if (key.empty()) return p;
   std::size_t start = 0;
   bool any = false;
   while (start <= key.size()) {

@@ -1,0 +1,223 @@
+// One test suite, run against every ObjectStore backend: the directory store and the S3 store
+// talking to s3rver through the signature-verifying proxy.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <random>
+
+#include "fixture.hpp"
+#include "s3_fixture.hpp"
+#include "storage/disk/disk_store.hpp"
+#include "storage/s3/s3_store.hpp"
+#include "util/error.hpp"
+
+namespace backupctl::test {
+
+namespace {
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(gen() & 0xff);
+  return s;
+}
+
+std::string get(ObjectStore& store, const std::string& bucket, const std::string& key,
+                ObjectInfo* info = nullptr) {
+  io::StringSink sink;
+  ObjectInfo i = store.get_object(bucket, key, sink);
+  if (info) *info = i;
+  return sink.data();
+}
+
+void put(ObjectStore& store, const std::string& bucket, const std::string& key, const std::string& data,
+         const PutOptions& options = {}) {
+  MemorySource src(data.data(), data.size());
+  store.put_object(bucket, key, src, options);
+}
+
+std::vector<std::string> keys(ObjectStore& store, const std::string& bucket, const std::string& prefix = "") {
+  std::vector<std::string> out;
+  store.list_objects(bucket, prefix, [&](const ObjectEntry& e) { out.push_back(e.key); });
+  return out;
+}
+
+struct Backend {
+  std::unique_ptr<S3Server> s3;
+  std::unique_ptr<TempDir> dir;
+  std::unique_ptr<ObjectStore> store;
+  bool has_metadata = false;
+};
+
+Backend make_backend(const std::string& kind) {
+  Backend b;
+  if (kind == "s3") {
+    b.s3 = std::make_unique<S3Server>();
+    S3Settings s;
+    s.endpoint = b.s3->endpoint();
+    s.access_key = S3Server::kAccessKey;
+    s.secret_key = S3Server::kSecretKey;
+    b.store = std::make_unique<S3Store>(s);
+    b.has_metadata = true;
+  } else {
+    b.dir = std::make_unique<TempDir>();
+    b.store = std::make_unique<DiskStore>(b.dir->path());
+  }
+  return b;
+}
+
+}  // namespace
+
+class ObjectStoreSuite : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { m_backend = make_backend(GetParam()); }
+  void TearDown() override {
+    if (m_backend.s3) {
+      EXPECT_EQ(m_backend.s3->rejections(), 0) << "requests with a bad signature";
+    }
+  }
+  ObjectStore& store() { return *m_backend.store; }
+  Backend m_backend;
+};
+
+TEST_P(ObjectStoreSuite, BucketsAreCreatedAndListedSorted) {
+  EXPECT_TRUE(store().list_buckets().empty());
+  EXPECT_FALSE(store().bucket_exists("docs"));
+  store().create_bucket("thumbs");
+  store().create_bucket("docs");
+  EXPECT_TRUE(store().bucket_exists("docs"));
+  EXPECT_EQ(store().list_buckets(), (std::vector<std::string>{"docs", "thumbs"}));
+}
+
+TEST_P(ObjectStoreSuite, ObjectsRoundTripWithContentTypeAndMetadata) {
+  store().create_bucket("docs");
+  std::string data = random_bytes(100000, 1);
+  put(store(), "docs", "2026/02/contract.pdf", data,
+      {"application/pdf", {{"uploaded-by", "kim"}, {"doc-id", "42"}}});
+  ObjectInfo info;
+  EXPECT_EQ(get(store(), "docs", "2026/02/contract.pdf", &info), data);
+  EXPECT_EQ(info.size, data.size());
+  ObjectInfo head = store().head_object("docs", "2026/02/contract.pdf");
+  EXPECT_EQ(head.size, data.size());
+  if (m_backend.has_metadata) {
+    EXPECT_EQ(info.content_type, "application/pdf");
+    EXPECT_EQ(info.metadata, (std::map<std::string, std::string>{{"doc-id", "42"}, {"uploaded-by", "kim"}}));
+    EXPECT_EQ(head.metadata.at("uploaded-by"), "kim");
+    EXPECT_EQ(info.etag.size(), 32u);  // single-part ETag: the MD5
+  }
+}
+
+TEST_P(ObjectStoreSuite, OddKeysAndEmptyObjects) {
+  store().create_bucket("docs");
+  std::vector<std::string> odd = {
+      "with space/and more spaces.txt", "unicode/계약서 스캔 ü é.pdf", "percent%25/100%.txt",
+      "plus+and&amp;=.bin", "deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z.dat",
+      std::string("long/") + std::string(200, 'x') + "/" + std::string(200, 'y'), "empty", "tilde~(1)'!.txt"};
+  for (std::size_t i = 0; i < odd.size(); ++i) {
+    put(store(), "docs", odd[i], odd[i] == "empty" ? "" : "content of " + odd[i]);
+  }
+  auto listed = keys(store(), "docs");
+  auto sorted = odd;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(listed, sorted);
+  for (const auto& k : odd) {
+    EXPECT_EQ(get(store(), "docs", k), k == "empty" ? "" : "content of " + k) << k;
+  }
+  EXPECT_EQ(store().head_object("docs", "empty").size, 0u);
+  EXPECT_EQ(keys(store(), "docs", "unicode/"), std::vector<std::string>{"unicode/계약서 스캔 ü é.pdf"});
+}
+
+TEST_P(ObjectStoreSuite, ListingPagesBeyondAThousandKeys) {
+  store().create_bucket("many");
+  for (int i = 0; i < 1105; ++i) put(store(), "many", "k/" + std::to_string(100000 + i), "x");
+  auto listed = keys(store(), "many");
+  ASSERT_EQ(listed.size(), 1105u);
+  EXPECT_EQ(listed.front(), "k/100000");
+  EXPECT_EQ(listed.back(), "k/101104");
+  EXPECT_TRUE(std::is_sorted(listed.begin(), listed.end()));
+}
+
+TEST_P(ObjectStoreSuite, MultipartUploadOfALargeObject) {
+  store().create_bucket("big");
+  std::string data = random_bytes(2 * ObjectStore::kMinPartSize + 12345, 2);
+  {
+    auto upload = store().start_multipart("big", "video.mp4", {"video/mp4", {{"k", "v"}}});
+    for (int part = 0; part * ObjectStore::kMinPartSize < data.size(); ++part) {
+      std::size_t off = part * ObjectStore::kMinPartSize;
+      MemorySource src(data.data() + off, std::min<std::size_t>(ObjectStore::kMinPartSize, data.size() - off));
+      upload->upload_part(part + 1, src);
+    }
+    upload->complete();
+  }
+  ObjectInfo info;
+  EXPECT_EQ(get(store(), "big", "video.mp4", &info), data);
+  if (m_backend.has_metadata) {
+    EXPECT_EQ(info.content_type, "video/mp4");
+  }
+  // Abandoned: nothing appears (and the upload is aborted; s3rver does not implement the abort
+  // and answers MethodNotAllowed, which is logged).
+  {
+    auto upload = store().start_multipart("big", "abandoned.bin", {});
+    MemorySource src(data.data(), ObjectStore::kMinPartSize);
+    upload->upload_part(1, src);
+  }
+  EXPECT_EQ(keys(store(), "big"), std::vector<std::string>{"video.mp4"});
+}
+
+TEST_P(ObjectStoreSuite, DeleteAndMissingThings) {
+  store().create_bucket("docs");
+  put(store(), "docs", "a", "1");
+  put(store(), "docs", "b & c", "2");
+  put(store(), "docs", "d", "3");
+  store().delete_objects("docs", {"a", "b & c"});
+  EXPECT_EQ(keys(store(), "docs"), std::vector<std::string>{"d"});
+  try {
+    store().head_object("docs", "a");
+    FAIL() << "head of a deleted object";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::not_found);
+  }
+  EXPECT_THROW(keys(store(), "no-such-bucket"), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ObjectStoreSuite, ::testing::Values("disk", "s3"),
+                         [](const auto& info) { return info.param; });
+
+TEST(S3Store, WrongSecretIsOneClearErrorWithoutRetries) {
+  S3Server server;
+  S3Settings s;
+  s.endpoint = server.endpoint();
+  s.access_key = S3Server::kAccessKey;
+  s.secret_key = "not-the-secret";
+  S3Store store(s);
+  try {
+    store.list_buckets();
+    FAIL() << "a wrong secret was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::connection);
+    EXPECT_NE(std::string(e.what()).find("access denied"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("SignatureDoesNotMatch"), std::string::npos) << e.what();
+    EXPECT_NE(e.hint().find("MINIO_SECRET_KEY"), std::string::npos);
+  }
+  EXPECT_EQ(server.rejections(), 1) << "a 403 must not be retried";
+}
+
+TEST(S3Store, EndpointDownFailsAfterBoundedRetries) {
+  S3Settings s;
+  s.endpoint = "http://127.0.0.1:1";
+  s.access_key = "a";
+  s.secret_key = "b";
+  s.max_attempts = 3;
+  S3Store store(s);
+  auto start = std::chrono::steady_clock::now();
+  try {
+    store.list_buckets();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::connection);
+    EXPECT_NE(std::string(e.what()).find("after 3 attempts"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+}  // namespace backupctl::test
