@@ -12,6 +12,9 @@
 #include "catalog/naming.hpp"
 #include "cli/output.hpp"
 #include "command/backup_db.hpp"
+#include "command/backup_objects.hpp"
+#include "command/restore_objects.hpp"
+#include "storage/disk/disk_store.hpp"
 #include "command/list.hpp"
 #include "command/restore_db.hpp"
 #include "command/verify.hpp"
@@ -20,6 +23,7 @@
 #include "util/env.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
+#include "util/fs.hpp"
 #include "util/signals.hpp"
 #include "version.hpp"
 
@@ -39,6 +43,7 @@ struct Args {
   std::string kind;
   // restore
   RestoreDbOptions restore;
+  RestoreObjectsOptions restore_objects;
   bool confirm = false;
 };
 
@@ -169,6 +174,46 @@ int cmd_restore_db(const Config& config, const Args& args) {
   return 0;
 }
 
+int cmd_backup_objects(const Config& config, const Args& args) {
+  auto store = make_object_store(config);
+  auto progress = make_progress(args.out);
+  BackupResult r = backup_objects(config, *store, *progress);
+  if (args.out.json) {
+    print_json(backup_json(r));
+  } else if (!args.out.quiet) {
+    print_backup(r);
+  }
+  return 0;
+}
+
+int cmd_restore_objects(const Config& config, const Args& args) {
+  const RestoreObjectsOptions& options = args.restore_objects;
+  if (options.file.empty()) {
+    throw Error(ErrorCode::usage, "no backup file given",
+                "make restore-objects BACKUP_FILE=infra/data/backup/objects/objects_<label>_<ts>.tar.gz CONFIRM=YES");
+  }
+  // For the disk store, --target is another folder (a rehearsal copy).
+  std::unique_ptr<ObjectStore> store;
+  if (config.object_storage == ObjectStorage::disk && !options.target.empty()) {
+    make_dirs(options.target, 0755);
+    store = std::make_unique<DiskStore>(options.target);
+  } else {
+    store = make_object_store(config);
+  }
+  auto progress = make_progress(args.out);
+  ObjectsPlan plan = plan_restore_objects(config, *store, options, *progress);
+  require_confirmation(config, args, plan.describe(), plan.to_json(),
+                       "make restore-objects BACKUP_FILE=" + options.file.string() +
+                           " CONFIRM=YES (or backupctl restore objects --confirm)");
+  ObjectsReport report = run_restore_objects(config, *store, plan, *progress);
+  if (args.out.json) {
+    print_json(report.to_json());
+  } else {
+    std::cout << report.describe();
+  }
+  return 0;
+}
+
 int cmd_restore_undo(const Config& config, const Args& args) {
   PgTarget target = PgTarget::from_environment();
   UndoPlan plan = plan_restore_undo(config, target, args.restore.target_db);
@@ -205,6 +250,7 @@ int run_cli(int argc, char** argv) {
   auto* backup = app.add_subcommand("backup", "make a backup");
   backup->require_subcommand(1);
   auto* backup_db_cmd = backup->add_subcommand("db", "dump the PostgreSQL database");
+  auto* backup_objects_cmd = backup->add_subcommand("objects", "archive the attachments (S3 or disk)");
 
   auto* verify = app.add_subcommand("verify", "check backups against their metas");
   verify->add_option("files", args.files, "backup files to check");
@@ -227,6 +273,15 @@ int run_cli(int argc, char** argv) {
   restore_db_cmd->add_flag("--allow-no-meta", args.restore.allow_no_meta,
                            "accept a dump without .meta (made elsewhere)");
   restore_db_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
+  auto* restore_objects_cmd = restore->add_subcommand("objects", "restore attachments from an archive");
+  restore_objects_cmd->add_option("--file,file", args.restore_objects.file, "the objects_*.tar.gz backup");
+  restore_objects_cmd->add_option("--mode", args.restore_objects.mode,
+                                  "merge (default): put every object; exact: also delete the others");
+  restore_objects_cmd->add_option("--target", args.restore_objects.target,
+                                  "elsewhere: a folder (disk) or BUCKET[/PREFIX] (S3)");
+  restore_objects_cmd->add_flag("--allow-no-meta", args.restore_objects.allow_no_meta,
+                                "accept an archive without .meta");
+  restore_objects_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
   auto* restore_undo_cmd = restore->add_subcommand("undo", "put back the database a restore replaced");
   restore_undo_cmd->add_option("--target-db", args.restore.target_db, "the database (default: PGDATABASE)");
   restore_undo_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
@@ -252,6 +307,8 @@ int run_cli(int argc, char** argv) {
     if (!args.profile.empty()) ::setenv("BACKUP_PROFILE", args.profile.c_str(), 1);
     Config config = Config::from_environment();
     if (backup_db_cmd->parsed()) return cmd_backup_db(config, args);
+    if (backup_objects_cmd->parsed()) return cmd_backup_objects(config, args);
+    if (restore_objects_cmd->parsed()) return cmd_restore_objects(config, args);
     if (verify->parsed()) return cmd_verify(config, args);
     if (list->parsed()) return cmd_list(config, args);
     if (restore_db_cmd->parsed()) return cmd_restore_db(config, args);

@@ -11,6 +11,7 @@
 #include "catalog/meta.hpp"
 #include "catalog/naming.hpp"
 #include "io/pipeline.hpp"
+#include "archive/object_archive.hpp"
 #include "pg/archive.hpp"
 #include "pg/tools.hpp"
 #include "util/error.hpp"
@@ -93,6 +94,11 @@ VerifyVerdict verify_backup(const Config& config, const fs::path& file, Progress
     progress.start("verify " + file.filename().string());
     if (meta->kind == "db") {
       v.detail = check_db(config, file, *meta, progress);
+    } else if (meta->kind == "objects") {
+      ObjectArchiveScan scan = scan_object_archive(file.string(), progress);
+      if (scan.sha256 != meta->sha256) throw sha_mismatch(meta->sha256, scan.sha256);
+      v.detail = fmt::format("sha256 ok, archive reads to its end, {} objects match the manifest",
+                             scan.manifest.objects.size());
     } else {
       io::FileDigest d = io::digest_file(file.string());
       if (d.sha256 != meta->sha256) throw sha_mismatch(meta->sha256, d.sha256);

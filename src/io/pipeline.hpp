@@ -9,6 +9,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "util/fd.hpp"
 
@@ -129,6 +130,7 @@ class StringSink : public Sink {
  public:
   void write(std::span<const char> data) override { m_data.append(data.data(), data.size()); }
   const std::string& data() const { return m_data; }
+  std::string take() { return std::exchange(m_data, {}); }
 
  private:
   std::string m_data;

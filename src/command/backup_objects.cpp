@@ -1,0 +1,354 @@
+#include "command/backup_objects.hpp"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "archive/object_archive.hpp"
+#include "catalog/catalog.hpp"
+#include "catalog/naming.hpp"
+#include "util/error.hpp"
+#include "util/format.hpp"
+#include "util/fs.hpp"
+#include "util/signals.hpp"
+#include "util/time.hpp"
+#include "version.hpp"
+
+namespace backupctl {
+
+namespace {
+
+// Objects up to this size are prefetched into memory by the workers; larger ones stream through
+// the writer thread.
+constexpr std::uint64_t kBufferedMax = 8u << 20;
+// Bytes of prefetched objects held at once.
+constexpr std::uint64_t kBudget = 48u << 20;
+// How far ahead of the writer the workers may run (in objects).
+constexpr std::size_t kWindow = 2048;
+
+struct Item {
+  std::string bucket;
+  ObjectEntry entry;
+};
+
+struct Fetched {
+  bool done = false;
+  bool vanished = false;  // deleted between the listing and the download
+  std::string data;
+  ObjectInfo info;
+  std::exception_ptr error;
+};
+
+std::time_t parse_mtime(const std::string& text) {
+  if (auto t = parse_iso8601(text)) return Clock::to_time_t(*t);
+  return std::time(nullptr);
+}
+
+// MD5 and sha256 of what passes, forwarded to `next`.
+class DigestSink : public io::Sink {
+ public:
+  explicit DigestSink(io::Sink* next) : m_next(next), m_sha(EVP_MD_CTX_new()), m_md5(EVP_MD_CTX_new()) {
+    EVP_DigestInit_ex(m_sha, EVP_sha256(), nullptr);
+    EVP_DigestInit_ex(m_md5, EVP_md5(), nullptr);
+  }
+  ~DigestSink() override {
+    EVP_MD_CTX_free(m_sha);
+    EVP_MD_CTX_free(m_md5);
+  }
+  void write(std::span<const char> data) override {
+    EVP_DigestUpdate(m_sha, data.data(), data.size());
+    EVP_DigestUpdate(m_md5, data.data(), data.size());
+    m_bytes += data.size();
+    if (m_next) m_next->write(data);
+  }
+  std::string sha256() { return hex(m_sha); }
+  std::string md5() { return hex(m_md5); }
+  std::uint64_t bytes() const { return m_bytes; }
+
+ private:
+  static std::string hex(EVP_MD_CTX* ctx) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, md, &len);
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+      out += digits[md[i] >> 4];
+      out += digits[md[i] & 15];
+    }
+    return out;
+  }
+  io::Sink* m_next;
+  EVP_MD_CTX* m_sha;
+  EVP_MD_CTX* m_md5;
+  std::uint64_t m_bytes = 0;
+};
+
+// Downloads the small objects ahead of the writer, in parallel, within kBudget bytes.
+class Prefetcher {
+ public:
+  Prefetcher(ObjectStore& store, const std::vector<Item>& items, int threads)
+      : m_store(store), m_items(items), m_results(items.size()) {
+    for (int i = 0; i < threads; ++i) m_threads.emplace_back([this] { work(); });
+  }
+  ~Prefetcher() {
+    {
+      std::lock_guard<std::mutex> lock(m_mutex);
+      m_stop = true;
+    }
+    m_cv.notify_all();
+    for (auto& t : m_threads) t.join();
+  }
+
+  // Waits for item i (small) and hands its result over.
+  Fetched take(std::size_t i) {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    m_writer_at = i;
+    m_cv.notify_all();
+    // Wake up now and then to notice SIGINT/SIGTERM (the handler cannot signal the condition).
+    while (!m_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return m_results[i].done; })) {
+      check_interrupted();
+    }
+    Fetched f = std::move(m_results[i]);
+    m_in_flight -= m_items[i].entry.size;
+    m_cv.notify_all();
+    return f;
+  }
+  void writer_at(std::size_t i) {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_writer_at = i;
+    m_cv.notify_all();
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::size_t i;
+      {
+        std::unique_lock<std::mutex> lock(m_mutex);
+        for (;;) {
+          if (m_stop) return;
+          while (m_next < m_items.size() && m_items[m_next].entry.size > kBufferedMax) ++m_next;
+          if (m_next >= m_items.size()) return;
+          std::uint64_t size = m_items[m_next].entry.size;
+          bool room = m_in_flight == 0 || m_in_flight + size <= kBudget;
+          if (room && m_next < m_writer_at + kWindow) break;
+          m_cv.wait(lock);
+        }
+        i = m_next++;
+        m_in_flight += m_items[i].entry.size;
+      }
+      Fetched f;
+      try {
+        io::StringSink sink;
+        f.info = m_store.get_object(m_items[i].bucket, m_items[i].entry.key, sink);
+        f.data = sink.take();
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::not_found) {
+          f.vanished = true;
+        } else {
+          f.error = std::current_exception();
+        }
+      } catch (...) {
+        f.error = std::current_exception();
+      }
+      f.done = true;
+      {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        m_results[i] = std::move(f);
+      }
+      m_cv.notify_all();
+    }
+  }
+
+  ObjectStore& m_store;
+  const std::vector<Item>& m_items;
+  std::vector<Fetched> m_results;
+  std::vector<std::thread> m_threads;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::size_t m_next = 0;
+  std::size_t m_writer_at = 0;
+  std::uint64_t m_in_flight = 0;
+  bool m_stop = false;
+};
+
+bool md5_etag(const std::string& etag) {
+  return etag.size() == 32 && etag.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+std::string hostname_of_machine() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
+  return buf;
+}
+
+}  // namespace
+
+BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& progress,
+                            const BackupObjectsOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // 1. Which buckets, then the whole listing, before anything is written.
+  std::vector<std::string> buckets = config.minio_buckets;
+  if (buckets.empty()) {
+    buckets = store.list_buckets();
+  } else {
+    for (const auto& b : buckets) {
+      if (!store.bucket_exists(b)) {
+        throw Error(ErrorCode::not_found, "bucket " + b + " does not exist on " + store.describe(),
+                    "check MINIO_BUCKETS (empty means every bucket)");
+      }
+    }
+    std::sort(buckets.begin(), buckets.end());
+  }
+  std::vector<Item> items;
+  std::uint64_t listed_bytes = 0;
+  for (const auto& b : buckets) {
+    store.list_objects(b, "", [&](const ObjectEntry& e) {
+      items.push_back({b, e});
+      listed_bytes += e.size;
+    });
+  }
+  spdlog::info("backup objects: {} objects, {} in {} bucket(s) of {}", items.size(),
+               human_bytes(listed_bytes), buckets.size(), store.describe());
+
+  // 2. The archive, reserved and streamed.
+  const fs::path dir = config.kind_dir("objects");
+  make_dirs(dir, 0700);
+  const std::string suffix = config.objects_zstd ? ".tar.zst" : ".tar.gz";
+  ReservedFiles files = reserve_backup_files(dir, [&](std::string_view ts) {
+    return std::vector<std::string>{fmt::format("objects_{}_{}{}", store.label(), ts, suffix)};
+  });
+  io::AtomicFileSink& file = files.sinks[0];
+  io::CountSink count(file);
+  io::Sha256Sink sha(count);
+  ObjectArchiveWriter writer(sha, config.objects_zstd ? ArchiveCompression::zstd : ArchiveCompression::gzip,
+                             config.zstd_threads);
+
+  Manifest manifest;
+  manifest.label = store.label();
+  manifest.source = store.describe();
+  manifest.buckets = buckets;
+  std::uint64_t done_bytes = 0, vanished = 0, etag_mismatch = 0;
+  progress.start("objects");
+  {
+    Prefetcher prefetch(store, items, config.object_parallel);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      check_interrupted();
+      const Item& item = items[i];
+      ManifestObject mo;
+      mo.bucket = item.bucket;
+      mo.key = item.entry.key;
+      mo.path = archive_path(item.bucket, item.entry.key);
+      mo.etag = item.entry.etag;
+      mo.last_modified = item.entry.last_modified;
+      std::string md5;
+      if (item.entry.size <= kBufferedMax) {
+        Fetched f = prefetch.take(i);
+        if (f.error) std::rethrow_exception(f.error);
+        if (f.vanished) {
+          spdlog::warn("backup objects: {}/{} was deleted during the backup; skipped", item.bucket, item.entry.key);
+          ++vanished;
+          continue;
+        }
+        mo.size = f.data.size();
+        mo.content_type = f.info.content_type;
+        mo.metadata = f.info.metadata;
+        if (!f.info.etag.empty()) mo.etag = f.info.etag;
+        writer.begin(mo.path, mo.size, parse_mtime(mo.last_modified),
+                     looks_compressible(mo.content_type, std::span<const char>(f.data.data(), f.data.size())));
+        DigestSink digest(nullptr);
+        digest.write(std::span<const char>(f.data.data(), f.data.size()));
+        writer.write(std::span<const char>(f.data.data(), f.data.size()));
+        writer.end();
+        mo.sha256 = digest.sha256();
+        md5 = digest.md5();
+      } else {
+        // Large: stream it through now; the entry's size is the listed one and must hold.
+        prefetch.writer_at(i);
+        ObjectInfo head = store.head_object(item.bucket, item.entry.key);
+        mo.size = head.size;
+        mo.content_type = head.content_type;
+        mo.metadata = head.metadata;
+        if (!head.etag.empty()) mo.etag = head.etag;
+        class EntrySink : public io::Sink {
+         public:
+          EntrySink(ObjectArchiveWriter& w, const std::string& ct, const ManifestObject& mo)
+              : m_w(w), m_ct(ct), m_mo(mo) {}
+          void write(std::span<const char> data) override {
+            if (!m_started) {
+              m_w.begin(m_mo.path, m_mo.size, parse_mtime(m_mo.last_modified), looks_compressible(m_ct, data));
+              m_started = true;
+            }
+            m_w.write(data);
+          }
+          bool started() const { return m_started; }
+
+         private:
+          ObjectArchiveWriter& m_w;
+          const std::string& m_ct;
+          const ManifestObject& m_mo;
+          bool m_started = false;
+        } entry_sink(writer, mo.content_type, mo);
+        DigestSink digest(&entry_sink);
+        store.get_object(item.bucket, item.entry.key, digest);
+        if (!entry_sink.started() || digest.bytes() != mo.size) {
+          throw Error(ErrorCode::tool_failed,
+                      fmt::format("{}/{} changed while it was read ({} bytes read, {} expected)",
+                                  item.bucket, item.entry.key, digest.bytes(), mo.size),
+                      "the object was replaced during the backup; run it again");
+        }
+        writer.end();
+        mo.sha256 = digest.sha256();
+        md5 = digest.md5();
+      }
+      if (md5_etag(mo.etag) && md5 != mo.etag) {
+        // A single-part ETag is the MD5 of the content (unless the server encrypts it).
+        spdlog::warn("backup objects: {}/{}: the bytes read do not match the ETag {}", item.bucket, item.entry.key, mo.etag);
+        ++etag_mismatch;
+      }
+      done_bytes += mo.size;
+      progress.update(done_bytes);
+      manifest.objects.push_back(std::move(mo));
+    }
+  }
+  writer.finish(manifest);
+  progress.finish();
+  file.commit();
+
+  Meta meta;
+  meta.kind = "objects";
+  meta.file = file.final_path().filename().string();
+  meta.size = count.bytes();
+  meta.sha256 = sha.hex();
+  meta.profile = config.profile;
+  meta.created_at = iso8601(files.time);
+  meta.finished_at = iso8601(Clock::now());
+  meta.duration_seconds = seconds_since(t0);
+  meta.set_id = options.set_id.empty() ? new_set_id(files.time) : options.set_id;
+  meta.tool_version = kVersion;
+  meta.hostname = hostname_of_machine();
+  meta.format = "pax_tar";
+  meta.compression = config.objects_zstd ? "zstd" : "gzip";
+  meta.source = {{"storage", store.label()},
+                 {"location", store.describe()},
+                 {"buckets", buckets},
+                 {"objects", manifest.objects.size()},
+                 {"bytes", done_bytes},
+                 {"vanished_during_backup", vanished},
+                 {"etag_mismatches", etag_mismatch}};
+  write_meta(dir / meta_filename(meta.file), meta);
+  spdlog::info("backup objects: wrote {} ({} objects, {} of data, {} archive, in {})",
+               file.final_path().string(), manifest.objects.size(), human_bytes(done_bytes),
+               human_bytes(meta.size), human_duration(meta.duration_seconds));
+  return {file.final_path(), meta};
+}
+
+}  // namespace backupctl

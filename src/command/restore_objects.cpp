@@ -1,0 +1,474 @@
+#include "command/restore_objects.hpp"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "util/error.hpp"
+#include "util/format.hpp"
+#include "util/fs.hpp"
+#include "util/signals.hpp"
+#include "util/time.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t kBufferedMax = 8u << 20;
+constexpr std::uint64_t kBudget = 48u << 20;
+
+std::string hex(const unsigned char* md, unsigned int len) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += digits[md[i] >> 4];
+    out += digits[md[i] & 15];
+  }
+  return out;
+}
+
+std::string digest_hex(const EVP_MD* md, std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), out, &len, md, nullptr);
+  return hex(out, len);
+}
+
+// What the server should report as the ETag of what we sent: the MD5 for a single PUT; for a
+// multipart upload S3 uses md5(concatenated part MD5s)-N (some servers, s3rver among them, use
+// the whole MD5 instead: both are accepted).
+struct Expected {
+  Placement where;
+  std::uint64_t size = 0;
+  std::set<std::string> etags;
+};
+
+struct Failure {
+  Placement where;
+  std::string error;
+};
+
+class Uploader {
+ public:
+  Uploader(ObjectStore& store, int threads) : m_store(store) {
+    for (int i = 0; i < threads; ++i) m_threads.emplace_back([this] { work(); });
+  }
+  ~Uploader() { stop(); }
+
+  // Queues a small object; blocks while kBudget bytes are queued or in flight.
+  void submit(Placement where, std::string data, PutOptions options) {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    while (!m_cv.wait_for(lock, std::chrono::milliseconds(100), [&] {
+      return m_bytes == 0 || m_bytes + data.size() <= kBudget;
+    })) {
+      check_interrupted();
+    }
+    m_bytes += data.size();
+    m_queue.push_back({std::move(where), std::move(data), std::move(options)});
+    m_cv.notify_all();
+  }
+
+  // Waits until the queue is empty and every upload finished.
+  void drain() {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    while (!m_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return m_queue.empty() && m_busy == 0; })) {
+      check_interrupted();
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(m_mutex);
+      m_stop = true;
+      m_queue.clear();
+    }
+    m_cv.notify_all();
+    for (auto& t : m_threads) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+  bool failed() {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    return !m_failures.empty();
+  }
+  std::vector<Failure> failures() {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    return m_failures;
+  }
+  std::vector<Placement> succeeded() {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    return m_succeeded;
+  }
+
+ private:
+  struct Job {
+    Placement where;
+    std::string data;
+    PutOptions options;
+  };
+
+  void work() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(m_mutex);
+        m_cv.wait(lock, [&] { return m_stop || !m_queue.empty(); });
+        if (m_stop) return;
+        job = std::move(m_queue.front());
+        m_queue.pop_front();
+        ++m_busy;
+      }
+      std::string error;
+      try {
+        MemorySource src(job.data.data(), job.data.size());
+        m_store.put_object(job.where.bucket, job.where.key, src, job.options);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        --m_busy;
+        m_bytes -= job.data.size();
+        if (error.empty()) {
+          m_succeeded.push_back(job.where);
+        } else {
+          m_failures.push_back({job.where, error});
+          m_queue.clear();  // stop feeding a failing server; the rest is reported as not uploaded
+        }
+      }
+      m_cv.notify_all();
+    }
+  }
+
+  ObjectStore& m_store;
+  std::vector<std::thread> m_threads;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<Job> m_queue;
+  std::uint64_t m_bytes = 0;
+  int m_busy = 0;
+  std::vector<Placement> m_succeeded;
+  std::vector<Failure> m_failures;
+  bool m_stop = false;
+};
+
+}  // namespace
+
+Placement ObjectsPlan::place(const ManifestObject& o) const {
+  if (target_bucket.empty()) return {o.bucket, o.key};
+  std::string prefix = target_prefix.empty() ? "" : target_prefix + "/";
+  return {target_bucket, prefix + o.bucket + "/" + o.key};
+}
+
+ObjectsPlan plan_restore_objects(const Config& config, ObjectStore& store,
+                                 const RestoreObjectsOptions& options, Progress& progress) {
+  ObjectsPlan plan;
+  plan.file = options.file;
+  plan.mode = options.mode;
+  if (plan.mode != "merge" && plan.mode != "exact") {
+    throw Error(ErrorCode::usage, "unknown --mode '" + plan.mode + "'",
+                "merge (put every object, leave others) or exact (also delete objects not in the backup)");
+  }
+  std::error_code ec;
+  if (!fs::is_regular_file(plan.file, ec)) {
+    throw Error(ErrorCode::not_found, "backup file " + plan.file.string() + " does not exist",
+                "`backupctl list --kind objects` shows the backups in " + config.backup_dir.string());
+  }
+  fs::path meta_path = plan.file;
+  meta_path += ".meta";
+  if (fs::exists(meta_path, ec)) {
+    plan.meta = read_meta(meta_path);
+    if (plan.meta->kind != "objects") {
+      throw Error(ErrorCode::usage, plan.file.string() + " is a " + plan.meta->kind + " backup",
+                  "restore objects takes an objects_*.tar.gz backup");
+    }
+  } else if (!options.allow_no_meta) {
+    throw Error(ErrorCode::verification, "no " + meta_path.filename().string() + ": the checksum cannot be checked",
+                "an archive made elsewhere can be restored with --allow-no-meta");
+  }
+  progress.start("check " + plan.file.filename().string());
+  plan.scan = scan_object_archive(plan.file.string(), progress);
+  progress.finish();
+  if (plan.meta) {
+    if (plan.scan.sha256 != plan.meta->sha256 || plan.scan.size != plan.meta->size) {
+      throw Error(ErrorCode::verification,
+                  fmt::format("{} does not match its meta (sha256 {}…, meta {}…)", plan.file.filename().string(),
+                              plan.scan.sha256.substr(0, 12), plan.meta->sha256.substr(0, 12)),
+                  "the file is damaged or was changed; nothing was touched");
+    }
+    plan.checksum_state = "sha256 matches the meta; every object matches the manifest";
+  } else {
+    plan.checksum_state = "no meta (--allow-no-meta); every object matches the manifest";
+  }
+
+  if (!options.target.empty() && store.label() != "disk") {
+    auto slash = options.target.find('/');
+    plan.target_bucket = options.target.substr(0, slash);
+    if (slash != std::string::npos) plan.target_prefix = options.target.substr(slash + 1);
+    while (!plan.target_prefix.empty() && plan.target_prefix.back() == '/') plan.target_prefix.pop_back();
+    if (plan.target_bucket.empty()) {
+      throw Error(ErrorCode::usage, "invalid --target '" + options.target + "'", "use BUCKET or BUCKET/PREFIX");
+    }
+  }
+  plan.target = store.describe() + (plan.target_bucket.empty() ? "" : " bucket " + options.target);
+
+  std::set<std::string> target_buckets;
+  std::set<std::pair<std::string, std::string>> restored;
+  for (const auto& o : plan.scan.manifest.objects) {
+    Placement p = plan.place(o);
+    target_buckets.insert(p.bucket);
+    restored.insert({p.bucket, p.key});
+  }
+  if (plan.target_bucket.empty()) {
+    for (const auto& b : plan.scan.manifest.buckets) target_buckets.insert(b);
+  }
+  for (const auto& b : target_buckets) {
+    if (!store.bucket_exists(b)) {
+      plan.buckets_to_create.push_back(b);
+      continue;
+    }
+    if (plan.mode == "exact") {
+      std::string prefix = plan.target_bucket.empty() ? "" : (plan.target_prefix.empty() ? "" : plan.target_prefix + "/");
+      store.list_objects(b, prefix, [&](const ObjectEntry& e) {
+        if (!restored.count({b, e.key})) plan.to_delete.push_back({b, e.key});
+      });
+    }
+  }
+  return plan;
+}
+
+std::string ObjectsPlan::describe() const {
+  std::string out = "restore plan (nothing has been changed):\n";
+  out += fmt::format("  file:       {}\n", file.string());
+  if (meta) out += fmt::format("  made:       {} from {}\n", meta->created_at, meta->source.value("location", "?"));
+  out += fmt::format("  contents:   {} objects, {} in {} bucket(s)\n", scan.manifest.objects.size(),
+                     human_bytes(scan.object_bytes), scan.manifest.buckets.size());
+  out += fmt::format("  checksum:   {}\n", checksum_state);
+  out += fmt::format("  target:     {}\n", target);
+  std::string created;
+  for (const auto& b : buckets_to_create) created += (created.empty() ? "" : ", ") + b;
+  if (!created.empty()) out += "  create:     bucket(s) " + created + "\n";
+  out += fmt::format("  mode:       {}\n", mode == "exact" ? "exact: put every object, delete the others"
+                                                          : "merge: put every object, leave the others");
+  if (mode == "exact") {
+    out += fmt::format("  delete:     {} object(s) not in the backup\n", to_delete.size());
+    for (std::size_t i = 0; i < to_delete.size() && i < 20; ++i) {
+      out += "              " + to_delete[i].bucket + "/" + to_delete[i].key + "\n";
+    }
+    if (to_delete.size() > 20) out += fmt::format("              ... and {} more\n", to_delete.size() - 20);
+  }
+  return out;
+}
+
+nlohmann::json ObjectsPlan::to_json() const {
+  nlohmann::json del = nlohmann::json::array();
+  for (const auto& p : to_delete) del.push_back(p.bucket + "/" + p.key);
+  return {{"file", file.string()},          {"objects", scan.manifest.objects.size()},
+          {"bytes", scan.object_bytes},      {"buckets", scan.manifest.buckets},
+          {"checksum", checksum_state},      {"target", target},
+          {"mode", mode},                    {"buckets_to_create", buckets_to_create},
+          {"delete", del}};
+}
+
+ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, const ObjectsPlan& plan,
+                                  Progress& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ObjectsReport report;
+  for (const auto& b : plan.buckets_to_create) {
+    store.create_bucket(b);
+    report.buckets_created.push_back(b);
+    spdlog::info("restore objects: created bucket {}", b);
+  }
+  std::map<std::string, const ManifestObject*> by_path;
+  for (const auto& o : plan.scan.manifest.objects) by_path[o.path] = &o;
+
+  std::vector<Expected> expected;
+  std::vector<Failure> failures;
+  std::set<std::pair<std::string, std::string>> succeeded;
+  progress.start("upload");
+  {
+    Uploader uploader(store, config.object_parallel);
+    Fd fd = open_read(plan.file);
+    io::FdSource raw(fd.get(), plan.file.string());
+    ObjectArchiveReader reader(raw);
+    ArchiveEntry entry;
+    std::vector<char> buf(1 << 20);
+    std::uint64_t read_bytes = 0;
+    while (reader.next(entry) && !uploader.failed()) {
+      check_interrupted();
+      if (entry.path == kManifestPath) continue;
+      auto it = by_path.find(entry.path);
+      if (it == by_path.end() || !entry.regular) {
+        throw Error(ErrorCode::verification, "the archive changed since it was checked: " + entry.path,
+                    "nothing more is uploaded; run again");
+      }
+      const ManifestObject& o = *it->second;
+      Placement where = plan.place(o);
+      PutOptions put{o.content_type, o.metadata};
+      Expected exp{where, o.size, {}};
+      if (o.size <= kBufferedMax) {
+        std::string data;
+        data.reserve(o.size);
+        for (std::size_t n; (n = reader.read(buf)) > 0;) data.append(buf.data(), n);
+        if (data.size() != o.size || digest_hex(EVP_sha256(), data) != o.sha256) {
+          throw Error(ErrorCode::verification, "the archive's copy of " + o.key + " changed since it was checked",
+                      "nothing more is uploaded; run again");
+        }
+        exp.etags.insert(digest_hex(EVP_md5(), data));
+        uploader.submit(where, std::move(data), put);
+      } else {
+        // Large: multipart, parts read and sent in turn by this thread.
+        std::uint64_t part_size = std::max<std::uint64_t>(ObjectStore::kMinPartSize, (o.size + 9999) / 10000);
+        std::string part;
+        part.reserve(part_size);
+        EVP_MD_CTX* whole_md5 = EVP_MD_CTX_new();
+        EVP_MD_CTX* whole_sha = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(whole_md5, EVP_md5(), nullptr);
+        EVP_DigestInit_ex(whole_sha, EVP_sha256(), nullptr);
+        std::string part_md5s;
+        int number = 0;
+        try {
+          auto upload = store.start_multipart(where.bucket, where.key, put);
+          auto send_part = [&] {
+            unsigned char md[EVP_MAX_MD_SIZE];
+            unsigned int len = 0;
+            EVP_Digest(part.data(), part.size(), md, &len, EVP_md5(), nullptr);
+            part_md5s.append(reinterpret_cast<char*>(md), len);
+            MemorySource src(part.data(), part.size());
+            upload->upload_part(++number, src);
+            part.clear();
+          };
+          for (std::size_t n; (n = reader.read(buf)) > 0;) {
+            EVP_DigestUpdate(whole_md5, buf.data(), n);
+            EVP_DigestUpdate(whole_sha, buf.data(), n);
+            std::size_t off = 0;
+            while (off < n) {
+              std::size_t k = std::min<std::size_t>(n - off, part_size - part.size());
+              part.append(buf.data() + off, k);
+              off += k;
+              if (part.size() == part_size) send_part();
+            }
+          }
+          if (!part.empty()) send_part();
+          unsigned char md[EVP_MAX_MD_SIZE];
+          unsigned int len = 0;
+          EVP_DigestFinal_ex(whole_sha, md, &len);
+          if (hex(md, len) != o.sha256) {
+            throw Error(ErrorCode::verification, "the archive's copy of " + o.key + " changed since it was checked");
+          }
+          upload->complete();
+          EVP_DigestFinal_ex(whole_md5, md, &len);
+          exp.etags.insert(hex(md, len));
+          exp.etags.insert(digest_hex(EVP_md5(), part_md5s) + "-" + std::to_string(number));
+          succeeded.insert({where.bucket, where.key});
+        } catch (const Error& e) {
+          EVP_MD_CTX_free(whole_md5);
+          EVP_MD_CTX_free(whole_sha);
+          if (e.code() == ErrorCode::interrupted || e.code() == ErrorCode::verification) throw;
+          failures.push_back({where, e.what()});
+          break;
+        }
+        EVP_MD_CTX_free(whole_md5);
+        EVP_MD_CTX_free(whole_sha);
+      }
+      read_bytes += o.size;
+      progress.update(read_bytes);
+      expected.push_back(std::move(exp));
+    }
+    uploader.drain();
+    for (const auto& p : uploader.succeeded()) succeeded.insert({p.bucket, p.key});
+    for (auto& f : uploader.failures()) failures.push_back(std::move(f));
+    report.uploaded = succeeded.size();
+  }
+  progress.finish();
+
+  if (!failures.empty()) {
+    nlohmann::json not_uploaded = nlohmann::json::array();
+    for (const auto& o : plan.scan.manifest.objects) {
+      Placement p = plan.place(o);
+      if (!succeeded.count({p.bucket, p.key})) not_uploaded.push_back(p.bucket + "/" + p.key);
+    }
+    fs::path report_dir = config.backup_dir / "reports";
+    make_dirs(report_dir, 0700);
+    fs::path report_file = report_dir / ("restore_objects_" + name_timestamp(Clock::now()) + ".json");
+    nlohmann::json j = {{"file", plan.file.string()},
+                        {"uploaded", report.uploaded},
+                        {"total", plan.scan.manifest.objects.size()},
+                        {"first_error", failures.front().error},
+                        {"not_uploaded", not_uploaded}};
+    write_file_atomic(report_file, j.dump(1) + "\n");
+    throw Error(ErrorCode::connection,
+                fmt::format("restore objects stopped: {} of {} objects uploaded, {} not; first error: {}",
+                            report.uploaded, plan.scan.manifest.objects.size(), not_uploaded.size(),
+                            failures.front().error),
+                "the objects not uploaded are listed in " + report_file.string() +
+                    "; run the same command again once the store is back: it uploads everything again");
+  }
+
+  // Every object as the store now has it: the size, and the ETag against what was sent.
+  progress.start("verify");
+  std::vector<std::string> mismatches;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    check_interrupted();
+    const Expected& e = expected[i];
+    ObjectInfo info = store.head_object(e.where.bucket, e.where.key);
+    bool ok = info.size == e.size && (info.etag.empty() || e.etags.count(info.etag) > 0);
+    if (!ok) {
+      mismatches.push_back(fmt::format("{}/{} (size {} vs {}, ETag {})", e.where.bucket, e.where.key,
+                                       info.size, e.size, info.etag));
+    }
+    progress.update(i + 1);
+  }
+  progress.finish();
+  report.verified = expected.size() - mismatches.size();
+  if (!mismatches.empty()) {
+    throw Error(ErrorCode::verification,
+                fmt::format("{} uploaded object(s) differ from the backup, first: {}", mismatches.size(), mismatches.front()),
+                "run the restore again; if it persists the store alters objects (encryption, compression)");
+  }
+  for (const ManifestObject& o : plan.scan.manifest.objects) report.bytes += o.size;
+
+  if (plan.mode == "exact" && !plan.to_delete.empty()) {
+    std::map<std::string, std::vector<std::string>> per_bucket;
+    for (const auto& p : plan.to_delete) per_bucket[p.bucket].push_back(p.key);
+    for (const auto& [bucket, keys] : per_bucket) {
+      store.delete_objects(bucket, keys);
+      report.deleted += keys.size();
+    }
+  }
+  report.seconds = seconds_since(t0);
+  return report;
+}
+
+std::string ObjectsReport::describe() const {
+  std::string out = fmt::format("restored {} objects ({}) in {}; {} verified in the store\n", uploaded,
+                                human_bytes(bytes), human_duration(seconds), verified);
+  if (!buckets_created.empty()) {
+    std::string b;
+    for (const auto& x : buckets_created) b += (b.empty() ? "" : ", ") + x;
+    out += "  buckets created: " + b + "\n";
+  }
+  if (deleted > 0) out += fmt::format("  deleted {} object(s) not in the backup (--mode exact)\n", deleted);
+  return out;
+}
+
+nlohmann::json ObjectsReport::to_json() const {
+  return {{"ok", true},
+          {"uploaded", uploaded},
+          {"bytes", bytes},
+          {"verified", verified},
+          {"deleted", deleted},
+          {"buckets_created", buckets_created},
+          {"seconds", seconds}};
+}
+
+}  // namespace backupctl
