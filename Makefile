@@ -8,7 +8,7 @@ ENV_FILE ?= $(wildcard infra/env)
 JOBS ?= $(shell nproc)
 env_flag = $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
-.PHONY: deps build build-asan test demo backup-db restore-db bench clean
+.PHONY: deps build build-asan test demo backup-db restore-db backup-objects restore-objects bench clean
 
 deps:
 	@tools/install-deps.sh
@@ -21,9 +21,13 @@ build-asan: deps
 	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBACKUPCTL_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_DIR)
 
-# Unit and integration tests (a real PostgreSQL per test), then all of them again built with
-# AddressSanitizer + UndefinedBehaviorSanitizer.
-test: build build-asan
+# The test-only npm packages (s3rver, aws4), as pinned in package-lock.json.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+# Unit and integration tests (a real PostgreSQL and a real S3 server per test), then all of them
+# again built with AddressSanitizer + UndefinedBehaviorSanitizer.
+test: build build-asan node_modules/.package-lock.json
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
@@ -40,9 +44,18 @@ backup-db: build
 restore-db: build
 	@CONFIRM="$(CONFIRM)" $(BACKUPCTL) $(env_flag) restore db --file "$(BACKUP_FILE)" $(RESTORE_FLAGS)
 
+backup-objects: build
+	@$(BACKUPCTL) $(env_flag) backup objects
+
+# make restore-objects BACKUP_FILE=infra/data/backup/objects/objects_<label>_<ts>.tar.gz CONFIRM=YES
+# RESTORE_FLAGS passes more options (--mode exact, --target BUCKET[/PREFIX] or DIR).
+restore-objects: build
+	@CONFIRM="$(CONFIRM)" $(BACKUPCTL) $(env_flag) restore objects --file "$(BACKUP_FILE)" $(RESTORE_FLAGS)
+
 bench: build
 	bench/db_backup.sh
 	bench/db_restore.sh
+	bench/objects.sh
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR)

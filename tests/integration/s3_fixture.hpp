@@ -30,6 +30,9 @@ class S3Server {
   // Runs Debian's /usr/bin/aws s3api/s3 against the server; ASSERTs nothing, returns the result.
   RunResult aws(std::vector<std::string> args) const;
 
+  // Where s3rver keeps its files (objects are <bucket>/<key>._S3rver_object).
+  const fs::path& data_dir() const { return m_dir.path(); }
+
   // Requests the proxy refused for a bad signature so far.
   int rejections() const;
 

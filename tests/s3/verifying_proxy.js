@@ -62,8 +62,18 @@ const server = http.createServer((req, res) => {
       return reject(res, 403, 'SignatureDoesNotMatch', 'the request signature we calculated does not match the signature you provided');
     }
     const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers },
-      (ures) => { res.writeHead(ures.statusCode, ures.headers); ures.pipe(res); });
-    up.on('error', () => { res.writeHead(502); res.end(); });
+      (ures) => {
+        res.writeHead(ures.statusCode, ures.headers);
+        ures.pipe(res);
+        // The server died mid-response: drop the client's connection too, as a dead server would.
+        ures.on('aborted', () => res.destroy());
+        ures.on('error', () => res.destroy());
+      });
+    up.on('error', () => {
+      if (res.headersSent) return res.destroy();
+      res.writeHead(502);
+      res.end();
+    });
     up.end(body);
   });
 });
