@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -22,8 +23,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::uint64_t kBufferedMax = 8u << 20;
+// Objects up to this size are read into memory and uploaded by the worker threads (as one PUT up
+// to kMinPartSize, else as a multipart upload); larger ones are sent part by part by the reader.
+constexpr std::uint64_t kBufferedMax = 24u << 20;
+// Bytes held in memory for queued and running uploads.
 constexpr std::uint64_t kBudget = 48u << 20;
+
+std::uint64_t part_size_for(std::uint64_t size) {
+  return std::max<std::uint64_t>(ObjectStore::kMinPartSize, (size + 9999) / 10000);
+}
+
+// Uploads `data` as a multipart upload; returns the ETags a server may report for it: the S3
+// style md5-of-part-md5s "-N", and the whole object's MD5 (what s3rver reports).
+std::set<std::string> multipart_from_memory(ObjectStore& store, const Placement& where,
+                                            const std::string& data, const PutOptions& options);
 
 std::string hex(const unsigned char* md, unsigned int len) {
   static const char* digits = "0123456789abcdef";
@@ -32,6 +45,13 @@ std::string hex(const unsigned char* md, unsigned int len) {
     out += digits[md[i] >> 4];
     out += digits[md[i] & 15];
   }
+  return out;
+}
+
+std::string md5_base64_of_digest(const unsigned char* md, unsigned int len) {
+  std::string out(4 * ((len + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), md, static_cast<int>(len));
+  out.resize(static_cast<std::size_t>(n));
   return out;
 }
 
@@ -63,16 +83,23 @@ class Uploader {
   }
   ~Uploader() { stop(); }
 
-  // Queues a small object; blocks while kBudget bytes are queued or in flight.
-  void submit(Placement where, std::string data, PutOptions options) {
+  // Waits until `bytes` more fit in kBudget (queued and running uploads), and counts them: call
+  // before reading an object into memory, then submit() it.
+  void reserve(std::uint64_t bytes) {
     std::unique_lock<std::mutex> lock(m_mutex);
     while (!m_cv.wait_for(lock, std::chrono::milliseconds(100), [&] {
-      return m_bytes == 0 || m_bytes + data.size() <= kBudget;
+      return m_bytes == 0 || m_bytes + bytes <= kBudget;
     })) {
       check_interrupted();
     }
-    m_bytes += data.size();
-    m_queue.push_back({std::move(where), std::move(data), std::move(options)});
+    m_bytes += bytes;
+  }
+
+  // Queues an upload; a multipart one records the ETags to expect in `etags` (which must outlive
+  // the uploader's work).
+  void submit(Placement where, std::string data, PutOptions options, std::set<std::string>* etags) {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_queue.push_back({std::move(where), std::move(data), std::move(options), etags});
     m_cv.notify_all();
   }
 
@@ -114,6 +141,7 @@ class Uploader {
     Placement where;
     std::string data;
     PutOptions options;
+    std::set<std::string>* etags = nullptr;
   };
 
   void work() {
@@ -129,8 +157,14 @@ class Uploader {
       }
       std::string error;
       try {
-        MemorySource src(job.data.data(), job.data.size());
-        m_store.put_object(job.where.bucket, job.where.key, src, job.options);
+        if (job.data.size() > ObjectStore::kMinPartSize) {
+          std::set<std::string> etags = multipart_from_memory(m_store, job.where, job.data, job.options);
+          std::lock_guard<std::mutex> lock(m_mutex);
+          job.etags->insert(etags.begin(), etags.end());
+        } else {
+          MemorySource src(job.data.data(), job.data.size());
+          m_store.put_object(job.where.bucket, job.where.key, src, job.options);
+        }
       } catch (const std::exception& e) {
         error = e.what();
       }
@@ -160,6 +194,61 @@ class Uploader {
   std::vector<Failure> m_failures;
   bool m_stop = false;
 };
+
+std::set<std::string> multipart_from_memory(ObjectStore& store, const Placement& where,
+                                            const std::string& data, const PutOptions& options) {
+  auto upload = store.start_multipart(where.bucket, where.key, options);
+  std::uint64_t part = part_size_for(data.size());
+  std::string md5s;
+  int number = 0;
+  EVP_MD_CTX* whole = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(whole, EVP_md5(), nullptr);
+  for (std::uint64_t off = 0; off < data.size(); off += part) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(part, data.size() - off));
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data() + off, n, md, &len, EVP_md5(), nullptr);
+    EVP_DigestUpdate(whole, data.data() + off, n);
+    md5s.append(reinterpret_cast<char*>(md), len);
+    MemorySource src(data.data() + off, n);
+    upload->upload_part(++number, src, md5_base64_of_digest(md, len));
+  }
+  upload->complete();
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(whole, md, &len);
+  EVP_MD_CTX_free(whole);
+  return {digest_hex(EVP_md5(), md5s) + "-" + std::to_string(number), hex(md, len)};
+}
+
+// Runs fn(i) for i in [0, n) on `threads` threads; the first exception is rethrown.
+void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn) {
+  std::atomic<std::size_t> next{0};
+  std::mutex mutex;
+  std::exception_ptr error;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (;;) {
+        std::size_t i = next++;
+        if (i >= n || interrupt_signal() != 0) return;
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (error) return;
+        }
+        try {
+          fn(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (!error) error = std::current_exception();
+        }
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  check_interrupted();
+  if (error) std::rethrow_exception(error);
+}
 
 }  // namespace
 
@@ -195,6 +284,7 @@ ObjectsPlan plan_restore_objects(const Config& config, ObjectStore& store,
     throw Error(ErrorCode::verification, "no " + meta_path.filename().string() + ": the checksum cannot be checked",
                 "an archive made elsewhere can be restored with --allow-no-meta");
   }
+  spdlog::info("restore objects: checking {}", plan.file.string());
   progress.start("check " + plan.file.filename().string());
   plan.scan = scan_object_archive(plan.file.string(), progress);
   progress.finish();
@@ -291,9 +381,11 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
   std::map<std::string, const ManifestObject*> by_path;
   for (const auto& o : plan.scan.manifest.objects) by_path[o.path] = &o;
 
-  std::vector<Expected> expected;
+  std::deque<Expected> expected;  // stable addresses: workers fill in multipart ETags
   std::vector<Failure> failures;
   std::set<std::pair<std::string, std::string>> succeeded;
+  spdlog::info("restore objects: uploading {} objects ({}) to {}", plan.scan.manifest.objects.size(),
+               human_bytes(plan.scan.object_bytes), plan.target);
   progress.start("upload");
   {
     Uploader uploader(store, config.object_parallel);
@@ -316,18 +408,32 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
       PutOptions put{o.content_type, o.metadata};
       Expected exp{where, o.size, {}};
       if (o.size <= kBufferedMax) {
+        uploader.reserve(o.size);
         std::string data;
         data.reserve(o.size);
         for (std::size_t n; (n = reader.read(buf)) > 0;) data.append(buf.data(), n);
-        if (data.size() != o.size || digest_hex(EVP_sha256(), data) != o.sha256) {
+        if (data.size() != o.size) {
           throw Error(ErrorCode::verification, "the archive's copy of " + o.key + " changed since it was checked",
                       "nothing more is uploaded; run again");
         }
-        exp.etags.insert(digest_hex(EVP_md5(), data));
-        uploader.submit(where, std::move(data), put);
+        // The manifest's sha256 (checked against these bytes in the first pass) goes with the
+        // upload: the server verifies the body against it. The MD5 is the ETag to expect.
+        expected.push_back(std::move(exp));
+        if (data.size() <= ObjectStore::kMinPartSize) {
+          unsigned char md[EVP_MAX_MD_SIZE];
+          unsigned int len = 0;
+          EVP_Digest(data.data(), data.size(), md, &len, EVP_md5(), nullptr);
+          expected.back().etags.insert(hex(md, len));
+          put.sha256_hex = o.sha256;
+          put.md5_base64 = md5_base64_of_digest(md, len);
+        }
+        uploader.submit(where, std::move(data), put, &expected.back().etags);
+        read_bytes += o.size;
+        progress.update(read_bytes);
+        continue;
       } else {
         // Large: multipart, parts read and sent in turn by this thread.
-        std::uint64_t part_size = std::max<std::uint64_t>(ObjectStore::kMinPartSize, (o.size + 9999) / 10000);
+        std::uint64_t part_size = part_size_for(o.size);
         std::string part;
         part.reserve(part_size);
         EVP_MD_CTX* whole_md5 = EVP_MD_CTX_new();
@@ -344,7 +450,7 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
             EVP_Digest(part.data(), part.size(), md, &len, EVP_md5(), nullptr);
             part_md5s.append(reinterpret_cast<char*>(md), len);
             MemorySource src(part.data(), part.size());
-            upload->upload_part(++number, src);
+            upload->upload_part(++number, src, md5_base64_of_digest(md, len));
             part.clear();
           };
           for (std::size_t n; (n = reader.read(buf)) > 0;) {
@@ -414,20 +520,54 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
                     "; run the same command again once the store is back: it uploads everything again");
   }
 
-  // Every object as the store now has it: the size, and the ETag against what was sent.
+  // Every object as the store now has it. S3: one listing per bucket (1000 objects per request,
+  // not a HEAD per object) gives each object's size and ETag, compared with the bytes sent. Disk:
+  // each file is read back and its sha256 compared with the manifest's.
+  spdlog::info("restore objects: checking {} objects in the store", expected.size());
   progress.start("verify");
   std::vector<std::string> mismatches;
-  for (std::size_t i = 0; i < expected.size(); ++i) {
-    check_interrupted();
-    const Expected& e = expected[i];
-    ObjectInfo info = store.head_object(e.where.bucket, e.where.key);
-    bool ok = info.size == e.size && (info.etag.empty() || e.etags.count(info.etag) > 0);
-    if (!ok) {
-      mismatches.push_back(fmt::format("{}/{} (size {} vs {}, ETag {})", e.where.bucket, e.where.key,
-                                       info.size, e.size, info.etag));
+  const bool disk = store.label() == "disk";
+  std::map<std::string, std::map<std::string, ObjectEntry>> listed;  // bucket -> key -> entry
+  if (!disk) {
+    std::set<std::string> buckets;
+    for (const Expected& e : expected) buckets.insert(e.where.bucket);
+    std::string prefix = plan.target_bucket.empty() || plan.target_prefix.empty() ? "" : plan.target_prefix + "/";
+    for (const auto& b : buckets) {
+      store.list_objects(b, prefix, [&](const ObjectEntry& e) { listed[b][e.key] = e; });
     }
-    progress.update(i + 1);
   }
+  std::map<std::pair<std::string, std::string>, const ManifestObject*> by_place;
+  for (const auto& o : plan.scan.manifest.objects) {
+    Placement p = plan.place(o);
+    by_place[{p.bucket, p.key}] = &o;
+  }
+  std::mutex mismatch_mutex;
+  std::vector<const Expected*> todo;
+  for (const Expected& e : expected) todo.push_back(&e);
+  parallel_for(todo.size(), disk ? config.object_parallel : 1, [&](std::size_t i) {
+    const Expected& e = *todo[i];
+    std::string problem;
+    if (disk) {
+      io::NullSink null;
+      io::Sha256Sink sha(null);
+      ObjectInfo info = store.get_object(e.where.bucket, e.where.key, sha);
+      sha.finish();
+      const ManifestObject* o = by_place.at({e.where.bucket, e.where.key});
+      if (info.size != e.size || sha.hex() != o->sha256) problem = "content differs";
+    } else {
+      auto b = listed.find(e.where.bucket);
+      auto it = b == listed.end() ? decltype(b->second.end()){} : b->second.find(e.where.key);
+      if (b == listed.end() || it == b->second.end()) {
+        problem = "missing";
+      } else if (it->second.size != e.size || (!it->second.etag.empty() && !e.etags.count(it->second.etag))) {
+        problem = fmt::format("size {} vs {}, ETag {}", it->second.size, e.size, it->second.etag);
+      }
+    }
+    if (!problem.empty()) {
+      std::lock_guard<std::mutex> lock(mismatch_mutex);
+      mismatches.push_back(e.where.bucket + "/" + e.where.key + " (" + problem + ")");
+    }
+  });
   progress.finish();
   report.verified = expected.size() - mismatches.size();
   if (!mismatches.empty()) {

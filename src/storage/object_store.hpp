@@ -36,6 +36,10 @@ struct ObjectInfo {
 struct PutOptions {
   std::string content_type;
   std::map<std::string, std::string> metadata;
+  // The body's digests when the caller knows them already (saves a pass over the bytes): the
+  // server checks the body against both, so a sha256 from a backup's manifest proves the upload.
+  std::string sha256_hex;
+  std::string md5_base64;
 };
 
 // A body a put can read more than once: a retry rewinds it and sends it again.
@@ -66,7 +70,9 @@ class MemorySource : public RewindableSource {
 class MultipartUpload {
  public:
   virtual ~MultipartUpload() = default;
-  virtual void upload_part(int number, RewindableSource& part) = 0;
+  // `md5_base64`, when given, is the part's Content-MD5 (the server checks the part against it and
+  // the part is not hashed again here).
+  virtual void upload_part(int number, RewindableSource& part, const std::string& md5_base64 = "") = 0;
   virtual void complete() = 0;
   virtual void abort() = 0;
 };

@@ -70,7 +70,7 @@ class TempFileWriter {
 class DiskMultipart : public MultipartUpload {
  public:
   explicit DiskMultipart(fs::path target) : m_writer(std::move(target)) {}
-  void upload_part(int number, RewindableSource& part) override {
+  void upload_part(int number, RewindableSource& part, const std::string&) override {
     if (number != m_next) {
       throw Error(ErrorCode::internal, "disk multipart: parts must come in order");
     }

@@ -487,6 +487,17 @@ ObjectInfo S3Store::head_object(const std::string& bucket, const std::string& ke
 
 namespace {
 
+}  // namespace
+
+std::string md5_base64_of(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_md5(), nullptr);
+  return base64(md, len);
+}
+
+namespace {
+
 std::vector<std::string> put_headers(const PutOptions& options) {
   std::vector<std::string> h;
   if (!options.content_type.empty()) h.push_back("Content-Type: " + options.content_type);
@@ -498,7 +509,9 @@ std::vector<std::string> put_headers(const PutOptions& options) {
 
 void S3Store::put_object(const std::string& bucket, const std::string& key, RewindableSource& body,
                          const PutOptions& options) {
-  Digests d = digest(body);
+  Digests d = options.sha256_hex.empty() || options.md5_base64.empty()
+                  ? digest(body)
+                  : Digests{options.sha256_hex, options.md5_base64};
   Request r;
   r.method = "PUT";
   r.bucket = bucket;
@@ -527,8 +540,9 @@ class S3Multipart : public MultipartUpload {
     }
   }
 
-  void upload_part(int number, RewindableSource& part) override {
-    Digests d = digest(part);
+  void upload_part(int number, RewindableSource& part, const std::string& md5_base64) override {
+    // With the MD5 known, the payload goes unsigned: Content-MD5 already lets the server check it.
+    Digests d = md5_base64.empty() ? digest(part) : Digests{"UNSIGNED-PAYLOAD", md5_base64};
     S3Store::Request r;
     r.method = "PUT";
     r.bucket = m_bucket;

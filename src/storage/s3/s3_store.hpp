@@ -80,6 +80,9 @@ class S3Store : public ObjectStore {
   std::unique_ptr<Handles> m_handles;
 };
 
+// Base64 of the MD5 of `data`, as Content-MD5 wants it.
+std::string md5_base64_of(std::string_view data);
+
 // RFC 3986 percent-encoding; '/' kept when keep_slash.
 std::string uri_encode(std::string_view text, bool keep_slash);
 
