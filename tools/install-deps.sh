@@ -14,6 +14,8 @@ packages=(
   postgresql-15 postgresql-client-15 zstd util-linux procps time bc gzip curl
   # the S3 test server (s3rver, from npm) and the independent S3 client
   nodejs npm awscli
+  # encryption at rest
+  age
 )
 
 missing=()

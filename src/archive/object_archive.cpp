@@ -10,8 +10,10 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <set>
 
+#include "io/age.hpp"
 #include "io/zstd.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
@@ -362,9 +364,13 @@ std::size_t ObjectArchiveReader::read(std::span<char> buf) {
 // ---------------------------------------------------------------------------------------------
 // Scan
 
-ObjectArchiveScan scan_object_archive(const std::string& file, Progress& progress) {
-  Fd fd = open_read(file);
-  io::FdSource raw(fd.get(), file);
+ObjectArchiveScan scan_object_archive(const std::string& file, Progress& progress,
+                                      const std::filesystem::path& identity) {
+  const bool encrypted = io::is_encrypted(file);
+  std::optional<io::FileDigest> stored;
+  if (encrypted) stored = io::digest_file(file);
+  std::unique_ptr<io::Source> plain = io::open_plaintext(file, identity);
+  io::Source& raw = *plain;
   // Hash the file's bytes as libarchive pulls them.
   class HashingSource : public io::Source {
    public:
@@ -436,6 +442,10 @@ ObjectArchiveScan scan_object_archive(const std::string& file, Progress& progres
   }
   scan.sha256 = hashing.finish();
   scan.size = hashing.total();
+  if (encrypted) {
+    scan.sha256 = stored->sha256;
+    scan.size = stored->size;
+  }
   if (!have_manifest) {
     throw Error(ErrorCode::verification, "the archive has no manifest (it ends early?)",
                 "the file is incomplete; use another backup");

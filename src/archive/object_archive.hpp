@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <ctime>
 #include <exception>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -148,6 +149,8 @@ struct ObjectArchiveScan {
   Manifest manifest;
   std::uint64_t object_bytes = 0;
 };
-ObjectArchiveScan scan_object_archive(const std::string& file, Progress& progress);
+// An encrypted archive (.age) is hashed as stored and read through `age -d -i identity`.
+ObjectArchiveScan scan_object_archive(const std::string& file, Progress& progress,
+                                      const std::filesystem::path& identity = {});
 
 }  // namespace backupctl

@@ -11,6 +11,7 @@
 #include "catalog/naming.hpp"
 #include "io/atomic_file.hpp"
 #include "io/pipeline.hpp"
+#include "io/age.hpp"
 #include "io/zstd.hpp"
 #include "pg/connection.hpp"
 #include "pg/tools.hpp"
@@ -31,14 +32,14 @@ struct StreamResult {
 // Runs `argv` and streams its stdout through [zstd] -> sha256 -> count -> sink, then checks its
 // exit status. On any failure the caller's sink is left uncommitted (and so removed).
 StreamResult stream_program(SpawnOptions spawn, io::AtomicFileSink& sink,
-                            const DbCompression* zstd, int zstd_threads, Progress& progress,
+                            const DbCompression* zstd, int zstd_threads,
+                            const std::vector<std::string>& age_recipients, Progress& progress,
                             std::string_view what_was_lost) {
-  io::CountSink count(sink);
-  io::Sha256Sink sha(count);
+  io::StoredChain stored(sink, age_recipients);
   std::unique_ptr<io::ZstdCompressSink> compress;
-  io::Sink* head = &sha;
+  io::Sink* head = &stored.head();
   if (zstd != nullptr) {
-    compress = std::make_unique<io::ZstdCompressSink>(sha, zstd->level, zstd_threads);
+    compress = std::make_unique<io::ZstdCompressSink>(stored.head(), zstd->level, zstd_threads);
     head = compress.get();
   }
   spawn.in = Stdio::null;
@@ -56,7 +57,7 @@ StreamResult stream_program(SpawnOptions spawn, io::AtomicFileSink& sink,
     if (!line.empty()) spdlog::warn("{}", line);
     rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
   }
-  return {count.bytes(), sha.hex()};
+  return {stored.size(), stored.sha256()};
 }
 
 struct ServerInfo {
@@ -100,9 +101,10 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
   const bool zstd = config.db_compression.method == DbCompression::Method::zstd;
   // The dump and its roles file are reserved together: a .dump and a .dump.zst made in the same
   // second would otherwise share one roles file name.
+  const std::string age = config.age_recipients.empty() ? "" : ".age";
   ReservedFiles files = reserve_backup_files(dir, [&](std::string_view ts) {
-    std::string dump_name = db_backup_filename(database, ts, config.db_compression.file_suffix());
-    return std::vector<std::string>{dump_name, roles_filename(dump_name)};
+    std::string dump_name = db_backup_filename(database, ts, config.db_compression.file_suffix() + age);
+    return std::vector<std::string>{dump_name, roles_filename(dump_name) + age};
   });
   io::AtomicFileSink& dump = files.sinks[0];
   io::AtomicFileSink& roles_sink = files.sinks[1];
@@ -118,7 +120,7 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
       {.argv = {pg_dumpall.path, "--roles-only", "--no-role-passwords", "--no-password",
                 "--database=" + database},
        .env = target.child_env()},
-      roles_sink, nullptr, 0, quiet, "no roles file was kept");
+      roles_sink, nullptr, 0, config.age_recipients, quiet, "no roles file was kept");
 
   int level = zstd ? 0 : config.db_compression.level;
   progress.start("pg_dump " + database);
@@ -126,8 +128,8 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
       {.argv = {pg_dump.path, "--format=custom", "--compress=" + std::to_string(level),
                 "--no-password"},
        .env = target.child_env()},
-      dump, zstd ? &config.db_compression : nullptr, config.zstd_threads, progress,
-      "the incomplete dump was removed");
+      dump, zstd ? &config.db_compression : nullptr, config.zstd_threads, config.age_recipients,
+      progress, "the incomplete dump was removed");
   progress.finish();
   if (data.size == 0) {
     throw Error(ErrorCode::tool_failed, "pg_dump produced no output",
@@ -151,6 +153,7 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
   meta.hostname = hostname();
   meta.format = "pg_custom";
   meta.compression = config.db_compression.str();
+  if (!age.empty()) meta.other["encryption"] = {{"method", "age"}, {"recipients", config.age_recipients}};
   meta.source = {{"database", database},
                  {"host", server.host},
                  {"port", server.port},

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "archive/object_archive.hpp"
+#include "io/age.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
 #include "util/error.hpp"
@@ -222,14 +223,14 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   // 2. The archive, reserved and streamed.
   const fs::path dir = config.kind_dir("objects");
   make_dirs(dir, 0700);
-  const std::string suffix = config.objects_zstd ? ".tar.zst" : ".tar.gz";
+  const std::string suffix = std::string(config.objects_zstd ? ".tar.zst" : ".tar.gz") +
+                             (config.age_recipients.empty() ? "" : ".age");
   ReservedFiles files = reserve_backup_files(dir, [&](std::string_view ts) {
     return std::vector<std::string>{fmt::format("objects_{}_{}{}", store.label(), ts, suffix)};
   });
   io::AtomicFileSink& file = files.sinks[0];
-  io::CountSink count(file);
-  io::Sha256Sink sha(count);
-  ObjectArchiveWriter writer(sha, config.objects_zstd ? ArchiveCompression::zstd : ArchiveCompression::gzip,
+  io::StoredChain stored(file, config.age_recipients);
+  ObjectArchiveWriter writer(stored.head(), config.objects_zstd ? ArchiveCompression::zstd : ArchiveCompression::gzip,
                              config.zstd_threads);
 
   Manifest manifest;
@@ -326,8 +327,8 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   Meta meta;
   meta.kind = "objects";
   meta.file = file.final_path().filename().string();
-  meta.size = count.bytes();
-  meta.sha256 = sha.hex();
+  meta.size = stored.size();
+  meta.sha256 = stored.sha256();
   meta.profile = config.profile;
   meta.created_at = iso8601(files.time);
   meta.finished_at = iso8601(Clock::now());
@@ -337,6 +338,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   meta.hostname = hostname_of_machine();
   meta.format = "pax_tar";
   meta.compression = config.objects_zstd ? "zstd" : "gzip";
+  if (stored.encrypted()) meta.other["encryption"] = {{"method", "age"}, {"recipients", config.age_recipients}};
   meta.source = {{"storage", store.label()},
                  {"location", store.describe()},
                  {"buckets", buckets},

@@ -11,6 +11,7 @@
 #include "command/backup_db.hpp"
 #include "pg/connection.hpp"
 #include "pg/custom_archive.hpp"
+#include "io/age.hpp"
 #include "io/zstd.hpp"
 #include "pg/roles.hpp"
 #include "pg/swap.hpp"
@@ -111,6 +112,14 @@ void run_pg_program(std::vector<std::string> argv, const PgTarget& target,
 
 std::string ts_now() { return name_timestamp(Clock::now()); }
 
+// A (small) file's text, decrypted when it ends in .age.
+std::string read_plaintext(const fs::path& file, const fs::path& identity) {
+  auto source = io::open_plaintext(file, identity);
+  io::StringSink out;
+  io::copy(*source, out);
+  return out.take();
+}
+
 std::optional<fs::path> roles_file_for(const fs::path& file, const std::optional<Meta>& meta) {
   fs::path p = file.parent_path() /
                (meta && meta->parts.contains("roles") ? meta->parts["roles"].value("file", "")
@@ -123,10 +132,10 @@ std::optional<fs::path> roles_file_for(const fs::path& file, const std::optional
 // Creates `name` with the archive's database-level properties (custom formats), or, for plain SQL,
 // like the current target (owner, encoding, locale) when there is one.
 void create_database(const RestorePlan& plan, const PgTool& psql, const PgTool* pg_restore,
-                     const PgTarget& maintenance, const std::string& name) {
+                     const PgTarget& maintenance, const std::string& name, const fs::path& identity) {
   std::string sql;
   if (is_custom(plan.format)) {
-    sql = database_creation_sql(plan.file, plan.format, *pg_restore, plan.toc, name);
+    sql = database_creation_sql(plan.file, plan.format, *pg_restore, plan.toc, name, identity);
   } else {
     PgConnection conn = PgConnection::open(maintenance);
     auto rows = conn.query(
@@ -164,19 +173,18 @@ std::optional<TableRows> load_backup(const Config& config, const RestorePlan& pl
   auto report = [&](std::uint64_t n) { progress.update(n); };
   // Feeds pg_restore the archive with its data uncompressed, counting rows on the way.
   auto inflate_into = [&](io::Sink& sink) {
-    Fd fd = open_read(plan.file);
-    io::FdSource file(fd.get(), plan.file.string());
-    io::ProgressSource counted(file, report);
+    std::unique_ptr<io::Source> plain = io::open_plaintext(plan.file, config.age_identity);
+    io::ProgressSource counted(*plain, report);
     std::optional<io::ZstdSource> unzstd;
-    io::Source* source = nullptr;
-    source = &unzstd.emplace(counted);
+    io::Source* source = &counted;
+    if (plan.format == DbFormat::custom_zst) source = &unzstd.emplace(counted);
     CustomArchiveInflater inflater(sink);
     inflater.run(*source);
     archive_rows.emplace();
     for (const auto& [id, t] : inflater.tables()) archive_rows->emplace_back(t.schema, t.table, t.rows);
   };
   progress.start("restore " + plan.file.filename().string());
-  if (plan.format == DbFormat::custom_zst) {
+  if (plan.format == DbFormat::custom_zst || (plan.format == DbFormat::custom && io::is_encrypted(plan.file))) {
     // From a pipe pg_restore works through the archive in order: no --jobs.
     run_pg_program({pg_restore.path, "--dbname=" + db, "--exit-on-error", "--no-password"}, target,
                    inflate_into, lost);
@@ -188,7 +196,7 @@ std::optional<TableRows> load_backup(const Config& config, const RestorePlan& pl
     run_pg_program({psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
                     "--no-password", "--dbname=" + db, "-f", "-"},
                    target,
-                   [&](io::Sink& sink) { stream_db_archive(plan.file, plan.format, sink, progress); },
+                   [&](io::Sink& sink) { stream_db_archive(plan.file, plan.format, sink, progress, config.age_identity); },
                    lost);
   }
   progress.finish();
@@ -350,7 +358,8 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
     pg_restore = find_pg_tool("pg_restore", major, config);
   }
   progress.start("check " + plan.file.filename().string());
-  ArchiveScan scan = scan_db_archive(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress);
+  ArchiveScan scan = scan_db_archive(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress,
+                                     config.age_identity);
   progress.finish();
   plan.size = scan.size;
   plan.sha256 = scan.sha256;
@@ -394,7 +403,7 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   if (plan.roles_file) {
     std::set<std::string> existing;
     for (const auto& row : conn.query("SELECT rolname FROM pg_roles")) existing.insert(*row[0]);
-    plan.roles_to_create = missing_roles_script(read_file(*plan.roles_file), existing).created;
+    plan.roles_to_create = missing_roles_script(read_plaintext(*plan.roles_file, config.age_identity), existing).created;
   }
   plan.services = make_service_controller(config)->describe_stop();
   plan.mode = options.in_place ? "in-place" : (options.online ? "online swap" : "swap");
@@ -475,7 +484,7 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
   if (plan.roles_file) {
     phases.start("roles");
     PgConnection conn = PgConnection::open(maintenance);
-    report.roles_created = create_missing_roles(conn, read_file(*plan.roles_file));
+    report.roles_created = create_missing_roles(conn, read_plaintext(*plan.roles_file, config.age_identity));
   }
 
   if (options.in_place) {
@@ -494,7 +503,7 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
         PgConnection conn = PgConnection::open(maintenance);
         drop_database(conn, plan.target_database);
       }
-      create_database(plan, psql, &pg_restore, maintenance, plan.target_database);
+      create_database(plan, psql, &pg_restore, maintenance, plan.target_database, config.age_identity);
       phases.start("restore");
       load_backup(config, plan, pg_restore, psql, target, plan.target_database, progress);
     } catch (const std::exception& failure) {
@@ -519,8 +528,8 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
           PgConnection conn = PgConnection::open(maintenance);
           drop_database(conn, plan.target_database);
         }
-        create_database(back_plan, psql, &pg_restore, maintenance,
-                        plan.target_database);
+        create_database(back_plan, psql, &pg_restore, maintenance, plan.target_database,
+                        config.age_identity);
         load_backup(config, back_plan, pg_restore, psql, target,
                     plan.target_database, quiet);
       } catch (const std::exception& again) {
@@ -540,7 +549,7 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
     TemporaryDatabase side_guard(maintenance, side);
     try {
       phases.start("create side database");
-      create_database(plan, psql, &pg_restore, maintenance, side);
+      create_database(plan, psql, &pg_restore, maintenance, side, config.age_identity);
       phases.start("restore");
       auto archive_rows = load_backup(config, plan, pg_restore, psql, target, side, progress);
       phases.start("analyze and count rows");

@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "io/age.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
@@ -286,7 +287,7 @@ ObjectsPlan plan_restore_objects(const Config& config, ObjectStore& store,
   }
   spdlog::info("restore objects: checking {}", plan.file.string());
   progress.start("check " + plan.file.filename().string());
-  plan.scan = scan_object_archive(plan.file.string(), progress);
+  plan.scan = scan_object_archive(plan.file.string(), progress, config.age_identity);
   progress.finish();
   if (plan.meta) {
     if (plan.scan.sha256 != plan.meta->sha256 || plan.scan.size != plan.meta->size) {
@@ -389,9 +390,8 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
   progress.start("upload");
   {
     Uploader uploader(store, config.object_parallel);
-    Fd fd = open_read(plan.file);
-    io::FdSource raw(fd.get(), plan.file.string());
-    ObjectArchiveReader reader(raw);
+    std::unique_ptr<io::Source> raw = io::open_plaintext(plan.file, config.age_identity);
+    ObjectArchiveReader reader(*raw);
     ArchiveEntry entry;
     std::vector<char> buf(1 << 20);
     std::uint64_t read_bytes = 0;

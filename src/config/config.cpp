@@ -159,6 +159,40 @@ Config Config::from_environment() {
   if (auto v = env_value("OBJECT_PARALLEL")) {
     c.object_parallel = static_cast<int>(parse_int_setting("OBJECT_PARALLEL", *v, 1, 64));
   }
+  c.config_paths = split_words(env_value("CONFIG_PATHS").value_or("infra/env infra/docker-compose.yml infra/monitoring"),
+                               "CONFIG_PATHS");
+  for (const auto& p : c.config_paths) {
+    fs::path path(p);
+    bool escapes = path.is_absolute();
+    for (const auto& part : path) escapes = escapes || part == "..";
+    if (escapes) {
+      throw Error(ErrorCode::usage, "invalid CONFIG_PATHS entry '" + p + "'",
+                  "config paths are relative to APP_ROOT and stay inside it");
+    }
+  }
+  auto count = [&](const char* name, int& field, int min) {
+    if (auto v = env_value(name)) field = static_cast<int>(parse_int_setting(name, *v, min, 100000));
+  };
+  count("BACKUP_KEEP_MIN", c.keep_min, 1);
+  count("BACKUP_KEEP_DAILY", c.keep_daily, 0);
+  count("BACKUP_KEEP_WEEKLY", c.keep_weekly, 0);
+  count("BACKUP_KEEP_MONTHLY", c.keep_monthly, 0);
+  count("BACKUP_MAX_AGE_HOURS", c.max_age_hours, 1);
+  if (auto v = env_value("BACKUP_AGE_RECIPIENTS")) {
+    std::string list = *v;
+    std::replace(list.begin(), list.end(), ',', ' ');
+    c.age_recipients = split_words(list, "BACKUP_AGE_RECIPIENTS");
+    for (const auto& r : c.age_recipients) {
+      if (r.rfind("age1", 0) != 0 && r.rfind("ssh-", 0) != 0) {
+        throw Error(ErrorCode::usage, "invalid BACKUP_AGE_RECIPIENTS entry '" + r + "'",
+                    "give age public keys (age1...; `age-keygen -y key.txt` prints yours) or ssh public keys");
+      }
+    }
+  }
+  if (auto v = env_value("BACKUP_AGE_IDENTITY")) c.age_identity = *v;
+  if (auto v = env_value("BACKUP_METRICS_FILE")) c.metrics_file = *v;
+  c.notify_url = env_value("BACKUP_NOTIFY_URL").value_or("");
+  if (auto v = env_value("BACKUP_NOTIFY_ON_SUCCESS")) c.notify_on_success = parse_bool_setting("BACKUP_NOTIFY_ON_SUCCESS", *v);
   if (auto v = env_value("BACKUP_OBJECTS_COMPRESSION")) {
     if (*v == "zstd") {
       c.objects_zstd = true;

@@ -65,6 +65,25 @@ struct Config {
   int object_parallel = 8;                    // OBJECT_PARALLEL: concurrent transfers
   bool objects_zstd = false;                  // BACKUP_OBJECTS_COMPRESSION=zstd -> .tar.zst
 
+  // Config files.
+  std::vector<std::string> config_paths;      // CONFIG_PATHS, relative to APP_ROOT
+
+  // Retention.
+  int keep_min = 3;                           // BACKUP_KEEP_MIN
+  int keep_daily = 0;                         // BACKUP_KEEP_DAILY
+  int keep_weekly = 0;                        // BACKUP_KEEP_WEEKLY
+  int keep_monthly = 0;                       // BACKUP_KEEP_MONTHLY
+
+  // Encryption (age).
+  std::vector<std::string> age_recipients;    // BACKUP_AGE_RECIPIENTS
+  fs::path age_identity;                      // BACKUP_AGE_IDENTITY
+
+  // Monitoring.
+  fs::path metrics_file;                      // BACKUP_METRICS_FILE
+  std::string notify_url;                     // BACKUP_NOTIFY_URL (may hold a token: not printed)
+  bool notify_on_success = false;             // BACKUP_NOTIFY_ON_SUCCESS
+  int max_age_hours = 26;                     // BACKUP_MAX_AGE_HOURS
+
   // Reads and validates the environment; throws Error(usage) naming the bad variable.
   static Config from_environment();
 

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "io/age.hpp"
 #include "io/gzip.hpp"
 #include "io/zstd.hpp"
 #include "pg/connection.hpp"
@@ -17,6 +18,7 @@ namespace fs = std::filesystem;
 
 std::optional<DbFormat> db_format_of(const fs::path& file) {
   std::string name = file.filename().string();
+  if (io::is_encrypted(file)) name = name.substr(0, name.size() - 4);
   auto ends = [&](std::string_view s) { return name.size() > s.size() && name.ends_with(s); };
   if (ends(".dump.zst")) return DbFormat::custom_zst;
   if (ends(".dump")) return DbFormat::custom;
@@ -79,69 +81,92 @@ std::string run_pg_restore(const PgTool& pg_restore, std::vector<std::string> ar
 
 }  // namespace
 
-void stream_db_archive(const fs::path& file, DbFormat format, io::Sink& sink, Progress& progress) {
-  Fd fd = open_read(file);
-  io::FdSource source(fd.get(), file.string());
+void stream_db_archive(const fs::path& file, DbFormat format, io::Sink& sink, Progress& progress,
+                       const fs::path& identity) {
+  std::unique_ptr<io::Source> plain = io::open_plaintext(file, identity);
   auto report = [&](std::uint64_t n) { progress.update(n); };
   switch (format) {
     case DbFormat::custom_zst: {
       io::ZstdDecompressSink unzstd(sink);
-      io::copy(source, unzstd, report);
+      io::copy(*plain, unzstd, report);
       break;
     }
     case DbFormat::sql_gz: {
       io::GzipDecompressSink gunzip(sink);
-      io::copy(source, gunzip, report);
+      io::copy(*plain, gunzip, report);
       break;
     }
     default:
-      io::copy(source, sink, report);
+      io::copy(*plain, sink, report);
   }
 }
 
 ArchiveScan scan_db_archive(const fs::path& file, DbFormat format, const PgTool* pg_restore,
-                            Progress& progress) {
+                            Progress& progress, const fs::path& identity) {
   ArchiveScan scan;
   auto report = [&](std::uint64_t n) { progress.update(n); };
-  Fd fd = open_read(file);
-  io::FdSource source(fd.get(), file.string());
+  // The stored bytes are hashed: in the same pass as the checks when they are the plaintext, in a
+  // pass of their own when the file is encrypted.
+  const bool encrypted = io::is_encrypted(file);
+  std::optional<io::FileDigest> stored;
+  if (encrypted) stored = io::digest_file(file.string());
+  std::unique_ptr<io::Source> source = io::open_plaintext(file, identity);
   io::NullSink null;
   io::Sha256Sink hash(null);
   io::CountSink count(hash);
+  io::NullSink ignore;
+  io::Sink& observe = encrypted ? static_cast<io::Sink&>(ignore) : count;
   switch (format) {
-    case DbFormat::custom: {
-      io::copy(source, count, report);
-      scan.toc = run_pg_restore(*pg_restore, {"--create", "--list"}, file, nullptr,
-                                "the archive's table of contents does not read");
-      break;
-    }
+    case DbFormat::custom:
+      if (!encrypted) {
+        io::copy(*source, count, report);
+        scan.toc = run_pg_restore(*pg_restore, {"--create", "--list"}, file, nullptr,
+                                  "the archive's table of contents does not read");
+        break;
+      }
+      [[fallthrough]];
     case DbFormat::custom_zst: {
       scan.toc = run_pg_restore(
           *pg_restore, {"--create", "--list"}, file,
           [&](io::Sink& to_pg_restore) {
+            if (format == DbFormat::custom) {
+              io::TeeSink tee(observe, to_pg_restore);
+              io::copy(*source, tee, report);
+              return;
+            }
             io::ZstdDecompressSink unzstd(to_pg_restore);
-            io::TeeSink tee(count, unzstd);
-            io::copy(source, tee, report);
+            io::TeeSink tee(observe, unzstd);
+            io::copy(*source, tee, report);
             scan.decompressed = unzstd.decompressed_bytes();
           },
           "the archive's table of contents does not read");
+      // pg_restore stops reading after the table of contents; read what is left so the whole
+      // file (and every zstd frame, and age's authentication) is checked.
+      std::vector<char> buf(1 << 20);
+      for (std::size_t n; (n = source->read(buf)) > 0;) observe.write(std::span<const char>(buf.data(), n));
       break;
     }
     case DbFormat::sql_gz: {
       io::NullSink sql;
       io::CountSink decompressed(sql);
       io::GzipDecompressSink gunzip(decompressed);
-      io::TeeSink tee(count, gunzip);
-      io::copy(source, tee, report);
+      io::TeeSink tee(observe, gunzip);
+      io::copy(*source, tee, report);
       scan.decompressed = decompressed.bytes();
       break;
     }
     case DbFormat::sql:
-      io::copy(source, count, report);
+      io::copy(*source, observe, report);
       break;
   }
-  scan.size = count.bytes();
-  scan.sha256 = hash.hex();
+  if (encrypted) {
+    scan.size = stored->size;
+    scan.sha256 = stored->sha256;
+  } else {
+    // copy() finished the chain, which finished the hash.
+    scan.size = count.bytes();
+    scan.sha256 = hash.hex();
+  }
   scan.toc_entries = count_toc_entries(scan.toc);
   return scan;
 }
@@ -209,7 +234,8 @@ std::string rename_database_in_sql(const std::string& sql, const std::string& fr
 }
 
 std::string database_creation_sql(const fs::path& file, DbFormat format, const PgTool& pg_restore,
-                                  const std::string& toc, const std::string& new_name) {
+                                  const std::string& toc, const std::string& new_name,
+                                  const fs::path& identity) {
   auto db = archived_database(toc);
   if (!db) {
     throw Error(ErrorCode::verification, "the archive has no DATABASE entry",
@@ -235,11 +261,11 @@ std::string database_creation_sql(const fs::path& file, DbFormat format, const P
   write_file_atomic(list_file, list);
   std::vector<std::string> args = {"--create", "--use-list=" + list_file.string(), "--file=-"};
   std::string sql;
-  if (format == DbFormat::custom_zst) {
+  if (format == DbFormat::custom_zst || io::is_encrypted(file)) {
     sql = run_pg_restore(pg_restore, args, file,
                          [&](io::Sink& to_pg_restore) {
                            NoProgress none;
-                           stream_db_archive(file, format, to_pg_restore, none);
+                           stream_db_archive(file, format, to_pg_restore, none, identity);
                          },
                          "cannot read the database entries");
   } else {

@@ -21,7 +21,7 @@ enum class DbFormat {
   sql_gz,      // .sql.gz    plain SQL, gzip
 };
 
-// By file name; nullopt for anything else.
+// By file name (a trailing ".age" means encrypted, see io/age.hpp); nullopt for anything else.
 std::optional<DbFormat> db_format_of(const std::filesystem::path& file);
 std::string_view db_format_name(DbFormat format);
 inline bool is_custom(DbFormat f) { return f == DbFormat::custom || f == DbFormat::custom_zst; }
@@ -38,12 +38,15 @@ struct ArchiveScan {
 // `pg_restore --create --list` for custom formats (fed by in-process zstd for .dump.zst, which also
 // checks every frame), every gzip member for .sql.gz. Throws Error(verification) when it does not.
 // REQUIRES: pg_restore is set for custom formats.
+// An encrypted file (.age) is hashed as stored, then its plaintext (decrypted with `identity`) is
+// checked the same way.
 ArchiveScan scan_db_archive(const std::filesystem::path& file, DbFormat format,
-                            const PgTool* pg_restore, Progress& progress);
+                            const PgTool* pg_restore, Progress& progress,
+                            const std::filesystem::path& identity = {});
 
-// Streams the file's payload (decompressed: custom-format bytes or SQL text) into `sink`.
+// Streams the file's payload (decrypted, decompressed: custom-format bytes or SQL text) into `sink`.
 void stream_db_archive(const std::filesystem::path& file, DbFormat format, io::Sink& sink,
-                       Progress& progress);
+                       Progress& progress, const std::filesystem::path& identity = {});
 
 // The database the archive was dumped from, from its DATABASE entry: name and owner.
 struct ArchivedDatabase {
@@ -58,7 +61,8 @@ std::optional<ArchivedDatabase> archived_database(const std::string& toc);
 // those entries, with the database renamed.
 std::string database_creation_sql(const std::filesystem::path& file, DbFormat format,
                                   const PgTool& pg_restore, const std::string& toc,
-                                  const std::string& new_name);
+                                  const std::string& new_name,
+                                  const std::filesystem::path& identity = {});
 
 // Renames database `from` to `to` in pg_restore's SQL for the database entries and drops its
 // \connect lines (every statement there works from any database). Exposed for tests.

@@ -103,22 +103,8 @@ Error pg_tool_failure(std::string_view tool, const ExitStatus& status,
                              what_was_lost));
   }
   // pg_dump/pg_restore print "pg_dump: error: ..." lines, psql "psql:file:3: ERROR:  ...", the
-  // server "FATAL:  ..."; detail lines (LINE 1:, ^, DETAIL:) follow. Take the last such line.
-  std::string line;
-  std::size_t end = stderr_text.size();
-  while (end > 0 && line.empty()) {
-    std::size_t start = stderr_text.rfind('\n', end - 1);
-    start = start == std::string::npos ? 0 : start + 1;
-    std::string_view candidate(stderr_text.data() + start, end - start);
-    if (candidate.find("error: ") != std::string_view::npos ||
-        candidate.find("ERROR: ") != std::string_view::npos ||
-        candidate.find("FATAL: ") != std::string_view::npos) {
-      line = first_line(candidate);
-    }
-    if (start == 0) break;
-    end = start - 1;
-  }
-  if (line.empty()) line = last_lines(stderr_text, 1);
+  // server "FATAL:  ..."; detail lines (LINE 1:, ^, DETAIL:) follow.
+  std::string line = error_line(stderr_text);
   if (line.empty()) line = "no error message";
   std::string hint = std::string(what_was_lost);
   if (line.find("permission denied") != std::string::npos) {

@@ -300,6 +300,22 @@ std::string first_line(std::string_view text) {
   return line;
 }
 
+std::string error_line(std::string_view text) {
+  std::size_t end = text.size();
+  while (end > 0) {
+    std::size_t start = text.rfind('\n', end - 1);
+    std::size_t from = start == std::string_view::npos ? 0 : start + 1;
+    std::string_view line = text.substr(from, end - from);
+    if (line.find("error:") != std::string_view::npos || line.find("ERROR:") != std::string_view::npos ||
+        line.find("FATAL:") != std::string_view::npos) {
+      return first_line(line);
+    }
+    if (start == std::string_view::npos) break;
+    end = start;
+  }
+  return last_lines(text, 1);
+}
+
 std::string last_lines(std::string_view text, std::size_t lines) {
   std::vector<std::string_view> kept;
   std::size_t end = text.size();

@@ -96,6 +96,10 @@ RunResult run_command(SpawnOptions options);
 // The first line of `text` with trailing spaces removed; for one-line error messages.
 std::string first_line(std::string_view text);
 
+// The most telling line of a program's stderr: the last one with "error:", "ERROR:" or "FATAL:",
+// else the last non-empty line.
+std::string error_line(std::string_view stderr_text);
+
 // The last `lines` non-empty lines of `text`, joined with "\n".
 std::string last_lines(std::string_view text, std::size_t lines);
 
