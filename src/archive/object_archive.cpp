@@ -250,13 +250,36 @@ ObjectArchiveWriter::~ObjectArchiveWriter() {
   if (m_archive) archive_write_free(m_archive);
 }
 
+void ObjectArchiveWriter::add_directory(const std::string& path, unsigned mode, std::time_t mtime) {
+  archive_entry* e = archive_entry_new();
+  archive_entry_set_pathname_utf8(e, path.c_str());
+  archive_entry_set_filetype(e, AE_IFDIR);
+  archive_entry_set_perm(e, mode & 07777);
+  archive_entry_set_mtime(e, mtime, 0);
+  int rc = archive_write_header(m_archive, e);
+  archive_entry_free(e);
+  if (rc != ARCHIVE_OK) archive_failure(m_archive, m_error, ("cannot write the entry " + path).c_str());
+}
+
+void ObjectArchiveWriter::add_symlink(const std::string& path, const std::string& target, std::time_t mtime) {
+  archive_entry* e = archive_entry_new();
+  archive_entry_set_pathname_utf8(e, path.c_str());
+  archive_entry_set_filetype(e, AE_IFLNK);
+  archive_entry_set_perm(e, 0777);
+  archive_entry_set_symlink_utf8(e, target.c_str());
+  archive_entry_set_mtime(e, mtime, 0);
+  int rc = archive_write_header(m_archive, e);
+  archive_entry_free(e);
+  if (rc != ARCHIVE_OK) archive_failure(m_archive, m_error, ("cannot write the entry " + path).c_str());
+}
+
 void ObjectArchiveWriter::begin(const std::string& path, std::uint64_t size, std::time_t mtime,
-                                bool compressible) {
+                                bool compressible, unsigned mode) {
   if (m_gzip) m_gzip->set_level(compressible ? 1 : 0);
   archive_entry* e = archive_entry_new();
   archive_entry_set_pathname_utf8(e, path.c_str());
   archive_entry_set_filetype(e, AE_IFREG);
-  archive_entry_set_perm(e, 0600);
+  archive_entry_set_perm(e, mode & 07777);
   archive_entry_set_size(e, static_cast<la_int64_t>(size));
   archive_entry_set_mtime(e, mtime, 0);
   int rc = archive_write_header(m_archive, e);
@@ -290,6 +313,10 @@ void ObjectArchiveWriter::finish(const Manifest& manifest) {
   begin(kManifestPath, text.size(), std::time(nullptr), true);
   write(std::span<const char>(text.data(), text.size()));
   end();
+  close();
+}
+
+void ObjectArchiveWriter::close() {
   if (archive_write_close(m_archive) != ARCHIVE_OK) archive_failure(m_archive, m_error, "cannot close the archive");
   m_compressor->finish();
 }
@@ -352,6 +379,11 @@ bool ObjectArchiveReader::next(ArchiveEntry& entry) {
                : type == AE_IFLNK ? "symlink"
                : type == AE_IFDIR ? "directory"
                                   : "other";
+  entry.mode = archive_entry_perm(e);
+  entry.mtime = archive_entry_mtime(e);
+  const char* link = archive_entry_symlink_utf8(e);
+  if (!link) link = archive_entry_symlink(e);
+  entry.symlink = link ? link : "";
   return true;
 }
 

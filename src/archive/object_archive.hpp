@@ -94,13 +94,19 @@ class ObjectArchiveWriter {
   ObjectArchiveWriter(const ObjectArchiveWriter&) = delete;
   ObjectArchiveWriter& operator=(const ObjectArchiveWriter&) = delete;
 
-  // A regular file entry of exactly `size` bytes, mode 0600.
-  void begin(const std::string& path, std::uint64_t size, std::time_t mtime, bool compressible);
+  // A regular file entry of exactly `size` bytes.
+  void begin(const std::string& path, std::uint64_t size, std::time_t mtime, bool compressible,
+             unsigned mode = 0600);
+  void add_directory(const std::string& path, unsigned mode, std::time_t mtime);
+  // A symbolic link, stored as a link (its target is not read).
+  void add_symlink(const std::string& path, const std::string& target, std::time_t mtime);
   void write(std::span<const char> data);
   // Throws Error(internal) when fewer or more bytes than declared were written.
   void end();
   // Writes the manifest as the last entry, ends the archive and the compression stream.
   void finish(const Manifest& manifest);
+  // Ends the archive and the compression stream (an archive without a manifest).
+  void close();
 
  private:
   struct archive* m_archive = nullptr;
@@ -117,6 +123,9 @@ struct ArchiveEntry {
   std::uint64_t size = 0;
   bool regular = false;  // anything else (link, directory, device) is refused by readers
   std::string type;      // "file", "symlink", "hardlink", "directory", "other"
+  unsigned mode = 0;     // permission bits
+  std::time_t mtime = 0;
+  std::string symlink;   // the target, for "symlink"
 };
 
 // Reads a .tar.gz / .tar.zst (detected from its bytes).

@@ -16,6 +16,7 @@ int exit_status(ErrorCode code) {
     case ErrorCode::tool_failed: return 7;
     case ErrorCode::locked: return 8;
     case ErrorCode::confirmation_required: return 9;
+    case ErrorCode::stale: return 10;
     case ErrorCode::interrupted: return 130;
   }
   return 1;
@@ -32,6 +33,7 @@ std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::tool_failed: return "tool_failed";
     case ErrorCode::locked: return "locked";
     case ErrorCode::confirmation_required: return "confirmation_required";
+    case ErrorCode::stale: return "stale";
     case ErrorCode::interrupted: return "interrupted";
   }
   return "internal";

@@ -18,6 +18,7 @@ enum class ErrorCode {
   tool_failed,            // an external program (pg_dump, pg_restore, ...) failed
   locked,                 // another backupctl run holds the lock
   confirmation_required,  // a destructive command ran without CONFIRM=YES
+  stale,                  // `status`: the newest good backup of a kind is too old
   interrupted,            // SIGINT or SIGTERM
 };
 

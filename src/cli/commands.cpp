@@ -1,0 +1,513 @@
+#include "cli/commands.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <functional>
+#include <iostream>
+#include <optional>
+
+#include "catalog/lock.hpp"
+#include "catalog/naming.hpp"
+#include "command/backup_db.hpp"
+#include "command/backup_objects.hpp"
+#include "command/config_files.hpp"
+#include "command/list.hpp"
+#include "command/prune.hpp"
+#include "command/sets.hpp"
+#include "command/status.hpp"
+#include "command/verify.hpp"
+#include "monitor/state.hpp"
+#include "pg/target.hpp"
+#include "storage/disk/disk_store.hpp"
+#include "util/error.hpp"
+#include "util/format.hpp"
+#include "util/fs.hpp"
+#include "util/time.hpp"
+
+namespace backupctl {
+namespace {
+
+// Peak resident memory of this process (all threads, not its children), for the benchmarks.
+long peak_rss_kib() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+nlohmann::json backup_json(const BackupResult& r) {
+  return {{"ok", true},
+          {"kind", r.meta.kind},
+          {"path", r.file.string()},
+          {"meta", r.meta.to_json()},
+          {"stats", {{"peak_rss_kib", peak_rss_kib()}}}};
+}
+
+void print_backup(const BackupResult& r) {
+  double rate =
+      r.meta.duration_seconds > 0 ? static_cast<double>(r.meta.size) / r.meta.duration_seconds : 0;
+  std::cout << fmt::format("{} backup: {}\n  size {}, sha256 {}, {}, {} ({}/s), set {}\n",
+                           r.meta.kind, r.file.string(), human_bytes(r.meta.size), r.meta.sha256,
+                           r.meta.compression, human_duration(r.meta.duration_seconds),
+                           human_bytes(static_cast<std::uint64_t>(rate)), r.meta.set_id);
+}
+
+// Without CONFIRM=YES a restore prints its plan and stops, having changed nothing.
+void require_confirmation(const Config& config, const Args& args, const std::string& plan,
+                          const nlohmann::json& plan_json, const std::string& how) {
+  if (config.confirmed || args.confirm) return;
+  if (args.out.json) {
+    print_json({{"ok", false}, {"plan", plan_json}, {"confirmed", false}});
+  } else {
+    std::cout << plan;
+  }
+  throw Error(ErrorCode::confirmation_required, "not confirmed: nothing was changed",
+              "to go ahead: " + how);
+}
+
+// What a command that changes things reports to the bookkeeping.
+struct Outcome {
+  int exit = 0;
+  bool prune_after = false;  // a successful backup: apply retention now (never before a backup)
+  std::vector<std::tuple<std::string, double, std::uint64_t, std::string>>
+      successes;                                              // kind, s, size, file
+  std::vector<std::pair<std::string, std::string>> failures;  // kind, error
+};
+
+std::string hostname_of_machine() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
+  return buf;
+}
+
+// Runs `body` under the BACKUP_DIR lock, then records the outcome in the run state, the metrics
+// file and a notification; an Error is recorded the same way and passed on.
+int bookkeeping(const Config& config, const std::string& command, const std::string& kind,
+                const std::function<Outcome()>& body) {
+  BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl " + command);
+  RunState state = RunState::load(config.backup_dir);
+  nlohmann::json event = {{"command", command},
+                          {"kind", kind},
+                          {"host", hostname_of_machine()},
+                          {"profile", config.profile},
+                          {"at", iso8601(Clock::now())}};
+  auto finish = [&] {
+    try {
+      state.save();
+    } catch (const std::exception& e) {
+      spdlog::warn("cannot record the run state: {}", e.what());
+    }
+    write_metrics_file(config, state);
+    notify(config, event);
+  };
+  try {
+    Outcome o = body();
+    for (const auto& [k, secs, size, file] : o.successes) state.record_success(k, secs, size, file);
+    for (const auto& [k, error] : o.failures) state.record_failure(k, error);
+    if (o.prune_after && o.exit == 0) {
+      try {
+        prune(config, false, std::nullopt, Clock::now());
+      } catch (const Error& e) {
+        spdlog::warn("retention after the backup failed: {}", e.what());
+      }
+    }
+    event["ok"] = o.exit == 0;
+    if (!o.failures.empty()) event["error"] = o.failures.front().second;
+    if (!o.successes.empty()) event["file"] = std::get<3>(o.successes.front());
+    finish();
+    return o.exit;
+  } catch (const Error& e) {
+    state.record_failure(kind, e.what());
+    event["ok"] = false;
+    event["error"] = e.what();
+    event["hint"] = e.hint();
+    finish();
+    throw;
+  }
+}
+
+Outcome backup_outcome(const BackupResult& r) {
+  Outcome o;
+  o.prune_after = true;
+  o.successes.emplace_back(r.meta.kind, r.meta.duration_seconds, r.meta.size, r.file.string());
+  return o;
+}
+
+void show_backup(const Args& args, const BackupResult& r) {
+  if (args.out.json) {
+    print_json(backup_json(r));
+  } else if (!args.out.quiet) {
+    print_backup(r);
+  }
+}
+
+}  // namespace
+
+int cmd_verify(const Config& config, const Args& args) {
+  std::vector<fs::path> files;
+  if (args.all || args.latest) {
+    if (!args.files.empty()) {
+      throw Error(ErrorCode::usage, "verify takes FILE arguments or --all/--latest, not both");
+    }
+    files = select_backups(config, args.all ? VerifySelection::all : VerifySelection::latest);
+    if (files.empty()) {
+      throw Error(ErrorCode::not_found, "no backups in " + config.backup_dir.string(),
+                  "make one with `backupctl backup db`, or set BACKUP_DIR");
+    }
+  } else {
+    if (args.files.empty()) {
+      throw Error(ErrorCode::usage, "verify needs a FILE, --all or --latest",
+                  "e.g. backupctl verify --latest");
+    }
+    for (const auto& f : args.files) files.emplace_back(f);
+  }
+  auto progress = make_progress(args.out);
+  nlohmann::json results = nlohmann::json::array();
+  bool all_ok = true;
+  for (const fs::path& f : files) {
+    VerifyVerdict v = verify_backup(config, f, *progress);
+    all_ok = all_ok && v.ok;
+    results.push_back(
+        {{"file", v.file.string()}, {"kind", v.kind}, {"ok", v.ok}, {"detail", v.detail}});
+    if (!args.out.json) {
+      std::cout << fmt::format("{:<4}  {:<7}  {}  {}\n", v.ok ? "OK" : "FAIL", v.kind,
+                               v.file.string(), v.detail);
+    }
+  }
+  if (args.out.json) print_json({{"ok", all_ok}, {"results", results}});
+  RunState state = RunState::load(config.backup_dir);
+  state.record_verify(all_ok);
+  try {
+    state.save();
+  } catch (const std::exception& e) {
+    spdlog::warn("cannot record the run state: {}", e.what());
+  }
+  write_metrics_file(config, state);
+  if (!all_ok) {
+    spdlog::error(
+        "verify: {} of {} failed",
+        std::count_if(results.begin(), results.end(), [](const auto& r) { return !r["ok"]; }),
+        results.size());
+  }
+  return all_ok ? 0 : exit_status(ErrorCode::verification);
+}
+
+int cmd_list(const Config& config, const Args& args) {
+  std::optional<Kind> kind;
+  if (!args.kind.empty()) {
+    kind = parse_kind(args.kind);
+    if (!kind) {
+      throw Error(ErrorCode::usage, "unknown kind '" + args.kind + "'",
+                  "use db, objects or config");
+    }
+  }
+  auto entries = list_backups(config, kind);
+  if (args.out.json) {
+    print_json(backups_json(entries));
+  } else {
+    std::cout << backups_table(entries, config.backup_dir);
+  }
+  return 0;
+}
+
+int cmd_restore_db(const Config& config, const Args& args) {
+  if (args.restore.file.empty()) {
+    throw Error(
+        ErrorCode::usage, "no backup file given",
+        "make restore-db BACKUP_FILE=infra/data/backup/db/archive_<db>_<ts>.dump CONFIRM=YES "
+        "(`backupctl list` shows the backups)");
+  }
+  PgTarget target = PgTarget::from_environment();
+  auto progress = make_progress(args.out);
+  RestorePlan plan = plan_restore_db(config, target, args.restore, *progress);
+  require_confirmation(config, args, plan.describe(), plan.to_json(),
+                       "make restore-db BACKUP_FILE=" + args.restore.file.string() +
+                           " CONFIRM=YES (or backupctl restore db --confirm)");
+  return bookkeeping(config, "restore db", "restore", [&] {
+    RestoreReport report = run_restore_db(config, target, plan, args.restore, *progress);
+    if (args.out.json) {
+      print_json(report.to_json());
+    } else {
+      std::cout << report.describe();
+    }
+    return Outcome{};
+  });
+}
+
+int cmd_restore_objects(const Config& config, const Args& args) {
+  const RestoreObjectsOptions& options = args.restore_objects;
+  if (options.file.empty()) {
+    throw Error(ErrorCode::usage, "no backup file given",
+                "make restore-objects "
+                "BACKUP_FILE=infra/data/backup/objects/objects_<label>_<ts>.tar.gz CONFIRM=YES");
+  }
+  // For the disk store, --target is another folder (a rehearsal copy).
+  std::unique_ptr<ObjectStore> store;
+  if (config.object_storage == ObjectStorage::disk && !options.target.empty()) {
+    make_dirs(options.target, 0755);
+    store = std::make_unique<DiskStore>(options.target);
+  } else {
+    store = make_object_store(config);
+  }
+  auto progress = make_progress(args.out);
+  ObjectsPlan plan = plan_restore_objects(config, *store, options, *progress);
+  require_confirmation(config, args, plan.describe(), plan.to_json(),
+                       "make restore-objects BACKUP_FILE=" + options.file.string() +
+                           " CONFIRM=YES (or backupctl restore objects --confirm)");
+  return bookkeeping(config, "restore objects", "restore", [&] {
+    ObjectsReport report = run_restore_objects(config, *store, plan, *progress);
+    if (args.out.json) {
+      print_json(report.to_json());
+    } else {
+      std::cout << report.describe();
+    }
+    return Outcome{};
+  });
+}
+
+int cmd_restore_undo(const Config& config, const Args& args) {
+  PgTarget target = PgTarget::from_environment();
+  UndoPlan plan = plan_restore_undo(config, target, args.restore.target_db);
+  require_confirmation(
+      config, args, plan.describe(),
+      {{"target", plan.target}, {"previous", plan.previous}, {"keep_as", plan.keep_as}},
+      "CONFIRM=YES backupctl restore undo (or --confirm)");
+  return bookkeeping(config, "restore undo", "restore", [&] {
+    RestoreReport report = run_restore_undo(config, target, plan);
+    if (args.out.json) {
+      print_json(report.to_json());
+    } else {
+      std::cout << fmt::format("{} is back as {}; the database it replaced is kept as {}\n",
+                               plan.previous, plan.target, plan.keep_as);
+    }
+    return Outcome{};
+  });
+}
+
+int cmd_backup_db(const Config& config, const Args& args) {
+  PgTarget target = PgTarget::from_environment();  // bad settings fail before anything is touched
+  return bookkeeping(config, "backup db", "db", [&] {
+    auto progress = make_progress(args.out);
+    BackupResult r = backup_db(config, target, *progress);
+    show_backup(args, r);
+    return backup_outcome(r);
+  });
+}
+
+int cmd_backup_objects(const Config& config, const Args& args) {
+  auto store = make_object_store(config);
+  return bookkeeping(config, "backup objects", "objects", [&] {
+    auto progress = make_progress(args.out);
+    BackupResult r = backup_objects(config, *store, *progress);
+    show_backup(args, r);
+    return backup_outcome(r);
+  });
+}
+
+int cmd_backup_config(const Config& config, const Args& args) {
+  return bookkeeping(config, "backup config", "config", [&] {
+    auto progress = make_progress(args.out);
+    BackupResult r = backup_config(config, *progress);
+    show_backup(args, r);
+    return backup_outcome(r);
+  });
+}
+
+int cmd_backup_all(const Config& config, const Args& args) {
+  PgTarget target = PgTarget::from_environment();
+  return bookkeeping(config, "backup all", "set", [&] {
+    auto progress = make_progress(args.out);
+    SetResult set = backup_all(config, target, *progress);
+    Outcome o;
+    std::vector<std::string> failed, kept;
+    for (auto it = set.json["parts"].begin(); it != set.json["parts"].end(); ++it) {
+      if (it.value().contains("error")) {
+        o.failures.emplace_back(it.key(), it.value()["error"].get<std::string>());
+        failed.push_back(it.key());
+      } else {
+        o.successes.emplace_back(it.key(), 0.0, it.value()["size"].get<std::uint64_t>(),
+                                 it.value()["path"].get<std::string>());
+        kept.push_back(it.key());
+      }
+    }
+    if (args.out.json) {
+      print_json({{"ok", set.ok}, {"set_file", set.file.string()}, {"set", set.json}});
+    } else if (!args.out.quiet) {
+      std::cout << fmt::format("backup set {}: {}\n", set.set_id, set.file.string());
+      for (auto it = set.json["parts"].begin(); it != set.json["parts"].end(); ++it) {
+        std::cout << fmt::format("  {:<8} {}\n", it.key(),
+                                 it.value().contains("error")
+                                     ? "FAILED: " + it.value()["error"].get<std::string>()
+                                     : it.value()["path"].get<std::string>());
+      }
+    }
+    if (!set.ok) {
+      auto join = [](const std::vector<std::string>& v) {
+        std::string s;
+        for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+        return s.empty() ? std::string("none") : s;
+      };
+      throw Error(ErrorCode::tool_failed,
+                  fmt::format("backup set {} is incomplete: {} failed; kept: {}", set.set_id,
+                              join(failed), join(kept)),
+                  "fix the failing part (see the errors above) and run `make backup-all` again");
+    }
+    o.prune_after = true;
+    return o;
+  });
+}
+
+int cmd_restore_config(const Config& config, const Args& args) {
+  if (args.config_file.empty()) {
+    throw Error(
+        ErrorCode::usage, "no backup file given",
+        "make restore-config BACKUP_FILE=infra/data/backup/config/config_<ts>.tar.gz MODE=preview");
+  }
+  if (args.config_mode != "preview" && args.config_mode != "apply") {
+    throw Error(ErrorCode::usage, "unknown MODE '" + args.config_mode + "'",
+                "MODE=preview shows what would change; MODE=apply CONFIRM=YES writes it");
+  }
+  ConfigPlan plan = preview_config(config, args.config_file, false);
+  if (args.config_mode == "preview") {
+    if (args.out.json) {
+      print_json(plan.to_json());
+    } else {
+      std::cout << plan.describe();
+      std::cout << "\nto apply: make restore-config BACKUP_FILE=" << args.config_file
+                << " MODE=apply CONFIRM=YES\n";
+    }
+    return 0;
+  }
+  require_confirmation(
+      config, args, plan.describe(), plan.to_json(),
+      "make restore-config BACKUP_FILE=" + args.config_file + " MODE=apply CONFIRM=YES");
+  return bookkeeping(config, "restore config", "restore", [&] {
+    auto progress = make_progress(args.out);
+    ConfigApplyReport report = apply_config(config, plan, *progress);
+    if (args.out.json) {
+      print_json({{"ok", true},
+                  {"safety_backup", report.safety_backup.string()},
+                  {"changed", report.applied.size()}});
+    } else {
+      std::cout << report.describe();
+    }
+    return Outcome{};
+  });
+}
+
+int cmd_restore_all(const Config& config, const Args& args) {
+  nlohmann::json set = find_set(config, args.set);
+  auto part = [&](const char* kind) -> std::string {
+    if (!set["parts"].contains(kind) || set["parts"][kind].contains("error")) return "";
+    return set["parts"][kind]["path"].get<std::string>();
+  };
+  std::string db = part("db"), objects = part("objects"), conf = part("config");
+  if (db.empty() && objects.empty()) {
+    throw Error(
+        ErrorCode::not_found,
+        "set " + set.value("set_id", "?") + " has neither a database nor an attachments backup",
+        "pick another set");
+  }
+  PgTarget target = PgTarget::from_environment();
+  auto progress = make_progress(args.out);
+  std::optional<RestorePlan> db_plan;
+  std::optional<ObjectsPlan> objects_plan;
+  RestoreDbOptions db_options;
+  db_options.file = db;
+  RestoreObjectsOptions objects_options;
+  objects_options.file = objects;
+  std::unique_ptr<ObjectStore> store;
+  if (!db.empty()) db_plan = plan_restore_db(config, target, db_options, *progress);
+  if (!objects.empty()) {
+    store = make_object_store(config);
+    objects_plan = plan_restore_objects(config, *store, objects_options, *progress);
+  }
+  std::string text = fmt::format("restore of backup set {} (made {}):\n\n",
+                                 set.value("set_id", "?"), set.value("created_at", "?"));
+  if (db_plan) text += db_plan->describe() + "\n";
+  if (objects_plan) text += objects_plan->describe() + "\n";
+  if (!conf.empty())
+    text +=
+        "config: preview-first; after the restore run:\n  make restore-config BACKUP_FILE=" + conf +
+        " MODE=preview\n";
+  require_confirmation(config, args, text, {{"set", set}},
+                       "CONFIRM=YES backupctl restore all --set " + set.value("set_id", args.set));
+  return bookkeeping(config, "restore all", "restore", [&] {
+    nlohmann::json out = {{"ok", true}, {"set_id", set.value("set_id", "")}};
+    if (db_plan) {
+      RestoreReport r = run_restore_db(config, target, *db_plan, db_options, *progress);
+      out["db"] = r.to_json();
+      if (!args.out.json) std::cout << r.describe();
+    }
+    if (objects_plan) {
+      ObjectsReport r = run_restore_objects(config, *store, *objects_plan, *progress);
+      out["objects"] = r.to_json();
+      if (!args.out.json) std::cout << r.describe();
+    }
+    if (!conf.empty()) {
+      ConfigPlan preview = preview_config(config, conf, false);
+      out["config_preview"] = preview.to_json();
+      if (!args.out.json) {
+        std::cout << "\n"
+                  << preview.describe()
+                  << "\nthe config was not changed; to apply it: make restore-config BACKUP_FILE="
+                  << conf << " MODE=apply CONFIRM=YES\n";
+      }
+    }
+    if (args.out.json) print_json(out);
+    return Outcome{};
+  });
+}
+
+int cmd_prune(const Config& config, const Args& args) {
+  auto run = [&] {
+    std::optional<PgTarget> pg;
+    try {
+      pg = PgTarget::from_environment();
+    } catch (const Error&) {
+    }
+    PruneResult r = prune(config, args.dry_run, pg, Clock::now());
+    if (args.out.json) {
+      nlohmann::json d = nlohmann::json::array(), k = nlohmann::json::array();
+      for (const auto& a : r.deleted) d.push_back({{"what", a.what}, {"reason", a.reason}});
+      for (const auto& a : r.kept) k.push_back({{"what", a.what}, {"reason", a.reason}});
+      print_json({{"ok", true}, {"dry_run", args.dry_run}, {"deleted", d}, {"kept", k}});
+    } else {
+      if (r.deleted.empty()) std::cout << "nothing to prune\n";
+      for (const auto& a : r.deleted) {
+        std::cout << fmt::format("{} {}  ({})\n", args.dry_run ? "would delete" : "deleted", a.what,
+                                 a.reason);
+      }
+      for (const auto& a : r.kept) std::cout << fmt::format("kept {}  ({})\n", a.what, a.reason);
+    }
+    return Outcome{};
+  };
+  if (args.dry_run) return run().exit;
+  return bookkeeping(config, "prune", "prune", run);
+}
+
+int cmd_status(const Config& config, const Args& args) {
+  StatusReport r = backup_status(config, Clock::now());
+  if (args.out.json) {
+    print_json(r.json);
+  } else {
+    std::cout << r.describe();
+  }
+  return r.stale ? exit_status(ErrorCode::stale) : 0;
+}
+
+int cmd_schedule(const Config& config, const Args& args) {
+  if (args.cron == args.systemd) {
+    throw Error(ErrorCode::usage, "schedule needs --cron or --systemd",
+                "e.g. backupctl schedule --cron");
+  }
+  std::string env_file = args.env_file;
+  if (env_file.empty() && fs::exists(config.app_root / "infra/env"))
+    env_file = (config.app_root / "infra/env").string();
+  std::cout << schedule_text(config, args.systemd, args.time, args.self, env_file);
+  return 0;
+}
+
+}  // namespace backupctl

@@ -1,0 +1,58 @@
+// The commands behind the command line: each takes the validated Config and the parsed
+// arguments, prints its result (human or --json) and returns the exit status. Commands that change
+// things run under the BACKUP_DIR lock and leave a record (run state, metrics file, notification).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cli/output.hpp"
+#include "command/restore_db.hpp"
+#include "command/restore_objects.hpp"
+#include "config/config.hpp"
+
+namespace backupctl {
+
+struct Args {
+  OutputOptions out;
+  std::string env_file;
+  std::string backup_dir;
+  std::string profile;
+  // verify
+  std::vector<std::string> files;
+  bool all = false;
+  bool latest = false;
+  // list
+  std::string kind;
+  // restore
+  RestoreDbOptions restore;
+  RestoreObjectsOptions restore_objects;
+  std::string config_file;
+  std::string config_mode = "preview";
+  std::string set = "latest";
+  bool confirm = false;
+  // prune
+  bool dry_run = false;
+  // schedule
+  bool cron = false;
+  bool systemd = false;
+  std::string time = "03:15";
+  std::string self;  // argv[0], resolved
+};
+
+int cmd_backup_db(const Config& config, const Args& args);
+int cmd_backup_objects(const Config& config, const Args& args);
+int cmd_backup_config(const Config& config, const Args& args);
+int cmd_backup_all(const Config& config, const Args& args);
+int cmd_verify(const Config& config, const Args& args);
+int cmd_list(const Config& config, const Args& args);
+int cmd_restore_db(const Config& config, const Args& args);
+int cmd_restore_objects(const Config& config, const Args& args);
+int cmd_restore_config(const Config& config, const Args& args);
+int cmd_restore_all(const Config& config, const Args& args);
+int cmd_restore_undo(const Config& config, const Args& args);
+int cmd_prune(const Config& config, const Args& args);
+int cmd_status(const Config& config, const Args& args);
+int cmd_schedule(const Config& config, const Args& args);
+
+}  // namespace backupctl

@@ -1,0 +1,77 @@
+#include "command/sets.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "catalog/naming.hpp"
+#include "command/backup_db.hpp"
+#include "command/backup_objects.hpp"
+#include "command/config_files.hpp"
+#include "storage/object_store.hpp"
+#include "util/error.hpp"
+#include "util/fs.hpp"
+#include "util/signals.hpp"
+#include "util/time.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+SetResult backup_all(const Config& config, const PgTarget& target, Progress& progress) {
+  SetResult r;
+  const auto start = Clock::now();
+  r.set_id = new_set_id(start);
+  nlohmann::json parts = nlohmann::json::object();
+  auto run = [&](const char* kind, const std::function<BackupResult()>& fn) {
+    try {
+      BackupResult b = fn();
+      parts[kind] = {{"file", b.file.filename().string()}, {"path", b.file.string()},
+                     {"sha256", b.meta.sha256}, {"size", b.meta.size}};
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::interrupted) throw;
+      spdlog::error("backup all: the {} part failed: {}", kind, e.what());
+      parts[kind] = {{"error", e.what()}, {"hint", e.hint()}, {"code", error_code_name(e.code())}};
+    }
+  };
+  run("db", [&] { return backup_db(config, target, progress, {r.set_id}); });
+  run("objects", [&] {
+    auto store = make_object_store(config);
+    return backup_objects(config, *store, progress, {r.set_id});
+  });
+  run("config", [&] { return backup_config(config, progress, {r.set_id}); });
+  r.ok = true;
+  for (auto it = parts.begin(); it != parts.end(); ++it) r.ok = r.ok && !it.value().contains("error");
+  r.json = {{"set_id", r.set_id},
+            {"created_at", iso8601(start)},
+            {"finished_at", iso8601(Clock::now())},
+            {"profile", config.profile},
+            {"complete", r.ok},
+            {"parts", parts}};
+  fs::path dir = config.backup_dir / "sets";
+  make_dirs(dir, 0700);
+  r.file = dir / ("set_" + name_timestamp(start) + ".json");
+  write_file_atomic(r.file, r.json.dump(2) + "\n", 0600);
+  return r;
+}
+
+nlohmann::json find_set(const Config& config, const std::string& id) {
+  fs::path dir = config.backup_dir / "sets";
+  std::vector<fs::path> files;
+  std::error_code ec;
+  if (fs::is_directory(dir, ec)) {
+    for (const auto& de : fs::directory_iterator(dir, ec)) {
+      if (de.path().extension() == ".json") files.push_back(de.path());
+    }
+  }
+  std::sort(files.rbegin(), files.rend());
+  for (const auto& f : files) {
+    auto j = nlohmann::json::parse(read_file(f), nullptr, false);
+    if (j.is_discarded()) continue;
+    if (id == "latest" ? j.value("complete", false) : j.value("set_id", "") == id) return j;
+  }
+  throw Error(ErrorCode::not_found,
+              id == "latest" ? "no complete backup set in " + dir.string() : "no backup set " + id + " in " + dir.string(),
+              "`make backup-all` makes one; `ls " + dir.string() + "` shows the sets");
+}
+
+}  // namespace backupctl

@@ -1,0 +1,32 @@
+// Backup sets: `backupctl backup all` makes the db, objects and config backups under one set id
+// and writes sets/set_<ts>.json naming the three files and their checksums. A part that fails
+// fails the set (non-zero exit) but the parts that succeeded are kept, and the error says which.
+// `backupctl restore all --set ID|latest` restores the database and the attachments of one set;
+// its config stays preview-first.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+
+#include "config/config.hpp"
+#include "pg/target.hpp"
+#include "util/progress.hpp"
+
+namespace backupctl {
+
+struct SetResult {
+  std::string set_id;
+  std::filesystem::path file;  // sets/set_<ts>.json
+  nlohmann::json json;         // what the file holds
+  bool ok = false;
+};
+
+// Never throws for a failing part (see SetResult::ok and json["parts"][kind]["error"]).
+SetResult backup_all(const Config& config, const PgTarget& target, Progress& progress);
+
+// The set file of `id` ("latest": the newest complete set). Throws Error(not_found).
+nlohmann::json find_set(const Config& config, const std::string& id);
+
+}  // namespace backupctl

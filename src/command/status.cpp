@@ -1,0 +1,122 @@
+#include "command/status.hpp"
+
+#include <fmt/format.h>
+
+#include "catalog/catalog.hpp"
+#include "monitor/state.hpp"
+#include "util/error.hpp"
+#include "util/format.hpp"
+
+namespace backupctl {
+
+StatusReport backup_status(const Config& config, Clock::time_point now) {
+  StatusReport r;
+  RunState state = RunState::load(config.backup_dir);
+  auto entries = scan_catalog(config.backup_dir);
+  nlohmann::json kinds = nlohmann::json::object();
+  for (Kind kind : {Kind::db, Kind::objects, Kind::config}) {
+    std::string name(kind_name(kind));
+    nlohmann::json k = {{"backups", 0}, {"newest", nullptr}, {"stale", true}};
+    int count = 0;
+    for (const auto& e : entries) {
+      if (e.kind != kind) continue;
+      ++count;
+      bool good = e.meta && !(e.meta->verification && !e.meta->verification->ok);
+      if (!good || !k["newest"].is_null()) continue;
+      double age_h = std::chrono::duration<double>(now - e.time).count() / 3600.0;
+      k["newest"] = {{"file", e.path.string()}, {"created_at", e.meta->created_at}, {"age_hours", age_h},
+                     {"size", e.size}, {"verified", e.verify_state()}};
+      k["stale"] = age_h > config.max_age_hours;
+    }
+    k["backups"] = count;
+    if (state.json().contains("last_failure") && state.json()["last_failure"].contains(name)) {
+      k["last_failure"] = state.json()["last_failure"][name];
+    }
+    r.stale = r.stale || k["stale"].get<bool>();
+    kinds[name] = k;
+  }
+  r.json = {{"ok", !r.stale},
+            {"max_age_hours", config.max_age_hours},
+            {"backup_dir", config.backup_dir.string()},
+            {"kinds", kinds},
+            {"last_verify", state.json().value("last_verify", nlohmann::json(nullptr))},
+            {"last_rehearsal", state.json().value("last_rehearsal", nlohmann::json(nullptr))}};
+  return r;
+}
+
+std::string StatusReport::describe() const {
+  std::string out = fmt::format("backups in {} (stale after {} h):\n", json["backup_dir"].get<std::string>(),
+                                json["max_age_hours"].get<int>());
+  for (auto it = json["kinds"].begin(); it != json["kinds"].end(); ++it) {
+    const auto& k = it.value();
+    std::string line;
+    if (k["newest"].is_null()) {
+      line = "none";
+    } else {
+      line = fmt::format("{} ({} h old, {}, verified: {})", k["newest"]["file"].get<std::string>(),
+                         static_cast<int>(k["newest"]["age_hours"].get<double>()),
+                         human_bytes(k["newest"]["size"].get<std::uint64_t>()),
+                         k["newest"]["verified"].get<std::string>());
+    }
+    out += fmt::format("  {:<8} {:<6} {}\n", it.key(), k["stale"].get<bool>() ? "STALE" : "ok", line);
+    if (k.contains("last_failure")) {
+      out += fmt::format("           last failure {}: {}\n", k["last_failure"].value("at", ""),
+                         k["last_failure"].value("error", ""));
+    }
+  }
+  if (!json["last_verify"].is_null()) {
+    out += fmt::format("  last verify: {} ({})\n", json["last_verify"].value("at", ""),
+                       json["last_verify"].value("ok", false) ? "ok" : "FAILED");
+  }
+  if (!json["last_rehearsal"].is_null()) {
+    out += fmt::format("  last rehearsal: {} ({})\n", json["last_rehearsal"].value("at", ""),
+                       json["last_rehearsal"].value("ok", false) ? "passed" : "FAILED");
+  }
+  return out;
+}
+
+std::string schedule_text(const Config& config, bool systemd, const std::string& time,
+                          const std::string& backupctl_path, const std::string& env_file) {
+  int h = -1, m = -1;
+  if (std::sscanf(time.c_str(), "%d:%d", &h, &m) != 2 || h < 0 || h > 23 || m < 0 || m > 59) {
+    throw Error(ErrorCode::usage, "invalid --time '" + time + "'", "use HH:MM, e.g. 03:15");
+  }
+  std::string env = env_file.empty() ? "" : " --env-file " + env_file;
+  if (!systemd) {
+    return fmt::format(
+        "# backupctl: every day at {:02}:{:02} (off hours), a backup set, then verify the newest backups.\n"
+        "{} {} * * * cd {} && {}{} backup all && {}{} verify --latest >> {}/backupctl.log 2>&1\n",
+        h, m, m, h, config.app_root.string(), backupctl_path, env, backupctl_path, env,
+        config.backup_dir.string());
+  }
+  return fmt::format(
+      "# /etc/systemd/system/backupctl.service\n"
+      "[Unit]\n"
+      "Description=backupctl: backup set of the document archive (db, attachments, config)\n"
+      "Wants=network-online.target\n"
+      "After=network-online.target\n"
+      "\n"
+      "[Service]\n"
+      "Type=oneshot\n"
+      "WorkingDirectory={0}\n"
+      "ExecStart={1}{2} backup all\n"
+      "ExecStartPost={1}{2} verify --latest\n"
+      "Nice=10\n"
+      "IOSchedulingClass=idle\n"
+      "\n"
+      "# /etc/systemd/system/backupctl.timer\n"
+      "[Unit]\n"
+      "Description=backupctl daily at {3:02}:{4:02}\n"
+      "\n"
+      "[Timer]\n"
+      "OnCalendar=*-*-* {3:02}:{4:02}:00\n"
+      "Persistent=true\n"
+      "RandomizedDelaySec=10min\n"
+      "\n"
+      "[Install]\n"
+      "WantedBy=timers.target\n"
+      "# then: systemctl daemon-reload && systemctl enable --now backupctl.timer\n",
+      config.app_root.string(), backupctl_path, env, h, m);
+}
+
+}  // namespace backupctl

@@ -1,0 +1,28 @@
+// `backupctl status [--json]`: per kind, the newest good backup (a meta, and not failed by verify)
+// and its age, the last failure, the last verify and rehearsal. Exits 10 when the newest good
+// backup of a kind is older than BACKUP_MAX_AGE_HOURS (or there is none).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "config/config.hpp"
+#include "util/time.hpp"
+
+namespace backupctl {
+
+struct StatusReport {
+  nlohmann::json json;
+  bool stale = false;
+  std::string describe() const;
+};
+
+StatusReport backup_status(const Config& config, Clock::time_point now);
+
+// A crontab line, or a systemd service and timer, running `backup all` then `verify --latest`
+// daily at `time` (HH:MM). Throws Error(usage) for a bad time.
+std::string schedule_text(const Config& config, bool systemd, const std::string& time,
+                          const std::string& backupctl_path, const std::string& env_file);
+
+}  // namespace backupctl
