@@ -8,7 +8,8 @@ ENV_FILE ?= $(wildcard infra/env)
 JOBS ?= $(shell nproc)
 env_flag = $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
-.PHONY: deps build build-asan test demo backup-db restore-db backup-objects restore-objects bench clean
+.PHONY: deps build build-asan test demo backup-db restore-db backup-objects restore-objects \
+	backup-config restore-config backup-all prune status bench clean
 
 deps:
 	@tools/install-deps.sh
@@ -51,6 +52,24 @@ backup-objects: build
 # RESTORE_FLAGS passes more options (--mode exact, --target BUCKET[/PREFIX] or DIR).
 restore-objects: build
 	@CONFIRM="$(CONFIRM)" $(BACKUPCTL) $(env_flag) restore objects --file "$(BACKUP_FILE)" $(RESTORE_FLAGS)
+
+backup-config: build
+	@$(BACKUPCTL) $(env_flag) backup config
+
+# make restore-config BACKUP_FILE=infra/data/backup/config/config_<ts>.tar.gz MODE=preview
+# MODE=apply CONFIRM=YES writes the files (after backing up the current ones).
+MODE ?= preview
+restore-config: build
+	@CONFIRM="$(CONFIRM)" $(BACKUPCTL) $(env_flag) restore config --file "$(BACKUP_FILE)" --mode "$(MODE)"
+
+backup-all: build
+	@$(BACKUPCTL) $(env_flag) backup all
+
+prune: build
+	@$(BACKUPCTL) $(env_flag) prune
+
+status: build
+	@$(BACKUPCTL) $(env_flag) status
 
 bench: build
 	bench/db_backup.sh

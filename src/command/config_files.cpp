@@ -166,33 +166,52 @@ const std::regex& url_password() {
   return re;
 }
 
-std::map<std::string, std::string> secret_values(const std::string& text) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    std::smatch m;
-    if (std::regex_match(line, m, secret_line())) out[m[2]] = m[3];
+// The key of a line ("KEY" of KEY=value or key: value), or "" for other lines.
+std::string line_key(const std::string& line) {
+  auto pos = line.find_first_of("=:");
+  if (pos == std::string::npos) return "";
+  std::string key = line.substr(0, pos);
+  key.erase(0, key.find_first_not_of(" \t\"'"));
+  if (key.rfind("export ", 0) == 0) key = key.substr(7);
+  while (!key.empty() && (key.back() == ' ' || key.back() == '"' || key.back() == '\'')) key.pop_back();
+  return key;
+}
+
+// Masks one line; returns whether it held a secret.
+bool mask_line(std::string& line) {
+  bool secret = false;
+  std::smatch m;
+  if (std::regex_match(line, m, secret_line()) && !m[3].str().empty()) {
+    line = m[1].str() + "****" + m[4].str();
+    secret = true;
   }
-  return out;
+  std::string masked = std::regex_replace(line, url_password(), "$1****@");
+  secret = secret || masked != line;
+  line = masked;
+  return secret;
 }
 
 }  // namespace
 
 std::string mask_secrets(const std::string& text, const std::string& other) {
-  auto other_values = secret_values(other);
+  // Secret lines of the other side, by key: when ours differs, say so, or the masked lines would
+  // look the same and a changed password would not show in the diff.
+  std::map<std::string, std::string> other_secrets;
+  {
+    std::istringstream in(other);
+    for (std::string line; std::getline(in, line);) {
+      std::string raw = line;
+      if (mask_line(line)) other_secrets[line_key(raw)] = raw;
+    }
+  }
   std::string out;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
-    std::smatch m;
-    if (std::regex_match(line, m, secret_line()) && !m[3].str().empty()) {
-      std::string note;
-      if (!other.empty()) {
-        auto it = other_values.find(m[2]);
-        if (it != other_values.end() && it->second != m[3].str()) note = " (changed)";
-      }
-      line = m[1].str() + "****" + note + m[4].str();
+    std::string raw = line;
+    if (mask_line(line) && !other.empty()) {
+      auto it = other_secrets.find(line_key(raw));
+      if (it != other_secrets.end() && it->second != raw) line += "  # (secret changed)";
     }
-    line = std::regex_replace(line, url_password(), "$1****@");
     out += line + "\n";
   }
   if (!text.empty() && text.back() != '\n' && !out.empty()) out.pop_back();
@@ -208,7 +227,7 @@ std::string unified_diff(const std::string& path, const std::string* before, con
   // diffing in a private folder.
   TempDir tmp("backupctl-diff");
   ::chmod(tmp.path().c_str(), 0700);
-  std::string a = before ? mask_secrets(*before, after ? *after : "") : "";
+  std::string a = before ? mask_secrets(*before) : "";
   std::string b = after ? mask_secrets(*after, before ? *before : "") : "";
   write_file_atomic(tmp.path() / "a", a, 0600);
   write_file_atomic(tmp.path() / "b", b, 0600);

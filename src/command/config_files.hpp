@@ -54,8 +54,8 @@ ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Pro
 
 // Masks the values of secret-looking keys (PASSWORD, SECRET, TOKEN, KEY, CREDENTIAL in the name:
 // `KEY=value`, `key: value`, `"key": "value"`) and passwords in URLs (scheme://user:pw@host).
-// When `other` (the other side of a diff) holds a different value for the same key, the mask says
-// "(changed)". Exposed for tests.
+// When `other` (the side before, in a diff) holds a different value for the same key, the line
+// gets a "# (secret changed)" note, so the diff shows it without showing the values. For tests too.
 std::string mask_secrets(const std::string& text, const std::string& other = "");
 
 }  // namespace backupctl
