@@ -22,6 +22,7 @@
 #include "monitor/state.hpp"
 #include "pg/target.hpp"
 #include "storage/disk/disk_store.hpp"
+#include "util/env.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
@@ -463,10 +464,13 @@ int cmd_restore_all(const Config& config, const Args& args) {
 
 int cmd_prune(const Config& config, const Args& args) {
   auto run = [&] {
+    // The databases kept by restores live on the server: checked when one is configured.
     std::optional<PgTarget> pg;
-    try {
-      pg = PgTarget::from_environment();
-    } catch (const Error&) {
+    if (env_value("DATABASE_URL") || env_value("PGHOST") || env_value("PGDATABASE")) {
+      try {
+        pg = PgTarget::from_environment();
+      } catch (const Error&) {
+      }
     }
     PruneResult r = prune(config, args.dry_run, pg, Clock::now());
     if (args.out.json) {

@@ -85,7 +85,7 @@ std::string schedule_text(const Config& config, bool systemd, const std::string&
   if (!systemd) {
     return fmt::format(
         "# backupctl: every day at {:02}:{:02} (off hours), a backup set, then verify the newest backups.\n"
-        "{} {} * * * cd {} && {}{} backup all && {}{} verify --latest >> {}/backupctl.log 2>&1\n",
+        "{} {} * * * cd {} && ({}{} backup all && {}{} verify --latest) >> {}/backupctl.log 2>&1\n",
         h, m, m, h, config.app_root.string(), backupctl_path, env, backupctl_path, env,
         config.backup_dir.string());
   }

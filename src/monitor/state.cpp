@@ -74,21 +74,23 @@ std::string render_metrics(const Config& config, const RunState& state) {
   std::vector<CatalogEntry> entries = scan_catalog(config.backup_dir);
   const char* kinds[] = {"db", "objects", "config"};
 
+  const nlohmann::json successes = j.value("last_success", nlohmann::json::object());
+  const nlohmann::json failures = j.value("last_failure", nlohmann::json::object());
   family("backupctl_last_success_timestamp_seconds", "Unix time of the last successful run of a kind.");
-  for (auto it = j.value("last_success", json::object()).begin(); it != j.value("last_success", json::object()).end(); ++it) {
-    sample("backupctl_last_success_timestamp_seconds", fmt::format(",kind=\"{}\"", it.key()), unix_seconds(it.value().value("at", "")));
+  for (const auto& [kind, v] : successes.items()) {
+    sample("backupctl_last_success_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), unix_seconds(v.value("at", "")));
   }
   family("backupctl_last_duration_seconds", "Duration of the last successful run of a kind.");
-  for (auto it = j.value("last_success", json::object()).begin(); it != j.value("last_success", json::object()).end(); ++it) {
-    sample("backupctl_last_duration_seconds", fmt::format(",kind=\"{}\"", it.key()), it.value().value("duration_seconds", 0.0));
+  for (const auto& [kind, v] : successes.items()) {
+    sample("backupctl_last_duration_seconds", fmt::format(",kind=\"{}\"", kind), v.value("duration_seconds", 0.0));
   }
   family("backupctl_last_size_bytes", "Size of the file the last successful backup of a kind wrote.");
-  for (auto it = j.value("last_success", json::object()).begin(); it != j.value("last_success", json::object()).end(); ++it) {
-    sample("backupctl_last_size_bytes", fmt::format(",kind=\"{}\"", it.key()), static_cast<double>(it.value().value("size", 0ull)));
+  for (const auto& [kind, v] : successes.items()) {
+    sample("backupctl_last_size_bytes", fmt::format(",kind=\"{}\"", kind), static_cast<double>(v.value("size", 0ull)));
   }
   family("backupctl_last_failure_timestamp_seconds", "Unix time of the last failed run of a kind.");
-  for (auto it = j.value("last_failure", json::object()).begin(); it != j.value("last_failure", json::object()).end(); ++it) {
-    sample("backupctl_last_failure_timestamp_seconds", fmt::format(",kind=\"{}\"", it.key()), unix_seconds(it.value().value("at", "")));
+  for (const auto& [kind, v] : failures.items()) {
+    sample("backupctl_last_failure_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), unix_seconds(v.value("at", "")));
   }
   family("backupctl_newest_backup_timestamp_seconds", "Creation time of the newest good backup of a kind.");
   family("backupctl_backups", "Backups of a kind in BACKUP_DIR.");
