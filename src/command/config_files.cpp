@@ -39,6 +39,7 @@ struct Item {
   std::time_t mtime = 0;
   std::string content;  // files
   std::string target;   // symlinks
+  bool outside = false;  // a link whose target leaves APP_ROOT: never created by a restore
 };
 
 // Walks CONFIG_PATHS under APP_ROOT without following symbolic links. Missing paths are returned
@@ -135,13 +136,9 @@ std::map<std::string, Item> read_config_archive(const Config& config, const fs::
     } else if (e.type == "directory") {
       it.type = "directory";
     } else if (e.type == "symlink") {
-      if (!link_stays_inside(path, e.symlink)) {
-        throw Error(ErrorCode::verification,
-                    "the config archive holds a link " + path + " -> " + e.symlink + " that leaves APP_ROOT",
-                    "refusing it: nothing was written");
-      }
       it.type = "symlink";
       it.target = e.symlink;
+      it.outside = !link_stays_inside(path, e.symlink);
     } else {
       throw Error(ErrorCode::verification, "the config archive holds a " + e.type + " (" + e.path + ")",
                   "refusing it: config backups hold files, folders and links only");
@@ -353,7 +350,10 @@ ConfigPlan preview_config(const Config& config, const fs::path& file, bool allow
     auto c = current.find(p);
     ConfigChange change{p, "", ""};
     auto text = [](const Item& i) { return i.type == "symlink" ? "-> " + i.target + "\n" : i.content; };
-    if (b != backup.end() && c == current.end()) {
+    if (b != backup.end() && c == current.end() && b->second.outside) {
+      change.status = "skipped";
+      change.diff = "link " + p + " -> " + b->second.target + " leaves APP_ROOT: not restored\n";
+    } else if (b != backup.end() && c == current.end()) {
       change.status = "added";
       std::string after = text(b->second);
       change.diff = unified_diff(p, nullptr, &after);
@@ -363,6 +363,9 @@ ConfigPlan preview_config(const Config& config, const fs::path& file, bool allow
       change.diff = unified_diff(p, &before, nullptr);
     } else if (same(b->second, c->second)) {
       change.status = "unchanged";
+    } else if (b->second.outside) {
+      change.status = "skipped";
+      change.diff = "link " + p + " -> " + b->second.target + " leaves APP_ROOT: not restored\n";
     } else {
       change.status = "changed";
       std::string before = text(c->second), after = text(b->second);
@@ -419,7 +422,7 @@ ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Pro
   // The current files first, so the apply can itself be undone.
   report.safety_backup = backup_config(config, progress).file;
   for (const auto& c : plan.changes) {
-    if (c.status == "unchanged") continue;
+    if (c.status == "unchanged" || c.status == "skipped") continue;
     fs::path target = config.app_root / c.path;
     if (c.status == "removed") {
       ensure_real_dirs(config.app_root, c.path);

@@ -5,8 +5,10 @@
 // as links and never followed). The restore is preview-first: `--mode preview` lists every file as
 // added, changed, removed or unchanged with a unified diff in which secret-looking values are
 // masked on both sides, and writes nothing; `--mode apply` (CONFIRM=YES) first backs up the current
-// files, then writes each one atomically with its mode, and refuses any entry that would land
-// outside CONFIG_PATHS (`..`, absolute paths, links that leave APP_ROOT, symlinked directories).
+// files, then writes each one atomically with its mode, and refuses any archive with an entry that
+// would land outside CONFIG_PATHS (`..`, absolute paths) and any write through a linked folder.
+// Links are restored as links; one whose target leaves APP_ROOT is never created (it is listed as
+// skipped).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -28,7 +30,7 @@ BackupResult backup_config(const Config& config, Progress& progress, const Backu
 
 struct ConfigChange {
   std::string path;    // relative to APP_ROOT
-  std::string status;  // added | changed | removed | unchanged
+  std::string status;  // added | changed | removed | unchanged | skipped (a link leaving APP_ROOT)
   std::string diff;    // unified diff with secrets masked ("" when unchanged)
 };
 
