@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 env_flag = $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
 .PHONY: deps build build-asan test demo backup-db restore-db backup-objects restore-objects \
-	backup-config restore-config backup-all prune status bench clean
+	backup-config restore-config backup-all prune status check rehearse bench clean
 
 deps:
 	@tools/install-deps.sh
@@ -70,6 +70,14 @@ prune: build
 
 status: build
 	@$(BACKUPCTL) $(env_flag) status
+
+check: build
+	@$(BACKUPCTL) $(env_flag) check
+
+# The monthly restore rehearsal (plan §5.3); SET=ID picks a set (default: the latest).
+SET ?= latest
+rehearse: build
+	@$(BACKUPCTL) $(env_flag) rehearse --set "$(SET)"
 
 bench: build
 	bench/db_backup.sh

@@ -10,6 +10,7 @@ packages=(
   # libraries
   libpq-dev libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev zlib1g-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libpugixml-dev
+  libtomlplusplus-dev libcpp-httplib-dev
   # runtime tools the tool drives, and what the tests and demo need
   postgresql-15 postgresql-client-15 zstd util-linux procps time bc gzip curl
   # the S3 test server (s3rver, from npm) and the independent S3 client

@@ -1,45 +1,124 @@
 #!/usr/bin/env bash
-# `make demo`: the main job end to end on an embedded default. Starts a throwaway PostgreSQL with a
-# small sample archive database, runs backup, verify and list, shows where the files are, and stops
-# what it started. The backups stay in ./demo/backup for you to look at.
+# `make demo`: the operations plan end to end on an embedded default. It starts a throwaway
+# PostgreSQL, an object store (a folder; s3rver with DEMO_S3=1) and the sample archive app (api +
+# worker) with generated data; runs a backup set; stages an incident (a dropped table, deleted
+# attachments, an edited config file); restores the database and attachments, previews and applies
+# the config; runs the checklist; rehearses; prints a summary with timings; and stops everything it
+# started. The files stay in ./demo for you to look at.
+#   DEMO_DOCUMENTS=300 DEMO_S3=0 examples/demo/demo.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${BACKUPCTL:-$root/build/backupctl}
-demo=$root/demo
-pgdir=$(mktemp -d /tmp/backupctl-demo-pg.XXXXXX)
+app_bin=$root/build/examples/archive-app/archive-app
+demo=${DEMO_DIR:-$root/demo}
+docs=${DEMO_DOCUMENTS:-300}
+work=$(mktemp -d /tmp/backupctl-demo.XXXXXX)
+chmod 755 "$work"
+s3pid=""
+export ARCHIVE_APP=$app_bin
+export API_PORT=${DEMO_API_PORT:-$(( 20000 + RANDOM % 20000 ))}
+export API_URL=http://127.0.0.1:$API_PORT
 
 cleanup() {
-  "$root/tools/pg-throwaway.sh" stop "$pgdir" || true
-  rm -rf "$pgdir"
+  "$root/examples/archive-app/appctl.sh" stop "$work/run" >/dev/null 2>&1 || true
+  [[ -n "$s3pid" ]] && kill "$s3pid" 2>/dev/null
+  "$root/tools/pg-throwaway.sh" stop "$work/pg" >/dev/null 2>&1 || true
+  rm -rf "$work"
 }
 trap cleanup EXIT
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+declare -a timings
+t_start=$(date +%s.%N)
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; step_name=$*; step_t0=$(date +%s.%N); }
+done_step() { timings+=("$(printf '%-46s %6.1f s' "$step_name" "$(echo "$(date +%s.%N) - $step_t0" | bc -l)")"); }
 
 step "starting a throwaway PostgreSQL"
-eval "$("$root/tools/pg-throwaway.sh" start "$pgdir")"
+eval "$("$root/tools/pg-throwaway.sh" start "$work/pg")"
 psql -X -q -c "CREATE DATABASE archive" postgres
-psql -X -q -f "$root/examples/demo/sample.sql" archive
-psql -X -A -t -c "SELECT 'sample data: ' || (SELECT count(*) FROM documents) || ' documents, ' ||
-  (SELECT count(*) FROM attachments) || ' attachments, ' || (SELECT count(*) FROM ingest_jobs) ||
-  ' ingest_jobs'" archive
+export PGDATABASE=archive
+done_step
 
-export PGDATABASE=archive APP_ROOT=$demo BACKUP_DIR=$demo/backup BACKUP_PROFILE=demo
-mkdir -p "$demo"
+rm -rf "$demo"
+mkdir -p "$demo/app/infra/monitoring"
+if [[ "${DEMO_S3:-0}" == 1 ]]; then
+  step "starting s3rver (the object store, over the S3 API)"
+  [[ -d "$root/node_modules/s3rver" ]] || (cd "$root" && npm ci --no-audit --no-fund --loglevel=error)
+  mkdir -p "$work/s3"
+  s3port=$(( 40000 + RANDOM % 10000 ))
+  node --openssl-legacy-provider "$root/node_modules/s3rver/bin/s3rver.js" -d "$work/s3" -a 127.0.0.1 \
+    -p "$s3port" --no-vhost-buckets --silent > "$work/s3rver.log" 2>&1 &
+  s3pid=$!
+  for _ in $(seq 1 100); do grep -q listening "$work/s3rver.log" && break; sleep 0.1; done
+  export OBJECT_STORAGE=minio MINIO_ENDPOINT=http://127.0.0.1:$s3port MINIO_ACCESS_KEY=S3RVER MINIO_SECRET_KEY=S3RVER
+  done_step
+else
+  export OBJECT_STORAGE=disk OBJECT_STORAGE_DIR=$demo/objects
+  mkdir -p "$OBJECT_STORAGE_DIR"
+fi
 
-step "backupctl backup db   (what \`make backup-db\` runs)"
-"$bin" backup db
+step "the sample app: $docs documents with attachments, api on port $API_PORT, worker"
+cat > "$demo/app/infra/env" <<ENV
+# settings of the sample stack (secrets are masked in config previews)
+POSTGRES_PASSWORD=demo-secret-password
+LOG_LEVEL=info
+API_PORT=$API_PORT
+ENV
+chmod 600 "$demo/app/infra/env"
+printf 'services:\n  api: {}\n  worker: {}\n  beat: {}\n' > "$demo/app/infra/docker-compose.yml"
+printf 'scrape_configs:\n  - job_name: archive\n' > "$demo/app/infra/monitoring/prometheus.yml"
+cp "$root/infra/backup-checks.toml" "$demo/app/infra/backup-checks.toml"
+"$app_bin" generate --documents "$docs" --schema "$root/examples/archive-app/schema.sql"
+export APP_ROOT=$demo/app BACKUP_DIR=$demo/backup BACKUP_PROFILE=demo
+export SERVICE_CONTROL=command
+export SERVICE_STOP_CMD="$root/examples/archive-app/appctl.sh stop $work/run"
+export SERVICE_START_CMD="$root/examples/archive-app/appctl.sh start $work/run"
+$SERVICE_START_CMD
+echo "api: $(curl -s "$API_URL/api/health")"
+done_step
 
-step "backupctl verify --latest"
-"$bin" verify --latest
+step "backupctl check   (the plan's checklist on the healthy system)"
+"$bin" check
+done_step
 
-step "backupctl list"
+step "backupctl backup all   (make backup-all: db, attachments, config as one set)"
+"$bin" backup all
+done_step
+
+step "an incident: ingest_jobs dropped, 5 attachment files deleted, infra/env edited"
+psql -X -q -c "DROP TABLE ingest_jobs" archive
+"$app_bin" delete-attachments --count 5
+sed -i 's/LOG_LEVEL=info/LOG_LEVEL=debug/; s/demo-secret-password/leaked-and-rotated/' "$demo/app/infra/env"
+"$bin" check || echo "(the checklist sees the damage, as it should)"
+done_step
+
+step "backupctl restore all --set latest   (restore db + attachments, then the checklist)"
+"$bin" restore all --set latest || true  # without CONFIRM=YES: the plan only
+CONFIRM=YES "$bin" restore all --set latest
+done_step
+
+step "make restore-config MODE=preview, then MODE=apply CONFIRM=YES"
+config_file=$(ls "$BACKUP_DIR"/config/config_*.tar.gz | head -n 1)
+"$bin" restore config --file "$config_file" --mode preview
+CONFIRM=YES "$bin" restore config --file "$config_file" --mode apply
+done_step
+
+step "backupctl check   (after the restore)"
+"$bin" check
+done_step
+
+step "backupctl rehearse   (make rehearse: the set into staging, checked, removed)"
+"$bin" rehearse
+done_step
+
+step "backupctl list and status"
 "$bin" list
+"$bin" status || true
+done_step
 
-step "the files"
-ls -l "$BACKUP_DIR/db" | tail -n +2
-latest=$("$bin" list --json --kind db | sed -n 's/.*"path": "\(.*\)",/\1/p' | head -n 1)
+printf '\n\033[1m== summary\033[0m\n'
+printf '%s\n' "${timings[@]}"
+printf '%-46s %6.1f s\n' "total" "$(echo "$(date +%s.%N) - $t_start" | bc -l)"
 echo
-echo "newest dump:  $latest"
-echo "its meta:     $latest.meta"
-echo "check it with stock tools:  sha256sum $latest && pg_restore --list $latest | head"
+echo "backups:      $BACKUP_DIR  (db/, objects/, config/, sets/, rehearsals/)"
+echo "app checkout: $APP_ROOT"
+echo "recover with stock tools: see README.md, 'Restoring with stock tools only'"

@@ -94,6 +94,9 @@ int run_cli(int argc, char** argv) {
                                "the database (default: PGDATABASE)");
   restore_undo_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
 
+  auto* check_cmd = app.add_subcommand("check", "run the post-restore checklist against the live system");
+  auto* rehearse_cmd = app.add_subcommand("rehearse", "restore a set into staging, check it, remove it");
+  rehearse_cmd->add_option("--set", args.set, "a set id, or latest (default)");
   auto* prune_cmd =
       app.add_subcommand("prune", "delete backups past retention (also after each backup)");
   prune_cmd->add_flag("--dry-run", args.dry_run, "say what would be deleted, delete nothing");
@@ -141,6 +144,8 @@ int run_cli(int argc, char** argv) {
     if (prune_cmd->parsed()) return cmd_prune(config, args);
     if (status_cmd->parsed()) return cmd_status(config, args);
     if (schedule_cmd->parsed()) return cmd_schedule(config, args);
+    if (check_cmd->parsed()) return cmd_check(config, args);
+    if (rehearse_cmd->parsed()) return cmd_rehearse(config, args);
     throw Error(ErrorCode::usage, "no command given", "run `backupctl --help`");
   } catch (const Error& e) {
     report_error(e, args.out);

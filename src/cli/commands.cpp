@@ -15,7 +15,9 @@
 #include "command/backup_objects.hpp"
 #include "command/config_files.hpp"
 #include "command/list.hpp"
+#include "check/checklist.hpp"
 #include "command/prune.hpp"
+#include "command/rehearse.hpp"
 #include "command/sets.hpp"
 #include "command/status.hpp"
 #include "command/verify.hpp"
@@ -144,6 +146,36 @@ void show_backup(const Args& args, const BackupResult& r) {
   }
 }
 
+// After a restore, with the services running again: the checklist (plan §4.5). Throws
+// Error(check_failed) naming the failed checks, with `undo` as the hint.
+void post_restore_checks(const Config& config, const std::string& undo) {
+  std::error_code ec;
+  if (!fs::exists(config.checks_file, ec)) {
+    spdlog::info("restore: no checklist at {} (CHECKS_FILE); nothing checked", config.checks_file.string());
+    return;
+  }
+  auto checks = load_checklist(config.checks_file);
+  std::unique_ptr<ObjectStore> store;
+  try {
+    store = make_object_store(config);
+  } catch (const Error&) {
+    // No store configured: objects checks report it.
+  }
+  CheckTarget target{PgTarget::from_environment(), store.get(), nullptr, config.api_url};
+  auto results = run_checks(checks, target);
+  std::cerr << "post-restore checklist (" << config.checks_file.string() << "):\n" << checks_table(results);
+  if (!all_passed(results)) {
+    std::string failed;
+    int n = 0;
+    for (const auto& r : results) {
+      if (r.status == "fail") failed += (n++ ? ", " : "") + r.name;
+    }
+    throw Error(ErrorCode::check_failed,
+                fmt::format("the restore finished but {} of {} checks failed: {}", n, results.size(), failed),
+                undo);
+  }
+}
+
 }  // namespace
 
 int cmd_verify(const Config& config, const Args& args) {
@@ -206,7 +238,7 @@ int cmd_list(const Config& config, const Args& args) {
   }
   auto entries = list_backups(config, kind);
   if (args.out.json) {
-    print_json(backups_json(entries));
+    print_json(backups_json(entries, config.backup_dir));
   } else {
     std::cout << backups_table(entries, config.backup_dir);
   }
@@ -233,6 +265,9 @@ int cmd_restore_db(const Config& config, const Args& args) {
     } else {
       std::cout << report.describe();
     }
+    post_restore_checks(config, report.safety_dump
+                                    ? "to go back: CONFIRM=YES backupctl restore db --in-place --file " + report.safety_dump->string()
+                                    : "to go back: CONFIRM=YES backupctl restore undo");
     return Outcome{};
   });
 }
@@ -264,6 +299,7 @@ int cmd_restore_objects(const Config& config, const Args& args) {
     } else {
       std::cout << report.describe();
     }
+    post_restore_checks(config, "to go back: restore an earlier objects backup (backupctl list --kind objects)");
     return Outcome{};
   });
 }
@@ -458,6 +494,7 @@ int cmd_restore_all(const Config& config, const Args& args) {
       }
     }
     if (args.out.json) print_json(out);
+    post_restore_checks(config, "to go back: CONFIRM=YES backupctl restore undo (and restore an earlier objects backup)");
     return Outcome{};
   });
 }
@@ -511,6 +548,58 @@ int cmd_schedule(const Config& config, const Args& args) {
   if (env_file.empty() && fs::exists(config.app_root / "infra/env"))
     env_file = (config.app_root / "infra/env").string();
   std::cout << schedule_text(config, args.systemd, args.time, args.self, env_file);
+  return 0;
+}
+
+int cmd_check(const Config& config, const Args& args) {
+  std::error_code ec;
+  if (!fs::exists(config.checks_file, ec)) {
+    throw Error(ErrorCode::not_found, "no checklist at " + config.checks_file.string(),
+                "write infra/backup-checks.toml (see README.md) or set CHECKS_FILE");
+  }
+  auto checks = load_checklist(config.checks_file);
+  std::unique_ptr<ObjectStore> store;
+  try {
+    store = make_object_store(config);
+  } catch (const Error&) {
+  }
+  auto results = run_checks(checks, {PgTarget::from_environment(), store.get(), nullptr, config.api_url});
+  if (args.out.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& r : results) {
+      j.push_back({{"name", r.name}, {"kind", r.kind}, {"status", r.status}, {"detail", r.detail}, {"seconds", r.seconds}});
+    }
+    print_json({{"ok", all_passed(results)}, {"checks", j}});
+  } else {
+    std::cout << checks_table(results);
+  }
+  return all_passed(results) ? 0 : exit_status(ErrorCode::check_failed);
+}
+
+int cmd_rehearse(const Config& config, const Args& args) {
+  PgTarget live = PgTarget::from_environment();
+  BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl rehearse");
+  auto progress = make_progress(args.out);
+  RehearsalReport r = rehearse(config, live, args.set, *progress);
+  RunState state = RunState::load(config.backup_dir);
+  state.record_rehearsal(r.ok, r.json_file.string());
+  try {
+    state.save();
+  } catch (const std::exception& e) {
+    spdlog::warn("cannot record the run state: {}", e.what());
+  }
+  write_metrics_file(config, state);
+  notify(config, {{"command", "rehearse"}, {"ok", r.ok}, {"set_id", r.set_id}, {"report", r.json_file.string()},
+                  {"error", r.json.value("reason", "")}, {"host", hostname_of_machine()}, {"at", iso8601(Clock::now())}});
+  if (args.out.json) {
+    print_json({{"ok", r.ok}, {"report", r.json_file.string()}, {"rehearsal", r.json}});
+  } else {
+    std::cout << r.markdown << "\nreport: " << r.json_file.string() << " and " << r.md_file.string() << "\n";
+  }
+  if (!r.ok) {
+    throw Error(ErrorCode::check_failed, "the rehearsal of set " + r.set_id + " failed: " + r.json.value("reason", ""),
+                "the report is " + r.md_file.string() + "; fix the cause and rehearse again");
+  }
   return 0;
 }
 

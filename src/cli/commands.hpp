@@ -54,5 +54,7 @@ int cmd_restore_undo(const Config& config, const Args& args);
 int cmd_prune(const Config& config, const Args& args);
 int cmd_status(const Config& config, const Args& args);
 int cmd_schedule(const Config& config, const Args& args);
+int cmd_check(const Config& config, const Args& args);
+int cmd_rehearse(const Config& config, const Args& args);
 
 }  // namespace backupctl

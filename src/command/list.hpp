@@ -16,9 +16,10 @@ std::vector<CatalogEntry> list_backups(const Config& config, std::optional<Kind>
 
 // One object per backup: kind, file, path, created_at, size, sha256, verified, verified_at,
 // set_id, profile, compression.
-nlohmann::json backups_json(const std::vector<CatalogEntry>& entries);
+// ... and the last rehearsal of the backup's set ("rehearsed": {at, ok, report} or null).
+nlohmann::json backups_json(const std::vector<CatalogEntry>& entries, const std::filesystem::path& backup_dir);
 
-// Aligned columns: KIND CREATED SIZE VERIFIED SET FILE.
+// Aligned columns: KIND CREATED SIZE VERIFIED SET REHEARSED FILE.
 std::string backups_table(const std::vector<CatalogEntry>& entries,
                           const std::filesystem::path& backup_dir);
 

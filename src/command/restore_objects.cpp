@@ -15,6 +15,7 @@
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
+#include "util/parallel.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
 
@@ -220,35 +221,6 @@ std::set<std::string> multipart_from_memory(ObjectStore& store, const Placement&
   EVP_DigestFinal_ex(whole, md, &len);
   EVP_MD_CTX_free(whole);
   return {digest_hex(EVP_md5(), md5s) + "-" + std::to_string(number), hex(md, len)};
-}
-
-// Runs fn(i) for i in [0, n) on `threads` threads; the first exception is rethrown.
-void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn) {
-  std::atomic<std::size_t> next{0};
-  std::mutex mutex;
-  std::exception_ptr error;
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
-      for (;;) {
-        std::size_t i = next++;
-        if (i >= n || interrupt_signal() != 0) return;
-        {
-          std::lock_guard<std::mutex> lock(mutex);
-          if (error) return;
-        }
-        try {
-          fn(i);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(mutex);
-          if (!error) error = std::current_exception();
-        }
-      }
-    });
-  }
-  for (auto& t : pool) t.join();
-  check_interrupted();
-  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace

@@ -193,6 +193,13 @@ Config Config::from_environment() {
   if (auto v = env_value("BACKUP_METRICS_FILE")) c.metrics_file = *v;
   c.notify_url = env_value("BACKUP_NOTIFY_URL").value_or("");
   if (auto v = env_value("BACKUP_NOTIFY_ON_SUCCESS")) c.notify_on_success = parse_bool_setting("BACKUP_NOTIFY_ON_SUCCESS", *v);
+  c.checks_file = env_value("CHECKS_FILE").value_or((c.app_root / "infra/backup-checks.toml").string());
+  if (c.checks_file.is_relative()) c.checks_file = c.app_root / c.checks_file;
+  c.api_url = env_value("API_URL").value_or("http://127.0.0.1:8000");
+  while (!c.api_url.empty() && c.api_url.back() == '/') c.api_url.pop_back();
+  c.staging_database_url = env_value("STAGING_DATABASE_URL").value_or("");
+  c.staging_api_url = env_value("STAGING_API_URL").value_or("");
+  c.staging_bucket = env_value("STAGING_BUCKET").value_or("backupctl-rehearsal");
   if (auto v = env_value("BACKUP_OBJECTS_COMPRESSION")) {
     if (*v == "zstd") {
       c.objects_zstd = true;

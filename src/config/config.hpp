@@ -84,6 +84,13 @@ struct Config {
   bool notify_on_success = false;             // BACKUP_NOTIFY_ON_SUCCESS
   int max_age_hours = 26;                     // BACKUP_MAX_AGE_HOURS
 
+  // Checks and rehearsals.
+  fs::path checks_file;                       // CHECKS_FILE, default $APP_ROOT/infra/backup-checks.toml
+  std::string api_url;                        // API_URL, default http://127.0.0.1:8000
+  std::string staging_database_url;           // STAGING_DATABASE_URL (default: <db>_rehearsal)
+  std::string staging_api_url;                // STAGING_API_URL (http checks in rehearsals)
+  std::string staging_bucket;                 // STAGING_BUCKET (S3 rehearsals), default backupctl-rehearsal
+
   // Reads and validates the environment; throws Error(usage) naming the bad variable.
   static Config from_environment();
 

@@ -12,7 +12,7 @@ namespace backupctl {
 namespace {
 
 // libpq parses a URL without checking the port; do it here so the error names DATABASE_URL.
-void check_ports(const std::string& value) {
+void check_ports(const std::string& value, const std::string& setting) {
   std::size_t start = 0;
   while (start <= value.size()) {
     std::size_t comma = value.find(',', start);
@@ -21,7 +21,7 @@ void check_ports(const std::string& value) {
               part.find_first_not_of("0123456789") == std::string::npos && std::stoi(part) > 0 &&
               std::stoi(part) < 65536;
     if (!ok) {
-      throw Error(ErrorCode::usage, "invalid DATABASE_URL: port '" + part + "' is not a number from 1 to 65535",
+      throw Error(ErrorCode::usage, "invalid " + setting + ": port '" + part + "' is not a number from 1 to 65535",
                   "use postgresql://user@host:5432/archive");
     }
     if (comma == std::string::npos) break;
@@ -32,8 +32,16 @@ void check_ports(const std::string& value) {
 }  // namespace
 
 PgTarget PgTarget::from_environment() {
+  if (auto url = env_value("DATABASE_URL")) return from_url(*url);
   PgTarget t;
-  if (auto url = env_value("DATABASE_URL")) {
+  t.m_dbname = env_value("PGDATABASE").value_or("archive");
+  return t;
+}
+
+PgTarget PgTarget::from_url(const std::string& url_text, const std::string& setting) {
+  PgTarget t;
+  std::optional<std::string> url = url_text;
+  {
     char* err = nullptr;
     PQconninfoOption* opts = PQconninfoParse(url->c_str(), &err);
     if (opts == nullptr) {
@@ -41,7 +49,7 @@ PgTarget PgTarget::from_environment() {
       if (err) PQfreemem(err);
       while (!why.empty() && why.back() == '\n') why.pop_back();
       // The URL may hold a password: say what is wrong without echoing it.
-      throw Error(ErrorCode::usage, "invalid DATABASE_URL: " + why,
+      throw Error(ErrorCode::usage, "invalid " + setting + ": " + why,
                   "use postgresql://user@host:5432/archive (put the password in PGPASSWORD or "
                   "~/.pgpass)");
     }
@@ -53,7 +61,7 @@ PgTarget PgTarget::from_environment() {
         t.m_dbname = o->val;
         continue;
       }
-      if (key == "port") check_ports(o->val);
+      if (key == "port") check_ports(o->val, setting);
       t.m_params.emplace_back(key, o->val);
       if (o->envvar != nullptr) t.m_env.emplace_back(o->envvar, o->val);
     }

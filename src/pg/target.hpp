@@ -16,6 +16,8 @@ class PgTarget {
   // From DATABASE_URL or the PG* variables; the database defaults to "archive" (the stack's
   // database) when neither names one. Throws Error(usage) on a malformed DATABASE_URL.
   static PgTarget from_environment();
+  // From a connection URL (e.g. STAGING_DATABASE_URL); the PG* variables fill what it leaves out.
+  static PgTarget from_url(const std::string& url, const std::string& setting = "DATABASE_URL");
 
   // The same server and credentials, another database.
   PgTarget with_database(std::string dbname) const;

@@ -91,6 +91,8 @@ class ObjectStore {
   virtual std::vector<std::string> list_buckets() = 0;
   virtual bool bucket_exists(const std::string& bucket) = 0;
   virtual void create_bucket(const std::string& bucket) = 0;
+  // Removes an empty bucket.
+  virtual void delete_bucket(const std::string& bucket) = 0;
 
   // Every object under `prefix` in key order (byte order of the UTF-8 keys).
   virtual void list_objects(const std::string& bucket, const std::string& prefix,

@@ -17,6 +17,7 @@ int exit_status(ErrorCode code) {
     case ErrorCode::locked: return 8;
     case ErrorCode::confirmation_required: return 9;
     case ErrorCode::stale: return 10;
+    case ErrorCode::check_failed: return 11;
     case ErrorCode::interrupted: return 130;
   }
   return 1;
@@ -34,6 +35,7 @@ std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::locked: return "locked";
     case ErrorCode::confirmation_required: return "confirmation_required";
     case ErrorCode::stale: return "stale";
+    case ErrorCode::check_failed: return "check_failed";
     case ErrorCode::interrupted: return "interrupted";
   }
   return "internal";

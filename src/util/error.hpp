@@ -19,6 +19,7 @@ enum class ErrorCode {
   locked,                 // another backupctl run holds the lock
   confirmation_required,  // a destructive command ran without CONFIRM=YES
   stale,                  // `status`: the newest good backup of a kind is too old
+  check_failed,           // the post-restore checklist (or a rehearsal) found a problem
   interrupted,            // SIGINT or SIGTERM
 };
 

@@ -135,6 +135,19 @@ bool DiskStore::bucket_exists(const std::string& bucket) {
 
 void DiskStore::create_bucket(const std::string& bucket) { make_dirs(path_of(bucket, ""), 0755); }
 
+void DiskStore::delete_bucket(const std::string& bucket) {
+  fs::path p = path_of(bucket, "");
+  std::error_code ec;
+  // Only empty folders are left once the objects are deleted: remove the tree of folders.
+  for (auto it = fs::recursive_directory_iterator(p, ec); it != fs::recursive_directory_iterator(); ++it) {
+    if (!it->is_directory(ec)) {
+      throw Error(ErrorCode::io, "cannot delete bucket folder " + p.string() + ": it is not empty");
+    }
+  }
+  fs::remove_all(p, ec);
+  if (ec) throw Error(ErrorCode::io, "cannot delete " + p.string() + ": " + ec.message());
+}
+
 void DiskStore::list_objects(const std::string& bucket, const std::string& prefix,
                              const std::function<void(const ObjectEntry&)>& each) {
   fs::path base = m_root / bucket;

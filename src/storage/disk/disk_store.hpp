@@ -19,6 +19,7 @@ class DiskStore : public ObjectStore {
   std::vector<std::string> list_buckets() override;
   bool bucket_exists(const std::string& bucket) override;
   void create_bucket(const std::string& bucket) override;
+  void delete_bucket(const std::string& bucket) override;
   void list_objects(const std::string& bucket, const std::string& prefix,
                     const std::function<void(const ObjectEntry&)>& each) override;
   ObjectInfo get_object(const std::string& bucket, const std::string& key, io::Sink& sink) override;

@@ -415,6 +415,13 @@ void S3Store::create_bucket(const std::string& bucket) {
   send(r, "cannot create bucket " + bucket);
 }
 
+void S3Store::delete_bucket(const std::string& bucket) {
+  Request r;
+  r.method = "DELETE";
+  r.bucket = bucket;
+  send(r, "cannot delete bucket " + bucket);
+}
+
 void S3Store::list_objects(const std::string& bucket, const std::string& prefix,
                            const std::function<void(const ObjectEntry&)>& each) {
   std::string token;
