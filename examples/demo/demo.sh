@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${BACKUPCTL:-$root/build/backupctl}
-app_bin=$root/build/examples/archive-app/archive-app
+app_bin=${ARCHIVE_APP:-$root/build/examples/archive-app/archive-app}
 demo=${DEMO_DIR:-$root/demo}
 docs=${DEMO_DOCUMENTS:-300}
 work=$(mktemp -d /tmp/backupctl-demo.XXXXXX)
