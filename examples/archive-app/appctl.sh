@@ -12,12 +12,15 @@ bin=${ARCHIVE_APP:-$here/../../build/examples/archive-app/archive-app}
 port=${API_PORT:-8000}
 mkdir -p "$run"
 
+# Running and not a zombie (a zombie waits for its new parent to reap it, which can take a while).
+alive() { [[ -r /proc/$1/stat ]] && [[ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
+
 stop_one() {
   local pidfile=$run/$1.pid
   [[ -f $pidfile ]] || return 0
   local pid; pid=$(cat "$pidfile")
   if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.05; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"
@@ -25,11 +28,11 @@ stop_one() {
 
 case "$cmd" in
   start)
-    if [[ ! -f $run/api.pid ]] || ! kill -0 "$(cat "$run/api.pid")" 2>/dev/null; then
+    if [[ ! -f $run/api.pid ]] || ! alive "$(cat "$run/api.pid")"; then
       setsid "$bin" api --port "$port" >>"$run/api.log" 2>&1 < /dev/null &
       echo $! > "$run/api.pid"
     fi
-    if [[ ! -f $run/worker.pid ]] || ! kill -0 "$(cat "$run/worker.pid")" 2>/dev/null; then
+    if [[ ! -f $run/worker.pid ]] || ! alive "$(cat "$run/worker.pid")"; then
       setsid "$bin" worker >>"$run/worker.log" 2>&1 < /dev/null &
       echo $! > "$run/worker.pid"
     fi
@@ -46,7 +49,7 @@ case "$cmd" in
     ;;
   status)
     for s in api worker; do
-      if [[ -f $run/$s.pid ]] && kill -0 "$(cat "$run/$s.pid")" 2>/dev/null; then echo "$s running"; else echo "$s stopped"; fi
+      if [[ -f $run/$s.pid ]] && alive "$(cat "$run/$s.pid")"; then echo "$s running"; else echo "$s stopped"; fi
     done
     ;;
   *) echo "appctl: unknown command $cmd" >&2; exit 2 ;;

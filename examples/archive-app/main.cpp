@@ -142,7 +142,10 @@ int run_worker(int interval_ms) {
             "UPDATE ingest_jobs SET state = 'done', processed_at = now() WHERE id IN (SELECT id FROM "
             "ingest_jobs WHERE state = 'queued' ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED) RETURNING id");
         if (!done.empty()) std::fprintf(stderr, "archive-app worker: processed %zu job(s)\n", done.size());
-        std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+        // Short naps, so a stop request ends the worker within 50 ms.
+        for (int slept = 0; slept < interval_ms && !g_stop; slept += 50) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
       }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "archive-app worker: %s; retrying\n", e.what());

@@ -12,6 +12,7 @@
 #include "pg/connection.hpp"
 #include "pg/custom_archive.hpp"
 #include "io/age.hpp"
+#include "io/pipeline.hpp"
 #include "io/zstd.hpp"
 #include "pg/roles.hpp"
 #include "pg/swap.hpp"
@@ -400,6 +401,16 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
         conn.scalar("SELECT pg_database_size($1)::text", {plan.target_database}));
   }
   plan.roles_file = roles_file_for(plan.file, plan.meta);
+  if (plan.roles_file && plan.meta && plan.meta->parts.contains("roles")) {
+    // The roles file is SQL run as a superuser: check it against the .meta before using it.
+    std::string want = plan.meta->parts["roles"].value("sha256", "");
+    if (!want.empty() && io::digest_file(plan.roles_file->string()).sha256 != want) {
+      throw Error(ErrorCode::verification,
+                  "the roles file " + plan.roles_file->filename().string() + " does not match the sha256 in the .meta",
+                  "copy it again from the backup's origin, or move it away to restore without creating roles "
+                  "(the owners must then exist)");
+    }
+  }
   if (plan.roles_file) {
     std::set<std::string> existing;
     for (const auto& row : conn.query("SELECT rolname FROM pg_roles")) existing.insert(*row[0]);
