@@ -30,7 +30,8 @@ trap cleanup EXIT
 declare -a timings
 t_start=$(date +%s.%N)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; step_name=$*; step_t0=$(date +%s.%N); }
-done_step() { timings+=("$(printf '%-46s %6.1f s' "$step_name" "$(echo "$(date +%s.%N) - $step_t0" | bc -l)")"); }
+# The summary names a step by its title up to the first run of three spaces.
+done_step() { timings+=("$(printf '%-46s %6.1f s' "${step_name%%   *}" "$(echo "$(date +%s.%N) - $step_t0" | bc -l)")"); }
 
 step "starting a throwaway PostgreSQL"
 eval "$("$root/tools/pg-throwaway.sh" start "$work/pg")"
@@ -56,7 +57,7 @@ else
   mkdir -p "$OBJECT_STORAGE_DIR"
 fi
 
-step "the sample app: $docs documents with attachments, api on port $API_PORT, worker"
+step "the sample app   ($docs documents with attachments, api on port $API_PORT, worker)"
 cat > "$demo/app/infra/env" <<ENV
 # settings of the sample stack (secrets are masked in config previews)
 POSTGRES_PASSWORD=demo-secret-password
@@ -84,7 +85,7 @@ step "backupctl backup all   (make backup-all: db, attachments, config as one se
 "$bin" backup all
 done_step
 
-step "an incident: ingest_jobs dropped, 5 attachment files deleted, infra/env edited"
+step "an incident   (ingest_jobs dropped, 5 attachment files deleted, infra/env edited)"
 psql -X -q -c "DROP TABLE ingest_jobs" archive
 "$app_bin" delete-attachments --count 5
 sed -i 's/LOG_LEVEL=info/LOG_LEVEL=debug/; s/demo-secret-password/leaked-and-rotated/' "$demo/app/infra/env"
@@ -96,13 +97,13 @@ step "backupctl restore all --set latest   (restore db + attachments, then the c
 CONFIRM=YES "$bin" restore all --set latest
 done_step
 
-step "make restore-config MODE=preview, then MODE=apply CONFIRM=YES"
+step "make restore-config   (MODE=preview, then MODE=apply CONFIRM=YES)"
 config_file=$(ls "$BACKUP_DIR"/config/config_*.tar.gz | head -n 1)
 "$bin" restore config --file "$config_file" --mode preview
 CONFIRM=YES "$bin" restore config --file "$config_file" --mode apply
 done_step
 
-step "backupctl check   (after the restore)"
+step "backupctl check (after the restore)"
 "$bin" check
 done_step
 
