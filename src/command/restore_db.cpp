@@ -111,7 +111,6 @@ void run_pg_program(std::vector<std::string> argv, const PgTarget& target,
   }
 }
 
-std::string ts_now() { return name_timestamp(Clock::now()); }
 
 // A (small) file's text, decrypted when it ends in .age.
 std::string read_plaintext(const fs::path& file, const fs::path& identity) {
@@ -419,7 +418,7 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   plan.services = make_service_controller(config)->describe_stop();
   plan.mode = options.in_place ? "in-place" : (options.online ? "online swap" : "swap");
   if (!options.in_place && plan.target_exists) {
-    plan.previous_name = previous_database_name(plan.target_database, ts_now());
+    plan.previous_name = previous_database_name(plan.target_database, unused_restore_timestamp(conn, plan.target_database));
   }
   return plan;
 }
@@ -555,7 +554,10 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
                                    report.safety_dump->string()));
     }
   } else {
-    const std::string ts = ts_now();
+    const std::string ts = [&] {
+      PgConnection conn = PgConnection::open(maintenance);
+      return unused_restore_timestamp(conn, plan.target_database);
+    }();
     const std::string side = side_database_name(plan.target_database, ts);
     TemporaryDatabase side_guard(maintenance, side);
     try {
@@ -658,7 +660,7 @@ UndoPlan plan_restore_undo(const Config& config, const PgTarget& target, const s
                 "older backup instead");
   }
   plan.previous = previous.front().name;
-  plan.keep_as = previous_database_name(plan.target, ts_now());
+  plan.keep_as = previous_database_name(plan.target, unused_restore_timestamp(conn, plan.target));
   plan.services = make_service_controller(config)->describe_stop();
   return plan;
 }

@@ -35,6 +35,18 @@ std::string side_database_name(const std::string& db, const std::string& ts) {
   return checked_name(db + "__restore_" + ts, db);
 }
 
+std::string unused_restore_timestamp(PgConnection& conn, const std::string& db) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    std::string ts = name_timestamp(Clock::now());
+    if (!database_exists(conn, previous_database_name(db, ts)) && !database_exists(conn, side_database_name(db, ts))) {
+      return ts;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  throw Error(ErrorCode::io, "no free name for the helper databases of " + db + " (" + db + "__pre_restore_<now> exists)",
+              "is the clock right? drop the " + db + "__pre_restore_* databases dated in the future");
+}
+
 void end_sessions(PgConnection& conn, const std::string& db) {
   for (int attempt = 0; attempt < 100; ++attempt) {
     auto rows = conn.query(

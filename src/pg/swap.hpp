@@ -22,6 +22,11 @@ bool database_exists(PgConnection& conn, const std::string& name);
 std::string previous_database_name(const std::string& db, const std::string& ts);
 std::string side_database_name(const std::string& db, const std::string& ts);
 
+// A timestamp for "<db>__pre_restore_<ts>" and "<db>__restore_<ts>" that no database has yet: two
+// restores (or a restore and its undo) in one second would otherwise collide; the second waits for
+// the next second, as backup file names do.
+std::string unused_restore_timestamp(PgConnection& conn, const std::string& db);
+
 // Ends every session on `db` (other than ours) and waits until they are gone.
 void end_sessions(PgConnection& conn, const std::string& db);
 

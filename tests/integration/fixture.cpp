@@ -157,6 +157,10 @@ Child spawn_backupctl(const std::vector<std::string>& args, const EnvList& env) 
   for (const char* keep : {"PATH", "HOME", "TZ", "LANG", "ASAN_OPTIONS", "UBSAN_OPTIONS", "TMPDIR"}) {
     if (const char* v = std::getenv(keep)) full.emplace_back(keep, v);
   }
+  // APP_ROOT defaults to the working directory: an empty one, so that neither the tree the tests
+  // run from (its infra/backup-checks.toml) nor anything else changes what a test sees.
+  static const TempDir empty_app_root("backupctl-no-app");
+  full.emplace_back("APP_ROOT", empty_app_root.path().string());
   full.insert(full.end(), env.begin(), env.end());
   return Child::spawn({.argv = argv, .env = full});
 }

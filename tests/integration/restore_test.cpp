@@ -385,6 +385,24 @@ TEST_F(RestoreTest, UndoBringsBackThePreviousData) {
   EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "1000\n");
 }
 
+TEST_F(RestoreTest, RestoresAndUndosInTheSameSecondGetTheirOwnNames) {
+  // A quick restore, another at once, and two undos: each kept copy needs a name of its own even
+  // when they fall in one second (the second waits for the next one).
+  pg.psql("archive", "DELETE FROM documents WHERE id > 7");
+  for (int i = 0; i < 2; ++i) {
+    CliResult r = run_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  auto names = databases();
+  EXPECT_EQ(names.size(), 3u) << "archive and two previous copies";
+  CliResult undo = run_backupctl({"restore", "undo"}, confirmed());
+  ASSERT_EQ(undo.exit_code, 0) << undo.err;
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "1000\n");
+  CliResult again = run_backupctl({"restore", "undo"}, confirmed());
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(databases().size(), 3u);
+}
+
 TEST_F(RestoreTest, InPlaceTakesASafetyDumpAndPutsItBackOnFailure) {
   pg.psql("archive", "DELETE FROM documents WHERE id > 3");
   CliResult ok = run_backupctl({"restore", "db", "--in-place", "--json", "--file", dump.string()}, confirmed());
