@@ -1,5 +1,6 @@
 #include "command/restore_db.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -11,6 +12,7 @@
 #include "command/backup_db.hpp"
 #include "pg/connection.hpp"
 #include "pg/custom_archive.hpp"
+#include "pg/parallel_load.hpp"
 #include "io/age.hpp"
 #include "io/pipeline.hpp"
 #include "io/zstd.hpp"
@@ -19,6 +21,7 @@
 #include "pg/tools.hpp"
 #include "service/service.hpp"
 #include "util/error.hpp"
+#include "util/fd.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/process.hpp"
@@ -157,13 +160,98 @@ void create_database(const RestorePlan& plan, const PgTool& psql, const PgTool* 
 
 using TableRows = std::vector<std::tuple<std::string, std::string, std::int64_t>>;  // schema, table, rows
 
-// Loads the backup into the (empty, existing) database `db`. A .dump is read by pg_restore --jobs
-// from the file. A .dump.zst is decompressed here and streamed through CustomArchiveInflater
-// (its data is uncompressed inside, so that only counts the COPY lines) into one pg_restore; then
-// the row count of every table in the archive is returned.
-//
-// Measured, and kept out on purpose: streaming a zlib .dump the same way (inflating here instead
-// of in pg_restore) was no faster on 2 cores than pg_restore reading the file, and costs a core.
+// The custom-format archive of `plan` as a stream: decrypted, decompressed (.dump.zst), its bytes
+// read reported to `report`.
+struct CustomArchiveStream {
+  std::unique_ptr<io::Source> plain;
+  std::optional<io::ProgressSource> counted;
+  std::optional<io::ZstdSource> unzstd;
+  io::Source* source = nullptr;
+  CustomArchiveStream(const Config& config, const RestorePlan& plan, std::function<void(std::uint64_t)> report) {
+    plain = io::open_plaintext(plan.file, config.age_identity);
+    source = &counted.emplace(*plain, std::move(report));
+    if (plan.format == DbFormat::custom_zst) source = &unzstd.emplace(*source);
+  }
+};
+
+// Whether the archive's version is one CustomArchiveInflater reads (formats 1.12-1.14: pg_dump up to 15).
+bool streamable(const Config& config, const RestorePlan& plan) {
+  CustomArchiveStream s(config, plan, nullptr);
+  auto header = read_custom_archive_header(*s.source);
+  return header && CustomArchiveInflater::supports(header->vmaj, header->vmin);
+}
+
+TableRows rows_of(const CustomArchiveInflater& inflater) {
+  TableRows out;
+  for (const auto& [id, t] : inflater.tables()) out.emplace_back(t.schema, t.table, t.rows);
+  return out;
+}
+
+// The parallel restore of a custom-format archive, in one pass over the file: pg_restore creates
+// the schema (pre-data) from a copy of the archive's table of contents; backupctl loads every
+// table's COPY data over RESTORE_JOBS connections at once (ParallelCopyLoader); pg_restore then
+// restores the rest of the data section (sequence values, large objects, --inserts data, kept in
+// that copy) and the post-data section (indexes, constraints, triggers, grants) with --jobs.
+// This is pg_restore's own --section split, with the data section's COPYs done N-wide. The copy
+// is written through an unbuffered FdSink, so at toc_done pg_restore finds the whole TOC on disk.
+TableRows load_custom_parallel(const Config& config, const RestorePlan& plan, const PgTool& pg_restore,
+                               const PgTarget& target, const std::string& db, Progress& progress) {
+  const std::string lost = "the database was not changed";
+  TempDir tmp("backupctl-restore");
+  const fs::path toc_file = tmp.path() / "toc.dump";
+  const fs::path list_file = tmp.path() / "rest.list";
+  Fd fd(::open(toc_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("cannot create " + toc_file.string());
+  io::FdSink toc_sink(fd.get(), toc_file.string());
+  auto restore_section = [&](std::vector<std::string> options) {
+    std::vector<std::string> argv = {pg_restore.path, "--dbname=" + db, "--exit-on-error", "--no-password"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back(toc_file.string());
+    run_pg_program(std::move(argv), target, nullptr, lost);
+  };
+
+  CustomArchiveStream stream(config, plan, [&](std::uint64_t n) { progress.update(n); });
+  CustomArchiveInflater inflater(toc_sink);
+  std::optional<ParallelCopyLoader> loader;
+  inflater.set_tap({
+      .toc_done =
+          [&](const std::vector<ArchiveTocEntry>& toc) {
+            restore_section({"--section=pre-data"});
+            loader.emplace(target.with_database(db), config.restore_jobs, ParallelCopyLoader::session_sql(toc));
+          },
+      .wants = [](const ArchiveTocEntry& e) { return e.is_copy_data(); },
+      .data = [&](const ArchiveTocEntry& e, const char* p, std::size_t n) { loader->data(e, p, n); },
+      .end = [&](const ArchiveTocEntry& e) { loader->end(e); },
+  });
+  inflater.run(*stream.source);
+  std::map<int, std::int64_t> loaded = loader->finish();
+  for (const auto& [id, t] : inflater.tables()) {
+    std::int64_t got = loaded.count(id) ? loaded[id] : 0;
+    if (got != t.rows) {
+      throw Error(ErrorCode::verification,
+                  fmt::format("{}.{}: the server took {} rows, the archive holds {}", t.schema, t.table, got, t.rows),
+                  "the backup may be damaged; " + lost);
+    }
+  }
+
+  std::string list;
+  for (const auto& e : inflater.toc()) {
+    if (!e.is_copy_data()) list += std::to_string(e.dump_id) + ";\n";
+  }
+  write_file_atomic(list_file, list, 0600);
+  restore_section({"--section=data", "--use-list=" + list_file.string()});
+  restore_section({"--section=post-data", "--jobs=" + std::to_string(config.restore_jobs)});
+  return rows_of(inflater);
+}
+
+// Loads the backup into the (empty, existing) database `db` and returns the row count of every
+// table in the archive, when it is a custom-format one.
+// - .dump / .dump.zst with RESTORE_JOBS > 1: load_custom_parallel(), whatever the size of the
+//   tables (pg_restore --jobs gives each table to one worker: no faster for one big table).
+// - With RESTORE_JOBS=1: a .dump is read by pg_restore from the file; a .dump.zst (or an
+//   encrypted .dump) is decompressed here and streamed through CustomArchiveInflater (which
+//   counts the COPY lines) into one pg_restore.
+// - .sql / .sql.gz: psql, in one transaction.
 std::optional<TableRows> load_backup(const Config& config, const RestorePlan& plan,
                                      const PgTool& pg_restore, const PgTool& psql,
                                      const PgTarget& target, const std::string& db,
@@ -173,18 +261,15 @@ std::optional<TableRows> load_backup(const Config& config, const RestorePlan& pl
   auto report = [&](std::uint64_t n) { progress.update(n); };
   // Feeds pg_restore the archive with its data uncompressed, counting rows on the way.
   auto inflate_into = [&](io::Sink& sink) {
-    std::unique_ptr<io::Source> plain = io::open_plaintext(plan.file, config.age_identity);
-    io::ProgressSource counted(*plain, report);
-    std::optional<io::ZstdSource> unzstd;
-    io::Source* source = &counted;
-    if (plan.format == DbFormat::custom_zst) source = &unzstd.emplace(counted);
+    CustomArchiveStream stream(config, plan, report);
     CustomArchiveInflater inflater(sink);
-    inflater.run(*source);
-    archive_rows.emplace();
-    for (const auto& [id, t] : inflater.tables()) archive_rows->emplace_back(t.schema, t.table, t.rows);
+    inflater.run(*stream.source);
+    archive_rows = rows_of(inflater);
   };
   progress.start("restore " + plan.file.filename().string());
-  if (plan.format == DbFormat::custom_zst || (plan.format == DbFormat::custom && io::is_encrypted(plan.file))) {
+  if (is_custom(plan.format) && config.restore_jobs > 1 && streamable(config, plan)) {
+    archive_rows = load_custom_parallel(config, plan, pg_restore, target, db, progress);
+  } else if (plan.format == DbFormat::custom_zst || (plan.format == DbFormat::custom && io::is_encrypted(plan.file))) {
     // From a pipe pg_restore works through the archive in order: no --jobs.
     run_pg_program({pg_restore.path, "--dbname=" + db, "--exit-on-error", "--no-password"}, target,
                    inflate_into, lost);

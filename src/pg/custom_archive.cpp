@@ -182,8 +182,8 @@ void CustomArchiveInflater::run(io::Source& in) {
     r.string(isz);   // oid
     auto tag = r.string(isz);
     auto desc = r.string(isz);
-    r.integer(isz);  // section
-    r.string(isz);   // defn
+    const int section = static_cast<int>(r.integer(isz));
+    auto defn = r.string(isz);
     r.string(isz);   // dropStmt
     auto copy_stmt = r.string(isz);
     auto ns = r.string(isz);
@@ -202,18 +202,34 @@ void CustomArchiveInflater::run(io::Source& in) {
     char out_flag = static_cast<char>(flag == kOffsetPosSet ? kOffsetPosNotSet : flag);
     w.raw(std::string_view(&out_flag, 1));
     w.raw(std::string(offset.size(), '\0'));
+    m_toc.push_back({dump_id, section, desc.value_or(""), tag.value_or(""), ns.value_or(""), defn.value_or(""),
+                     copy_stmt.value_or("")});
     // Rows are lines only in COPY data (not in --inserts dumps).
-    if (desc && *desc == "TABLE DATA" && copy_stmt && !copy_stmt->empty()) {
-      m_tables[dump_id] = {ns.value_or(""), tag.value_or(""), 0};
-    }
+    if (m_toc.back().is_copy_data()) m_tables[dump_id] = {ns.value_or(""), tag.value_or(""), 0};
   }
   w.raw(r.take_copied());
   r.set_copy(false);
+  if (m_tap && m_tap->toc_done) m_tap->toc_done(m_toc);
+  std::map<int, const ArchiveTocEntry*> tapped;
+  if (m_tap) {
+    for (const auto& e : m_toc) {
+      if (m_tap->wants(e)) tapped[e.dump_id] = &e;
+    }
+  }
 
   // Data blocks.
   std::vector<char> in_chunk;
   std::vector<char> out(kOutChunk);
-  auto stream = [&](ArchiveTableData* table) {
+  // One data block: its chunks, uncompressed, to the output (or to the tap).
+  auto stream = [&](ArchiveTableData* table, const ArchiveTocEntry* tap_entry) {
+    auto emit = [&](const char* p, std::size_t n) {
+      if (n == 0) return;
+      if (tap_entry) {
+        m_tap->data(*tap_entry, p, n);
+      } else {
+        w.chunk(p, n);
+      }
+    };
     z_stream zs{};
     bool started = false, ended = false;
     std::string tail;  // the last bytes, to recognise pg_dump's end-of-COPY marker
@@ -231,7 +247,7 @@ void CustomArchiveInflater::run(io::Source& in) {
       r.exact(in_chunk.data(), in_chunk.size());
       if (!compressed) {
         count_rows(in_chunk.data(), in_chunk.size());
-        w.chunk(in_chunk.data(), in_chunk.size());
+        emit(in_chunk.data(), in_chunk.size());
         continue;
       }
       if (!started) {
@@ -252,7 +268,7 @@ void CustomArchiveInflater::run(io::Source& in) {
         }
         std::size_t produced = out.size() - zs.avail_out;
         count_rows(out.data(), produced);
-        w.chunk(out.data(), produced);
+        emit(out.data(), produced);
         if (rc == Z_STREAM_END) ended = true;
         if (rc == Z_BUF_ERROR && produced == 0) break;
       }
@@ -263,7 +279,7 @@ void CustomArchiveInflater::run(io::Source& in) {
         int rc = inflate(&zs, Z_NO_FLUSH);
         std::size_t produced = out.size() - zs.avail_out;
         count_rows(out.data(), produced);
-        w.chunk(out.data(), produced);
+        emit(out.data(), produced);
         if (rc == Z_STREAM_END) ended = true;
         if (rc != Z_OK && rc != Z_STREAM_END) break;
       }
@@ -274,24 +290,31 @@ void CustomArchiveInflater::run(io::Source& in) {
     }
     // pg_dump ends COPY data with "\\.\n\n\n": three lines that are not rows.
     if (table && tail.ends_with("\\.\n\n\n")) table->rows -= 3;
-    w.integer(0);
+    if (tap_entry) {
+      m_tap->end(*tap_entry);
+    } else {
+      w.integer(0);
+    }
   };
   for (;;) {
     int type = r.byte_or_eof();
     if (type < 0) break;
     int id = static_cast<int>(r.integer(isz));
-    char t = static_cast<char>(type);
-    w.raw(std::string_view(&t, 1));
-    w.integer(id);
+    auto tap = type == kBlkData ? tapped.find(id) : tapped.end();
+    if (tap == tapped.end()) {
+      char t = static_cast<char>(type);
+      w.raw(std::string_view(&t, 1));
+      w.integer(id);
+    }
     if (type == kBlkData) {
       auto it = m_tables.find(id);
-      stream(it == m_tables.end() ? nullptr : &it->second);
+      stream(it == m_tables.end() ? nullptr : &it->second, tap == tapped.end() ? nullptr : tap->second);
     } else if (type == kBlkBlobs) {
       for (;;) {
         std::int64_t oid = r.integer(isz);
         w.integer(oid);
         if (oid == 0) break;
-        stream(nullptr);
+        stream(nullptr, nullptr);
       }
     } else {
       throw malformed("unknown data block type " + std::to_string(type));

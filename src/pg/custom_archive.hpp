@@ -16,9 +16,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "io/pipeline.hpp"
 
@@ -30,12 +32,33 @@ struct ArchiveTableData {
   std::int64_t rows = 0;  // lines of COPY text
 };
 
+// One entry of the archive's table of contents (the fields a restore needs).
+struct ArchiveTocEntry {
+  int dump_id = 0;
+  int section = 0;  // pg_dump's teSection: 1 none, 2 pre-data, 3 data, 4 post-data
+  std::string desc, tag, schema, defn, copy_stmt;
+  // TABLE DATA in COPY format (not --inserts), whose data block is COPY text.
+  bool is_copy_data() const { return desc == "TABLE DATA" && !copy_stmt.empty(); }
+};
+
 class CustomArchiveInflater {
  public:
   // Archive versions this understands.
   static bool supports(int vmaj, int vmin);
 
   explicit CustomArchiveInflater(io::Sink& out) : m_out(out) {}
+
+  // Takes the data of some entries out of the stream and hands it, uncompressed, to the caller;
+  // the output then holds the header, the whole table of contents and the other entries' data.
+  struct Tap {
+    // Called once the header and the table of contents are written to the output, before any data.
+    std::function<void(const std::vector<ArchiveTocEntry>&)> toc_done;
+    // Whether the caller takes this entry's data block.
+    std::function<bool(const ArchiveTocEntry&)> wants;
+    std::function<void(const ArchiveTocEntry&, const char* data, std::size_t n)> data;
+    std::function<void(const ArchiveTocEntry&)> end;
+  };
+  void set_tap(Tap tap) { m_tap = std::move(tap); }
 
   // Reads the whole archive from `in` and writes the uncompressed archive to `out` (then
   // out.finish()). Throws Error(verification) on a malformed or truncated archive, and
@@ -44,10 +67,14 @@ class CustomArchiveInflater {
 
   // Rows per TABLE DATA entry (by dump id), valid after run().
   const std::map<int, ArchiveTableData>& tables() const { return m_tables; }
+  // The table of contents, valid once run() has read it.
+  const std::vector<ArchiveTocEntry>& toc() const { return m_toc; }
 
  private:
   io::Sink& m_out;
   std::map<int, ArchiveTableData> m_tables;
+  std::vector<ArchiveTocEntry> m_toc;
+  std::optional<Tap> m_tap;
 };
 
 // The archive version and compression from a custom-format file's header; nullopt when it is not

@@ -169,6 +169,9 @@ EnvList backup_env(const PgCluster& cluster, const std::string& db, const fs::pa
   EnvList e = cluster.env(db);
   e.emplace_back("BACKUP_DIR", backup_dir.string());
   e.emplace_back("BACKUP_PROFILE", "test");
+  // The default is the number of cores; fixed so that restores take the parallel loader on any
+  // machine (tests that want pg_restore's own loading set 1).
+  e.emplace_back("RESTORE_JOBS", "2");
   return e;
 }
 

@@ -321,7 +321,10 @@ TEST_F(RestoreTest, FailingPgRestoreLeavesTheOriginalAndNoSideDatabase) {
 TEST_F(RestoreTest, PgRestoreKilledMidwayLeavesTheOriginal) {
   start_writer();
   pg.psql("archive", "DELETE FROM documents WHERE id > 100");
-  Child c = spawn_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
+  // One job: pg_restore loads the data itself (with more, backupctl's loader does).
+  EnvList e = confirmed();
+  e.emplace_back("RESTORE_JOBS", "1");
+  Child c = spawn_backupctl({"restore", "db", "--file", dump.string()}, e);
   // Wait until pg_restore has created tables in the side database, then kill it.
   std::vector<pid_t> restores;
   ASSERT_TRUE(wait_for([&] {
@@ -338,6 +341,31 @@ TEST_F(RestoreTest, PgRestoreKilledMidwayLeavesTheOriginal) {
   ExitStatus s = c.wait();
   EXPECT_EQ(s.code, 7) << c.stderr_tail();
   EXPECT_NE(c.stderr_tail().find("pg_restore was killed by signal 9"), std::string::npos) << c.stderr_tail();
+  EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "100\n");
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+  expect_writer_running();
+}
+
+TEST_F(RestoreTest, LoaderConnectionLostMidwayLeavesTheOriginal) {
+  start_writer();
+  pg.psql("archive", "DELETE FROM documents WHERE id > 100");
+  EnvList e = confirmed();
+  e.emplace_back("RESTORE_JOBS", "2");
+  Child c = spawn_backupctl({"restore", "db", "--file", dump.string()}, e);
+  // Wait until one of the loader's connections is copying into the side database, then end it.
+  ASSERT_TRUE(wait_for([&] {
+    std::string killed = pg.psql(
+        "postgres",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname LIKE 'archive__restore_%' "
+        "AND query LIKE 'COPY %' AND application_name = 'backupctl'");
+    return killed != "0\n";
+  }, 30)) << "the loader never got going";
+  c.drain();
+  ExitStatus s = c.wait();
+  EXPECT_EQ(s.code, 3) << c.stderr_tail();
+  EXPECT_NE(c.stderr_tail().find("loading the data of public."), std::string::npos) << c.stderr_tail();
+  EXPECT_NE(c.stderr_tail().find("was not changed and the side database is dropped"), std::string::npos)
+      << c.stderr_tail();
   EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "100\n");
   EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
   expect_writer_running();
@@ -439,14 +467,18 @@ TEST_F(RestoreTest, PlainSqlGzipAndZstdDumpsRestore) {
   ASSERT_EQ(z.exit_code, 0) << z.err;
   fs::path zst = nlohmann::json::parse(z.out)["path"].get<std::string>();
 
-  for (const fs::path& f : {dir.path() / "plain.sql", dir.path() / "gz.sql.gz", zst}) {
+  // A .dump.zst streams through the archive reader, which counts the COPY lines per table and
+  // checks the restored tables against them; with one job it feeds a single pg_restore, with more
+  // backupctl's loader.
+  for (const auto& [f, jobs] : std::vector<std::pair<fs::path, std::string>>{
+           {dir.path() / "plain.sql", "2"}, {dir.path() / "gz.sql.gz", "2"}, {zst, "1"}, {zst, "2"}}) {
     pg.psql("archive", "DELETE FROM documents");
-    CliResult r = run_backupctl({"restore", "db", "--json", "--allow-no-meta", "--file", f.string()}, confirmed());
+    EnvList e = confirmed();
+    e.emplace_back("RESTORE_JOBS", jobs);
+    CliResult r = run_backupctl({"restore", "db", "--json", "--allow-no-meta", "--file", f.string()}, e);
     ASSERT_EQ(r.exit_code, 0) << f << ": " << r.err;
-    // A .dump.zst streams through the archive reader, which counts the COPY lines per table and
-    // checks the restored tables against them.
     EXPECT_EQ(nlohmann::json::parse(r.out)["rows_checked"], f == zst) << f;
-    EXPECT_EQ(pg.psql("archive", "SELECT count(*), sum(id) FROM documents"), "1000|500500\n") << f;
+    EXPECT_EQ(pg.psql("archive", "SELECT count(*), sum(id) FROM documents"), "1000|500500\n") << f << " " << jobs;
   }
 }
 

@@ -1,0 +1,232 @@
+#include "pg/parallel_load.hpp"
+
+#include <fmt/format.h>
+
+#include "pg/connection.hpp"
+#include "util/error.hpp"
+
+namespace backupctl {
+
+namespace {
+
+constexpr std::size_t kBatchBytes = 4 << 20;
+// pg_dump ends every table's COPY text with this (dumpTableData_copy).
+constexpr std::string_view kEndOfData = "\\.\n\n\n";
+
+std::string table_name(const ArchiveTocEntry& e) { return e.schema + "." + e.tag; }
+
+std::string server_message(PGconn* conn, PGresult* res = nullptr) {
+  std::string msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
+// One connection's COPY of one table, in blocking mode.
+class CopyIn {
+ public:
+  CopyIn(PgConnection& conn, const ArchiveTocEntry& entry) : m_conn(conn.get()), m_entry(entry) {
+    PGresult* res = PQexec(m_conn, entry.copy_stmt.c_str());
+    bool ok = PQresultStatus(res) == PGRES_COPY_IN;
+    std::string msg = ok ? "" : server_message(m_conn, res);
+    PQclear(res);
+    if (!ok) throw failure(msg);
+  }
+  ~CopyIn() {
+    if (m_open) {
+      PQputCopyEnd(m_conn, "restore aborted");
+      drain();
+    }
+  }
+  void put(const std::string& bytes) {
+    if (PQputCopyData(m_conn, bytes.data(), static_cast<int>(bytes.size())) != 1) {
+      throw failure(server_message(m_conn));
+    }
+  }
+  // Commits the COPY; the rows the server took.
+  std::int64_t end() {
+    m_open = false;
+    if (PQputCopyEnd(m_conn, nullptr) != 1) throw failure(server_message(m_conn));
+    std::int64_t rows = -1;
+    std::string error;
+    while (PGresult* res = PQgetResult(m_conn)) {
+      if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+        rows = std::strtoll(PQcmdTuples(res), nullptr, 10);
+      } else if (error.empty()) {
+        error = server_message(m_conn, res);
+      }
+      PQclear(res);
+    }
+    if (!error.empty() || rows < 0) throw failure(error.empty() ? "no result" : error);
+    return rows;
+  }
+
+ private:
+  void drain() {
+    while (PGresult* res = PQgetResult(m_conn)) PQclear(res);
+  }
+  Error failure(const std::string& msg) const {
+    const std::string what = fmt::format("loading the data of {} failed: {}", table_name(m_entry), msg);
+    if (PQstatus(m_conn) == CONNECTION_BAD) {
+      return Error(ErrorCode::connection, what, "the connection to the server was lost; check the server log");
+    }
+    return Error(ErrorCode::tool_failed, what,
+                 "the archive's data does not fit the table the archive itself created; the backup may be damaged");
+  }
+  PGconn* m_conn;
+  const ArchiveTocEntry& m_entry;
+  bool m_open = true;
+};
+
+}  // namespace
+
+std::string ParallelCopyLoader::session_sql(const std::vector<ArchiveTocEntry>& toc) {
+  // What pg_restore sets on its connections (_doSetFixedOutputState), the archive's own settings,
+  // and asynchronous commit: a crash mid-restore leaves a side database that is dropped anyway,
+  // and the commit of the swap flushes everything written before it.
+  std::string sql =
+      "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; "
+      "SET xmloption = content; SET client_min_messages = warning; SET row_security = off; "
+      "SET synchronous_commit = off;\n";
+  for (const auto& e : toc) {
+    if (e.desc == "ENCODING" || e.desc == "STDSTRINGS" || e.desc == "SEARCHPATH") sql += e.defn + "\n";
+  }
+  return sql;
+}
+
+ParallelCopyLoader::ParallelCopyLoader(const PgTarget& db, int connections, std::string session_sql)
+    : m_max_queue(static_cast<std::size_t>(2 * connections)) {
+  m_pending.reserve(kBatchBytes + (1 << 20));
+  for (int i = 0; i < connections; ++i) {
+    m_workers.emplace_back([this, db, session_sql] { work(db, session_sql); });
+  }
+}
+
+ParallelCopyLoader::~ParallelCopyLoader() {
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (!m_closed) m_aborted = true;
+  }
+  stop_workers();
+}
+
+void ParallelCopyLoader::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_closed = true;
+  }
+  m_can_pop.notify_all();
+  m_can_push.notify_all();
+  for (auto& t : m_workers) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void ParallelCopyLoader::fail(std::exception_ptr e) {
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (!m_failure) m_failure = e;
+    m_aborted = true;
+  }
+  m_can_pop.notify_all();
+  m_can_push.notify_all();
+}
+
+void ParallelCopyLoader::rethrow_failure() {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  if (m_failure) std::rethrow_exception(m_failure);
+}
+
+void ParallelCopyLoader::push(Batch batch) {
+  std::unique_lock<std::mutex> lock(m_mutex);
+  m_can_push.wait(lock, [&] { return m_aborted || m_queue.size() < m_max_queue; });
+  if (m_failure) std::rethrow_exception(m_failure);
+  if (m_aborted) throw Error(ErrorCode::internal, "the data loader was stopped");
+  m_queue.push_back(std::move(batch));
+  lock.unlock();
+  m_can_pop.notify_one();
+}
+
+bool ParallelCopyLoader::pop(Batch& batch) {
+  std::unique_lock<std::mutex> lock(m_mutex);
+  m_can_pop.wait(lock, [&] { return m_aborted || m_closed || !m_queue.empty(); });
+  if (m_aborted || m_queue.empty()) return false;
+  batch = std::move(m_queue.front());
+  m_queue.pop_front();
+  lock.unlock();
+  m_can_push.notify_one();
+  return true;
+}
+
+void ParallelCopyLoader::work(const PgTarget& db, const std::string& session_sql) {
+  try {
+    PgConnection conn = PgConnection::open(db);
+    conn.exec(session_sql);
+    std::optional<CopyIn> copy;
+    const ArchiveTocEntry* open_entry = nullptr;
+    auto commit = [&] {
+      std::int64_t rows = copy->end();
+      copy.reset();
+      std::lock_guard<std::mutex> lock(m_mutex);
+      m_rows[open_entry->dump_id] += rows;
+    };
+    Batch batch;
+    while (pop(batch)) {
+      if (batch.entry != open_entry) {
+        if (copy) commit();
+        open_entry = batch.entry;
+        copy.emplace(conn, *open_entry);
+      }
+      copy->put(batch.bytes);
+    }
+    bool aborted;
+    {
+      std::lock_guard<std::mutex> lock(m_mutex);
+      aborted = m_aborted;
+    }
+    if (copy && !aborted) commit();  // else ~CopyIn aborts the COPY
+  } catch (...) {
+    fail(std::current_exception());
+  }
+}
+
+void ParallelCopyLoader::data(const ArchiveTocEntry& entry, const char* p, std::size_t n) {
+  if (m_entry != &entry) {
+    if (m_entry) end(*m_entry);
+    m_entry = &entry;
+  }
+  m_pending.append(p, n);
+  if (m_pending.size() < kBatchBytes) return;
+  // Cut after the last complete line, keeping the last bytes back: they may be the start of the
+  // end-of-data marker that end() removes.
+  std::size_t cut = m_pending.rfind('\n', m_pending.size() - kEndOfData.size() - 1);
+  if (cut == std::string::npos) return;  // one line longer than a batch: keep filling
+  Batch b{&entry, std::move(m_pending)};
+  m_pending.assign(b.bytes, cut + 1);
+  m_pending.reserve(kBatchBytes + (1 << 20));
+  b.bytes.resize(cut + 1);
+  push(std::move(b));
+}
+
+void ParallelCopyLoader::end(const ArchiveTocEntry& entry) {
+  if (m_entry != &entry) {
+    if (m_entry) end(*m_entry);
+    m_entry = &entry;
+  }
+  if (m_pending.ends_with(kEndOfData)) m_pending.resize(m_pending.size() - kEndOfData.size());
+  if (!m_pending.empty()) {
+    Batch b{&entry, std::move(m_pending)};
+    m_pending = std::string();
+    m_pending.reserve(kBatchBytes + (1 << 20));
+    push(std::move(b));
+  }
+  m_entry = nullptr;
+}
+
+std::map<int, std::int64_t> ParallelCopyLoader::finish() {
+  if (m_entry) end(*m_entry);
+  stop_workers();
+  rethrow_failure();
+  return m_rows;
+}
+
+}  // namespace backupctl
