@@ -25,9 +25,12 @@ case "$cmd" in
       as_pg "$bindir/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
         --no-sync --no-instructions >/dev/null
     fi
-    as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o \
-      "-p $port -k $dir -c listen_addresses= -c fsync=off -c full_page_writes=off -c synchronous_commit=off ${PG_EXTRA_OPTS:-}" \
-      start >/dev/null
+    # Already running (a benchmark run that was interrupted): reuse it.
+    if ! as_pg "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+      as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o \
+        "-p $port -k $dir -c listen_addresses= -c fsync=off -c full_page_writes=off -c synchronous_commit=off ${PG_EXTRA_OPTS:-}" \
+        start >/dev/null
+    fi
     echo "export PGHOST=$dir PGPORT=$port PGUSER=postgres"
     ;;
   stop)

@@ -217,6 +217,7 @@ TableRows load_custom_parallel(const Config& config, const RestorePlan& plan, co
       .toc_done =
           [&](const std::vector<ArchiveTocEntry>& toc) {
             restore_section({"--section=pre-data"});
+            spdlog::debug("restore: schema created; loading the data over {} connections", config.restore_jobs);
             loader.emplace(target.with_database(db), config.restore_jobs, ParallelCopyLoader::session_sql(toc));
           },
       .wants = [](const ArchiveTocEntry& e) { return e.is_copy_data(); },
@@ -238,8 +239,10 @@ TableRows load_custom_parallel(const Config& config, const RestorePlan& plan, co
   for (const auto& e : inflater.toc()) {
     if (!e.is_copy_data()) list += std::to_string(e.dump_id) + ";\n";
   }
+  spdlog::debug("restore: table data loaded; the rest of the data section");
   write_file_atomic(list_file, list, 0600);
   restore_section({"--section=data", "--use-list=" + list_file.string()});
+  spdlog::debug("restore: indexes, constraints, grants (post-data)");
   restore_section({"--section=post-data", "--jobs=" + std::to_string(config.restore_jobs)});
   return rows_of(inflater);
 }
@@ -443,8 +446,12 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
     pg_restore = find_pg_tool("pg_restore", major, config);
   }
   progress.start("check " + plan.file.filename().string());
+  // With a meta to compare the sha256 with, the stored bytes are proven to be the backup's; the
+  // zstd frames are then decoded by the restore itself, before the swap (or, --in-place, before
+  // the drop: there they are decoded here).
+  const ZstdScan zstd = plan.meta && !options.in_place ? ZstdScan::toc_only : ZstdScan::every_frame;
   ArchiveScan scan = scan_db_archive(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress,
-                                     config.age_identity);
+                                     config.age_identity, zstd);
   progress.finish();
   plan.size = scan.size;
   plan.sha256 = scan.sha256;

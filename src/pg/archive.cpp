@@ -79,6 +79,22 @@ std::string run_pg_restore(const PgTool& pg_restore, std::vector<std::string> ar
   return out.read_all();
 }
 
+// Passes bytes on while the next sink wants them, then drops them (a pg_restore --list that has
+// read the table of contents and exited).
+class WhileWantedSink : public io::Sink {
+ public:
+  explicit WhileWantedSink(io::Sink& next) : m_next(next) {}
+  void write(std::span<const char> data) override {
+    if (m_next.wants_more()) m_next.write(data);
+  }
+  void finish() override {
+    if (m_next.wants_more()) m_next.finish();
+  }
+
+ private:
+  io::Sink& m_next;
+};
+
 }  // namespace
 
 void stream_db_archive(const fs::path& file, DbFormat format, io::Sink& sink, Progress& progress,
@@ -102,7 +118,7 @@ void stream_db_archive(const fs::path& file, DbFormat format, io::Sink& sink, Pr
 }
 
 ArchiveScan scan_db_archive(const fs::path& file, DbFormat format, const PgTool* pg_restore,
-                            Progress& progress, const fs::path& identity) {
+                            Progress& progress, const fs::path& identity, ZstdScan zstd) {
   ArchiveScan scan;
   auto report = [&](std::uint64_t n) { progress.update(n); };
   // The stored bytes are hashed: in the same pass as the checks when they are the plaintext, in a
@@ -135,6 +151,12 @@ ArchiveScan scan_db_archive(const fs::path& file, DbFormat format, const PgTool*
               return;
             }
             io::ZstdDecompressSink unzstd(to_pg_restore);
+            if (zstd == ZstdScan::toc_only) {
+              WhileWantedSink until_toc(unzstd);
+              io::TeeSink tee(observe, until_toc);
+              io::copy(*source, tee, report);
+              return;
+            }
             io::TeeSink tee(observe, unzstd);
             io::copy(*source, tee, report);
             scan.decompressed = unzstd.decompressed_bytes();

@@ -235,7 +235,11 @@ void CustomArchiveInflater::run(io::Source& in) {
     std::string tail;  // the last bytes, to recognise pg_dump's end-of-COPY marker
     auto count_rows = [&](const char* p, std::size_t n) {
       if (!table || n == 0) return;
-      table->rows += std::count(p, p + n, '\n');
+      // memchr is the libc's vectorised search; std::count is a byte loop at -O2 (it was a fifth
+      // of a restore's CPU in backupctl).
+      for (const char *q = p, *end = p + n; (q = static_cast<const char*>(std::memchr(q, '\n', end - q))); ++q) {
+        ++table->rows;
+      }
       tail.append(p + (n > 8 ? n - 8 : 0), std::min<std::size_t>(n, 8));
       if (tail.size() > 8) tail.erase(0, tail.size() - 8);
     };
