@@ -11,6 +11,17 @@
 namespace backupctl {
 namespace {
 
+struct ZInflate {
+  z_stream zs{};
+  bool started = false;  // inflateInit done
+  ZInflate() = default;
+  ZInflate(const ZInflate&) = delete;
+  ZInflate& operator=(const ZInflate&) = delete;
+  ~ZInflate() {
+    if (started) inflateEnd(&zs);
+  }
+};
+
 constexpr int kBlkData = 1;
 constexpr int kBlkBlobs = 3;
 constexpr int kOffsetPosNotSet = 1;
@@ -230,8 +241,10 @@ void CustomArchiveInflater::run(io::Source& in) {
         w.chunk(p, n);
       }
     };
-    z_stream zs{};
-    bool started = false, ended = false;
+    ZInflate z;  // ends the z_stream on every way out, exceptions from the sink or tap included
+    z_stream& zs = z.zs;
+    bool& started = z.started;
+    bool ended = false;
     std::string tail;  // the last bytes, to recognise pg_dump's end-of-COPY marker
     auto count_rows = [&](const char* p, std::size_t n) {
       if (!table || n == 0) return;
@@ -267,7 +280,6 @@ void CustomArchiveInflater::run(io::Source& in) {
         int rc = inflate(&zs, Z_NO_FLUSH);
         if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
           std::string why = zs.msg ? zs.msg : "inflate failed";
-          inflateEnd(&zs);
           throw malformed("corrupt compressed data (" + why + ")");
         }
         std::size_t produced = out.size() - zs.avail_out;
@@ -288,10 +300,7 @@ void CustomArchiveInflater::run(io::Source& in) {
         if (rc != Z_OK && rc != Z_STREAM_END) break;
       }
     }
-    if (started) {
-      inflateEnd(&zs);
-      if (!ended) throw malformed("a compressed data block ends early");
-    }
+    if (started && !ended) throw malformed("a compressed data block ends early");
     // pg_dump ends COPY data with "\\.\n\n\n": three lines that are not rows.
     if (table && tail.ends_with("\\.\n\n\n")) table->rows -= 3;
     if (tap_entry) {
