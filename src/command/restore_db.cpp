@@ -181,7 +181,12 @@ bool streamable(const Config& config, const RestorePlan& plan) {
   return header && CustomArchiveInflater::supports(header->vmaj, header->vmin);
 }
 
-TableRows rows_of(const CustomArchiveInflater& inflater) {
+// The rows per table the archive holds, to compare the restored tables with; nullopt when some
+// table's data is not COPY text (pg_dump --inserts), whose rows are not counted.
+std::optional<TableRows> rows_of(const CustomArchiveInflater& inflater) {
+  for (const auto& e : inflater.toc()) {
+    if (e.desc == "TABLE DATA" && !e.is_copy_data()) return std::nullopt;
+  }
   TableRows out;
   for (const auto& [id, t] : inflater.tables()) out.emplace_back(t.schema, t.table, t.rows);
   return out;
@@ -194,8 +199,9 @@ TableRows rows_of(const CustomArchiveInflater& inflater) {
 // that copy) and the post-data section (indexes, constraints, triggers, grants) with --jobs.
 // This is pg_restore's own --section split, with the data section's COPYs done N-wide. The copy
 // is written through an unbuffered FdSink, so at toc_done pg_restore finds the whole TOC on disk.
-TableRows load_custom_parallel(const Config& config, const RestorePlan& plan, const PgTool& pg_restore,
-                               const PgTarget& target, const std::string& db, Progress& progress) {
+std::optional<TableRows> load_custom_parallel(const Config& config, const RestorePlan& plan,
+                                              const PgTool& pg_restore, const PgTarget& target,
+                                              const std::string& db, Progress& progress) {
   const std::string lost = "the database was not changed";
   TempDir tmp("backupctl-restore");
   const fs::path toc_file = tmp.path() / "toc.dump";
