@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "pg/connection.hpp"
 #include "util/error.hpp"
 
@@ -195,15 +197,25 @@ void ParallelCopyLoader::data(const ArchiveTocEntry& entry, const char* p, std::
     m_entry = &entry;
   }
   m_pending.append(p, n);
-  if (m_pending.size() < kBatchBytes) return;
-  // Cut after the last complete line, keeping the last bytes back: they may be the start of the
-  // end-of-data marker that end() removes.
-  std::size_t cut = m_pending.rfind('\n', m_pending.size() - kEndOfData.size() - 1);
-  if (cut == std::string::npos) return;  // one line longer than a batch: keep filling
+  // The last newline a batch may end at: not within the last bytes, which may be the start of the
+  // end-of-data marker that end() removes. Only bytes not searched before are searched, so that a
+  // line longer than a batch (a big bytea value, kept whole in m_pending) costs linear time.
+  if (m_pending.size() > kEndOfData.size()) {
+    const std::size_t limit = m_pending.size() - kEndOfData.size();
+    if (limit > m_searched) {
+      const void* nl = ::memrchr(m_pending.data() + m_searched, '\n', limit - m_searched);
+      if (nl) m_last_newline = static_cast<std::size_t>(static_cast<const char*>(nl) - m_pending.data());
+      m_searched = limit;
+    }
+  }
+  if (m_pending.size() < kBatchBytes || m_last_newline == std::string::npos) return;
+  const std::size_t cut = m_last_newline + 1;
   Batch b{&entry, std::move(m_pending)};
-  m_pending.assign(b.bytes, cut + 1);
+  m_pending.assign(b.bytes, cut);
   m_pending.reserve(kBatchBytes + (1 << 20));
-  b.bytes.resize(cut + 1);
+  m_searched = 0;
+  m_last_newline = std::string::npos;
+  b.bytes.resize(cut);
   push(std::move(b));
 }
 
@@ -219,6 +231,8 @@ void ParallelCopyLoader::end(const ArchiveTocEntry& entry) {
     m_pending.reserve(kBatchBytes + (1 << 20));
     push(std::move(b));
   }
+  m_searched = 0;
+  m_last_newline = std::string::npos;
   m_entry = nullptr;
 }
 

@@ -71,9 +71,12 @@ class ParallelCopyLoader {
   std::exception_ptr m_failure;
   std::map<int, std::int64_t> m_rows;
   std::vector<std::thread> m_workers;
-  // The batch being filled, for the entry being read.
+  // The batch being filled, for the entry being read; how much of it was searched for newlines,
+  // and the last newline found there.
   const ArchiveTocEntry* m_entry = nullptr;
   std::string m_pending;
+  std::size_t m_searched = 0;
+  std::size_t m_last_newline = std::string::npos;
 };
 
 }  // namespace backupctl

@@ -108,11 +108,15 @@ SELECT 1 + i % 3000, (ARRAY['queued', 'running', 'done', 'failed'])[1 + i % 4],
 FROM generate_series(1, 500) AS i;
 
 -- More COPY text than one 4 MiB batch of the parallel loader, with escapes and multibyte
--- characters, so batches are cut inside it.
+-- characters, so batches are cut inside it; in the middle, one line longer than a batch.
 CREATE TABLE app.notes (id int, note text);
 INSERT INTO app.notes
 SELECT i, repeat(E'메모 \\ tab\there\nline ' || i || ' ', 1 + i % 20)
-FROM generate_series(1, 30000) AS i;
+FROM generate_series(1, 15000) AS i;
+INSERT INTO app.notes VALUES (0, repeat(E'긴 줄\t', 1200000));
+INSERT INTO app.notes
+SELECT i, repeat(E'메모 \\ tab\there\nline ' || i || ' ', 1 + i % 20)
+FROM generate_series(15001, 30000) AS i;
 
 INSERT INTO "Odd Schema"."Mixed Case Table"
 SELECT 'row ' || i, i / 7.0, tstzrange(now() - i * interval '1 day', NULL)
