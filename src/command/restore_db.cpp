@@ -231,6 +231,7 @@ std::optional<TableRows> load_custom_parallel(const Config& config, const Restor
       .end = [&](const ArchiveTocEntry& e) { loader->end(e); },
   });
   inflater.run(*stream.source);
+  if (!loader) throw Error(ErrorCode::internal, "the archive's table of contents was never handed over");
   std::map<int, std::int64_t> loaded = loader->finish();
   for (const auto& [id, t] : inflater.tables()) {
     std::int64_t got = loaded.count(id) ? loaded[id] : 0;
