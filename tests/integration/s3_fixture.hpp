@@ -38,11 +38,13 @@ class S3Server {
 
   // Kills s3rver (SIGKILL), for fault tests; the proxy then answers 502.
   void kill_server();
-  // Starts s3rver again on the same port and data directory.
+  // Starts s3rver again on the same port and data directory, without the objects whose PUT the
+  // kill interrupted (see drop_incomplete_objects()).
   void restart_server();
 
  private:
   void start_server();
+  void drop_incomplete_objects();
   TempDir m_dir;
   std::optional<Child> m_server;
   std::optional<Child> m_proxy;
