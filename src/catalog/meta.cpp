@@ -2,6 +2,9 @@
 
 #include "util/error.hpp"
 #include "util/fs.hpp"
+#include "util/process.hpp"
+#include "util/time.hpp"
+#include "version.hpp"
 
 namespace backupctl {
 
@@ -104,6 +107,26 @@ Meta read_meta(const std::filesystem::path& path) {
 
 void write_meta(const std::filesystem::path& path, const Meta& meta) {
   write_file_atomic(path, meta.to_json().dump(2) + "\n", 0600);
+}
+
+Meta new_backup_meta(std::string kind, const std::filesystem::path& file, std::uint64_t size,
+                     std::string sha256, std::string profile, Clock::time_point created,
+                     double duration_seconds, std::string set_id,
+                     const std::vector<std::string>& age_recipients) {
+  Meta meta;
+  meta.kind = std::move(kind);
+  meta.file = file.filename().string();
+  meta.size = size;
+  meta.sha256 = std::move(sha256);
+  meta.profile = std::move(profile);
+  meta.created_at = iso8601(created);
+  meta.finished_at = iso8601(Clock::now());
+  meta.duration_seconds = duration_seconds;
+  meta.set_id = std::move(set_id);
+  meta.tool_version = kVersion;
+  meta.hostname = machine_hostname();
+  if (!age_recipients.empty()) meta.other["encryption"] = {{"method", "age"}, {"recipients", age_recipients}};
+  return meta;
 }
 
 }  // namespace backupctl

@@ -4,10 +4,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace backupctl {
 
@@ -42,6 +44,15 @@ struct Meta {
   // Throws Error(verification) naming `origin` when required fields are missing or mistyped.
   static Meta from_json(const nlohmann::json& j, const std::string& origin);
 };
+
+// A new backup's meta with the fields every kind fills the same way: the file's name, size and
+// sha256 (of the bytes stored), when it started and how long it took (finished now), the set,
+// this backupctl and machine, and the age recipients it is encrypted to (none: not encrypted).
+// The caller adds format, compression, source and parts.
+Meta new_backup_meta(std::string kind, const std::filesystem::path& file, std::uint64_t size,
+                     std::string sha256, std::string profile, std::chrono::system_clock::time_point created,
+                     double duration_seconds, std::string set_id,
+                     const std::vector<std::string>& age_recipients);
 
 // Reads a meta file; throws not_found when missing, verification when malformed.
 Meta read_meta(const std::filesystem::path& path);

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <functional>
 #include <iostream>
@@ -79,12 +78,6 @@ struct Outcome {
   std::vector<std::pair<std::string, std::string>> failures;  // kind, error
 };
 
-std::string hostname_of_machine() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
-  return buf;
-}
-
 // Runs `body` under the BACKUP_DIR lock, then records the outcome in the run state, the metrics
 // file and a notification; an Error is recorded the same way and passed on.
 int bookkeeping(const Config& config, const std::string& command, const std::string& kind,
@@ -93,7 +86,7 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
   RunState state = RunState::load(config.backup_dir);
   nlohmann::json event = {{"command", command},
                           {"kind", kind},
-                          {"host", hostname_of_machine()},
+                          {"host", machine_hostname()},
                           {"profile", config.profile},
                           {"at", iso8601(Clock::now())}};
   auto finish = [&] {
@@ -590,7 +583,7 @@ int cmd_rehearse(const Config& config, const Args& args) {
   }
   write_metrics_file(config, state);
   notify(config, {{"command", "rehearse"}, {"ok", r.ok}, {"set_id", r.set_id}, {"report", r.json_file.string()},
-                  {"error", r.json.value("reason", "")}, {"host", hostname_of_machine()}, {"at", iso8601(Clock::now())}});
+                  {"error", r.json.value("reason", "")}, {"host", machine_hostname()}, {"at", iso8601(Clock::now())}});
   if (args.out.json) {
     print_json({{"ok", r.ok}, {"report", r.json_file.string()}, {"rehearsal", r.json}});
   } else {

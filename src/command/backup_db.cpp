@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -19,7 +18,6 @@
 #include "util/fs.hpp"
 #include "util/process.hpp"
 #include "util/time.hpp"
-#include "version.hpp"
 
 namespace backupctl {
 namespace {
@@ -80,12 +78,6 @@ ServerInfo probe_server(const PgTarget& target) {
   return info;
 }
 
-std::string hostname() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
-  return buf;
-}
-
 }  // namespace
 
 BackupResult backup_db(const Config& config, const PgTarget& target, Progress& progress,
@@ -139,21 +131,10 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
   roles_sink.commit();
   dump.commit();
 
-  Meta meta;
-  meta.kind = "db";
-  meta.file = dump.final_path().filename().string();
-  meta.size = data.size;
-  meta.sha256 = data.sha256;
-  meta.profile = config.profile;
-  meta.created_at = iso8601(files.time);
-  meta.finished_at = iso8601(Clock::now());
-  meta.duration_seconds = seconds_since(t0);
-  meta.set_id = set_id;
-  meta.tool_version = kVersion;
-  meta.hostname = hostname();
+  Meta meta = new_backup_meta("db", dump.final_path(), data.size, data.sha256, config.profile, files.time,
+                              seconds_since(t0), set_id, config.age_recipients);
   meta.format = "pg_custom";
   meta.compression = config.db_compression.str();
-  if (!age.empty()) meta.other["encryption"] = {{"method", "age"}, {"recipients", config.age_recipients}};
   meta.source = {{"database", database},
                  {"host", server.host},
                  {"port", server.port},

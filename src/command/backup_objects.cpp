@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <condition_variable>
 #include <deque>
@@ -20,7 +19,6 @@
 #include "util/fs.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
-#include "version.hpp"
 
 namespace backupctl {
 
@@ -185,12 +183,6 @@ bool md5_etag(const std::string& etag) {
   return etag.size() == 32 && etag.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-std::string hostname_of_machine() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
-  return buf;
-}
-
 }  // namespace
 
 BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& progress,
@@ -324,21 +316,12 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   progress.finish();
   file.commit();
 
-  Meta meta;
-  meta.kind = "objects";
-  meta.file = file.final_path().filename().string();
-  meta.size = stored.size();
-  meta.sha256 = stored.sha256();
-  meta.profile = config.profile;
-  meta.created_at = iso8601(files.time);
-  meta.finished_at = iso8601(Clock::now());
-  meta.duration_seconds = seconds_since(t0);
-  meta.set_id = options.set_id.empty() ? new_set_id(files.time) : options.set_id;
-  meta.tool_version = kVersion;
-  meta.hostname = hostname_of_machine();
+  Meta meta = new_backup_meta("objects", file.final_path(), stored.size(), stored.sha256(), config.profile,
+                              files.time, seconds_since(t0),
+                              options.set_id.empty() ? new_set_id(files.time) : options.set_id,
+                              config.age_recipients);
   meta.format = "pax_tar";
   meta.compression = config.objects_zstd ? "zstd" : "gzip";
-  if (stored.encrypted()) meta.other["encryption"] = {{"method", "age"}, {"recipients", config.age_recipients}};
   meta.source = {{"storage", store.label()},
                  {"location", store.describe()},
                  {"buckets", buckets},

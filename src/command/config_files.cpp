@@ -21,7 +21,6 @@
 #include "util/fs.hpp"
 #include "util/process.hpp"
 #include "util/time.hpp"
-#include "version.hpp"
 
 namespace backupctl {
 
@@ -241,12 +240,6 @@ bool same(const Item& a, const Item& b) {
   return true;
 }
 
-std::string hostname_of_machine() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
-  return buf;
-}
-
 }  // namespace
 
 BackupResult backup_config(const Config& config, Progress&, const BackupConfigOptions& options) {
@@ -290,25 +283,16 @@ BackupResult backup_config(const Config& config, Progress&, const BackupConfigOp
   writer.close();
   file.commit();
 
-  Meta meta;
-  meta.kind = "config";
-  meta.file = file.final_path().filename().string();
-  meta.size = stored.size();
-  meta.sha256 = stored.sha256();
-  meta.profile = config.profile;
-  meta.created_at = iso8601(files.time);
-  meta.finished_at = iso8601(Clock::now());
-  meta.duration_seconds = seconds_since(t0);
-  meta.set_id = options.set_id.empty() ? new_set_id(files.time) : options.set_id;
-  meta.tool_version = kVersion;
-  meta.hostname = hostname_of_machine();
+  Meta meta = new_backup_meta("config", file.final_path(), stored.size(), stored.sha256(), config.profile,
+                              files.time, seconds_since(t0),
+                              options.set_id.empty() ? new_set_id(files.time) : options.set_id,
+                              config.age_recipients);
   meta.format = "pax_tar";
   meta.compression = "gzip";
   meta.source = {{"app_root", config.app_root.string()},
                  {"paths", config.config_paths},
                  {"missing", missing},
                  {"files", file_count}};
-  if (stored.encrypted()) meta.other["encryption"] = {{"method", "age"}, {"recipients", config.age_recipients}};
   write_meta(dir / meta_filename(meta.file), meta);
   spdlog::info("backup config: wrote {} ({} files{})", file.final_path().string(), file_count,
                missing.empty() ? "" : fmt::format(", {} missing path(s)", missing.size()));

@@ -335,4 +335,10 @@ std::string last_lines(std::string_view text, std::size_t lines) {
   return out;
 }
 
+std::string machine_hostname() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
+  return buf;
+}
+
 }  // namespace backupctl
