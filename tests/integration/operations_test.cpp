@@ -4,20 +4,17 @@
 #include <fcntl.h>
 #include <archive_entry.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <array>
-#include <cstring>
 #include <fstream>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <regex>
-#include <thread>
 
 #include "fixture.hpp"
+#include "support/capture_server.hpp"
 #include "util/time.hpp"
 
 namespace backupctl::test {
@@ -510,71 +507,6 @@ TEST(Locking, ASecondRunFailsAtOnceAndNamesTheHolder) {
   EXPECT_EQ(run_backupctl({"backup", "db", "-q"}, e).exit_code, 0) << "the lock was not released";
 }
 
-namespace {
-
-// Accepts one HTTP request and keeps its body.
-class HookServer {
- public:
-  HookServer() {
-    m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(m_fd, 4);
-    socklen_t len = sizeof a;
-    ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len);
-    m_port = ntohs(a.sin_port);
-    m_thread = std::thread([this] {
-      int c = ::accept(m_fd, nullptr, nullptr);
-      std::string req;
-      char buf[65536];
-      for (;;) {
-        ssize_t n = ::read(c, buf, sizeof buf);
-        if (n <= 0) break;
-        req.append(buf, static_cast<std::size_t>(n));
-        auto hdr = req.find("\r\n\r\n");
-        if (hdr == std::string::npos) continue;
-        std::smatch m;
-        std::string head = req.substr(0, hdr);
-        std::size_t want = std::regex_search(head, m, std::regex(R"(Content-Length: (\d+))", std::regex::icase))
-                               ? std::stoul(m[1]) : 0;
-        if (req.size() - hdr - 4 >= want) break;
-      }
-      m_request = req;
-      const char* reply = "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
-      [[maybe_unused]] ssize_t w = ::write(c, reply, std::strlen(reply));
-      ::close(c);
-    });
-  }
-  ~HookServer() {
-    if (m_thread.joinable()) {
-      int s = ::socket(AF_INET, SOCK_STREAM, 0);  // unblock accept() if nothing came
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a.sin_port = htons(static_cast<uint16_t>(m_port));
-      ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-      ::close(s);
-      m_thread.join();
-    }
-    ::close(m_fd);
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(m_port) + "/hooks/backup?token=hook-token-5"; }
-  std::string body() {
-    if (m_thread.joinable()) m_thread.join();
-    auto p = m_request.find("\r\n\r\n");
-    return p == std::string::npos ? "" : m_request.substr(p + 4);
-  }
-
- private:
-  int m_fd, m_port;
-  std::thread m_thread;
-  std::string m_request;
-};
-
-}  // namespace
-
 TEST(Monitoring, MetricsStatusAndAFailureNotification) {
   PgCluster pg;
   pg.create_database("archive");
@@ -606,10 +538,11 @@ TEST(Monitoring, MetricsStatusAndAFailureNotification) {
   EXPECT_EQ(s["kinds"]["db"]["newest"]["verified"], "ok");
 
   // A failed backup: recorded, counted in the metrics, and POSTed.
-  HookServer hook;
+  CaptureServer hook("HTTP/1.1 204 No Content");
   EnvList failing = e;
   failing.emplace_back("PGDATABASE", "gone");
-  failing.emplace_back("BACKUP_NOTIFY_URL", hook.url());
+  failing.emplace_back("BACKUP_NOTIFY_URL",
+                       "http://127.0.0.1:" + std::to_string(hook.port()) + "/hooks/backup?token=hook-token-5");
   failing.emplace_back("PGPASSWORD", "pg-password-3");
   EXPECT_EQ(run_backupctl({"backup", "db"}, failing).exit_code, 4);
   auto event = nlohmann::json::parse(hook.body());

@@ -3,58 +3,15 @@
 // Single Chunk", examples GET Object, PUT Object, GET Bucket (List Objects)). A loopback server
 // captures the request exactly as sent.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cstring>
-#include <thread>
 
 #include "storage/s3/s3_store.hpp"
+#include "support/capture_server.hpp"
 #include "util/error.hpp"
 
 namespace backupctl {
 namespace {
 
-class CaptureServer {
- public:
-  CaptureServer() {
-    m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(m_fd, 4);
-    socklen_t len = sizeof a;
-    ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len);
-    m_port = ntohs(a.sin_port);
-    m_thread = std::thread([this] {
-      int c = ::accept(m_fd, nullptr, nullptr);
-      char buf[65536];
-      ssize_t n = ::read(c, buf, sizeof buf);
-      if (n > 0) m_request.assign(buf, static_cast<std::size_t>(n));
-      const char* reply = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-      [[maybe_unused]] ssize_t w = ::write(c, reply, std::strlen(reply));
-      ::close(c);
-    });
-  }
-  ~CaptureServer() {
-    if (m_thread.joinable()) m_thread.join();
-    ::close(m_fd);
-  }
-  int port() const { return m_port; }
-  std::string authorization() {
-    m_thread.join();
-    auto p = m_request.find("Authorization: ");
-    return p == std::string::npos ? "" : m_request.substr(p + 15, m_request.find("\r\n", p) - p - 15);
-  }
-
- private:
-  int m_fd;
-  int m_port;
-  std::thread m_thread;
-  std::string m_request;
-};
+using test::CaptureServer;
 
 S3Store example_store(const CaptureServer& server) {
   S3Settings s;
@@ -80,7 +37,7 @@ TEST(SigV4, GetObjectExample) {
   r.bucket = "test.txt";  // the example uses a virtual-hosted bucket: the path is the key
   r.headers = {"Range: bytes=0-9"};
   store.send(r, "get");
-  EXPECT_EQ(server.authorization(),
+  EXPECT_EQ(server.header("Authorization"),
             std::string(kPrefix) +
                 "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
                 "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
@@ -98,7 +55,7 @@ TEST(SigV4, PutObjectExample) {
   r.payload_sha256 = "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072";
   r.headers = {"Date: Fri, 24 May 2013 00:00:00 GMT", "x-amz-storage-class: REDUCED_REDUNDANCY"};
   store.send(r, "put");
-  EXPECT_EQ(server.authorization(),
+  EXPECT_EQ(server.header("Authorization"),
             std::string(kPrefix) +
                 "SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class, "
                 "Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd");
@@ -110,7 +67,7 @@ TEST(SigV4, ListObjectsExampleWithASortedQuery) {
   S3Store::Request r;
   r.query = {{"prefix", "J"}, {"max-keys", "2"}};  // sent sorted: max-keys first
   store.send(r, "list");
-  EXPECT_EQ(server.authorization(),
+  EXPECT_EQ(server.header("Authorization"),
             std::string(kPrefix) +
                 "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
                 "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7");

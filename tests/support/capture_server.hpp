@@ -1,0 +1,111 @@
+// A loopback HTTP server for tests that need the exact request a client sent: it accepts one
+// connection, reads one whole request (headers and a Content-Length body), answers with an empty
+// `status_line` response and keeps the request. Used by the SigV4 unit tests (the Authorization
+// header libcurl sent) and the notification test (the webhook's body).
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <regex>
+#include <string>
+#include <thread>
+
+namespace backupctl::test {
+
+class CaptureServer {
+ public:
+  explicit CaptureServer(std::string status_line = "HTTP/1.1 200 OK") : m_status_line(std::move(status_line)) {
+    m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a = loopback(0);
+    ::bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(m_fd, 4);
+    socklen_t len = sizeof a;
+    ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len);
+    m_port = ntohs(a.sin_port);
+    m_thread = std::thread([this] { serve_one(); });
+  }
+  ~CaptureServer() {
+    if (m_thread.joinable()) {
+      // Unblock accept() when no request came.
+      int s = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a = loopback(m_port);
+      ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      ::close(s);
+      m_thread.join();
+    }
+    ::close(m_fd);
+  }
+  CaptureServer(const CaptureServer&) = delete;
+  CaptureServer& operator=(const CaptureServer&) = delete;
+
+  int port() const { return m_port; }
+  // The whole request as received; waits for it.
+  const std::string& request() {
+    if (m_thread.joinable()) m_thread.join();
+    return m_request;
+  }
+  std::string body() {
+    const std::string& r = request();
+    auto p = r.find("\r\n\r\n");
+    return p == std::string::npos ? "" : r.substr(p + 4);
+  }
+  // The value of header `name` as sent (case as sent), "" when absent.
+  std::string header(const std::string& name) {
+    const std::string& r = request();
+    auto p = r.find("\r\n" + name + ": ");
+    if (p == std::string::npos) return "";
+    p += name.size() + 4;
+    return r.substr(p, r.find("\r\n", p) - p);
+  }
+
+ private:
+  static sockaddr_in loopback(int port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    return a;
+  }
+  void serve_one() {
+    int c = ::accept(m_fd, nullptr, nullptr);
+    std::string req;
+    char buf[65536];
+    bool continued = false;
+    for (;;) {
+      ssize_t n = ::read(c, buf, sizeof buf);
+      if (n <= 0) break;
+      req.append(buf, static_cast<std::size_t>(n));
+      auto hdr = req.find("\r\n\r\n");
+      if (hdr == std::string::npos) continue;
+      std::smatch m;
+      std::string head = req.substr(0, hdr);
+      if (!continued && std::regex_search(head, std::regex(R"(Expect: 100-continue)", std::regex::icase))) {
+        // libcurl waits (1 s) for this before sending a PUT's body.
+        const char* go = "HTTP/1.1 100 Continue\r\n\r\n";
+        [[maybe_unused]] ssize_t w = ::write(c, go, std::strlen(go));
+        continued = true;
+      }
+      std::size_t want = std::regex_search(head, m, std::regex(R"(Content-Length: (\d+))", std::regex::icase))
+                             ? std::stoul(m[1])
+                             : 0;
+      if (req.size() - hdr - 4 >= want) break;
+    }
+    m_request = req;
+    const std::string reply = m_status_line + "\r\nContent-Length: 0\r\n\r\n";
+    [[maybe_unused]] ssize_t w = ::write(c, reply.data(), reply.size());
+    ::close(c);
+  }
+
+  std::string m_status_line;
+  int m_fd = -1;
+  int m_port = 0;
+  std::thread m_thread;
+  std::string m_request;
+};
+
+}  // namespace backupctl::test
