@@ -47,7 +47,6 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
-avg() { echo "${total[$1]} / $rounds" | bc -l; }
 echo
 echo "database: $(psql -X -A -t -c "SELECT pg_size_pretty(pg_database_size('archive'))" archive), rounds: $rounds, machine: $(nproc) cores, $(uname -r)"
 printf '%-34s %9s %12s\n' "command" "wall (s)" "size (MB)"

@@ -63,7 +63,6 @@ for r in $(seq 1 "$rounds"); do
   (( $(echo "$down > $down_max" | bc -l) )) && down_max=$down
 done
 
-avg() { echo "${total[$1]} / $rounds" | bc -l; }
 echo
 echo "database: $(psql -X -A -t -c "SELECT pg_size_pretty(pg_database_size('archive'))" archive), rounds: $rounds, machine: $(nproc) cores, $(uname -r)"
 printf '%-50s %9s\n' "command" "wall (s)"

@@ -11,6 +11,8 @@ elapsed() { echo "$(now) - $1" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 fmt_s() { printf '%.2f' "$1"; }
 file_size() { stat -c %s "$1"; }
+# The mean of a command's times: the script's total[NAME] over its $rounds.
+avg() { echo "${total[$1]} / $rounds" | bc -l; }
 
 # Starts the benchmark cluster (kept in $bench_work/pg between runs) and creates the archive
 # database of $1 documents unless it exists.

@@ -69,7 +69,6 @@ for r in $(seq 1 "$rounds"); do
   fi
 done
 
-avg() { echo "${total[$1]} / $rounds" | bc -l; }
 echo
 echo "objects: $small x 10 KB + $large x 20 MB in s3rver, rounds: $rounds, machine: $(nproc) cores"
 printf '%-46s %9s\n' "command" "wall (s)"

@@ -193,7 +193,7 @@ void CustomArchiveInflater::run(io::Source& in) {
     r.string(isz);   // oid
     auto tag = r.string(isz);
     auto desc = r.string(isz);
-    const int section = static_cast<int>(r.integer(isz));
+    r.integer(isz);  // section
     auto defn = r.string(isz);
     r.string(isz);   // dropStmt
     auto copy_stmt = r.string(isz);
@@ -213,7 +213,7 @@ void CustomArchiveInflater::run(io::Source& in) {
     char out_flag = static_cast<char>(flag == kOffsetPosSet ? kOffsetPosNotSet : flag);
     w.raw(std::string_view(&out_flag, 1));
     w.raw(std::string(offset.size(), '\0'));
-    m_toc.push_back({dump_id, section, desc.value_or(""), tag.value_or(""), ns.value_or(""), defn.value_or(""),
+    m_toc.push_back({dump_id, desc.value_or(""), tag.value_or(""), ns.value_or(""), defn.value_or(""),
                      copy_stmt.value_or("")});
     // Rows are lines only in COPY data (not in --inserts dumps).
     if (m_toc.back().is_copy_data()) m_tables[dump_id] = {ns.value_or(""), tag.value_or(""), 0};

@@ -35,7 +35,6 @@ struct ArchiveTableData {
 // One entry of the archive's table of contents (the fields a restore needs).
 struct ArchiveTocEntry {
   int dump_id = 0;
-  int section = 0;  // pg_dump's teSection: 1 none, 2 pre-data, 3 data, 4 post-data
   std::string desc, tag, schema, defn, copy_stmt;
   // TABLE DATA in COPY format (not --inserts), whose data block is COPY text.
   bool is_copy_data() const { return desc == "TABLE DATA" && !copy_stmt.empty(); }
