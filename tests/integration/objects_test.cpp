@@ -200,7 +200,7 @@ TEST_F(ObjectsTest, DiskBackupRestoresIntoS3AndBackIntoAFolder) {
   write_file_atomic(disk.path() / "attachments/2026/02/scan 1.pdf", random_bytes(70000, 4), 0644);
   write_file_atomic(disk.path() / "attachments/readme.txt", "hello", 0644);
   make_dirs(disk.path() / "exports");
-  write_file_atomic(disk.path() / "exports/big.bin", random_bytes(9 << 20, 5), 0644);
+  write_file_atomic(disk.path() / "exports/big.bin", random_bytes(26 << 20, 5), 0644);
   auto original = snapshot_dir(disk.path());
 
   EnvList disk_env = {{"OBJECT_STORAGE", "disk"},
