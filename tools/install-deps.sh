@@ -8,7 +8,7 @@ packages=(
   # build
   g++ cmake ninja-build make pkg-config git
   # libraries
-  libpq-dev libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev zlib1g-dev
+  libpq-dev libcurl4-openssl-dev libarchive-dev libssl-dev libzstd-dev zlib1g-dev libisal-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev libpugixml-dev
   libtomlplusplus-dev libcpp-httplib-dev
   # runtime tools the tool drives, and what the tests and demo need

@@ -1,9 +1,10 @@
 #include "pg/custom_archive.hpp"
 
-#include <zlib.h>
+#include <isa-l/igzip_lib.h>
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "util/error.hpp"
@@ -11,16 +12,16 @@
 namespace backupctl {
 namespace {
 
-struct ZInflate {
-  z_stream zs{};
-  bool started = false;  // inflateInit done
-  ZInflate() = default;
-  ZInflate(const ZInflate&) = delete;
-  ZInflate& operator=(const ZInflate&) = delete;
-  ~ZInflate() {
-    if (started) inflateEnd(&zs);
-  }
-};
+// pg_dump compresses each table's data as one zlib stream. ISA-L's inflate decodes it in half
+// of zlib's CPU (1 GB of COPY text at level 1, in pg_dump's 4 KB chunks: 2.1 s against 4.1 s),
+// and on 2 cores that CPU is shared with the server's COPY. ISAL_ZLIB parses the zlib header
+// and checks the Adler-32 trailer as zlib does. The state is 50 KB+: on the heap, one per stream.
+std::unique_ptr<inflate_state> new_zlib_inflate() {
+  auto st = std::make_unique<inflate_state>();
+  isal_inflate_init(st.get());
+  st->crc_flag = ISAL_ZLIB;
+  return st;
+}
 
 constexpr int kBlkData = 1;
 constexpr int kBlkBlobs = 3;
@@ -241,9 +242,7 @@ void CustomArchiveInflater::run(io::Source& in) {
         w.chunk(p, n);
       }
     };
-    ZInflate z;  // ends the z_stream on every way out, exceptions from the sink or tap included
-    z_stream& zs = z.zs;
-    bool& started = z.started;
+    std::unique_ptr<inflate_state> z;  // created at the first compressed chunk
     bool ended = false;
     std::string tail;  // the last bytes, to recognise pg_dump's end-of-COPY marker
     auto count_rows = [&](const char* p, std::size_t n) {
@@ -267,40 +266,35 @@ void CustomArchiveInflater::run(io::Source& in) {
         emit(in_chunk.data(), in_chunk.size());
         continue;
       }
-      if (!started) {
-        if (inflateInit(&zs) != Z_OK) throw Error(ErrorCode::internal, "cannot initialise zlib");
-        started = true;
-      }
+      if (!z) z = new_zlib_inflate();
       if (ended) throw malformed("data after the end of a compressed stream");
-      zs.next_in = reinterpret_cast<Bytef*>(in_chunk.data());
-      zs.avail_in = static_cast<uInt>(in_chunk.size());
-      while (zs.avail_in > 0 && !ended) {
-        zs.next_out = reinterpret_cast<Bytef*>(out.data());
-        zs.avail_out = static_cast<uInt>(out.size());
-        int rc = inflate(&zs, Z_NO_FLUSH);
-        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
-          std::string why = zs.msg ? zs.msg : "inflate failed";
-          throw malformed("corrupt compressed data (" + why + ")");
+      z->next_in = reinterpret_cast<std::uint8_t*>(in_chunk.data());
+      z->avail_in = static_cast<std::uint32_t>(in_chunk.size());
+      // isal_inflate returns when the input is used up or the output is full (then it may hold
+      // more: call again until it has room left over).
+      do {
+        const std::uint32_t in_before = z->avail_in;
+        z->next_out = reinterpret_cast<std::uint8_t*>(out.data());
+        z->avail_out = static_cast<std::uint32_t>(out.size());
+        int rc = isal_inflate(z.get());
+        if (rc != ISAL_DECOMP_OK) {
+          throw malformed("corrupt compressed data (" +
+                          std::string(rc == ISAL_INCORRECT_CHECKSUM ? "incorrect data check"
+                                      : rc == ISAL_INVALID_WRAPPER  ? "incorrect header"
+                                                                    : "invalid deflate data") +
+                          ")");
         }
-        std::size_t produced = out.size() - zs.avail_out;
+        std::size_t produced = out.size() - z->avail_out;
         count_rows(out.data(), produced);
         emit(out.data(), produced);
-        if (rc == Z_STREAM_END) ended = true;
-        if (rc == Z_BUF_ERROR && produced == 0) break;
-      }
-      // Drain what inflate still holds when the output filled up.
-      while (!ended && zs.avail_out == 0) {
-        zs.next_out = reinterpret_cast<Bytef*>(out.data());
-        zs.avail_out = static_cast<uInt>(out.size());
-        int rc = inflate(&zs, Z_NO_FLUSH);
-        std::size_t produced = out.size() - zs.avail_out;
-        count_rows(out.data(), produced);
-        emit(out.data(), produced);
-        if (rc == Z_STREAM_END) ended = true;
-        if (rc != Z_OK && rc != Z_STREAM_END) break;
-      }
+        if (z->block_state == ISAL_BLOCK_FINISH) {
+          ended = true;
+        } else if (produced == 0 && z->avail_in == in_before && z->avail_in > 0) {
+          throw malformed("corrupt compressed data (no progress)");
+        }
+      } while (!ended && (z->avail_in > 0 || z->avail_out == 0));
     }
-    if (started && !ended) throw malformed("a compressed data block ends early");
+    if (z && !ended) throw malformed("a compressed data block ends early");
     // pg_dump ends COPY data with "\\.\n\n\n": three lines that are not rows.
     if (table && tail.ends_with("\\.\n\n\n")) table->rows -= 3;
     if (tap_entry) {

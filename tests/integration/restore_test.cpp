@@ -292,6 +292,18 @@ TEST_F(RestoreTest, DumpWithoutMetaNeedsAnExplicitOptIn) {
   EXPECT_NE(r.err.find("has no meta"), std::string::npos) << r.err;
 }
 
+TEST_F(RestoreTest, CorruptCompressedDataWithoutMetaIsRefusedAndNothingIsTouched) {
+  // No meta, so no sha256 to catch it: the inflater's own checks (deflate codes, Adler-32) must.
+  fs::remove(dump.string() + ".meta");
+  std::string bytes = read_file(dump);
+  bytes[bytes.size() * 2 / 3] ^= 0x55;  // inside the table data, which follows the TOC
+  write_file_atomic(dump, bytes, 0600);
+  CliResult r = run_backupctl({"restore", "db", "--allow-no-meta", "--file", dump.string()}, confirmed());
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_NE(r.err.find("the archive is malformed"), std::string::npos) << r.err;
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+}
+
 TEST_F(RestoreTest, FailingPgRestoreLeavesTheOriginalAndNoSideDatabase) {
   // A dump that conflicts with the server: a table owned by a role that is gone, and no roles file
   // to bring it back, so pg_restore --exit-on-error stops half-way (after creating tables).
