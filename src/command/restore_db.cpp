@@ -321,17 +321,26 @@ LoadedRows load_backup(const Config& config, const RestorePlan& plan, const PgTo
   return rows;
 }
 
+// The database's own relations of the given kinds (pg_class.relkind letters, e.g. "'r', 'm'"),
+// outside the system schemas: (schema, name) pairs, in `order` (an ORDER BY list).
+std::vector<std::pair<std::string, std::string>> user_relations(PgConnection& conn, const std::string& relkinds,
+                                                                const std::string& order) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& row : conn.query("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                                    "c.relnamespace WHERE c.relkind IN (" + relkinds + ") AND n.nspname NOT IN "
+                                    "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+                                    "AND n.nspname NOT LIKE 'pg_temp%' ORDER BY " + order)) {
+    out.emplace_back(*row[0], *row[1]);
+  }
+  return out;
+}
+
 TableRows count_rows(const PgTarget& target, const std::string& db) {
   PgConnection conn = PgConnection::open(target.with_database(db));
   TableRows out;
-  auto tables = conn.query(
-      "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
-      "c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', "
-      "'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' "
-      "ORDER BY 1, 2");
-  for (const auto& row : tables) {
-    std::string rows = conn.scalar("SELECT count(*) FROM " + quote_ident(*row[0]) + "." + quote_ident(*row[1]));
-    out.emplace_back(*row[0], *row[1], std::stoll(rows));
+  for (const auto& [schema, table] : user_relations(conn, "'r'", "1, 2")) {
+    std::string rows = conn.scalar("SELECT count(*) FROM " + quote_ident(schema) + "." + quote_ident(table));
+    out.emplace_back(schema, table, std::stoll(rows));
   }
   return out;
 }
@@ -343,11 +352,9 @@ void analyze_tables(const PgTarget& target, const std::string& db, int jobs) {
   std::vector<std::string> tables;
   {
     PgConnection conn = PgConnection::open(target.with_database(db));
-    auto rows = conn.query(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY c.relpages DESC, 1, 2");
-    for (const auto& row : rows) tables.push_back(quote_ident(*row[0]) + "." + quote_ident(*row[1]));
+    for (const auto& [schema, table] : user_relations(conn, "'r', 'm', 'p'", "c.relpages DESC, 1, 2")) {
+      tables.push_back(quote_ident(schema) + "." + quote_ident(table));
+    }
   }
   std::atomic<std::size_t> next{0};
   const int n = std::max(1, std::min<int>(jobs, static_cast<int>(tables.size())));
@@ -713,17 +720,16 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
       phases.start("analyze and count rows");
       TableRows restored;
       if (loaded.confirmed) {
+        // The loader compared the server's COPY counts with the archive's as it went.
         analyze_tables(target, side, config.restore_jobs);
         restored = *loaded.archive;
         std::sort(restored.begin(), restored.end());
       } else {
         restored = analyze_and_count(target, side, config.restore_jobs);
+        if (loaded.archive) check_rows(*loaded.archive, restored);
       }
       set_tables(report, restored);
-      if (loaded.archive) {
-        check_rows(*loaded.archive, restored);
-        report.rows_checked = true;
-      }
+      report.rows_checked = loaded.archive.has_value();
     } catch (const Error& e) {
       if (e.code() == ErrorCode::interrupted) throw;
       throw Error(e.code(), e.what(),

@@ -209,7 +209,10 @@ void ParallelCopyLoader::data(const ArchiveTocEntry& entry, const char* p, std::
     }
   }
   if (m_pending.size() < kBatchBytes || m_last_newline == std::string::npos) return;
-  const std::size_t cut = m_last_newline + 1;
+  send_pending(entry, m_last_newline + 1);
+}
+
+void ParallelCopyLoader::send_pending(const ArchiveTocEntry& entry, std::size_t cut) {
   Batch b{&entry, std::move(m_pending)};
   m_pending.assign(b.bytes, cut);
   m_pending.reserve(kBatchBytes + (1 << 20));
@@ -225,14 +228,7 @@ void ParallelCopyLoader::end(const ArchiveTocEntry& entry) {
     m_entry = &entry;
   }
   if (m_pending.ends_with(kEndOfData)) m_pending.resize(m_pending.size() - kEndOfData.size());
-  if (!m_pending.empty()) {
-    Batch b{&entry, std::move(m_pending)};
-    m_pending = std::string();
-    m_pending.reserve(kBatchBytes + (1 << 20));
-    push(std::move(b));
-  }
-  m_searched = 0;
-  m_last_newline = std::string::npos;
+  if (!m_pending.empty()) send_pending(entry, m_pending.size());
   m_entry = nullptr;
 }
 

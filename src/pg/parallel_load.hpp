@@ -56,6 +56,8 @@ class ParallelCopyLoader {
     std::string bytes;
   };
   void push(Batch batch);
+  // Queues the first `cut` bytes of the batch being filled; the rest begins the next one.
+  void send_pending(const ArchiveTocEntry& entry, std::size_t cut);
   bool pop(Batch& batch);
   void work(const PgTarget& db, const std::string& session_sql);
   void fail(std::exception_ptr e);

@@ -93,10 +93,10 @@ struct RunResult {
 // Runs a command to completion and returns its status and output (stderr: the tail).
 RunResult run_command(SpawnOptions options);
 
-// The first line of `text` with trailing spaces removed; for one-line error messages.
 // This machine's host name ("" when it cannot be read), recorded in metas, state and notifications.
 std::string machine_hostname();
 
+// The first line of `text` with trailing spaces removed; for one-line error messages.
 std::string first_line(std::string_view text);
 
 // The most telling line of a program's stderr: the last one with "error:", "ERROR:" or "FATAL:",
