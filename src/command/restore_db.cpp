@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
 #include "command/backup_db.hpp"
+#include "pg/background_analyze.hpp"
 #include "pg/connection.hpp"
 #include "pg/custom_archive.hpp"
 #include "pg/parallel_load.hpp"
@@ -209,6 +211,7 @@ std::optional<TableRows> rows_of(const CustomArchiveInflater& inflater) {
 struct LoadedRows {
   std::optional<TableRows> archive;
   bool confirmed = false;
+  std::set<std::string> analyzed;  // tables analyzed during the load (quoted schema.table)
 };
 
 // The parallel restore of a custom-format archive, in one pass over the file: pg_restore creates
@@ -236,6 +239,7 @@ LoadedRows load_custom_parallel(const Config& config, const RestorePlan& plan, c
 
   CustomArchiveStream stream(config, plan, [&](std::uint64_t n) { progress.update(n); });
   CustomArchiveInflater inflater(toc_sink);
+  std::optional<BackgroundAnalyzer> analyzer;  // outlives the loader, which hands it tables
   std::optional<ParallelCopyLoader> loader;
   inflater.set_tap({
       .toc_done =
@@ -243,6 +247,8 @@ LoadedRows load_custom_parallel(const Config& config, const RestorePlan& plan, c
             restore_section({"--section=pre-data"});
             spdlog::debug("restore: schema created; loading the data over {} connections", config.restore_jobs);
             loader.emplace(target.with_database(db), config.restore_jobs, ParallelCopyLoader::session_sql(toc));
+            analyzer.emplace(target.with_database(db));
+            loader->on_loaded([&](const ArchiveTocEntry& e) { analyzer->add(e.schema, e.tag); });
           },
       .wants = [](const ArchiveTocEntry& e) { return e.is_copy_data(); },
       .data = [&](const ArchiveTocEntry& e, const char* p, std::size_t n) { loader->data(e, p, n); },
@@ -267,13 +273,17 @@ LoadedRows load_custom_parallel(const Config& config, const RestorePlan& plan, c
   spdlog::debug("restore: table data loaded; the rest of the data section");
   write_file_atomic(list_file, list, 0600);
   restore_section({"--section=data", "--use-list=" + list_file.string()});
+  // The tables analyzed while later ones loaded; the last ones' ANALYZE ends here, before the
+  // post-data section takes locks on the tables (ANALYZE and ALTER TABLE or ATTACH PARTITION
+  // waiting on each other could deadlock).
+  std::set<std::string> analyzed = analyzer->finish();
   spdlog::debug("restore: indexes, constraints, grants (post-data)");
   // The index builds run RESTORE_JOBS at a time already; each also starting its own parallel
   // workers (max_parallel_maintenance_workers, 2 by default) only crowds the cores (2 cores: 1.35 s
   // without them against 1.57 s with).
   restore_section({"--section=post-data", "--jobs=" + std::to_string(config.restore_jobs)},
                   config.restore_jobs > 1 ? "-c max_parallel_maintenance_workers=0" : "");
-  LoadedRows out{rows_of(inflater), false};
+  LoadedRows out{rows_of(inflater), false, std::move(analyzed)};
   out.confirmed = out.archive.has_value();  // every table's rows were checked above
   return out;
 }
@@ -347,15 +357,31 @@ TableRows count_rows(const PgTarget& target, const std::string& db) {
 
 // ANALYZE every table of `db`, so the planner has statistics from the first query (pg_restore
 // leaves none): table by table over `jobs` connections, the biggest first (one ANALYZE of the
-// whole database is one backend working through the tables in turn).
-void analyze_tables(const PgTarget& target, const std::string& db, int jobs) {
+// whole database is one backend working through the tables in turn). Tables in `done` were
+// analyzed as their data came in (BackgroundAnalyzer) and are skipped, unless their statistics
+// depend on what the post-data section made since: expression indexes, extended statistics, or
+// children (an inheritance parent's statistics cover them).
+void analyze_tables(const PgTarget& target, const std::string& db, int jobs,
+                    const std::set<std::string>& done = {}) {
   std::vector<std::string> tables;
   {
     PgConnection conn = PgConnection::open(target.with_database(db));
+    std::set<std::string> again;
+    if (!done.empty()) {
+      for (const auto& row : conn.query(
+               "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+               "WHERE EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indexprs IS NOT NULL) "
+               "OR EXISTS (SELECT 1 FROM pg_statistic_ext s WHERE s.stxrelid = c.oid) "
+               "OR EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = c.oid)")) {
+        again.insert(quote_ident(*row[0]) + "." + quote_ident(*row[1]));
+      }
+    }
     for (const auto& [schema, table] : user_relations(conn, "'r', 'm', 'p'", "c.relpages DESC, 1, 2")) {
-      tables.push_back(quote_ident(schema) + "." + quote_ident(table));
+      std::string name = quote_ident(schema) + "." + quote_ident(table);
+      if (!done.count(name) || again.count(name)) tables.push_back(std::move(name));
     }
   }
+  if (tables.empty()) return;
   std::atomic<std::size_t> next{0};
   const int n = std::max(1, std::min<int>(jobs, static_cast<int>(tables.size())));
   parallel_for(static_cast<std::size_t>(n), n, [&](std::size_t) {
@@ -721,7 +747,7 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
       TableRows restored;
       if (loaded.confirmed) {
         // The loader compared the server's COPY counts with the archive's as it went.
-        analyze_tables(target, side, config.restore_jobs);
+        analyze_tables(target, side, config.restore_jobs, loaded.analyzed);
         restored = *loaded.archive;
         std::sort(restored.begin(), restored.end());
       } else {

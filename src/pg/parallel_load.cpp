@@ -138,22 +138,33 @@ void ParallelCopyLoader::rethrow_failure() {
   if (m_failure) std::rethrow_exception(m_failure);
 }
 
+bool ParallelCopyLoader::loaded_now(const ArchiveTocEntry* entry) {
+  auto it = m_state.find(entry);
+  if (it == m_state.end() || !it->second.ended || it->second.queued > 0 || it->second.open > 0) return false;
+  m_state.erase(it);  // reported once
+  return true;
+}
+
 void ParallelCopyLoader::push(Batch batch) {
   std::unique_lock<std::mutex> lock(m_mutex);
   m_can_push.wait(lock, [&] { return m_aborted || m_queue.size() < m_max_queue; });
   if (m_failure) std::rethrow_exception(m_failure);
   if (m_aborted) throw Error(ErrorCode::internal, "the data loader was stopped");
+  ++m_state[batch.entry].queued;
   m_queue.push_back(std::move(batch));
   lock.unlock();
   m_can_pop.notify_one();
 }
 
-bool ParallelCopyLoader::pop(Batch& batch) {
+bool ParallelCopyLoader::pop(Batch& batch, const ArchiveTocEntry* open_entry) {
   std::unique_lock<std::mutex> lock(m_mutex);
   m_can_pop.wait(lock, [&] { return m_aborted || m_closed || !m_queue.empty(); });
   if (m_aborted || m_queue.empty()) return false;
   batch = std::move(m_queue.front());
   m_queue.pop_front();
+  EntryState& st = m_state[batch.entry];
+  --st.queued;
+  if (batch.entry != open_entry) ++st.open;
   lock.unlock();
   m_can_push.notify_one();
   return true;
@@ -168,11 +179,17 @@ void ParallelCopyLoader::work(const PgTarget& db, const std::string& session_sql
     auto commit = [&] {
       std::int64_t rows = copy->end();
       copy.reset();
-      std::lock_guard<std::mutex> lock(m_mutex);
-      m_rows[open_entry->dump_id] += rows;
+      bool loaded;
+      {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        m_rows[open_entry->dump_id] += rows;
+        --m_state[open_entry].open;
+        loaded = loaded_now(open_entry);
+      }
+      if (loaded && m_on_loaded) m_on_loaded(*open_entry);
     };
     Batch batch;
-    while (pop(batch)) {
+    while (pop(batch, open_entry)) {
       if (batch.entry != open_entry) {
         if (copy) commit();
         open_entry = batch.entry;
@@ -230,6 +247,13 @@ void ParallelCopyLoader::end(const ArchiveTocEntry& entry) {
   if (m_pending.ends_with(kEndOfData)) m_pending.resize(m_pending.size() - kEndOfData.size());
   if (!m_pending.empty()) send_pending(entry, m_pending.size());
   m_entry = nullptr;
+  bool loaded;
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_state[&entry].ended = true;
+    loaded = loaded_now(&entry);  // a table without rows: nothing was ever queued
+  }
+  if (loaded && m_on_loaded) m_on_loaded(entry);
 }
 
 std::map<int, std::int64_t> ParallelCopyLoader::finish() {

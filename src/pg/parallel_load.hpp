@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -46,6 +47,10 @@ class ParallelCopyLoader {
   // Waits for every batch to be loaded and every COPY to be committed; throws the first failure.
   // Returns the rows the server reported per dump id.
   std::map<int, std::int64_t> finish();
+  // Called once per entry as soon as all of its rows are committed (from a worker thread; from
+  // the caller's, for an entry without rows), so that work on the table can start while later
+  // tables still load. Set before the first data(); it must not block.
+  void on_loaded(std::function<void(const ArchiveTocEntry&)> fn) { m_on_loaded = std::move(fn); }
 
   // The session settings for connections loading this archive's data, from its TOC.
   static std::string session_sql(const std::vector<ArchiveTocEntry>& toc);
@@ -55,10 +60,20 @@ class ParallelCopyLoader {
     const ArchiveTocEntry* entry = nullptr;
     std::string bytes;
   };
+  // Where an entry's data is: batches queued, connections with a COPY of it open, and whether
+  // the producer has handed over its end.
+  struct EntryState {
+    int queued = 0;
+    int open = 0;
+    bool ended = false;
+  };
+  // Under m_mutex: whether the entry just became fully loaded (reported once).
+  bool loaded_now(const ArchiveTocEntry* entry);
   void push(Batch batch);
   // Queues the first `cut` bytes of the batch being filled; the rest begins the next one.
   void send_pending(const ArchiveTocEntry& entry, std::size_t cut);
-  bool pop(Batch& batch);
+  // Takes the next batch; a worker whose open COPY is not for the batch's entry opens one.
+  bool pop(Batch& batch, const ArchiveTocEntry* open_entry);
   void work(const PgTarget& db, const std::string& session_sql);
   void fail(std::exception_ptr e);
   void rethrow_failure();
@@ -72,6 +87,8 @@ class ParallelCopyLoader {
   bool m_aborted = false;
   std::exception_ptr m_failure;
   std::map<int, std::int64_t> m_rows;
+  std::map<const ArchiveTocEntry*, EntryState> m_state;
+  std::function<void(const ArchiveTocEntry&)> m_on_loaded;
   std::vector<std::thread> m_workers;
   // The batch being filled, for the entry being read; how much of it was searched for newlines,
   // and the last newline found there.

@@ -231,6 +231,18 @@ TEST_F(RestoreTest, RichDatabaseRestoredOverAModifiedCopyEqualsTheOriginal) {
   CliResult r = run_backupctl({"restore", "db", "--file", rich_dump.string()}, e);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(snapshot(rich, "rich"), original);
+  // Every table was analyzed (most while later tables loaded), and the statistics that need the
+  // post-data section's objects were gathered after it: the expression index's and the
+  // extended statistics'.
+  EXPECT_EQ(rich.psql("rich", "SELECT string_agg(schemaname || '.' || relname, ',') FROM pg_stat_user_tables "
+                              "WHERE last_analyze IS NULL"),
+            "\n");
+  EXPECT_EQ(rich.psql("rich", "SELECT count(*) > 0 FROM pg_stats WHERE schemaname = 'app' "
+                              "AND tablename = 'documents_lower_title'"),
+            "t\n");
+  EXPECT_EQ(rich.psql("rich", "SELECT dependencies IS NOT NULL FROM pg_stats_ext "
+                              "WHERE statistics_name = 'documents_status_owner'"),
+            "t\n");
 }
 
 TEST_F(RestoreTest, FreshServerWithoutTheRolesGetsThemFromTheRolesFile) {

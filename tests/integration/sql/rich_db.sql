@@ -40,6 +40,9 @@ CREATE TABLE app.documents (
 );
 CREATE INDEX documents_title_trgm ON app.documents USING gin (title gin_trgm_ops);
 CREATE INDEX documents_search ON app.documents USING gin (search);
+-- Statistics that ANALYZE can only gather once the post-data section has made them.
+CREATE INDEX documents_lower_title ON app.documents (lower(title));
+CREATE STATISTICS app.documents_status_owner (dependencies) ON status, owner_email FROM app.documents;
 
 CREATE TABLE app.attachments (
   id bigserial PRIMARY KEY,
