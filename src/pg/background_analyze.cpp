@@ -67,11 +67,13 @@ void BackgroundAnalyzer::work() {
       } catch (...) {
         failure = std::current_exception();
       }
-      std::lock_guard<std::mutex> lock(m_mutex);
-      PQfreeCancel(m_cancel);
-      m_cancel = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        PQfreeCancel(m_cancel);
+        m_cancel = nullptr;
+        if (!failure) m_done.insert(table);
+      }
       if (failure) std::rethrow_exception(failure);
-      m_done.insert(table);
     }
   } catch (...) {
     std::lock_guard<std::mutex> lock(m_mutex);

@@ -49,7 +49,8 @@ class ParallelCopyLoader {
   std::map<int, std::int64_t> finish();
   // Called once per entry as soon as all of its rows are committed (from a worker thread; from
   // the caller's, for an entry without rows), so that work on the table can start while later
-  // tables still load. Set before the first data(); it must not block.
+  // tables still load. Set before the first data(); keep it short: the thread that calls it
+  // loads nothing meanwhile.
   void on_loaded(std::function<void(const ArchiveTocEntry&)> fn) { m_on_loaded = std::move(fn); }
 
   // The session settings for connections loading this archive's data, from its TOC.
