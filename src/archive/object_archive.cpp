@@ -9,9 +9,14 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "io/age.hpp"
 #include "io/zstd.hpp"
@@ -396,6 +401,127 @@ std::size_t ObjectArchiveReader::read(std::span<char> buf) {
 // ---------------------------------------------------------------------------------------------
 // Scan
 
+namespace {
+
+// Reads a source ahead on a thread of its own and hashes its bytes there (sha256), handing them
+// out in order: the file's checksum, half the CPU of checking an archive (the entries' checksums
+// are the other half), runs beside the reading of the entries instead of before it. Holds at most
+// kBlocks + 2 blocks of kBlock bytes (queued, being filled, being read).
+class HashingReadAhead : public io::Source {
+ public:
+  HashingReadAhead(io::Source& in, Progress& progress) : m_in(in), m_sha(m_null), m_progress(progress) {
+    m_thread = std::thread([this] { fill(); });
+  }
+  ~HashingReadAhead() override {
+    {
+      std::lock_guard<std::mutex> lock(m_mutex);
+      m_stop = true;
+    }
+    m_cv.notify_all();
+    if (m_thread.joinable()) m_thread.join();
+  }
+
+  std::size_t read(std::span<char> buf) override {
+    std::size_t done = 0;
+    while (done < buf.size()) {
+      if (m_pos == m_block.size()) {
+        if (!next_block()) break;
+        continue;
+      }
+      std::size_t k = std::min(buf.size() - done, m_block.size() - m_pos);
+      std::memcpy(buf.data() + done, m_block.data() + m_pos, k);
+      m_pos += k;
+      done += k;
+    }
+    m_total += done;
+    m_progress.update(m_total);
+    return done;
+  }
+
+  // Reads what the archive reader did not need (padding after the end-of-archive blocks) and
+  // returns the sha256 of every byte of the source.
+  std::string finish() {
+    std::vector<char> buf(kBlock);
+    while (read(buf) > 0) {
+    }
+    m_thread.join();  // it stopped at the end of the source
+    m_sha.finish();
+    return m_sha.hex();
+  }
+  std::uint64_t total() const { return m_total; }
+
+ private:
+  static constexpr std::size_t kBlock = 1 << 20;
+  static constexpr std::size_t kBlocks = 4;
+
+  // The reader thread: fills blocks until the source ends, fails, or the consumer goes away.
+  void fill() {
+    try {
+      for (;;) {
+        std::vector<char> block;
+        {
+          std::unique_lock<std::mutex> lock(m_mutex);
+          m_cv.wait(lock, [&] { return m_stop || m_ready.size() < kBlocks; });
+          if (m_stop) return;
+          if (!m_free.empty()) {
+            block = std::move(m_free.back());
+            m_free.pop_back();
+          }
+        }
+        block.resize(kBlock);
+        std::size_t n = m_in.read(block);
+        block.resize(n);
+        m_sha.write(std::span<const char>(block.data(), n));
+        std::lock_guard<std::mutex> lock(m_mutex);
+        if (n == 0) m_eof = true;
+        else m_ready.push_back(std::move(block));
+        m_cv.notify_all();
+        if (n == 0) return;
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(m_mutex);
+      m_error = std::current_exception();
+      m_cv.notify_all();
+    }
+  }
+
+  // Takes the next filled block (the used one goes back for reuse); false at the end.
+  bool next_block() {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    if (m_block.capacity() > 0) m_free.push_back(std::move(m_block));
+    m_block = {};
+    m_pos = 0;
+    m_cv.notify_all();
+    m_cv.wait(lock, [&] { return !m_ready.empty() || m_eof || m_error; });
+    if (!m_ready.empty()) {
+      m_block = std::move(m_ready.front());
+      m_ready.pop_front();
+      m_cv.notify_all();
+      return true;
+    }
+    if (m_error) std::rethrow_exception(m_error);
+    return false;
+  }
+
+  io::Source& m_in;
+  io::NullSink m_null;
+  io::Sha256Sink m_sha;  // used by the reader thread only, until finish() joins it
+  Progress& m_progress;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<std::vector<char>> m_ready;  // filled, in order
+  std::vector<std::vector<char>> m_free;  // used, for reuse
+  bool m_eof = false;
+  bool m_stop = false;
+  std::exception_ptr m_error;
+  std::vector<char> m_block;  // the consumer's current block
+  std::size_t m_pos = 0;
+  std::uint64_t m_total = 0;
+  std::thread m_thread;
+};
+
+}  // namespace
+
 ObjectArchiveScan scan_object_archive(const std::string& file, Progress& progress,
                                       const std::filesystem::path& identity) {
   const bool encrypted = io::is_encrypted(file);
@@ -403,34 +529,7 @@ ObjectArchiveScan scan_object_archive(const std::string& file, Progress& progres
   if (encrypted) stored = io::digest_file(file);
   std::unique_ptr<io::Source> plain = io::open_plaintext(file, identity);
   io::Source& raw = *plain;
-  // Hash the file's bytes as libarchive pulls them.
-  class HashingSource : public io::Source {
-   public:
-    HashingSource(io::Source& in, Progress& p) : m_in(in), m_sha(m_null), m_progress(p) {}
-    std::size_t read(std::span<char> buf) override {
-      std::size_t n = m_in.read(buf);
-      m_sha.write(std::span<const char>(buf.data(), n));
-      m_total += n;
-      m_progress.update(m_total);
-      return n;
-    }
-    std::string finish() {
-      // Drain what libarchive did not need (padding after the end-of-archive blocks).
-      std::vector<char> buf(1 << 16);
-      while (read(buf) > 0) {
-      }
-      m_sha.finish();
-      return m_sha.hex();
-    }
-    std::uint64_t total() const { return m_total; }
-
-   private:
-    io::Source& m_in;
-    io::NullSink m_null;
-    io::Sha256Sink m_sha;
-    Progress& m_progress;
-    std::uint64_t m_total = 0;
-  } hashing(raw, progress);
+  HashingReadAhead hashing(raw, progress);
 
   ObjectArchiveScan scan;
   std::map<std::string, std::pair<std::uint64_t, std::string>> seen;  // path -> size, sha256
