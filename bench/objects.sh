@@ -15,9 +15,8 @@ export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
 [[ -d "$bench_root/node_modules/s3rver" ]] || (cd "$bench_root" && npm ci --no-audit --no-fund --loglevel=error)
 work=$bench_work/objects
-# A fresh server each run: s3rver keeps three files per object, and a data directory that has
-# seen many uploads and wipes made its uploads slower run after run (ext4 directories do not
-# shrink).
+# A fresh server each run: s3rver keeps three files per object, and each run starts from the
+# same empty data directory.
 rm -rf "$work/s3"; mkdir -p "$work/s3"
 port=$(( 20000 + RANDOM % 20000 ))
 node --openssl-legacy-provider "$bench_root/node_modules/s3rver/bin/s3rver.js" -d "$work/s3" \
