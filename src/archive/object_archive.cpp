@@ -255,8 +255,21 @@ ObjectArchiveWriter::~ObjectArchiveWriter() {
   if (m_archive) archive_write_free(m_archive);
 }
 
-void ObjectArchiveWriter::add_directory(const std::string& path, unsigned mode, std::time_t mtime) {
+namespace {
+
+void set_owner(archive_entry* e, const EntryOwner& owner) {
+  if (owner.uid >= 0) archive_entry_set_uid(e, owner.uid);
+  if (owner.gid >= 0) archive_entry_set_gid(e, owner.gid);
+  if (!owner.user.empty()) archive_entry_set_uname_utf8(e, owner.user.c_str());
+  if (!owner.group.empty()) archive_entry_set_gname_utf8(e, owner.group.c_str());
+}
+
+}  // namespace
+
+void ObjectArchiveWriter::add_directory(const std::string& path, unsigned mode, std::time_t mtime,
+                                        const EntryOwner& owner) {
   archive_entry* e = archive_entry_new();
+  set_owner(e, owner);
   archive_entry_set_pathname_utf8(e, path.c_str());
   archive_entry_set_filetype(e, AE_IFDIR);
   archive_entry_set_perm(e, mode & 07777);
@@ -266,8 +279,10 @@ void ObjectArchiveWriter::add_directory(const std::string& path, unsigned mode, 
   if (rc != ARCHIVE_OK) archive_failure(m_archive, m_error, ("cannot write the entry " + path).c_str());
 }
 
-void ObjectArchiveWriter::add_symlink(const std::string& path, const std::string& target, std::time_t mtime) {
+void ObjectArchiveWriter::add_symlink(const std::string& path, const std::string& target, std::time_t mtime,
+                                      const EntryOwner& owner) {
   archive_entry* e = archive_entry_new();
+  set_owner(e, owner);
   archive_entry_set_pathname_utf8(e, path.c_str());
   archive_entry_set_filetype(e, AE_IFLNK);
   archive_entry_set_perm(e, 0777);
@@ -279,9 +294,10 @@ void ObjectArchiveWriter::add_symlink(const std::string& path, const std::string
 }
 
 void ObjectArchiveWriter::begin(const std::string& path, std::uint64_t size, std::time_t mtime,
-                                bool compressible, unsigned mode) {
+                                bool compressible, unsigned mode, const EntryOwner& owner) {
   if (m_gzip) m_gzip->set_level(compressible ? 1 : 0);
   archive_entry* e = archive_entry_new();
+  set_owner(e, owner);
   archive_entry_set_pathname_utf8(e, path.c_str());
   archive_entry_set_filetype(e, AE_IFREG);
   archive_entry_set_perm(e, mode & 07777);
@@ -389,6 +405,12 @@ bool ObjectArchiveReader::next(ArchiveEntry& entry) {
   const char* link = archive_entry_symlink_utf8(e);
   if (!link) link = archive_entry_symlink(e);
   entry.symlink = link ? link : "";
+  entry.owner.uid = static_cast<long>(archive_entry_uid(e));
+  entry.owner.gid = static_cast<long>(archive_entry_gid(e));
+  const char* user = archive_entry_uname_utf8(e);
+  const char* group = archive_entry_gname_utf8(e);
+  entry.owner.user = user ? user : "";
+  entry.owner.group = group ? group : "";
   return true;
 }
 

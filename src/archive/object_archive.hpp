@@ -87,6 +87,13 @@ class GzipCompressSink : public io::Sink {
   int m_level;
 };
 
+// Who owns an entry, by number and by name (pax keeps both): config backups restore the owner
+// by name when this system has it, else by number. uid/gid -1: not recorded.
+struct EntryOwner {
+  long uid = -1, gid = -1;
+  std::string user, group;
+};
+
 class ObjectArchiveWriter {
  public:
   ObjectArchiveWriter(io::Sink& out, ArchiveCompression compression, int zstd_threads);
@@ -96,10 +103,11 @@ class ObjectArchiveWriter {
 
   // A regular file entry of exactly `size` bytes.
   void begin(const std::string& path, std::uint64_t size, std::time_t mtime, bool compressible,
-             unsigned mode = 0600);
-  void add_directory(const std::string& path, unsigned mode, std::time_t mtime);
+             unsigned mode = 0600, const EntryOwner& owner = {});
+  void add_directory(const std::string& path, unsigned mode, std::time_t mtime, const EntryOwner& owner = {});
   // A symbolic link, stored as a link (its target is not read).
-  void add_symlink(const std::string& path, const std::string& target, std::time_t mtime);
+  void add_symlink(const std::string& path, const std::string& target, std::time_t mtime,
+                   const EntryOwner& owner = {});
   void write(std::span<const char> data);
   // Throws Error(internal) when fewer or more bytes than declared were written.
   void end();
@@ -126,6 +134,7 @@ struct ArchiveEntry {
   unsigned mode = 0;     // permission bits
   std::time_t mtime = 0;
   std::string symlink;   // the target, for "symlink"
+  EntryOwner owner;
 };
 
 // Reads a .tar.gz / .tar.zst (detected from its bytes).

@@ -19,6 +19,43 @@
 
 namespace backupctl {
 
+namespace {
+
+// CLI11's parse errors as ours: one line naming the argument, and a hint. An unknown word after a
+// command with subcommands ("restore foo") is named as an unknown command of that one.
+Error parse_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  std::string message = e.what();
+  if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+    // The deepest command that was given, and the first word after it that is not an option.
+    CLI::App* at = &app;
+    std::string path;
+    int i = 1;
+    for (; i < argc; ++i) {
+      std::string word = argv[i];
+      if (word.starts_with("-")) continue;
+      CLI::App* sub = nullptr;
+      try {
+        sub = at->get_subcommand(word);
+      } catch (const CLI::OptionNotFound&) {
+      }
+      if (sub == nullptr) break;
+      at = sub;
+      path += (path.empty() ? "" : " ") + word;
+    }
+    if (i < argc && !at->get_subcommands({}).empty()) {
+      std::string names;
+      for (const CLI::App* s : at->get_subcommands({})) names += (names.empty() ? "" : ", ") + s->get_name();
+      return Error(ErrorCode::usage,
+                   "unknown command '" + (path.empty() ? "" : path + " ") + argv[i] + "'",
+                   (path.empty() ? "the commands are: " : "`" + path + "` takes: ") + names +
+                       " (`backupctl " + path + (path.empty() ? "" : " ") + "--help`)");
+    }
+  }
+  return Error(ErrorCode::usage, message, "run `backupctl --help`");
+}
+
+}  // namespace
+
 int run_cli(int argc, char** argv) {
   Args args;
   CLI::App app{
@@ -102,6 +139,11 @@ int run_cli(int argc, char** argv) {
   prune_cmd->add_flag("--dry-run", args.dry_run, "say what would be deleted, delete nothing");
   auto* status_cmd =
       app.add_subcommand("status", "the newest good backups; exit 10 when one is too old");
+  auto* repair_cmd = app.add_subcommand(
+      "repair", "repair what an interrupted run left (every command does this first; this one says so)");
+  repair_cmd->add_flag("--discard", args.discard,
+                       "forget the journals that cannot be repaired (after repairing by hand; CONFIRM=YES)");
+  repair_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
   auto* schedule_cmd = app.add_subcommand("schedule", "print a crontab line or a systemd timer");
   schedule_cmd->add_flag("--cron", args.cron, "a crontab line");
   schedule_cmd->add_flag("--systemd", args.systemd, "a service and a timer");
@@ -116,7 +158,12 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "backupctl: error: %s\nhint: run `backupctl --help`\n", e.what());
+    Error err = parse_error(app, e, argc, argv);
+    bool json = false;
+    for (int i = 1; i < argc; ++i) json = json || std::string_view(argv[i]) == "--json";
+    OutputOptions out;
+    out.json = json;
+    report_error(err, out);
     return exit_status(ErrorCode::usage);
   }
 
@@ -127,6 +174,8 @@ int run_cli(int argc, char** argv) {
     if (!args.backup_dir.empty()) ::setenv("BACKUP_DIR", args.backup_dir.c_str(), 1);
     if (!args.profile.empty()) ::setenv("BACKUP_PROFILE", args.profile.c_str(), 1);
     Config config = Config::from_environment();
+    // Before anything else: what a run that died (kill -9, power loss) left is repaired, and said.
+    if (!schedule_cmd->parsed()) args.repair = repair_interrupted_runs(config, false);
     std::error_code ec;
     args.self = std::filesystem::canonical("/proc/self/exe", ec).string();
     if (args.self.empty()) args.self = argv[0];
@@ -146,6 +195,7 @@ int run_cli(int argc, char** argv) {
     if (schedule_cmd->parsed()) return cmd_schedule(config, args);
     if (check_cmd->parsed()) return cmd_check(config, args);
     if (rehearse_cmd->parsed()) return cmd_rehearse(config, args);
+    if (repair_cmd->parsed()) return cmd_repair(config, args);
     throw Error(ErrorCode::usage, "no command given", "run `backupctl --help`");
   } catch (const Error& e) {
     report_error(e, args.out);

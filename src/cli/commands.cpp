@@ -16,6 +16,7 @@
 #include "command/list.hpp"
 #include "check/checklist.hpp"
 #include "command/prune.hpp"
+#include "command/repair.hpp"
 #include "command/rehearse.hpp"
 #include "command/sets.hpp"
 #include "command/status.hpp"
@@ -78,11 +79,14 @@ struct Outcome {
   std::vector<std::pair<std::string, std::string>> failures;  // kind, error
 };
 
-// Runs `body` under the BACKUP_DIR lock, then records the outcome in the run state, the metrics
-// file and a notification; an Error is recorded the same way and passed on.
+// Runs `body` under the BACKUP_DIR lock, with a journal of its own (after repairing what a run
+// that died left), then records the outcome in the run state, the metrics file and a
+// notification; an Error is recorded the same way and passed on.
 int bookkeeping(const Config& config, const std::string& command, const std::string& kind,
-                const std::function<Outcome()>& body) {
+                const std::function<Outcome(Journal&)>& body) {
   BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl " + command);
+  repair_interrupted_runs(config, true);
+  Journal journal(config.backup_dir, command, journal_undo(config));
   RunState state = RunState::load(config.backup_dir);
   nlohmann::json event = {{"command", command},
                           {"kind", kind},
@@ -99,12 +103,13 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
     notify(config, event);
   };
   try {
-    Outcome o = body();
+    Outcome o = body(journal);
     for (const auto& [k, secs, size, file] : o.successes) state.record_success(k, secs, size, file);
     for (const auto& [k, error] : o.failures) state.record_failure(k, error);
     if (o.prune_after && o.exit == 0) {
       try {
-        prune(config, false, std::nullopt, Clock::now());
+        journal.step("prune.delete");
+        prune(config, false, std::nullopt, Clock::now(), &journal);
       } catch (const Error& e) {
         spdlog::warn("retention after the backup failed: {}", e.what());
       }
@@ -251,16 +256,18 @@ int cmd_restore_db(const Config& config, const Args& args) {
   require_confirmation(config, args, plan.describe(), plan.to_json(),
                        "make restore-db BACKUP_FILE=" + args.restore.file.string() +
                            " CONFIRM=YES (or backupctl restore db --confirm)");
-  return bookkeeping(config, "restore db", "restore", [&] {
-    RestoreReport report = run_restore_db(config, target, plan, args.restore, *progress);
+  return bookkeeping(config, "restore db", "restore", [&](Journal& journal) {
+    RestoreReport report = run_restore_db(config, target, plan, args.restore, journal, *progress);
     if (args.out.json) {
       print_json(report.to_json());
     } else {
       std::cout << report.describe();
     }
+    if (!plan.stops_services) return Outcome{};  // a staging copy: the live system's checklist does not apply
     post_restore_checks(config, report.safety_dump
                                     ? "to go back: CONFIRM=YES backupctl restore db --in-place --file " + report.safety_dump->string()
-                                    : "to go back: CONFIRM=YES backupctl restore undo");
+                                : report.previous_kept ? "to go back: CONFIRM=YES backupctl restore undo"
+                                                       : "to go back: restore an earlier backup (`backupctl list --kind db`)");
     return Outcome{};
   });
 }
@@ -285,8 +292,8 @@ int cmd_restore_objects(const Config& config, const Args& args) {
   require_confirmation(config, args, plan.describe(), plan.to_json(),
                        "make restore-objects BACKUP_FILE=" + options.file.string() +
                            " CONFIRM=YES (or backupctl restore objects --confirm)");
-  return bookkeeping(config, "restore objects", "restore", [&] {
-    ObjectsReport report = run_restore_objects(config, *store, plan, *progress);
+  return bookkeeping(config, "restore objects", "restore", [&](Journal& journal) {
+    ObjectsReport report = run_restore_objects(config, *store, plan, journal, *progress);
     if (args.out.json) {
       print_json(report.to_json());
     } else {
@@ -304,8 +311,8 @@ int cmd_restore_undo(const Config& config, const Args& args) {
       config, args, plan.describe(),
       {{"target", plan.target}, {"previous", plan.previous}, {"keep_as", plan.keep_as}},
       "CONFIRM=YES backupctl restore undo (or --confirm)");
-  return bookkeeping(config, "restore undo", "restore", [&] {
-    RestoreReport report = run_restore_undo(config, target, plan);
+  return bookkeeping(config, "restore undo", "restore", [&](Journal& journal) {
+    RestoreReport report = run_restore_undo(config, target, plan, journal);
     if (args.out.json) {
       print_json(report.to_json());
     } else {
@@ -318,9 +325,11 @@ int cmd_restore_undo(const Config& config, const Args& args) {
 
 int cmd_backup_db(const Config& config, const Args& args) {
   PgTarget target = PgTarget::from_environment();  // bad settings fail before anything is touched
-  return bookkeeping(config, "backup db", "db", [&] {
+  return bookkeeping(config, "backup db", "db", [&](Journal& journal) {
     auto progress = make_progress(args.out);
+    Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
     BackupResult r = backup_db(config, target, *progress);
+    unfinished.settle();
     show_backup(args, r);
     return backup_outcome(r);
   });
@@ -328,18 +337,22 @@ int cmd_backup_db(const Config& config, const Args& args) {
 
 int cmd_backup_objects(const Config& config, const Args& args) {
   auto store = make_object_store(config);
-  return bookkeeping(config, "backup objects", "objects", [&] {
+  return bookkeeping(config, "backup objects", "objects", [&](Journal& journal) {
     auto progress = make_progress(args.out);
+    Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
     BackupResult r = backup_objects(config, *store, *progress);
+    unfinished.settle();
     show_backup(args, r);
     return backup_outcome(r);
   });
 }
 
 int cmd_backup_config(const Config& config, const Args& args) {
-  return bookkeeping(config, "backup config", "config", [&] {
+  return bookkeeping(config, "backup config", "config", [&](Journal& journal) {
     auto progress = make_progress(args.out);
+    Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
     BackupResult r = backup_config(config, *progress);
+    unfinished.settle();
     show_backup(args, r);
     return backup_outcome(r);
   });
@@ -347,9 +360,11 @@ int cmd_backup_config(const Config& config, const Args& args) {
 
 int cmd_backup_all(const Config& config, const Args& args) {
   PgTarget target = PgTarget::from_environment();
-  return bookkeeping(config, "backup all", "set", [&] {
+  return bookkeeping(config, "backup all", "set", [&](Journal& journal) {
     auto progress = make_progress(args.out);
+    Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
     SetResult set = backup_all(config, target, *progress);
+    unfinished.settle();
     Outcome o;
     std::vector<std::string> failed, kept;
     for (auto it = set.json["parts"].begin(); it != set.json["parts"].end(); ++it) {
@@ -358,7 +373,7 @@ int cmd_backup_all(const Config& config, const Args& args) {
         failed.push_back(it.key());
       } else {
         o.successes.emplace_back(it.key(), 0.0, it.value()["size"].get<std::uint64_t>(),
-                                 it.value()["path"].get<std::string>());
+                                 (config.backup_dir / it.value()["path"].get<std::string>()).string());
         kept.push_back(it.key());
       }
     }
@@ -370,7 +385,7 @@ int cmd_backup_all(const Config& config, const Args& args) {
         std::cout << fmt::format("  {:<8} {}\n", it.key(),
                                  it.value().contains("error")
                                      ? "FAILED: " + it.value()["error"].get<std::string>()
-                                     : it.value()["path"].get<std::string>());
+                                     : (config.backup_dir / it.value()["path"].get<std::string>()).string());
       }
     }
     if (!set.ok) {
@@ -413,9 +428,9 @@ int cmd_restore_config(const Config& config, const Args& args) {
   require_confirmation(
       config, args, plan.describe(), plan.to_json(),
       "make restore-config BACKUP_FILE=" + args.config_file + " MODE=apply CONFIRM=YES");
-  return bookkeeping(config, "restore config", "restore", [&] {
+  return bookkeeping(config, "restore config", "restore", [&](Journal& journal) {
     auto progress = make_progress(args.out);
-    ConfigApplyReport report = apply_config(config, plan, *progress);
+    ConfigApplyReport report = apply_config(config, plan, journal, *progress);
     if (args.out.json) {
       print_json({{"ok", true},
                   {"safety_backup", report.safety_backup.string()},
@@ -430,8 +445,8 @@ int cmd_restore_config(const Config& config, const Args& args) {
 int cmd_restore_all(const Config& config, const Args& args) {
   nlohmann::json set = find_set(config, args.set);
   auto part = [&](const char* kind) -> std::string {
-    if (!set["parts"].contains(kind) || set["parts"][kind].contains("error")) return "";
-    return set["parts"][kind]["path"].get<std::string>();
+    auto p = set_part_path(config, set, kind);
+    return p ? p->string() : "";
   };
   std::string db = part("db"), objects = part("objects"), conf = part("config");
   if (db.empty() && objects.empty()) {
@@ -464,15 +479,15 @@ int cmd_restore_all(const Config& config, const Args& args) {
         " MODE=preview\n";
   require_confirmation(config, args, text, {{"set", set}},
                        "CONFIRM=YES backupctl restore all --set " + set.value("set_id", args.set));
-  return bookkeeping(config, "restore all", "restore", [&] {
+  return bookkeeping(config, "restore all", "restore", [&](Journal& journal) {
     nlohmann::json out = {{"ok", true}, {"set_id", set.value("set_id", "")}};
     if (db_plan) {
-      RestoreReport r = run_restore_db(config, target, *db_plan, db_options, *progress);
+      RestoreReport r = run_restore_db(config, target, *db_plan, db_options, journal, *progress);
       out["db"] = r.to_json();
       if (!args.out.json) std::cout << r.describe();
     }
     if (objects_plan) {
-      ObjectsReport r = run_restore_objects(config, *store, *objects_plan, *progress);
+      ObjectsReport r = run_restore_objects(config, *store, *objects_plan, journal, *progress);
       out["objects"] = r.to_json();
       if (!args.out.json) std::cout << r.describe();
     }
@@ -493,7 +508,7 @@ int cmd_restore_all(const Config& config, const Args& args) {
 }
 
 int cmd_prune(const Config& config, const Args& args) {
-  auto run = [&] {
+  auto run = [&](Journal* journal) {
     // The databases kept by restores live on the server: checked when one is configured.
     std::optional<PgTarget> pg;
     if (env_value("DATABASE_URL") || env_value("PGHOST") || env_value("PGDATABASE")) {
@@ -502,7 +517,7 @@ int cmd_prune(const Config& config, const Args& args) {
       } catch (const Error&) {
       }
     }
-    PruneResult r = prune(config, args.dry_run, pg, Clock::now());
+    PruneResult r = prune(config, args.dry_run, pg, Clock::now(), journal);
     if (args.out.json) {
       nlohmann::json d = nlohmann::json::array(), k = nlohmann::json::array();
       for (const auto& a : r.deleted) d.push_back({{"what", a.what}, {"reason", a.reason}});
@@ -518,18 +533,71 @@ int cmd_prune(const Config& config, const Args& args) {
     }
     return Outcome{};
   };
-  if (args.dry_run) return run().exit;
-  return bookkeeping(config, "prune", "prune", run);
+  if (args.dry_run) return run(nullptr).exit;
+  return bookkeeping(config, "prune", "prune", [&](Journal& journal) {
+    journal.step("prune.delete");
+    return run(&journal);
+  });
 }
 
 int cmd_status(const Config& config, const Args& args) {
   StatusReport r = backup_status(config, Clock::now());
+  // What the repair at start-up found (it ran before this command; status says what is left).
+  std::vector<std::string> pending = args.repair.in_progress ? std::vector<std::string>{} : pending_repairs(config);
+  r.json["repairs_pending"] = pending;
+  r.json["run_in_progress"] = args.repair.in_progress;
+  r.json["repaired"] = args.repair.lines;
+  if (!pending.empty()) r.json["ok"] = false;
   if (args.out.json) {
     print_json(r.json);
   } else {
     std::cout << r.describe();
+    if (args.repair.in_progress) std::cout << "  a backupctl run is in progress (it holds the lock)\n";
+    for (const auto& l : args.repair.lines) std::cout << "  repaired: " << l << "\n";
+    for (const auto& p : pending) {
+      std::cout << "  REPAIR NEEDED: " << p << "\n";
+    }
+    if (!pending.empty()) {
+      std::cout << "  resolve it: fix the cause named above, then `backupctl repair`; once repaired by hand, "
+                   "`CONFIRM=YES backupctl repair --discard`\n";
+    }
   }
+  if (!pending.empty()) return exit_status(ErrorCode::repair_needed);
   return r.stale ? exit_status(ErrorCode::stale) : 0;
+}
+
+int cmd_repair(const Config& config, const Args& args) {
+  if (args.repair.in_progress) {
+    throw Error(ErrorCode::locked, "a backupctl run is in progress: its journal is not a dead run's",
+                "wait for it to finish; `backupctl status` shows it");
+  }
+  std::vector<JournalFile> left = read_journals(config.backup_dir);
+  if (args.discard && !left.empty()) {
+    std::string text = "these journals would be discarded (nothing is repaired or changed by that):\n";
+    for (const auto& p : pending_repairs(config)) text += "  " + p + "\n";
+    require_confirmation(config, args, text, {{"discard", pending_repairs(config)}},
+                         "CONFIRM=YES backupctl repair --discard");
+    BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl repair --discard");
+    for (const auto& j : read_journals(config.backup_dir)) {
+      remove_journal_file(j);
+      std::cout << "discarded " << j.path.string() << "\n";
+    }
+    return 0;
+  }
+  std::vector<std::string> pending = pending_repairs(config);
+  if (args.out.json) {
+    print_json({{"ok", pending.empty()}, {"repaired", args.repair.lines}, {"pending", pending}});
+  } else {
+    if (args.repair.lines.empty() && pending.empty()) std::cout << "nothing to repair\n";
+    for (const auto& l : args.repair.lines) std::cout << "repaired: " << l << "\n";
+    for (const auto& p : pending) std::cout << "REPAIR NEEDED: " << p << "\n";
+  }
+  if (!pending.empty()) {
+    throw Error(ErrorCode::repair_needed, fmt::format("{} interrupted run(s) could not be repaired", pending.size()),
+                "fix the cause named above and run `backupctl repair` again; once repaired by hand: "
+                "CONFIRM=YES backupctl repair --discard");
+  }
+  return 0;
 }
 
 int cmd_schedule(const Config& config, const Args& args) {
@@ -572,8 +640,14 @@ int cmd_check(const Config& config, const Args& args) {
 int cmd_rehearse(const Config& config, const Args& args) {
   PgTarget live = PgTarget::from_environment();
   BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl rehearse");
+  repair_interrupted_runs(config, true);
   auto progress = make_progress(args.out);
-  RehearsalReport r = rehearse(config, live, args.set, *progress);
+  std::optional<RehearsalReport> report;
+  {
+    Journal journal(config.backup_dir, "rehearse", journal_undo(config));
+    report = rehearse(config, live, args.set, journal, *progress);
+  }
+  RehearsalReport& r = *report;
   RunState state = RunState::load(config.backup_dir);
   state.record_rehearsal(r.ok, r.json_file.string());
   try {

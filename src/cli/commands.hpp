@@ -8,6 +8,7 @@
 
 #include "cli/output.hpp"
 #include "command/restore_db.hpp"
+#include "command/repair.hpp"
 #include "command/restore_objects.hpp"
 #include "config/config.hpp"
 
@@ -38,6 +39,9 @@ struct Args {
   bool systemd = false;
   std::string time = "03:15";
   std::string self;  // argv[0], resolved
+  // repair
+  bool discard = false;
+  RepairOutcome repair;  // what the repair at start-up found and did
 };
 
 int cmd_backup_db(const Config& config, const Args& args);
@@ -56,5 +60,6 @@ int cmd_status(const Config& config, const Args& args);
 int cmd_schedule(const Config& config, const Args& args);
 int cmd_check(const Config& config, const Args& args);
 int cmd_rehearse(const Config& config, const Args& args);
+int cmd_repair(const Config& config, const Args& args);
 
 }  // namespace backupctl

@@ -129,7 +129,6 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
   }
 
   roles_sink.commit();
-  dump.commit();
 
   Meta meta = new_backup_meta("db", dump.final_path(), data.size, data.sha256, config.profile, files.time,
                               seconds_since(t0), set_id, config.age_recipients);
@@ -143,7 +142,7 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
                  {"pg_dump_version", pg_dump.version}};
   meta.parts["roles"] = {{"file", roles_sink.final_path().filename().string()}, {"size", roles.size}, {"sha256", roles.sha256}};
   const fs::path final_path = dump.final_path();
-  write_meta(dir / meta_filename(meta.file), meta);
+  publish_backup(dump, meta);
   spdlog::info("backup db: wrote {} ({}, {} in {})", final_path.string(), human_bytes(meta.size),
                meta.compression, human_duration(meta.duration_seconds));
   return {final_path, meta};

@@ -314,7 +314,6 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   }
   writer.finish(manifest);
   progress.finish();
-  file.commit();
 
   Meta meta = new_backup_meta("objects", file.final_path(), stored.size(), stored.sha256(), config.profile,
                               files.time, seconds_since(t0),
@@ -329,7 +328,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
                  {"bytes", done_bytes},
                  {"vanished_during_backup", vanished},
                  {"etag_mismatches", etag_mismatch}};
-  write_meta(dir / meta_filename(meta.file), meta);
+  publish_backup(file, meta);
   spdlog::info("backup objects: wrote {} ({} objects, {} of data, {} archive, in {})",
                file.final_path().string(), manifest.objects.size(), human_bytes(done_bytes),
                human_bytes(meta.size), human_duration(meta.duration_seconds));

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "catalog/journal.hpp"
 #include "command/backup_db.hpp"
 
 namespace backupctl {
@@ -51,11 +52,24 @@ struct ConfigApplyReport {
   std::string describe() const;
 };
 
-// REQUIRES: confirmed.
-ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Progress& progress);
+// All or nothing: everything is checked, then the current config is backed up (the safety
+// backup), then every file is staged beside its target and all are swapped in; any failure,
+// signal or crash before the commit leaves every file as it was (the journal entry
+// "config_apply": rollback_config_apply()). Owner, group and mode are those the archive recorded
+// (the owner by name when this system has it, else by number); a link is written only when the
+// whole chain of links it starts stays inside APP_ROOT. Steps: restore-config.safety-backup,
+// .stage, .apply (fault point restore-config.half-applied), .commit.
+// REQUIRES: confirmed; the caller holds the lock and owns `journal`.
+ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Journal& journal, Progress& progress);
 
-// Masks the values of secret-looking keys (PASSWORD, SECRET, TOKEN, KEY, CREDENTIAL in the name:
-// `KEY=value`, `key: value`, `"key": "value"`) and passwords in URLs (scheme://user:pw@host).
+// Rolls an interrupted apply back (or, once it committed, removes the originals it kept): the
+// undo of the journal entry "config_apply". Returns what it did.
+std::string rollback_config_apply(const Config& config, const nlohmann::json& data);
+
+// Masks the values of secret-looking names (PASS, PWD, SECRET, TOKEN, KEY, CREDENTIAL, AUTH,
+// PRIVATE, SALT, DSN, COOKIE anywhere in the name) in every syntax a config file uses (env files,
+// compose maps and lists, JSON, quoted or not, command-line flags), passwords in URLs with or
+// without a user, YAML block values of such names, and PEM private keys.
 // When `other` (the side before, in a diff) holds a different value for the same key, the line
 // gets a "# (secret changed)" note, so the diff shows it without showing the values. For tests too.
 std::string mask_secrets(const std::string& text, const std::string& other = "");

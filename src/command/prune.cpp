@@ -9,9 +9,11 @@
 
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
+#include "command/sets.hpp"
 #include "pg/connection.hpp"
 #include "pg/swap.hpp"
 #include "util/error.hpp"
+#include "util/fault.hpp"
 #include "util/fs.hpp"
 
 namespace backupctl {
@@ -29,134 +31,162 @@ std::string day_of(Clock::time_point t, const char* fmt) {
   return buf;
 }
 
-void remove_file(const fs::path& p, bool dry_run) {
-  if (dry_run) return;
+void remove_file(const fs::path& p) {
   std::error_code ec;
   fs::remove(p, ec);
   if (ec) spdlog::warn("prune: cannot remove {}: {}", p.string(), ec.message());
 }
 
+// Decides, for the backups of one source (newest first), which are kept and why.
+std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
+                                                          const std::vector<const CatalogEntry*>& list,
+                                                          Clock::time_point future) {
+  std::map<const CatalogEntry*, std::string> keep;
+  int newest = 0, verified = 0;
+  std::set<std::string> days, weeks, months;
+  for (const CatalogEntry* e : list) {
+    if (e->time > future) {
+      keep[e] = "dated in the future";
+      continue;
+    }
+    if (newest < config.keep_min) {
+      ++newest;
+      keep[e] = fmt::format("one of the {} newest (BACKUP_KEEP_MIN)", config.keep_min);
+    }
+    if (e->verified_ok() && verified < config.keep_min) {
+      ++verified;
+      if (!keep.count(e)) keep[e] = verified == 1 ? "the newest that verified" : "one of the newest that verified";
+    }
+    if (config.keep_daily > 0 && days.size() < static_cast<std::size_t>(config.keep_daily) &&
+        days.insert(day_of(e->time, "%Y-%m-%d")).second && !keep.count(e)) {
+      keep[e] = "the newest of its day (BACKUP_KEEP_DAILY)";
+    }
+    if (config.keep_weekly > 0 && weeks.size() < static_cast<std::size_t>(config.keep_weekly) &&
+        weeks.insert(day_of(e->time, "%G-W%V")).second && !keep.count(e)) {
+      keep[e] = "the newest of its week (BACKUP_KEEP_WEEKLY)";
+    }
+    if (config.keep_monthly > 0 && months.size() < static_cast<std::size_t>(config.keep_monthly) &&
+        months.insert(day_of(e->time, "%Y-%m")).second && !keep.count(e)) {
+      keep[e] = "the newest of its month (BACKUP_KEEP_MONTHLY)";
+    }
+  }
+  return keep;
+}
+
+std::string source_label(const CatalogEntry& e) {
+  std::string s = e.source();
+  return std::string(kind_name(e.kind)) + (s.empty() ? "" : " of " + s);
+}
+
 }  // namespace
 
 PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarget>& pg,
-                  Clock::time_point now) {
+                  Clock::time_point now, Journal* journal) {
   PruneResult result;
   const auto cutoff = now - std::chrono::hours(24) * config.retention_days;
   const auto future = now + std::chrono::minutes(5);
   std::vector<CatalogEntry> entries = scan_catalog(config.backup_dir);
   std::set<fs::path> remaining;
+  std::vector<std::pair<std::vector<fs::path>, std::string>> doomed;  // files of one backup, why
 
-  for (Kind kind : {Kind::db, Kind::objects, Kind::config}) {
-    std::vector<const CatalogEntry*> list;
-    for (const auto& e : entries) {
-      if (e.kind == kind) list.push_back(&e);
-    }
-    std::map<const CatalogEntry*, std::string> keep;
-    int newest = 0, verified = 0;
-    std::set<std::string> days, weeks, months;
-    for (const CatalogEntry* e : list) {  // newest first
-      bool ok = e->meta && e->meta->verification && e->meta->verification->ok;
-      if (e->time > future) {
-        keep[e] = "dated in the future";
-        continue;
-      }
-      if (newest < config.keep_min) {
-        ++newest;
-        keep[e] = fmt::format("one of the {} newest (BACKUP_KEEP_MIN)", config.keep_min);
-      }
-      if (ok && verified < config.keep_min) {
-        ++verified;
-        if (!keep.count(e)) keep[e] = verified == 1 ? "the newest that verified" : "one of the newest that verified";
-      }
-      if (config.keep_daily > 0 && days.size() < static_cast<std::size_t>(config.keep_daily) &&
-          days.insert(day_of(e->time, "%Y-%m-%d")).second && !keep.count(e)) {
-        keep[e] = "the newest of its day (BACKUP_KEEP_DAILY)";
-      }
-      if (config.keep_weekly > 0 && weeks.size() < static_cast<std::size_t>(config.keep_weekly) &&
-          weeks.insert(day_of(e->time, "%G-W%V")).second && !keep.count(e)) {
-        keep[e] = "the newest of its week (BACKUP_KEEP_WEEKLY)";
-      }
-      if (config.keep_monthly > 0 && months.size() < static_cast<std::size_t>(config.keep_monthly) &&
-          months.insert(day_of(e->time, "%Y-%m")).second && !keep.count(e)) {
-        keep[e] = "the newest of its month (BACKUP_KEEP_MONTHLY)";
-      }
-    }
+  // The rules hold per source: each database, each objects source, the config. The backups of
+  // one database never count for another's (its only backup stays, however many newer ones the
+  // other has).
+  std::map<std::pair<Kind, std::string>, std::vector<const CatalogEntry*>> sources;
+  for (const auto& e : entries) sources[{e.kind, e.source()}].push_back(&e);  // newest first
+  for (const auto& [source, list] : sources) {
+    auto keep = kept_of_source(config, list, future);
     for (const CatalogEntry* e : list) {
-      bool old = e->time < cutoff;
-      if (!old) {
+      if (e->time >= cutoff) {
         remaining.insert(e->path);
         continue;
       }
-      auto k = keep.find(e);
-      if (k != keep.end()) {
-        result.kept.push_back({e->path.string(), k->second});
+      if (auto k = keep.find(e); k != keep.end()) {
+        result.kept.push_back({e->path.string(), k->second + " of the " + source_label(*e)});
         remaining.insert(e->path);
         continue;
       }
-      std::string reason = fmt::format("older than BACKUP_RETENTION_DAYS={} ({})", config.retention_days,
-                                       iso8601(e->time).substr(0, 10));
-      result.deleted.push_back({e->path.string(), reason});
-      remove_file(e->path, dry_run);
-      fs::path meta = e->path;
-      meta += ".meta";
-      remove_file(meta, dry_run);
+      // Only the backup's own files: the file (a backup name inside BACKUP_DIR/<kind>, as
+      // scan_catalog found it), its meta, and the roles file its meta names beside it. A meta
+      // naming anything else is reported, not followed.
+      std::vector<fs::path> files = {e->path, e->path.string() + ".meta"};
       if (e->meta && e->meta->parts.contains("roles")) {
-        fs::path roles = e->path.parent_path() / e->meta->parts["roles"].value("file", "");
-        remove_file(roles, dry_run);
+        try {
+          if (auto roles = meta_part_file(e->path, *e->meta, "roles")) files.push_back(*roles);
+        } catch (const Error& err) {
+          spdlog::warn("prune: {}", err.what());
+        }
       }
+      doomed.emplace_back(std::move(files), fmt::format("older than BACKUP_RETENTION_DAYS={} ({})",
+                                                        config.retention_days, iso8601(e->time).substr(0, 10)));
     }
   }
 
-  // Leftovers: .partial and temporary files, roles files without their dump.
-  std::set<std::string> live_roles;
-  for (const auto& e : entries) {
-    if (remaining.count(e.path) && e.meta && e.meta->parts.contains("roles")) {
-      live_roles.insert(e.meta->parts["roles"].value("file", ""));
+  // Leftovers: .partial and temporary files, metas without their backup, roles files without
+  // their dump (not those of the backups deleted here: they go with them).
+  std::vector<std::pair<fs::path, std::string>> leftovers;
+  for (auto& [p, why] : interrupted_leftovers(config.backup_dir)) {
+    bool doomed_already = false;
+    for (const auto& [files, reason] : doomed) {
+      doomed_already = doomed_already || std::find(files.begin(), files.end(), p) != files.end();
     }
+    if (!doomed_already) leftovers.emplace_back(p, why);
   }
-  for (const char* kind : {"db", "objects", "config"}) {
-    fs::path dir = config.backup_dir / kind;
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) continue;
-    for (const auto& de : fs::directory_iterator(dir, ec)) {
-      std::string name = de.path().filename().string();
-      std::string reason;
-      if (name.ends_with(".partial")) {
-        reason = "an unfinished file left by an interrupted run";
-      } else if (name.find(".tmp.") != std::string::npos) {
-        reason = "a temporary file left by an interrupted run";
-      } else if (std::string(kind) == "db" && (name.ends_with(".roles.sql") || name.ends_with(".roles.sql.age")) &&
-                 !live_roles.count(name)) {
-        reason = "a roles file whose dump is gone";
-      }
-      if (reason.empty()) continue;
-      result.deleted.push_back({de.path().string(), reason});
-      remove_file(de.path(), dry_run);
-    }
-  }
-
   // Set files whose parts are all gone.
+  std::vector<fs::path> dead_sets;
   fs::path sets = config.backup_dir / "sets";
   std::error_code ec;
   if (fs::is_directory(sets, ec)) {
     for (const auto& de : fs::directory_iterator(sets, ec)) {
-      if (de.path().extension() != ".json") continue;
-      try {
-        auto j = nlohmann::json::parse(read_file(de.path()));
-        bool any = false;
-        for (auto it = j["parts"].begin(); it != j["parts"].end(); ++it) {
-          std::string file = it.value().value("path", "");
-          any = any || (!file.empty() && fs::exists(file, ec) && remaining.count(file));
-        }
-        if (!any) {
-          result.deleted.push_back({de.path().string(), "a set whose backups are all gone"});
-          remove_file(de.path(), dry_run);
-        }
-      } catch (const std::exception& e) {
-        spdlog::warn("prune: cannot read {}: {}", de.path().string(), e.what());
+      if (de.path().extension() != ".json" || !de.is_regular_file(ec)) continue;
+      auto j = nlohmann::json::parse(read_file(de.path()), nullptr, false);
+      if (j.is_discarded() || !j.is_object()) {
+        spdlog::warn("prune: {} is not a set file; left alone", de.path().string());
+        continue;
       }
+      bool any = false;
+      for (const char* kind : {"db", "objects", "config"}) {
+        try {
+          auto p = set_part_path(config, j, kind);
+          any = any || (p && remaining.count(*p));
+        } catch (const Error& err) {
+          spdlog::warn("prune: {}", err.what());
+          any = true;  // not understood: not ours to delete
+        }
+      }
+      if (!any) dead_sets.push_back(de.path());
     }
   }
+
+  // Announce every deletion in the journal first: a prune cut short is finished by the repair.
+  Journal::Entry entry;
+  if (!dry_run && journal && (!doomed.empty() || !leftovers.empty() || !dead_sets.empty())) {
+    nlohmann::json files = nlohmann::json::array();
+    for (const auto& [group, why] : doomed) {
+      for (const auto& f : group) files.push_back(fs::relative(f, config.backup_dir).string());
+    }
+    entry = journal->add("prune", {{"files", files}});
+  }
+  int n = 0;
+  for (const auto& [group, why] : doomed) {
+    result.deleted.push_back({group.front().string(), why});
+    if (dry_run) continue;
+    if (n++ == 1) fault_point("prune.deleting");
+    // The meta goes last: a backup file without its meta is never left behind looking finished.
+    for (std::size_t i = group.size(); i-- > 0;) {
+      if (i != 1) remove_file(group[i]);
+    }
+    remove_file(group[1]);
+  }
+  for (const auto& [p, why] : leftovers) {
+    result.deleted.push_back({p.string(), why});
+    if (!dry_run) remove_file(p);
+  }
+  for (const auto& p : dead_sets) {
+    result.deleted.push_back({p.string(), "a set whose backups are all gone"});
+    if (!dry_run) remove_file(p);
+  }
+  entry.settle();
 
   // Databases kept by restores.
   if (pg) {

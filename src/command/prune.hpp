@@ -1,13 +1,16 @@
 // `backupctl prune [--dry-run]`, also run after every successful backup (never before one).
 //
-// Per kind (db, objects, config), newest first, a backup is kept when it is one of the
-// BACKUP_KEEP_MIN newest, one of the BACKUP_KEEP_MIN newest that verified, the newest of one of
+// Per source (each database, each objects source, the config), newest first, a backup is kept
+// when it is one of the BACKUP_KEEP_MIN newest, one of the BACKUP_KEEP_MIN newest that verified
+// (and is not damaged since: its size is the meta's), the newest of one of
 // the last BACKUP_KEEP_DAILY days / BACKUP_KEEP_WEEKLY weeks / BACKUP_KEEP_MONTHLY months, younger
 // than BACKUP_RETENTION_DAYS, or dated in the future (a clock problem is not a reason to delete).
 // Everything else goes, with its meta and companions. Also removed: stale .partial and temporary
 // files (no backup runs: the caller holds the lock), roles files whose dump is gone, set files
 // whose parts are all gone, and `<db>__pre_restore_*` databases older than
-// RESTORE_KEEP_PREVIOUS_DAYS. Each deletion says why.
+// RESTORE_KEEP_PREVIOUS_DAYS. Each deletion says why. Only files inside BACKUP_DIR whose names
+// are backup names are ever deleted (with their meta and the roles file the meta names beside
+// them): a meta or set file naming anything else is reported, not followed.
 #pragma once
 
 #include <filesystem>
@@ -15,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "catalog/journal.hpp"
 #include "config/config.hpp"
 #include "pg/target.hpp"
 #include "util/time.hpp"
@@ -33,7 +37,9 @@ struct PruneResult {
 
 // With `pg`, expired previous databases are dropped too (best effort: a server that cannot be
 // reached is a warning). REQUIRES: the caller holds the BackupLock (unless dry_run).
+// With `journal`, the deletions are announced there first (a prune cut short is finished by the
+// repair).
 PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarget>& pg,
-                  Clock::time_point now);
+                  Clock::time_point now, Journal* journal = nullptr);
 
 }  // namespace backupctl

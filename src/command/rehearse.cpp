@@ -15,6 +15,7 @@
 #include "pg/archive.hpp"
 #include "pg/connection.hpp"
 #include "pg/custom_archive.hpp"
+#include "pg/identity.hpp"
 #include "pg/swap.hpp"
 #include "storage/disk/disk_store.hpp"
 #include "util/error.hpp"
@@ -56,7 +57,7 @@ std::string md_escape(std::string s) {
 }  // namespace
 
 RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::string& set_id,
-                         Progress& progress) {
+                         Journal& journal, Progress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string ts = name_timestamp(Clock::now());
   RehearsalReport report;
@@ -68,53 +69,34 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
     spdlog::info("rehearse: {} {}: {}", name, ok ? "ok" : "FAILED", detail);
   };
   auto part = [&](const char* kind) -> std::string {
-    if (!set["parts"].contains(kind) || set["parts"][kind].contains("error")) return "";
-    return set["parts"][kind]["path"].get<std::string>();
+    auto p = set_part_path(config, set, kind);
+    return p ? p->string() : "";
   };
 
-  // The staging places, and their removal whatever happens.
+  // The staging places, and their removal whatever happens (journal entries: undone at the end,
+  // on an error or a signal, or by the repair after a crash).
   PgTarget staging = config.staging_database_url.empty()
                          ? live.with_database(live.dbname() + "_rehearsal")
                          : PgTarget::from_url(config.staging_database_url, "STAGING_DATABASE_URL");
-  if (staging.dbname() == live.dbname() && config.staging_database_url.empty()) {
-    throw Error(ErrorCode::usage, "the staging database would be the live one", "set STAGING_DATABASE_URL");
-  }
+  // Before anything changes: the staging database can never be the live one, however the URL
+  // spells it (localhost or 127.0.0.1, options, a pooler's port).
+  refuse_live_target(live, staging, config.staging_database_url.empty() ? "the staging database" : "STAGING_DATABASE_URL");
   std::unique_ptr<ObjectStore> store;
   std::string objects_target;
   fs::path staging_dir;
-  bool created_bucket = false;
   Config quiet = config;  // restores into staging never stop the live services
   quiet.service_control = ServiceControl::none;
   quiet.confirmed = true;
   quiet.restore_keep_previous_days = 0;
   j["staging_database"] = staging.dbname();
-
-  struct Cleanup {
-    std::function<void()> fn;
-    ~Cleanup() {
-      InterruptShield shield;
-      try {
-        fn();
-      } catch (const std::exception& e) {
-        spdlog::error("rehearse: cleaning up the staging copies failed: {}", e.what());
-      }
-    }
-  } cleanup{[&] {
+  journal.step("rehearse.staging-database");
+  Journal::Entry staging_db;
+  {
     PgConnection conn = PgConnection::open(maintenance_target(staging));
-    drop_database(conn, staging.dbname());
-    for (const auto& p : previous_databases(conn, staging.dbname())) drop_database(conn, p.name);
-    if (!staging_dir.empty()) {
-      std::error_code ec;
-      fs::remove_all(staging_dir, ec);
-    }
-    if (store && !objects_target.empty() && config.object_storage != ObjectStorage::disk) {
-      std::vector<std::string> keys;
-      store->list_objects(config.staging_bucket, objects_target + "/", [&](const ObjectEntry& e) { keys.push_back(e.key); });
-      store->delete_objects(config.staging_bucket, keys);
-      if (created_bucket) store->delete_bucket(config.staging_bucket);
-    }
-    spdlog::info("rehearse: staging copies removed");
-  }};
+    staging_db = journal.add("staging_database",
+                             {{"server", server_record(conn)}, {"name", staging.dbname()}, {"live", live.dbname()}});
+  }
+  Journal::Entry staging_objects;
 
   bool ok = true;
   std::string reason;
@@ -125,14 +107,16 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
     if (db_file.empty()) throw Error(ErrorCode::not_found, "the set has no database backup");
     {
       PgConnection conn = PgConnection::open(maintenance_target(staging));
-      drop_database(conn, staging.dbname());  // a leftover of an interrupted rehearsal
+      drop_database(conn, staging.dbname());  // a leftover of an earlier rehearsal
     }
     auto t = std::chrono::steady_clock::now();
     RestoreDbOptions o;
     o.file = db_file;
     o.target_db = staging.dbname();
+    o.live = live;
+    journal.step("rehearse.restore-db");
     RestorePlan plan = plan_restore_db(quiet, staging, o, progress);
-    RestoreReport r = run_restore_db(quiet, staging, plan, o, progress);
+    RestoreReport r = run_restore_db(quiet, staging, plan, o, journal, progress);
     step("restore database", true, fmt::format("{} into {}", fs::path(db_file).filename().string(), staging.dbname()),
          seconds_since(t));
 
@@ -161,8 +145,10 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
       t = std::chrono::steady_clock::now();
       RestoreObjectsOptions oo;
       oo.file = objects_file;
+      journal.step("rehearse.restore-objects");
       if (config.object_storage == ObjectStorage::disk) {
         staging_dir = config.backup_dir / (".rehearsal-" + ts);
+        staging_objects = journal.add("temp_dir", {{"path", staging_dir.string()}});
         make_dirs(staging_dir, 0700);
         store = std::make_unique<DiskStore>(staging_dir);
         oo.target = staging_dir.string();
@@ -170,10 +156,13 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
         store = make_object_store(config);
         objects_target = "rehearsal-" + ts;
         oo.target = config.staging_bucket + "/" + objects_target;
-        created_bucket = !store->bucket_exists(config.staging_bucket);
+        staging_objects = journal.add("staging_objects", {{"endpoint", store->describe()},
+                                                          {"bucket", config.staging_bucket},
+                                                          {"prefix", objects_target},
+                                                          {"created_bucket", !store->bucket_exists(config.staging_bucket)}});
       }
       objects_plan = plan_restore_objects(quiet, *store, oo, progress);
-      ObjectsReport orp = run_restore_objects(quiet, *store, objects_plan, progress);
+      ObjectsReport orp = run_restore_objects(quiet, *store, objects_plan, journal, progress);
       step("restore objects", true, fmt::format("{} objects into {}", orp.uploaded, oo.target), seconds_since(t));
     } else {
       step("restore objects", true, "the set has no attachments backup", 0);
@@ -188,6 +177,7 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
         Placement p = objects_plan.place(ManifestObject{b, k, "", 0, "", "", "", {}, ""});
         return std::make_pair(p.bucket, p.key);
       };
+      journal.step("rehearse.checklist");
       auto results = run_checks(load_checklist(config.checks_file), target);
       json checks = json::array();
       for (const auto& c : results) {
@@ -209,6 +199,20 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
     if (!e.hint().empty()) reason += " (" + e.hint() + ")";
     step("rehearsal", false, reason, 0);
   }
+
+  // The staging copies go now, before the report is written (newest first, as the journal walks
+  // back): a failure to remove them is part of the report.
+  journal.step("rehearse.cleanup");
+  for (Journal::Entry* e : {&staging_objects, &staging_db}) {
+    try {
+      e->undo();
+    } catch (const std::exception& err) {
+      ok = false;
+      if (reason.empty()) reason = std::string("cannot remove the staging copies: ") + err.what();
+      step("cleanup", false, err.what(), 0);
+    }
+  }
+  store.reset();
 
   report.ok = ok;
   j["ok"] = ok;

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <string>
 
+#include "catalog/journal.hpp"
 #include "config/config.hpp"
 #include "pg/target.hpp"
 #include "util/progress.hpp"
@@ -33,7 +34,10 @@ struct RehearsalReport {
 // Never leaves staging copies behind. A failure (a damaged file, a failed check, a row count that
 // differs) is a report with ok == false and the reason, not an exception; exceptions are for not
 // being able to rehearse at all (no such set, no server).
+// The staging database is refused before anything changes when it is the live one (by what the
+// server says about itself). Every staging copy is a journal entry: removed at the end, on an
+// error or a signal, or by the repair after a crash; the live services are never stopped.
 RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::string& set_id,
-                         Progress& progress);
+                         Journal& journal, Progress& progress);
 
 }  // namespace backupctl

@@ -12,9 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "catalog/journal.hpp"
 #include "catalog/meta.hpp"
 #include "config/config.hpp"
 #include "pg/archive.hpp"
+#include "pg/load.hpp"
 #include "pg/target.hpp"
 #include "util/progress.hpp"
 
@@ -26,6 +28,9 @@ struct RestoreDbOptions {
   bool in_place = false;       // drop and recreate (after a safety dump) instead of swapping
   bool online = false;         // services keep running until the swap
   bool allow_no_meta = false;  // accept a dump made elsewhere, without a .meta
+  // The live database, when the restore goes elsewhere (a rehearsal's staging database on a
+  // server of its own): the target must not be it. Default: the configured one.
+  std::optional<PgTarget> live;
 };
 
 // What a restore would do, worked out without changing anything: the file was read whole and
@@ -46,8 +51,12 @@ struct RestorePlan {
   std::vector<std::string> roles_to_create;
   std::optional<std::filesystem::path> roles_file;
   std::string services;          // what will be stopped
+  bool stops_services = true;    // false for --target-db and rehearsals: the live app is not touched
   std::string mode;              // "swap", "online swap", "in-place"
   std::string previous_name;     // where the current database will be kept (swap modes)
+  std::string format_note;       // e.g. a custom-format archive named .sql, recognised by its header
+
+  DumpSource dump(const Config& config) const { return {file, format, toc, config.age_identity}; }
 
   std::string describe() const;  // the plan as printed without CONFIRM=YES
   nlohmann::json to_json() const;
@@ -58,6 +67,7 @@ struct RestoreReport {
   std::string target;
   std::string mode;
   std::string previous;  // "<db>__pre_restore_<ts>", empty when there was none
+  bool previous_kept = false;  // false with RESTORE_KEEP_PREVIOUS_DAYS=0: no undo
   std::optional<std::filesystem::path> safety_dump;  // --in-place
   std::vector<std::pair<std::string, double>> phases;  // name, seconds
   double services_down_seconds = 0;
@@ -76,9 +86,20 @@ struct RestoreReport {
 RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
                             const RestoreDbOptions& options, Progress& progress);
 
-// Carries out a plan. REQUIRES: config.confirmed.
+// Carries out a plan, as a short list of named steps, each announced in the journal first (and a
+// fault point of that name): restore-db.stop-services, .roles, .create-side, .load, .analyze,
+// .swap (one transaction: swap.before-commit inside it), .start-services, .prune-previous; for
+// --in-place: .safety-dump, .drop, .create, .load. Each change is a journal entry before it is
+// made (services, side_database, swap, in_place, temp_dir), so an error, a signal or a crash at
+// any point leaves the live database whole: the old one, or the restored one once the swap
+// committed. REQUIRES: config.confirmed; the caller holds the lock and owns `journal`.
 RestoreReport run_restore_db(const Config& config, const PgTarget& target, const RestorePlan& plan,
-                             const RestoreDbOptions& options, Progress& progress);
+                             const RestoreDbOptions& options, Journal& journal, Progress& progress);
+
+// Puts the safety dump of an in-place restore back as database `live` (dropped and created again
+// from it): what a failed, or interrupted (command/repair.cpp), --in-place restore needs.
+void put_back_safety_dump(const Config& config, const PgTarget& target, const std::string& live,
+                          const std::filesystem::path& dump);
 
 // `backupctl restore undo`: swaps the newest `<db>__pre_restore_*` back in place; the database it
 // replaces is kept the same way, so an undo can be undone.
@@ -90,6 +111,7 @@ struct UndoPlan {
   std::string describe() const;
 };
 UndoPlan plan_restore_undo(const Config& config, const PgTarget& target, const std::string& target_db);
-RestoreReport run_restore_undo(const Config& config, const PgTarget& target, const UndoPlan& plan);
+RestoreReport run_restore_undo(const Config& config, const PgTarget& target, const UndoPlan& plan,
+                               Journal& journal);
 
 }  // namespace backupctl

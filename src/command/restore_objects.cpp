@@ -11,8 +11,10 @@
 #include <set>
 #include <thread>
 
+#include "catalog/catalog.hpp"
 #include "io/age.hpp"
 #include "util/error.hpp"
+#include "util/fault.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/parallel.hpp"
@@ -189,6 +191,82 @@ class Uploader {
   bool m_stop = false;
 };
 
+// A bucket name that cannot turn into a path or another bucket: one segment, no control bytes.
+bool plain_bucket_name(const std::string& b) {
+  if (b.empty() || b.size() > 255 || b == "." || b == "..") return false;
+  for (unsigned char c : b) {
+    if (c == '/' || c < 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+
+// Why a folder cannot hold `key` as a file path ("" when it can): the disk store maps each '/'
+// segment to a folder, so empty, "." and ".." segments (other than a trailing '/' marking a
+// folder) have no place there.
+std::string folder_problem(const std::string& key) {
+  if (key.empty()) return "an empty key";
+  if (key.find('\0') != std::string::npos) return "a NUL byte";
+  std::size_t start = 0;
+  while (start <= key.size()) {
+    std::size_t slash = key.find('/', start);
+    std::string seg = key.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (slash == std::string::npos && seg.empty() && start > 0) break;  // "dir/": a folder marker
+    if (seg.empty()) return start == 0 ? "a leading '/'" : "an empty segment ('//')";
+    if (seg == "." || seg == "..") return "a '" + seg + "' segment";
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return "";
+}
+
+// Object keys are data, never paths: every placement is checked before anything is written. Bucket
+// names must be plain names; a folder target must be able to hold every key as a file (no '.',
+// '..' or empty segments, and no key that is also the folder of another: "a" and "a/b").
+void check_placements(const ObjectStore& store, const ObjectsPlan& plan) {
+  auto refuse = [&](const std::string& what, const std::string& hint) {
+    throw Error(ErrorCode::usage, "cannot restore " + plan.file.filename().string() + " into " + plan.target + ": " + what,
+                hint + "; nothing was changed");
+  };
+  for (const auto& b : plan.scan.manifest.buckets) {
+    if (!plain_bucket_name(b)) refuse("the backup names a bucket \"" + b + "\"", "the manifest is damaged or forged");
+  }
+  for (const auto& o : plan.scan.manifest.objects) {
+    if (!plain_bucket_name(o.bucket)) refuse("the backup names a bucket \"" + o.bucket + "\"", "the manifest is damaged or forged");
+  }
+  if (store.label() != "disk") return;  // S3 keeps any key byte for byte (CURLOPT_PATH_AS_IS)
+  std::set<std::string> files, folders;
+  std::size_t bad = 0;
+  std::string first;
+  for (const auto& o : plan.scan.manifest.objects) {
+    Placement p = plan.place(o);
+    std::string why = folder_problem(p.key);
+    if (!why.empty()) {
+      if (bad++ == 0) first = p.bucket + "/" + p.key + " (" + why + ")";
+      continue;
+    }
+    std::string full = p.bucket + "/" + p.key;
+    if (full.back() == '/') {
+      folders.insert(full.substr(0, full.size() - 1));
+    } else {
+      files.insert(full);
+    }
+    for (std::size_t i = full.find('/', p.bucket.size() + 1); i != std::string::npos && i + 1 < full.size();
+         i = full.find('/', i + 1)) {
+      folders.insert(full.substr(0, i));
+    }
+  }
+  if (bad > 0) {
+    refuse(fmt::format("a folder cannot hold {} of its keys, first: {}", bad, first),
+           "restore them into S3 (OBJECT_STORAGE=minio, or --target BUCKET), which keeps every key byte for byte");
+  }
+  for (const auto& f : files) {
+    if (folders.count(f)) {
+      refuse("the key " + f + " is also the folder of other keys, which a folder cannot hold",
+             "restore it into S3 (OBJECT_STORAGE=minio, or --target BUCKET)");
+    }
+  }
+}
+
 }  // namespace
 
 Placement ObjectsPlan::place(const ManifestObject& o) const {
@@ -207,10 +285,7 @@ ObjectsPlan plan_restore_objects(const Config& config, ObjectStore& store,
                 "merge (put every object, leave others) or exact (also delete objects not in the backup)");
   }
   std::error_code ec;
-  if (!fs::is_regular_file(plan.file, ec)) {
-    throw Error(ErrorCode::not_found, "backup file " + plan.file.string() + " does not exist",
-                "`backupctl list --kind objects` shows the backups in " + config.backup_dir.string());
-  }
+  require_backup_file(plan.file, config.backup_dir, "objects");
   fs::path meta_path = plan.file;
   meta_path += ".meta";
   if (fs::exists(meta_path, ec)) {
@@ -249,6 +324,7 @@ ObjectsPlan plan_restore_objects(const Config& config, ObjectStore& store,
     }
   }
   plan.target = store.describe() + (plan.target_bucket.empty() ? "" : " bucket " + options.target);
+  check_placements(store, plan);
 
   std::set<std::string> target_buckets;
   std::set<std::pair<std::string, std::string>> restored;
@@ -309,9 +385,16 @@ nlohmann::json ObjectsPlan::to_json() const {
 }
 
 ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, const ObjectsPlan& plan,
-                                  Progress& progress) {
+                                  Journal& journal, Progress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   ObjectsReport report;
+  const bool disk = store.label() == "disk";
+  // What the repair does if we die from here on: abort open uploads (their own entries), remove the
+  // disk store's unfinished files, and say the restore must be run again to complete.
+  Journal::Entry restoring = journal.add("objects_restore", {{"file", plan.file.string()},
+                                                             {"target", plan.target},
+                                                             {"folder", disk ? store.describe() : ""}});
+  journal.step("restore-objects.create-buckets");
   for (const auto& b : plan.buckets_to_create) {
     store.create_bucket(b);
     report.buckets_created.push_back(b);
@@ -325,8 +408,11 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
   std::set<std::pair<std::string, std::string>> succeeded;
   spdlog::info("restore objects: uploading {} objects ({}) to {}", plan.scan.manifest.objects.size(),
                human_bytes(plan.scan.object_bytes), plan.target);
+  journal.step("restore-objects.upload");
   progress.start("upload");
   {
+    const std::size_t half = plan.scan.manifest.objects.size() / 2;
+    std::size_t read_objects = 0;
     Uploader uploader(store, config.object_parallel);
     std::unique_ptr<io::Source> raw = io::open_plaintext(plan.file, config.age_identity);
     ObjectArchiveReader reader(*raw);
@@ -342,6 +428,7 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
                     "nothing more is uploaded; run again");
       }
       const ManifestObject& o = *it->second;
+      if (read_objects++ == half) fault_point("restore-objects.half-uploaded");
       Placement where = plan.place(o);
       PutOptions put{o.content_type, o.metadata};
       Expected exp{where, o.size, {}};
@@ -380,6 +467,13 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
         int number = 0;
         try {
           auto upload = store.start_multipart(where.bucket, where.key, put);
+          Journal::Entry open_upload;
+          if (!upload->upload_id().empty()) {
+            open_upload = journal.add("multipart", {{"endpoint", store.describe()},
+                                                    {"bucket", where.bucket},
+                                                    {"key", where.key},
+                                                    {"upload_id", upload->upload_id()}});
+          }
           auto send_part = [&] {
             unsigned char md[EVP_MAX_MD_SIZE];
             unsigned int len = 0;
@@ -408,6 +502,7 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
             throw Error(ErrorCode::verification, "the archive's copy of " + o.key + " changed since it was checked");
           }
           upload->complete();
+          open_upload.settle();
           EVP_DigestFinal_ex(whole_md5, md, &len);
           exp.etags.insert(hex(md, len));
           exp.etags.insert(digest_hex(EVP_md5(), part_md5s) + "-" + std::to_string(number));
@@ -460,9 +555,9 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
   // not a HEAD per object) gives each object's size and ETag, compared with the bytes sent. Disk:
   // each file is read back and its sha256 compared with the manifest's.
   spdlog::info("restore objects: checking {} objects in the store", expected.size());
+  journal.step("restore-objects.verify");
   progress.start("verify");
   std::vector<std::string> mismatches;
-  const bool disk = store.label() == "disk";
   std::map<std::string, std::map<std::string, ObjectEntry>> listed;  // bucket -> key -> entry
   if (!disk) {
     std::set<std::string> buckets;
@@ -514,6 +609,7 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
   for (const ManifestObject& o : plan.scan.manifest.objects) report.bytes += o.size;
 
   if (plan.mode == "exact" && !plan.to_delete.empty()) {
+    journal.step("restore-objects.delete");
     std::map<std::string, std::vector<std::string>> per_bucket;
     for (const auto& p : plan.to_delete) per_bucket[p.bucket].push_back(p.key);
     for (const auto& [bucket, keys] : per_bucket) {
@@ -521,6 +617,7 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
       report.deleted += keys.size();
     }
   }
+  restoring.settle();
   report.seconds = seconds_since(t0);
   return report;
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "archive/object_archive.hpp"
+#include "catalog/journal.hpp"
 #include "catalog/meta.hpp"
 #include "config/config.hpp"
 #include "storage/object_store.hpp"
@@ -65,9 +66,11 @@ struct ObjectsReport {
 ObjectsPlan plan_restore_objects(const Config& config, ObjectStore& store,
                                  const RestoreObjectsOptions& options, Progress& progress);
 
-// REQUIRES: confirmed. On a failed upload, throws after the others finished, naming how many were
-// and were not uploaded and where the full list is; running it again completes it.
+// REQUIRES: confirmed; the caller holds the lock and owns `journal`. On a failed upload, throws
+// after the others finished, naming how many were and were not uploaded and where the full list
+// is; running it again completes it. Steps: restore-objects.create-buckets, .upload (with the
+// fault point restore-objects.half-uploaded), .verify, .delete (--mode exact).
 ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, const ObjectsPlan& plan,
-                                  Progress& progress);
+                                  Journal& journal, Progress& progress);
 
 }  // namespace backupctl

@@ -25,7 +25,8 @@ SetResult backup_all(const Config& config, const PgTarget& target, Progress& pro
   auto run = [&](const char* kind, const std::function<BackupResult()>& fn) {
     try {
       BackupResult b = fn();
-      parts[kind] = {{"file", b.file.filename().string()}, {"path", b.file.string()},
+      parts[kind] = {{"file", b.file.filename().string()},
+                     {"path", (fs::path(kind) / b.file.filename()).string()},  // relative to BACKUP_DIR
                      {"sha256", b.meta.sha256}, {"size", b.meta.size}};
     } catch (const Error& e) {
       if (e.code() == ErrorCode::interrupted) throw;
@@ -52,6 +53,27 @@ SetResult backup_all(const Config& config, const PgTarget& target, Progress& pro
   r.file = dir / ("set_" + name_timestamp(start) + ".json");
   write_file_atomic(r.file, r.json.dump(2) + "\n", 0600);
   return r;
+}
+
+std::optional<fs::path> set_part_path(const Config& config, const nlohmann::json& set, const std::string& kind) {
+  if (!set.is_object() || !set.contains("parts") || !set["parts"].is_object()) return std::nullopt;
+  const auto& parts = set["parts"];
+  if (!parts.contains(kind) || !parts[kind].is_object() || parts[kind].contains("error")) return std::nullopt;
+  const auto& p = parts[kind];
+  std::string named = p.contains("path") && p["path"].is_string() ? p["path"].get<std::string>()
+                      : p.contains("file") && p["file"].is_string() ? p["file"].get<std::string>()
+                                                                      : "";
+  std::string name = fs::path(named).filename().string();
+  auto parsed = parse_backup_filename(name);
+  fs::path rel(named);
+  bool relative_ok = rel.is_absolute() || rel == fs::path(name) || rel == fs::path(kind) / name;
+  if (!parsed || std::string(kind_name(parsed->kind)) != kind || !relative_ok) {
+    throw Error(ErrorCode::verification,
+                "set " + set.value("set_id", std::string("?")) + " names \"" + named + "\" as its " + kind +
+                    " backup, which is not a " + kind + " backup file of BACKUP_DIR: not followed",
+                "the set file was changed or damaged; restore the parts with their own commands");
+  }
+  return config.backup_dir / kind / name;
 }
 
 nlohmann::json find_set(const Config& config, const std::string& id) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "config/config.hpp"
@@ -28,5 +29,13 @@ SetResult backup_all(const Config& config, const PgTarget& target, Progress& pro
 
 // The set file of `id` ("latest": the newest complete set). Throws Error(not_found).
 nlohmann::json find_set(const Config& config, const std::string& id);
+
+// Where a set's part `kind` ("db", "objects", "config") is: BACKUP_DIR/<kind>/<its file name>. Set
+// files name their members relative to BACKUP_DIR (older ones by absolute path: only the file
+// name counts, so a moved BACKUP_DIR keeps its sets). nullopt when the set has no such part or it
+// failed; Error(verification) when the set names something that is not a backup file of that kind
+// (a set file is input someone else may have written: reported, never followed).
+std::optional<std::filesystem::path> set_part_path(const Config& config, const nlohmann::json& set,
+                                                   const std::string& kind);
 
 }  // namespace backupctl

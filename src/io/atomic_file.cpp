@@ -65,9 +65,15 @@ void AtomicFileSink::write_behind() {
   m_flushed = m_written;
 }
 
-void AtomicFileSink::commit() {
+void AtomicFileSink::sync() {
+  if (m_synced) return;
   if (::fsync(m_fd.get()) != 0) throw_errno("cannot fsync " + m_partial.string());
   m_fd.reset();
+  m_synced = true;
+}
+
+void AtomicFileSink::commit() {
+  sync();
   int rc = ::renameat2(AT_FDCWD, m_partial.c_str(), AT_FDCWD, m_final.c_str(), RENAME_NOREPLACE);
   if (rc != 0 && errno == EINVAL) {
     // File systems without RENAME_NOREPLACE: link() also refuses to replace.

@@ -23,6 +23,8 @@ class AtomicFileSink : public Sink {
   ~AtomicFileSink() override;
 
   void write(std::span<const char> data) override;
+  // fsyncs the .partial (commit() does it too when this was not called).
+  void sync();
   void commit();
   // Removes the .partial now.
   void abort();
@@ -41,6 +43,7 @@ class AtomicFileSink : public Sink {
   std::uint64_t m_written = 0;
   std::uint64_t m_flushed = 0;  // bytes handed to write-back so far
   bool m_done = false;
+  bool m_synced = false;
 };
 
 }  // namespace backupctl::io

@@ -6,6 +6,8 @@
 
 #include "pg/connection.hpp"
 #include "util/error.hpp"
+#include "util/fault.hpp"
+#include "util/signals.hpp"
 
 namespace backupctl {
 
@@ -68,39 +70,83 @@ void drop_database(PgConnection& conn, const std::string& db) {
 }
 
 bool swap_databases(PgConnection& conn, const std::string& side, const std::string& target,
-                    const std::string& previous) {
+                    const std::string& previous, const std::function<void(bool)>& on_lockout) {
   if (!database_exists(conn, target)) {
+    if (on_lockout) on_lockout(true);
+    fault_point("swap.before-commit");
     conn.exec("ALTER DATABASE " + quote_ident(side) + " RENAME TO " + quote_ident(target));
     return false;
   }
-  bool allowed = conn.scalar("SELECT datallowconn FROM pg_database WHERE datname = $1", {target}) == "t";
+  const bool allowed = conn.scalar("SELECT datallowconn FROM pg_database WHERE datname = $1", {target}) == "t";
+  if (on_lockout) on_lockout(allowed);
   conn.exec("ALTER DATABASE " + quote_ident(target) + " ALLOW_CONNECTIONS false");
   try {
-    // A session may slip in between ending them and the rename: try a few times.
+    // A session may slip in between ending them and the rename (one that was half-way through
+    // connecting): the transaction then fails as a whole; try a few times.
     for (int attempt = 0;; ++attempt) {
       end_sessions(conn, target);
       try {
+        conn.exec("BEGIN");
         conn.exec("ALTER DATABASE " + quote_ident(target) + " RENAME TO " + quote_ident(previous));
-        break;
+        conn.exec("ALTER DATABASE " + quote_ident(side) + " RENAME TO " + quote_ident(target));
+        if (allowed) conn.exec("ALTER DATABASE " + quote_ident(previous) + " ALLOW_CONNECTIONS true");
+        fault_point("swap.before-commit");
+        conn.exec("COMMIT");
+        return true;
       } catch (const Error& e) {
+        try {
+          conn.exec("ROLLBACK");
+        } catch (const Error&) {
+          // The connection is gone: the server rolled the transaction back itself.
+        }
         if (attempt >= 20 || std::string(e.what()).find("being accessed") == std::string::npos) throw;
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
     }
   } catch (...) {
-    if (allowed) conn.exec("ALTER DATABASE " + quote_ident(target) + " ALLOW_CONNECTIONS true");
+    InterruptShield shield;
+    try {
+      if (allowed) conn.exec("ALTER DATABASE " + quote_ident(target) + " ALLOW_CONNECTIONS true");
+    } catch (const Error& e) {
+      spdlog::error("restore: cannot let connections into {} again: {}", target, e.what());
+    }
     throw;
   }
-  try {
-    conn.exec("ALTER DATABASE " + quote_ident(side) + " RENAME TO " + quote_ident(target));
-  } catch (...) {
-    spdlog::error("restore: the swap failed half-way; renaming {} back to {}", previous, target);
-    conn.exec("ALTER DATABASE " + quote_ident(previous) + " RENAME TO " + quote_ident(target));
-    if (allowed) conn.exec("ALTER DATABASE " + quote_ident(target) + " ALLOW_CONNECTIONS true");
-    throw;
+}
+
+std::string settle_swap(PgConnection& conn, const std::string& live, const std::string& side,
+                        const std::string& previous, bool live_allowed) {
+  auto allows = [&](const std::string& db) {
+    return conn.scalar("SELECT datallowconn FROM pg_database WHERE datname = $1", {db}) == "t";
+  };
+  bool has_live = database_exists(conn, live);
+  const bool has_side = database_exists(conn, side);
+  bool has_previous = !previous.empty() && database_exists(conn, previous);
+  std::string found;
+  if (!has_live && has_previous) {
+    // Only renames made one at a time (an older backupctl, or by hand) leave this: the live name
+    // empty and the database it held under `previous`. Put it back.
+    end_sessions(conn, previous);
+    conn.exec("ALTER DATABASE " + quote_ident(previous) + " RENAME TO " + quote_ident(live));
+    has_live = true;
+    has_previous = false;
+    found = "the live name was empty: " + previous + " was renamed back to " + live;
+  } else if (has_live && !has_side) {
+    found = "the swap had committed: " + live + " is the restored database" +
+            (has_previous ? ", " + previous + " the one before" : "");
+  } else if (has_live) {
+    found = "the swap had not committed: " + live + " is the database from before the restore";
+  } else {
+    found = "there was no " + live + " before the restore, and there is none";
   }
-  if (allowed) conn.exec("ALTER DATABASE " + quote_ident(previous) + " ALLOW_CONNECTIONS true");
-  return true;
+  if (has_live && live_allowed && !allows(live)) {
+    conn.exec("ALTER DATABASE " + quote_ident(live) + " ALLOW_CONNECTIONS true");
+    found += "; it accepts connections again";
+  }
+  if (has_previous && live_allowed && !allows(previous)) {
+    conn.exec("ALTER DATABASE " + quote_ident(previous) + " ALLOW_CONNECTIONS true");
+  }
+  return found;
 }
 
 std::vector<PreviousDatabase> previous_databases(PgConnection& conn, const std::string& db) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,12 +34,26 @@ void end_sessions(PgConnection& conn, const std::string& db);
 // Drops `db`, ending its sessions first. Missing is fine.
 void drop_database(PgConnection& conn, const std::string& db);
 
-// Puts `side` in place of `target` in one step: target is renamed to `previous` (if it exists) and
-// side to target. New connections to target are refused meanwhile (ALLOW_CONNECTIONS false) and
-// its sessions ended; the flag is put back on `previous` afterwards. If the second rename fails,
-// the first is undone. Returns whether a target existed.
+// Puts `side` in place of `target` in one transaction: `target` is renamed to `previous` (when it
+// exists) and `side` to `target`, committed together, so no session ever finds no database under
+// the live name and a crash at any moment leaves either the old or the new one there. Before the
+// transaction, new connections to `target` are refused (ALLOW_CONNECTIONS false, committed: it
+// must hold while its sessions are ended) and its sessions ended; `on_lockout(allowed)` is told
+// the flag's value first, for the journal. The transaction gives `previous` its flag back; if it
+// fails, `target` gets it back. Returns whether a target existed.
+// REQUIRES: nobody is connected to `side`.
 bool swap_databases(PgConnection& conn, const std::string& side, const std::string& target,
-                    const std::string& previous);
+                    const std::string& previous,
+                    const std::function<void(bool allowed)>& on_lockout = nullptr);
+
+// After a swap that may have been cut short (the process died, the connection broke): makes the
+// live name hold a whole database that accepts connections. The transaction committed when `side`
+// is gone and `previous` exists (the restored database is live); otherwise it did not (the old one
+// is, with its ALLOW_CONNECTIONS flag put back to `live_allowed`). A live name left empty by
+// renames made outside one transaction gets `previous` back. Returns what it found, for the
+// operator ("the swap had committed: ...").
+std::string settle_swap(PgConnection& conn, const std::string& live, const std::string& side,
+                        const std::string& previous, bool live_allowed);
 
 struct PreviousDatabase {
   std::string name;

@@ -76,6 +76,26 @@ PgTarget PgTarget::with_database(std::string dbname) const {
   return t;
 }
 
+PgTarget PgTarget::with_server(const std::string& host, const std::string& port, const std::string& user) const {
+  PgTarget t;
+  t.m_dbname = m_dbname;
+  for (const auto& [k, v] : m_params) {
+    if (k == "password") {
+      t.m_params.emplace_back(k, v);
+      t.m_env.emplace_back("PGPASSWORD", v);
+    }
+  }
+  auto set = [&](const char* key, const char* var, const std::string& value) {
+    if (value.empty()) return;
+    t.m_params.emplace_back(key, value);
+    t.m_env.emplace_back(var, value);
+  };
+  set("host", "PGHOST", host);
+  set("port", "PGPORT", port);
+  set("user", "PGUSER", user);
+  return t;
+}
+
 std::vector<std::pair<std::string, std::optional<std::string>>> PgTarget::child_env() const {
   std::vector<std::pair<std::string, std::optional<std::string>>> env;
   for (const auto& [k, v] : m_env) env.emplace_back(k, v);

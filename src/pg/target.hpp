@@ -22,6 +22,10 @@ class PgTarget {
   // The same server and credentials, another database.
   PgTarget with_database(std::string dbname) const;
 
+  // Another server (host, port, user as the journal recorded them), with this target's password
+  // when it carries one (DATABASE_URL's); libpq finds PGPASSWORD and ~/.pgpass itself.
+  PgTarget with_server(const std::string& host, const std::string& port, const std::string& user) const;
+
   const std::string& dbname() const { return m_dbname; }
 
   // libpq keyword/value pairs for PQconnectdbParams (the password included, if any).

@@ -7,7 +7,11 @@
 
 #include <regex>
 
+#include <spdlog/spdlog.h>
+
+#include "util/env.hpp"
 #include "util/error.hpp"
+#include "util/fs.hpp"
 #include "util/process.hpp"
 
 namespace backupctl {
@@ -121,6 +125,40 @@ Error pg_tool_failure(std::string_view tool, const ExitStatus& status,
   }
   return Error(ErrorCode::tool_failed, fmt::format("{} failed ({}): {}", tool, status.describe(), line),
                hint);
+}
+
+void run_pg_program(std::vector<std::string> argv, const PgTarget& target,
+                    const std::function<void(io::Sink&)>& feed, std::string_view what_was_lost,
+                    const std::string& pgoptions) {
+  MemFile err("stderr");
+  SpawnOptions spawn{.argv = std::move(argv), .env = target.child_env()};
+  if (!pgoptions.empty()) {
+    auto inherited = env_value("PGOPTIONS");
+    spawn.env.emplace_back("PGOPTIONS", inherited && !inherited->empty() ? *inherited + " " + pgoptions : pgoptions);
+  }
+  spawn.in = feed ? Stdio::pipe : Stdio::null;
+  spawn.out = Stdio::null;
+  spawn.err_fd = err.fd();
+  std::string tool = spawn.argv[0].substr(spawn.argv[0].rfind('/') + 1);
+  Child child = Child::spawn(spawn);
+  if (feed) {
+    io::ChildStdinSink sink(child.stdin_pipe(), tool);
+    feed(sink);
+  }
+  ExitStatus status = child.wait();
+  if (!status.ok()) {
+    std::string text = err.read_all();
+    std::string tail = last_lines(text, 8);
+    if (!tail.empty()) {
+      spdlog::error("{} said (last lines):", tool);
+      for (std::string_view rest = tail; !rest.empty();) {
+        auto nl = rest.find('\n');
+        spdlog::error("  {}", rest.substr(0, nl));
+        rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+      }
+    }
+    throw pg_tool_failure(tool, status, text, what_was_lost);
+  }
 }
 
 }  // namespace backupctl

@@ -32,6 +32,11 @@ PgTool find_pg_tool(std::string_view name, int server_major, const Config& confi
 
 }  // namespace backupctl
 
+#include <functional>
+#include <vector>
+
+#include "io/pipeline.hpp"
+#include "pg/target.hpp"
 #include "util/error.hpp"
 #include "util/process.hpp"
 
@@ -41,5 +46,14 @@ namespace backupctl {
 // first) and a hint for the common causes (permissions, lost connection, killed).
 Error pg_tool_failure(std::string_view tool, const ExitStatus& status, const std::string& stderr_text,
                       std::string_view what_was_lost);
+
+// Runs a PostgreSQL program against `target` (its connection settings as PG* variables: never a
+// password in argv) with stdin fed by `feed` (or /dev/null), stdout discarded and stderr
+// collected whole (a pipe could fill while we are busy feeding); its last lines are logged when
+// it fails. Throws pg_tool_failure(). `pgoptions` are added to PGOPTIONS (server settings for the
+// program's sessions).
+void run_pg_program(std::vector<std::string> argv, const PgTarget& target,
+                    const std::function<void(io::Sink&)>& feed, std::string_view what_was_lost,
+                    const std::string& pgoptions = "");
 
 }  // namespace backupctl

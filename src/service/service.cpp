@@ -41,6 +41,7 @@ class ArgvController : public ServiceController {
   void stop() override { run_control(m_stop, "stop"); }
   void start() override { run_control(m_start, "start"); }
   std::string describe_stop() const override { return join(m_stop); }
+  std::vector<std::string> start_argv() const override { return m_start; }
 
  private:
   std::vector<std::string> m_stop, m_start;
@@ -92,14 +93,17 @@ std::unique_ptr<ServiceController> make_service_controller(const Config& config)
   return std::make_unique<NoController>();
 }
 
-ServicesStopped::ServicesStopped(ServiceController& controller) : m_controller(controller) {
+ServicesStopped::ServicesStopped(ServiceController& controller, Journal& journal) : m_controller(controller) {
+  if (!m_controller.does_nothing()) {
+    m_entry = journal.add("services", {{"describe", m_controller.describe_stop()}, {"start", m_controller.start_argv()}});
+  }
   try {
     m_controller.stop();
   } catch (...) {
     // Some services may have stopped before the failure: bring them back before giving up.
     InterruptShield shield;
     try {
-      m_controller.start();
+      m_entry.undo();
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }
@@ -108,22 +112,11 @@ ServicesStopped::ServicesStopped(ServiceController& controller) : m_controller(c
   m_stopped_at = now_seconds();
 }
 
-ServicesStopped::~ServicesStopped() {
-  if (m_running) return;
-  InterruptShield shield;  // a signal brought us here: starting the services must still finish
-  try {
-    m_controller.start();
-    spdlog::info("services: running again");
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    spdlog::error("the services are STOPPED: start them by hand");
-  }
-}
-
 void ServicesStopped::start_now() {
-  m_running = true;
   m_down = now_seconds() - m_stopped_at;
   m_controller.start();
+  m_entry.settle();
+  spdlog::info("services: running again");
 }
 
 double ServicesStopped::seconds_down() const {

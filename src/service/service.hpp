@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "catalog/journal.hpp"
 #include "config/config.hpp"
 
 namespace backupctl {
@@ -19,6 +20,9 @@ class ServiceController {
   // "docker compose -f infra/docker-compose.yml stop api worker beat", for plans and logs.
   virtual std::string describe_stop() const = 0;
   virtual bool does_nothing() const { return false; }
+  // The command start() runs (empty when it does nothing): the journal records it, and the repair
+  // of an interrupted run starts the services with it only when this configuration's is the same.
+  virtual std::vector<std::string> start_argv() const { return {}; }
 };
 
 // The controller SERVICE_CONTROL selects. Throws Error(usage) when it cannot work (compose
@@ -26,12 +30,13 @@ class ServiceController {
 std::unique_ptr<ServiceController> make_service_controller(const Config& config);
 
 // Stops the services on construction and starts them again on destruction, whatever unwinds the
-// stack (an error, SIGINT/SIGTERM, a crashing pg_restore). start_now() starts them early (the
-// --online swap) and reports a failure as an exception instead of a log line.
+// stack (an error, a signal, a crashing pg_restore): the journal entry "services" is written
+// before the stop, and its undo (command/repair.cpp) is the start, also after a crash. start_now()
+// starts them at the moment the caller chooses and reports a failure as an exception.
 class ServicesStopped {
  public:
-  explicit ServicesStopped(ServiceController& controller);
-  ~ServicesStopped();
+  ServicesStopped(ServiceController& controller, Journal& journal);
+  ~ServicesStopped() = default;  // m_entry's undo starts them
   ServicesStopped(const ServicesStopped&) = delete;
   ServicesStopped& operator=(const ServicesStopped&) = delete;
 
@@ -40,7 +45,7 @@ class ServicesStopped {
 
  private:
   ServiceController& m_controller;
-  bool m_running = false;
+  Journal::Entry m_entry;
   double m_stopped_at = 0;
   double m_down = -1;
 };

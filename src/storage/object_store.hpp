@@ -75,6 +75,9 @@ class MultipartUpload {
   virtual void upload_part(int number, RewindableSource& part, const std::string& md5_base64 = "") = 0;
   virtual void complete() = 0;
   virtual void abort() = 0;
+  // The server's id of the upload ("" when there is none): the journal records it, so the repair
+  // of an interrupted restore can abort an upload its process left open.
+  virtual std::string upload_id() const { return ""; }
 };
 
 class ObjectStore {
@@ -111,6 +114,12 @@ class ObjectStore {
                                                            const PutOptions& options) = 0;
 
   virtual void delete_objects(const std::string& bucket, const std::vector<std::string>& keys) = 0;
+
+  // Aborts a multipart upload by its id (the repair of a run that died with one open). Missing is
+  // fine. Stores without multipart uploads do nothing.
+  virtual void abort_multipart(const std::string& bucket, const std::string& key, const std::string& upload_id) {
+    (void)bucket, (void)key, (void)upload_id;
+  }
 };
 
 // The store OBJECT_STORAGE selects: minio (MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY,

@@ -19,6 +19,7 @@ int exit_status(ErrorCode code) {
     case ErrorCode::stale: return 10;
     case ErrorCode::check_failed: return 11;
     case ErrorCode::interrupted: return 130;
+    case ErrorCode::repair_needed: return 12;
   }
   return 1;
 }
@@ -37,6 +38,7 @@ std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::stale: return "stale";
     case ErrorCode::check_failed: return "check_failed";
     case ErrorCode::interrupted: return "interrupted";
+    case ErrorCode::repair_needed: return "repair_needed";
   }
   return "internal";
 }

@@ -20,7 +20,8 @@ enum class ErrorCode {
   confirmation_required,  // a destructive command ran without CONFIRM=YES
   stale,                  // `status`: the newest good backup of a kind is too old
   check_failed,           // the post-restore checklist (or a rehearsal) found a problem
-  interrupted,            // SIGINT or SIGTERM
+  interrupted,            // SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE on our output
+  repair_needed,          // an interrupted run's journal could not be repaired (`backupctl repair`)
 };
 
 class Error : public std::runtime_error {

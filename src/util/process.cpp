@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -56,15 +59,40 @@ std::vector<std::string> build_environment(const SpawnOptions& options) {
   return out;
 }
 
-class FileActions {
- public:
-  FileActions() { posix_spawn_file_actions_init(&m_actions); }
-  ~FileActions() { posix_spawn_file_actions_destroy(&m_actions); }
-  posix_spawn_file_actions_t* get() { return &m_actions; }
+// The program's path: argv[0] itself when it has a '/', else the first executable file of that
+// name on our PATH (looked up here: between fork and exec only async-signal-safe calls are
+// allowed).
+std::string resolve_program(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  std::string dirs = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::size_t start = 0;
+  while (start <= dirs.size()) {
+    std::size_t colon = dirs.find(':', start);
+    std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
+    struct stat st{};
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return "";
+}
 
- private:
-  posix_spawn_file_actions_t m_actions;
-};
+// In the child, between fork and exec: make `from` the child's descriptor `to` (or /dev/null
+// when from < 0 and `null` is set). Async-signal-safe calls only.
+bool child_redirect(int from, int to, bool null, int null_flags) {
+  if (from < 0 && null) {
+    int fd = ::open("/dev/null", null_flags);
+    if (fd < 0) return false;
+    from = fd;
+  }
+  if (from < 0) return true;  // inherit
+  if (from == to) return ::fcntl(to, F_SETFD, 0) == 0;  // dup2 onto itself keeps FD_CLOEXEC
+  return ::dup2(from, to) == to;
+}
 
 ExitStatus decode(int status) {
   ExitStatus s;
@@ -85,36 +113,22 @@ Child Child::spawn(const SpawnOptions& options) {
   auto slash = child.m_name.rfind('/');
   if (slash != std::string::npos) child.m_name = child.m_name.substr(slash + 1);
 
-  FileActions actions;
   Pipe in_pipe, out_pipe, err_pipe;
-  // stdin
-  if (options.in_fd >= 0) {
-    posix_spawn_file_actions_adddup2(actions.get(), options.in_fd, 0);
-  } else if (options.in == Stdio::pipe) {
-    in_pipe = Pipe::create();
-    posix_spawn_file_actions_adddup2(actions.get(), in_pipe.read.get(), 0);
-  } else if (options.in == Stdio::null) {
-    posix_spawn_file_actions_addopen(actions.get(), 0, "/dev/null", O_RDONLY, 0);
-  }
-  // stdout
-  if (options.out_fd >= 0) {
-    posix_spawn_file_actions_adddup2(actions.get(), options.out_fd, 1);
-  } else if (options.out == Stdio::pipe) {
-    out_pipe = Pipe::create();
-    posix_spawn_file_actions_adddup2(actions.get(), out_pipe.write.get(), 1);
-  } else if (options.out == Stdio::null) {
-    posix_spawn_file_actions_addopen(actions.get(), 1, "/dev/null", O_WRONLY, 0);
-  }
-  // stderr
-  if (options.err_fd >= 0) {
-    posix_spawn_file_actions_adddup2(actions.get(), options.err_fd, 2);
-  } else if (options.err == Stdio::pipe) {
-    err_pipe = Pipe::create();
-    posix_spawn_file_actions_adddup2(actions.get(), err_pipe.write.get(), 2);
-  } else if (options.err == Stdio::null) {
-    posix_spawn_file_actions_addopen(actions.get(), 2, "/dev/null", O_WRONLY, 0);
-  }
+  if (options.in_fd < 0 && options.in == Stdio::pipe) in_pipe = Pipe::create();
+  if (options.out_fd < 0 && options.out == Stdio::pipe) out_pipe = Pipe::create();
+  if (options.err_fd < 0 && options.err == Stdio::pipe) err_pipe = Pipe::create();
+  const int in_fd = options.in_fd >= 0 ? options.in_fd : in_pipe.read ? in_pipe.read.get() : -1;
+  const int out_fd = options.out_fd >= 0 ? options.out_fd : out_pipe.write ? out_pipe.write.get() : -1;
+  const int err_fd = options.err_fd >= 0 ? options.err_fd : err_pipe.write ? err_pipe.write.get() : -1;
+  const bool in_null = options.in_fd < 0 && options.in == Stdio::null;
+  const bool out_null = options.out_fd < 0 && options.out == Stdio::null;
+  const bool err_null = options.err_fd < 0 && options.err == Stdio::null;
 
+  const std::string program = resolve_program(options.argv[0]);
+  if (program.empty()) {
+    throw Error(ErrorCode::not_found, "cannot run " + options.argv[0] + ": No such file or directory",
+                "install it or put its directory on PATH (for PostgreSQL tools: PG_BINDIR)");
+  }
   std::vector<std::string> env = build_environment(options);
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
@@ -123,28 +137,55 @@ Child Child::spawn(const SpawnOptions& options) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The child tells us why exec failed through this pipe; it closes (exec-on-close) when exec works.
+  Pipe exec_error = Pipe::create();
 
-  // The child starts with default signal dispositions (we ignore SIGPIPE, it must not).
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  sigaddset(&defaults, SIGXFSZ);
-  sigaddset(&defaults, SIGINT);
-  sigaddset(&defaults, SIGTERM);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  sigset_t empty;
-  sigemptyset(&empty);
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
-  pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, argv[0], actions.get(), &attr, argv.data(), envp.data());
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    Error e = errno_error(rc, "cannot run " + options.argv[0]);
-    if (rc == ENOENT) {
+  // No signal may run our handlers in the child before exec (they write to the parent's
+  // self-pipe): block everything across the fork; the child resets the dispositions and unblocks.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    struct sigaction dfl;
+    std::memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGXFSZ}) ::sigaction(sig, &dfl, nullptr);
+    // The child dies with us, even when we are killed with SIGKILL: no orphaned pg_restore keeps
+    // loading a database nobody will use. (The death signal fires when the spawning thread ends:
+    // children are spawned by threads that outlive them.)
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    int err = 0;
+    if (::getppid() != parent) ::_exit(127);
+    if (!child_redirect(in_fd, 0, in_null, O_RDONLY) || !child_redirect(out_fd, 1, out_null, O_WRONLY) ||
+        !child_redirect(err_fd, 2, err_null, O_WRONLY)) {
+      err = errno;
+    } else {
+      ::execve(program.c_str(), argv.data(), envp.data());
+      err = errno;
+    }
+    [[maybe_unused]] ssize_t n = ::write(exec_error.write.get(), &err, sizeof err);
+    ::_exit(127);
+  }
+  int fork_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) throw errno_error(fork_errno, "cannot run " + options.argv[0] + " (fork)");
+  exec_error.write.reset();
+  int child_errno = 0;
+  ssize_t got;
+  do {
+    got = ::read(exec_error.read.get(), &child_errno, sizeof child_errno);
+  } while (got < 0 && errno == EINTR);
+  if (got == static_cast<ssize_t>(sizeof child_errno)) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    Error e = errno_error(child_errno, "cannot run " + options.argv[0]);
+    if (child_errno == ENOENT) {
       throw Error(ErrorCode::not_found, e.what(),
                   "install it or put its directory on PATH (for PostgreSQL tools: PG_BINDIR)");
     }

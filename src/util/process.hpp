@@ -1,5 +1,6 @@
-// Child processes started by argv with posix_spawn (never through a shell). Secrets go to children
-// through environment overrides, never on the command line.
+// Child processes started by argv (fork + exec, never through a shell). Secrets go to children
+// through environment overrides, never on the command line. Every child gets PR_SET_PDEATHSIG:
+// it is killed when backupctl dies, even by SIGKILL, so nothing keeps working on our behalf.
 #pragma once
 
 #include <sys/types.h>

@@ -1,17 +1,25 @@
-// SIGINT/SIGTERM handling. The handlers only record the signal and write to a self-pipe; the
-// long-running loops (process I/O, copies) watch interrupt_fd() in poll() and call
-// check_interrupted(), which throws Error(interrupted). Unwinding then runs every RAII cleanup:
-// children are killed and reaped, .partial files removed, stopped services started again.
+// Signal handling. SIGINT, SIGTERM, SIGHUP (an SSH session that drops), SIGQUIT and a SIGPIPE on
+// our own stdout/stderr (the reader of our output went away) all mean "stop": the handlers only
+// record the signal and write to a self-pipe; the long-running loops (process I/O, copies) watch
+// interrupt_fd() in poll() and call check_interrupted(), which throws Error(interrupted).
+// Unwinding then runs every cleanup: children are killed and reaped, .partial files removed,
+// stopped services started again, the journal's pending entries walked back.
 #pragma once
+
+#include <string>
 
 namespace backupctl {
 
-// Installs the handlers (without SA_RESTART) and ignores SIGPIPE and SIGXFSZ, so a closed pipe or
-// a file-size limit shows up as EPIPE/EFBIG errors instead of killing the process.
+// Installs the handlers (without SA_RESTART). SIGPIPE from writing to a child's pipe is not a
+// stop: the write fails with EPIPE and the caller reports the child's own error. SIGXFSZ is
+// ignored, so a file-size limit shows up as EFBIG.
 void install_signal_handlers();
 
-// The signal number received (SIGINT or SIGTERM), or 0.
+// The signal number received, or 0.
 int interrupt_signal();
+
+// "SIGHUP", "SIGTERM", ...
+std::string signal_name(int sig);
 
 // Readable once a signal arrived; for poll().
 int interrupt_fd();

@@ -3,7 +3,9 @@
 #include <archive.h>
 #include <fcntl.h>
 #include <archive_entry.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -100,7 +102,12 @@ TEST(ConfigBackup, KeepsModesMtimesAndLinksWithoutFollowingThem) {
   EXPECT_TRUE(std::regex_match(archive.filename().string(), std::regex(R"(config_\d{8}_\d{6}\.tar\.gz)")));
   RunResult tar = run_command({.argv = {"tar", "tvzf", archive.string(), "--full-time"}});
   ASSERT_TRUE(tar.status.ok()) << tar.err;
-  EXPECT_TRUE(std::regex_search(tar.out, std::regex(R"(-rw------- 0/0 +\d+ \S+ \S+ infra/env\n)"))) << tar.out;
+  // The owner is recorded by name and by number (pax), so a restore gives it back.
+  const std::string owner = std::string(::getpwuid(::geteuid())->pw_name) + "/" + ::getgrgid(::getegid())->gr_name;
+  EXPECT_TRUE(std::regex_search(tar.out, std::regex("-rw------- " + owner + R"( +\d+ \S+ \S+ infra/env\n)"))) << tar.out;
+  RunResult numeric = run_command({.argv = {"tar", "tvzf", archive.string(), "--numeric-owner"}});
+  EXPECT_NE(numeric.out.find(std::to_string(::geteuid()) + "/" + std::to_string(::getegid())), std::string::npos)
+      << numeric.out;
   EXPECT_NE(tar.out.find("2023-11-14 22:13:20 infra/docker-compose.yml"), std::string::npos) << tar.out;
   EXPECT_NE(tar.out.find("infra/monitoring/current.yml -> prometheus.yml"), std::string::npos) << tar.out;
   EXPECT_NE(tar.out.find("infra/monitoring/elsewhere.txt -> "), std::string::npos) << tar.out;
@@ -362,7 +369,11 @@ TEST_F(SetTest, BackupAllMakesOneSetAndRestoreAllBringsBackDbAndObjects) {
   auto set = read_json(set_file);
   for (const char* kind : {"db", "objects", "config"}) {
     ASSERT_TRUE(set["parts"].contains(kind)) << kind;
-    fs::path f = set["parts"][kind]["path"].get<std::string>();
+    // Members are named relative to BACKUP_DIR, so a moved BACKUP_DIR keeps its sets.
+    fs::path rel = set["parts"][kind]["path"].get<std::string>();
+    EXPECT_TRUE(rel.is_relative()) << rel;
+    EXPECT_EQ(*rel.begin(), kind);
+    fs::path f = backups.path() / rel;
     EXPECT_EQ(set["parts"][kind]["sha256"], sha256sum(f)) << kind;
     EXPECT_EQ(read_json(f.string() + ".meta")["set_id"], set_id) << kind;
   }
@@ -593,7 +604,10 @@ TEST(Secrets, NeverInOutputMetasStateOrChildArgv) {
   ASSERT_EQ(all.exit_code, 0) << all.err;
   EnvList r = e;
   r.emplace_back("CONFIRM", "YES");
-  CliResult restore = run_backupctl({"restore", "db", "--file", nlohmann::json::parse(all.out)["set"]["parts"]["db"]["path"]}, r);
+  CliResult restore = run_backupctl(
+      {"restore", "db", "--file",
+       (backups.path() / nlohmann::json::parse(all.out)["set"]["parts"]["db"]["path"].get<std::string>()).string()},
+      r);
   ASSERT_EQ(restore.exit_code, 0) << restore.err;
   std::vector<std::string> texts = {all.out, all.err, restore.out, restore.err, read_file(bin.path() / "argv.log"),
                                     read_file(metrics.path() / "m.prom"), read_file(backups.path() / ".backupctl-state.json")};

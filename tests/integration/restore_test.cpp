@@ -10,40 +10,11 @@
 
 #include "fixture.hpp"
 #include "snapshot.hpp"
+#include "writer.hpp"
 
 namespace backupctl::test {
 
 namespace {
-
-fs::path writer_script() { return fs::path(BACKUPCTL_SOURCE_DIR) / "tests/integration/bin/writer.sh"; }
-
-// One line of the shared event log: "<ns> <event>".
-struct Event {
-  long long ns;
-  std::string what;
-};
-
-std::vector<Event> read_events(const fs::path& log) {
-  std::vector<Event> out;
-  std::ifstream in(log);
-  long long ns;
-  std::string what;
-  while (in >> ns >> what) out.push_back({ns, what});
-  return out;
-}
-
-long long first(const std::vector<Event>& ev, const std::string& what, long long after = 0) {
-  for (const auto& e : ev) {
-    if (e.what == what && e.ns >= after) return e.ns;
-  }
-  return -1;
-}
-
-int count_between(const std::vector<Event>& ev, const std::string& what, long long from, long long to) {
-  int n = 0;
-  for (const auto& e : ev) n += e.what == what && e.ns > from && e.ns < to;
-  return n;
-}
 
 // A server with database `archive` (heartbeat + documents + a bigger table), a backup of it, a
 // writer standing in for api/worker/beat, and PG_BINDIR wrappers that log when pg_restore starts.
@@ -51,7 +22,7 @@ class RestoreTest : public ::testing::Test {
  protected:
   PgCluster pg;
   TempDir dir;
-  TempDir state;  // writer pid and the shared event log
+  Writer writer;  // the services, and the shared event log
   TempDir bin;
   fs::path dump;
 
@@ -76,20 +47,12 @@ class RestoreTest : public ::testing::Test {
     dump = nlohmann::json::parse(r.out)["path"].get<std::string>();
   }
 
-  void TearDown() override {
-    // Never leave a writer running, whatever the test did (its command line names the state dir).
-    run_command({.argv = {writer_script().string(), "stop", state.path().string()}});
-    run_command({.argv = {"pkill", "-f", state.path().string()}});
-  }
-
-  fs::path log() const { return state.path() / "log"; }
+  fs::path log() const { return writer.log(); }
 
   EnvList env() const {
     EnvList e = backup_env(pg, "archive", dir.path());
     e.emplace_back("PG_BINDIR", bin.path().string());
-    e.emplace_back("SERVICE_CONTROL", "command");
-    e.emplace_back("SERVICE_STOP_CMD", writer_script().string() + " stop " + state.path().string());
-    e.emplace_back("SERVICE_START_CMD", writer_script().string() + " start " + state.path().string());
+    for (const auto& v : writer.service_env()) e.push_back(v);
     return e;
   }
 
@@ -99,12 +62,7 @@ class RestoreTest : public ::testing::Test {
     return e;
   }
 
-  void start_writer() {
-    EnvList e = pg.env("archive");
-    RunResult r = run_command({.argv = {writer_script().string(), "start", state.path().string()}, .env = e});
-    ASSERT_TRUE(r.status.ok()) << r.err;
-    ASSERT_TRUE(wait_for([&] { return first(read_events(log()), "ok") > 0; }, 10));
-  }
+  void start_writer() { writer.start(pg, "archive"); }
 
   std::vector<std::string> databases() {
     std::string out = pg.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'archive%' ORDER BY 1");
@@ -115,21 +73,7 @@ class RestoreTest : public ::testing::Test {
   }
 
   // The writer must be running again at the end of every restore, successful or not.
-  void expect_writer_running() {
-    auto ev = read_events(log());
-    ASSERT_FALSE(ev.empty());
-    long long restarted = -1;
-    for (const auto& e : ev) {
-      if (e.what == "started") restarted = e.ns;
-    }
-    long long stopped = -1;
-    for (const auto& e : ev) {
-      if (e.what == "stopped") stopped = e.ns;
-    }
-    EXPECT_GT(restarted, stopped) << "the services were left stopped";
-    EXPECT_TRUE(wait_for([&] { return first(read_events(log()), "ok", restarted) > 0; }, 10))
-        << "the writer does not write after the restore";
-  }
+  void expect_writer_running() { writer.expect_running(); }
 };
 
 }  // namespace

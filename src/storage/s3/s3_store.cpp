@@ -279,6 +279,9 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
     } free_headers{headers};
 
     curl_easy_setopt(c, CURLOPT_URL, target.c_str());
+    // Keys are data, not paths: without this, libcurl removes "." and ".." segments from the path
+    // (RFC 3986) and an object key "a/../../other/x" would be written to another key or bucket.
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     std::string sigv4 = "aws:amz:" + m_settings.region + ":s3";
     curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
@@ -595,13 +598,10 @@ class S3Multipart : public MultipartUpload {
 
   void abort() override {
     m_done = true;
-    S3Store::Request r;
-    r.method = "DELETE";
-    r.bucket = m_bucket;
-    r.key = m_key;
-    r.query = {{"uploadId", m_id}};
-    m_store.send(r, fmt::format("cannot abort the upload of {}/{}", m_bucket, m_key));
+    m_store.abort_multipart(m_bucket, m_key, m_id);
   }
+
+  std::string upload_id() const override { return m_id; }
 
  private:
   S3Store& m_store;
@@ -644,6 +644,19 @@ std::unique_ptr<MultipartUpload> S3Store::start_multipart(const std::string& buc
     throw Error(ErrorCode::tool_failed, "cannot start the upload of " + bucket + "/" + key + ": no UploadId");
   }
   return std::make_unique<S3Multipart>(*this, bucket, key, id);
+}
+
+void S3Store::abort_multipart(const std::string& bucket, const std::string& key, const std::string& upload_id) {
+  Request r;
+  r.method = "DELETE";
+  r.bucket = bucket;
+  r.key = key;
+  r.query = {{"uploadId", upload_id}};
+  try {
+    send(r, fmt::format("cannot abort the upload of {}/{}", bucket, key));
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::not_found) throw;  // NoSuchUpload: already gone
+  }
 }
 
 void S3Store::delete_objects(const std::string& bucket, const std::vector<std::string>& keys) {

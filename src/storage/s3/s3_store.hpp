@@ -50,6 +50,7 @@ class S3Store : public ObjectStore {
                                                    const std::string& key,
                                                    const PutOptions& options) override;
   void delete_objects(const std::string& bucket, const std::vector<std::string>& keys) override;
+  void abort_multipart(const std::string& bucket, const std::string& key, const std::string& upload_id) override;
 
   // One HTTP exchange, exposed for the multipart upload and for tests.
   struct Request {

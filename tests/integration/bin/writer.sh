@@ -1,13 +1,21 @@
 #!/bin/sh
 # A stand-in for the app's services in restore tests: a loop that inserts into heartbeat(at) of
 # $PGDATABASE every ~20 ms and logs each attempt, for SERVICE_CONTROL=command.
-#   writer.sh start DIR   start the loop in the background (pid in DIR/pid), log "<ns> started"
+#   writer.sh start DIR   start the loop in the background (pid in DIR/pid), log "<ns> started";
+#                         when it runs already, only log
 #   writer.sh stop DIR    stop it, log "<ns> stopped"
 # DIR/log gets "<ns> ok" or "<ns> fail" per insert.
 set -eu
 dir=$2
+# Running and not a zombie (PID 1 reaps orphans slowly here, and kill -0 succeeds on a zombie).
+alive() { [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 case "$1" in
   start)
+    # Like `docker compose start`: starting what runs already changes nothing.
+    if [ -f "$dir/pid" ] && alive "$(cat "$dir/pid")"; then
+      echo "$(date +%s%N) started" >> "$dir/log"
+      exit 0
+    fi
     setsid sh -c '
       while :; do
         if psql -X -q -c "INSERT INTO heartbeat VALUES (clock_timestamp())" >/dev/null 2>&1; then
@@ -24,7 +32,8 @@ case "$1" in
     if [ ! -f "$dir/pid" ]; then echo "$(date +%s%N) stopped" >> "$dir/log"; exit 0; fi
     pid=$(cat "$dir/pid")
     kill -- "-$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.01; done
+    while alive "$pid"; do sleep 0.01; done
+    rm -f "$dir/pid"
     echo "$(date +%s%N) stopped" >> "$dir/log"
     ;;
 esac

@@ -1,0 +1,186 @@
+#include "catalog/journal.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "util/error.hpp"
+#include "util/fault.hpp"
+#include "util/fs.hpp"
+#include "util/process.hpp"
+#include "util/signals.hpp"
+#include "util/time.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+Journal::Journal(const fs::path& backup_dir, std::string command, Undo undo) : m_undo(std::move(undo)) {
+  fs::path dir = backup_dir / "journal";
+  make_dirs(dir, 0700);
+  m_path = dir / fmt::format("run_{}_{}.json", name_timestamp(Clock::now()), ::getpid());
+  m_json = {{"journal_version", 1},
+            {"command", std::move(command)},
+            {"pid", ::getpid()},
+            {"host", machine_hostname()},
+            {"started_at", iso8601(Clock::now())},
+            {"step", ""},
+            {"steps", json::array()},
+            {"pending", json::array()}};
+  write();
+}
+
+Journal::~Journal() {
+  try {
+    if (m_json["pending"].empty()) {
+      if (::unlink(m_path.c_str()) == 0) fsync_dir(m_path.parent_path());
+    } else {
+      m_json["ended_at"] = iso8601(Clock::now());
+      write();
+      spdlog::error("{} entr{} of this run could not be undone; `backupctl repair` retries, `backupctl status` shows them",
+                    m_json["pending"].size(), m_json["pending"].size() == 1 ? "y" : "ies");
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("cannot update the journal {}: {}", m_path.string(), e.what());
+  }
+}
+
+void Journal::write() { write_file_atomic(m_path, m_json.dump(1) + "\n", 0600); }
+
+void Journal::step(std::string_view name) {
+  m_json["step"] = std::string(name);
+  m_json["steps"].push_back(std::string(name));
+  write();
+  fault_point(name);
+}
+
+Journal::Entry Journal::add(std::string type, json data) {
+  int id = m_next_id++;
+  m_json["pending"].push_back({{"id", id}, {"type", std::move(type)}, {"data", std::move(data)},
+                               {"at", iso8601(Clock::now())}});
+  write();
+  return Entry(this, id);
+}
+
+json* Journal::find(int id) {
+  for (auto& e : m_json["pending"]) {
+    if (e["id"] == id) return &e;
+  }
+  return nullptr;
+}
+
+void Journal::remove_entry(int id) {
+  auto& pending = m_json["pending"];
+  for (auto it = pending.begin(); it != pending.end(); ++it) {
+    if ((*it)["id"] == id) {
+      pending.erase(it);
+      write();
+      return;
+    }
+  }
+}
+
+void Journal::undo_entry(int id) {
+  json* e = find(id);
+  if (!e) return;
+  std::string type = (*e)["type"];
+  json data = (*e)["data"];
+  try {
+    m_undo(type, data);
+  } catch (const std::exception& err) {
+    (*e)["undo_error"] = err.what();
+    write();
+    throw;
+  }
+  remove_entry(id);
+}
+
+Journal::Entry::Entry(Entry&& other) noexcept
+    : m_journal(std::exchange(other.m_journal, nullptr)), m_id(other.m_id) {}
+
+Journal::Entry& Journal::Entry::operator=(Entry&& other) noexcept {
+  if (this != &other) {
+    this->~Entry();
+    m_journal = std::exchange(other.m_journal, nullptr);
+    m_id = other.m_id;
+  }
+  return *this;
+}
+
+Journal::Entry::~Entry() {
+  if (!m_journal) return;
+  InterruptShield shield;  // a signal brought us here: the undo must still finish
+  try {
+    undo();
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+  }
+}
+
+void Journal::Entry::settle() {
+  if (!m_journal) return;
+  std::exchange(m_journal, nullptr)->remove_entry(m_id);
+}
+
+void Journal::Entry::undo() {
+  if (!m_journal) return;
+  Journal* j = std::exchange(m_journal, nullptr);
+  j->undo_entry(m_id);
+}
+
+void Journal::Entry::update(json data) {
+  if (!m_journal) return;
+  if (json* e = m_journal->find(m_id)) {
+    (*e)["data"] = std::move(data);
+    m_journal->write();
+  }
+}
+
+std::vector<JournalFile> read_journals(const fs::path& backup_dir) {
+  std::vector<JournalFile> out;
+  fs::path dir = backup_dir / "journal";
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  std::vector<fs::path> files;
+  for (const auto& de : fs::directory_iterator(dir, ec)) {
+    std::string name = de.path().filename().string();
+    if (name.starts_with("run_") && name.ends_with(".json")) files.push_back(de.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& p : files) {
+    JournalFile f{p, {}, {}};
+    struct stat st{};
+    if (::lstat(p.c_str(), &st) != 0) continue;  // settled meanwhile
+    if (!S_ISREG(st.st_mode)) {
+      f.problem = "not a regular file";
+    } else if (st.st_uid != ::geteuid()) {
+      f.problem = fmt::format("owned by uid {}, not by this user (uid {}): not acted on", st.st_uid, ::geteuid());
+    } else if (st.st_mode & 022) {
+      f.problem = "writable by others: not acted on";
+    } else {
+      try {
+        f.json = json::parse(read_file(p));
+        if (!f.json.is_object() || !f.json.contains("pending") || !f.json["pending"].is_array()) {
+          f.problem = "not a backupctl journal";
+        }
+      } catch (const std::exception& e) {
+        f.problem = std::string("unreadable: ") + e.what();
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+void write_journal_file(const JournalFile& file) { write_file_atomic(file.path, file.json.dump(1) + "\n", 0600); }
+
+void remove_journal_file(const JournalFile& file) {
+  if (::unlink(file.path.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + file.path.string());
+  fsync_dir(file.path.parent_path());
+}
+
+}  // namespace backupctl
