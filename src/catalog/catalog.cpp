@@ -6,6 +6,7 @@
 #include <set>
 
 #include "util/error.hpp"
+#include "util/json.hpp"
 #include "util/fault.hpp"
 
 namespace backupctl {
@@ -147,7 +148,7 @@ std::vector<std::pair<fs::path, std::string>> interrupted_leftovers(const fs::pa
     try {
       Meta meta = read_meta(de.path());
       if (meta.parts.contains("roles") && meta.parts["roles"].is_object()) {
-        roles_in_use.insert(meta.parts["roles"].value("file", ""));
+        roles_in_use.insert(json_string(meta.parts["roles"], "file"));
       }
     } catch (const Error&) {
       // A damaged meta: its roles file stays (prune reports the meta).

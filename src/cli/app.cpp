@@ -24,34 +24,34 @@ namespace {
 // CLI11's parse errors as ours: one line naming the argument, and a hint. An unknown word after a
 // command with subcommands ("restore foo") is named as an unknown command of that one.
 Error parse_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
-  std::string message = e.what();
-  if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
-    // The deepest command that was given, and the first word after it that is not an option.
-    CLI::App* at = &app;
-    std::string path;
-    int i = 1;
-    for (; i < argc; ++i) {
-      std::string word = argv[i];
-      if (word.starts_with("-")) continue;
-      CLI::App* sub = nullptr;
-      try {
-        sub = at->get_subcommand(word);
-      } catch (const CLI::OptionNotFound&) {
-      }
-      if (sub == nullptr) break;
-      at = sub;
-      path += (path.empty() ? "" : " ") + word;
+  // The deepest command that was given, and the first word after it that is not an option.
+  CLI::App* at = &app;
+  std::string path;
+  int i = 1;
+  for (; i < argc; ++i) {
+    std::string word = argv[i];
+    if (word.starts_with("-")) continue;
+    CLI::App* sub = nullptr;
+    try {
+      sub = at->get_subcommand(word);
+    } catch (const CLI::OptionNotFound&) {
     }
-    if (i < argc && !at->get_subcommands({}).empty()) {
-      std::string names;
-      for (const CLI::App* s : at->get_subcommands({})) names += (names.empty() ? "" : ", ") + s->get_name();
-      return Error(ErrorCode::usage,
-                   "unknown command '" + (path.empty() ? "" : path + " ") + argv[i] + "'",
-                   (path.empty() ? "the commands are: " : "`" + path + "` takes: ") + names +
-                       " (`backupctl " + path + (path.empty() ? "" : " ") + "--help`)");
-    }
+    if (sub == nullptr) break;
+    at = sub;
+    path += (path.empty() ? "" : " ") + word;
   }
-  return Error(ErrorCode::usage, message, "run `backupctl --help`");
+  if (!at->get_subcommands({}).empty()) {
+    std::string names;
+    for (const CLI::App* s : at->get_subcommands({})) names += (names.empty() ? "" : ", ") + s->get_name();
+    std::string help = " (`backupctl " + path + (path.empty() ? "" : " ") + "--help`)";
+    if (i < argc) {
+      return Error(ErrorCode::usage, "unknown command '" + (path.empty() ? "" : path + " ") + argv[i] + "'",
+                   (path.empty() ? "the commands are: " : "`" + path + "` takes: ") + names + help);
+    }
+    return Error(ErrorCode::usage, (path.empty() ? std::string("no command given") : "`" + path + "` needs a command"),
+                 "one of: " + names + help);
+  }
+  return Error(ErrorCode::usage, e.what(), "run `backupctl " + path + (path.empty() ? "" : " ") + "--help`");
 }
 
 }  // namespace
@@ -85,6 +85,7 @@ int run_cli(int argc, char** argv) {
   verify->add_option("files", args.files, "backup files to check");
   verify->add_flag("--all", args.all, "every backup in BACKUP_DIR");
   verify->add_flag("--latest", args.latest, "the newest backup of each kind");
+  verify->add_flag("--quick", args.quick, "database dumps: the table of contents only, not every data block");
 
   auto* list = app.add_subcommand("list", "list backups, newest first");
   list->add_option("--kind", args.kind, "only db, objects or config");

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "catalog/lock.hpp"
+#include "util/json.hpp"
 #include "catalog/naming.hpp"
 #include "command/backup_db.hpp"
 #include "command/backup_objects.hpp"
@@ -28,6 +29,7 @@
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
+#include "util/signals.hpp"
 #include "util/time.hpp"
 
 namespace backupctl {
@@ -198,7 +200,7 @@ int cmd_verify(const Config& config, const Args& args) {
   nlohmann::json results = nlohmann::json::array();
   bool all_ok = true;
   for (const fs::path& f : files) {
-    VerifyVerdict v = verify_backup(config, f, *progress);
+    VerifyVerdict v = verify_backup(config, f, *progress, args.quick);
     all_ok = all_ok && v.ok;
     results.push_back(
         {{"file", v.file.string()}, {"kind", v.kind}, {"ok", v.ok}, {"detail", v.detail}});
@@ -263,6 +265,12 @@ int cmd_restore_db(const Config& config, const Args& args) {
     } else {
       std::cout << report.describe();
     }
+    if (interrupt_signal() != 0) {
+      throw Error(ErrorCode::interrupted,
+                  "interrupted by " + signal_name(interrupt_signal()) + " after the restore had finished (the database " +
+                      report.target + " is restored and the services run)",
+                  "the checklist did not run: `backupctl check`");
+    }
     if (!plan.stops_services) return Outcome{};  // a staging copy: the live system's checklist does not apply
     post_restore_checks(config, report.safety_dump
                                     ? "to go back: CONFIRM=YES backupctl restore db --in-place --file " + report.safety_dump->string()
@@ -282,8 +290,7 @@ int cmd_restore_objects(const Config& config, const Args& args) {
   // For the disk store, --target is another folder (a rehearsal copy).
   std::unique_ptr<ObjectStore> store;
   if (config.object_storage == ObjectStorage::disk && !options.target.empty()) {
-    make_dirs(options.target, 0755);
-    store = std::make_unique<DiskStore>(options.target);
+    store = std::make_unique<DiskStore>(options.target);  // created when the restore runs
   } else {
     store = make_object_store(config);
   }
@@ -452,7 +459,7 @@ int cmd_restore_all(const Config& config, const Args& args) {
   if (db.empty() && objects.empty()) {
     throw Error(
         ErrorCode::not_found,
-        "set " + set.value("set_id", "?") + " has neither a database nor an attachments backup",
+        "set " + json_string(set, "set_id", "?") + " has neither a database nor an attachments backup",
         "pick another set");
   }
   PgTarget target = PgTarget::from_environment();
@@ -470,7 +477,7 @@ int cmd_restore_all(const Config& config, const Args& args) {
     objects_plan = plan_restore_objects(config, *store, objects_options, *progress);
   }
   std::string text = fmt::format("restore of backup set {} (made {}):\n\n",
-                                 set.value("set_id", "?"), set.value("created_at", "?"));
+                                 json_string(set, "set_id", "?"), json_string(set, "created_at", "?"));
   if (db_plan) text += db_plan->describe() + "\n";
   if (objects_plan) text += objects_plan->describe() + "\n";
   if (!conf.empty())
@@ -478,9 +485,9 @@ int cmd_restore_all(const Config& config, const Args& args) {
         "config: preview-first; after the restore run:\n  make restore-config BACKUP_FILE=" + conf +
         " MODE=preview\n";
   require_confirmation(config, args, text, {{"set", set}},
-                       "CONFIRM=YES backupctl restore all --set " + set.value("set_id", args.set));
+                       "CONFIRM=YES backupctl restore all --set " + json_string(set, "set_id", args.set));
   return bookkeeping(config, "restore all", "restore", [&](Journal& journal) {
-    nlohmann::json out = {{"ok", true}, {"set_id", set.value("set_id", "")}};
+    nlohmann::json out = {{"ok", true}, {"set_id", json_string(set, "set_id")}};
     if (db_plan) {
       RestoreReport r = run_restore_db(config, target, *db_plan, db_options, journal, *progress);
       out["db"] = r.to_json();

@@ -23,6 +23,7 @@ struct Args {
   std::vector<std::string> files;
   bool all = false;
   bool latest = false;
+  bool quick = false;
   // list
   std::string kind;
   // restore

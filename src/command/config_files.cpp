@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "archive/object_archive.hpp"
+#include "util/json.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
 #include "io/age.hpp"
@@ -775,24 +776,24 @@ ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Jou
 }
 
 std::string rollback_config_apply(const Config& config, const nlohmann::json& data) {
-  if (data.value("app_root", "") != config.app_root.string()) {
+  if (json_string(data, "app_root") != config.app_root.string()) {
     throw Error(ErrorCode::repair_needed,
-                "the interrupted config apply was in " + data.value("app_root", std::string("?")) + ", this configuration's APP_ROOT is " +
+                "the interrupted config apply was in " + json_string(data, "app_root", "?") + ", this configuration's APP_ROOT is " +
                     config.app_root.string(),
                 "run `backupctl repair` with that run's settings");
   }
-  const bool committed = data.value("committed", false);
+  const bool committed = json_bool(data, "committed", false);
   std::vector<std::string> restored;
   const auto& items = data.contains("items") && data["items"].is_array() ? data["items"] : nlohmann::json::array();
   for (auto it = items.rbegin(); it != items.rend(); ++it) {
-    std::string path = it->value("path", "");
+    std::string path = json_string(*it, "path");
     if (!safe_path(path) || !under_config_paths(config, path)) {
       throw Error(ErrorCode::verification, "the journal names \"" + path + "\" as a config file: not acted on",
                   "look at the journal, then `backupctl repair --discard`");
     }
     fs::path target = config.app_root / path, staged = staged_path(target), kept = kept_path(target);
-    const bool write = it->value("action", "") == "write";
-    const bool existed = it->value("existed", false);
+    const bool write = json_string(*it, "action") == "write";
+    const bool existed = json_bool(*it, "existed", false);
     if (committed) {
       ::unlink(kept.c_str());
       ::unlink(staged.c_str());

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "util/fs.hpp"
+#include "util/json.hpp"
 
 #include "util/format.hpp"
 #include "util/time.hpp"
@@ -29,8 +30,9 @@ std::map<std::string, nlohmann::json> rehearsals(const std::filesystem::path& ba
   for (const auto& de : std::filesystem::directory_iterator(backup_dir / "sets", ec)) {
     try {
       auto j = nlohmann::json::parse(read_file(de.path()), nullptr, false);
-      if (!j.is_discarded() && j.contains("rehearsals") && !j["rehearsals"].empty()) {
-        out[j.value("set_id", "")] = j["rehearsals"].back();
+      if (j.is_object() && j.contains("rehearsals") && j["rehearsals"].is_array() && !j["rehearsals"].empty() &&
+          j["rehearsals"].back().is_object()) {
+        out[json_string(j, "set_id")] = j["rehearsals"].back();
       }
     } catch (const std::exception&) {
     }
@@ -90,7 +92,7 @@ std::string backups_table(const std::vector<CatalogEntry>& entries,
     if (e.meta) {
       auto r = rehearsed.find(e.meta->set_id);
       if (r != rehearsed.end()) {
-        reh = std::string(r->second.value("ok", false) ? "ok " : "FAILED ") + r->second.value("at", "").substr(0, 10);
+        reh = std::string(json_bool(r->second, "ok", false) ? "ok " : "FAILED ") + json_string(r->second, "at").substr(0, 10);
       }
     }
     rows.push_back({std::string(kind_name(e.kind)), created, human_bytes(e.size), verified,

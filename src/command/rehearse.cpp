@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "check/checklist.hpp"
+#include "util/json.hpp"
 #include "command/restore_db.hpp"
 #include "command/restore_objects.hpp"
 #include "command/sets.hpp"
@@ -61,8 +62,16 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
   const auto t0 = std::chrono::steady_clock::now();
   const std::string ts = name_timestamp(Clock::now());
   RehearsalReport report;
+  // The staging places, and their removal whatever happens (journal entries: undone at the end,
+  // on an error or a signal, or by the repair after a crash).
+  PgTarget staging = config.staging_database_url.empty()
+                         ? live.with_database(live.dbname() + "_rehearsal")
+                         : PgTarget::from_url(config.staging_database_url, "STAGING_DATABASE_URL");
+  // Before anything changes: the staging database can never be the live one, however the URL
+  // spells it (localhost or 127.0.0.1, options, a pooler's port).
+  refuse_live_target(live, staging, config.staging_database_url.empty() ? "the staging database" : "STAGING_DATABASE_URL");
   json set = find_set(config, set_id);
-  report.set_id = set.value("set_id", set_id);
+  report.set_id = json_string(set, "set_id", set_id);
   json j = {{"set_id", report.set_id}, {"started_at", iso8601(Clock::now())}, {"steps", json::array()}};
   auto step = [&](const std::string& name, bool ok, const std::string& detail, double seconds) {
     j["steps"].push_back({{"step", name}, {"ok", ok}, {"detail", detail}, {"seconds", seconds}});
@@ -73,14 +82,6 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
     return p ? p->string() : "";
   };
 
-  // The staging places, and their removal whatever happens (journal entries: undone at the end,
-  // on an error or a signal, or by the repair after a crash).
-  PgTarget staging = config.staging_database_url.empty()
-                         ? live.with_database(live.dbname() + "_rehearsal")
-                         : PgTarget::from_url(config.staging_database_url, "STAGING_DATABASE_URL");
-  // Before anything changes: the staging database can never be the live one, however the URL
-  // spells it (localhost or 127.0.0.1, options, a pooler's port).
-  refuse_live_target(live, staging, config.staging_database_url.empty() ? "the staging database" : "STAGING_DATABASE_URL");
   std::unique_ptr<ObjectStore> store;
   std::string objects_target;
   fs::path staging_dir;
@@ -256,7 +257,8 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
   fs::path sets = config.backup_dir / "sets";
   for (const auto& de : fs::directory_iterator(sets)) {
     auto s = json::parse(read_file(de.path()), nullptr, false);
-    if (s.is_discarded() || s.value("set_id", "") != report.set_id) continue;
+    if (!s.is_object() || json_string(s, "set_id") != report.set_id) continue;
+    if (!s.contains("rehearsals") || !s["rehearsals"].is_array()) s["rehearsals"] = nlohmann::json::array();
     s["rehearsals"].push_back({{"at", iso8601(Clock::now())}, {"ok", ok}, {"report", report.json_file.string()}});
     write_file_atomic(de.path(), s.dump(2) + "\n", 0600);
   }

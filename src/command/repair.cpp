@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "catalog/catalog.hpp"
+#include "util/json.hpp"
 #include "catalog/lock.hpp"
 #include "catalog/meta.hpp"
 #include "catalog/naming.hpp"
@@ -57,10 +58,6 @@ bool helper_name(const std::string& name, const std::string& live, std::string_v
          parse_name_timestamp(name.substr(prefix.size())).has_value();
 }
 
-std::string str(const json& d, const char* key) {
-  auto it = d.find(key);
-  return it != d.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
 
 PgConnection server_of(const json& d) {
   if (!d.contains("server") || !d["server"].is_object()) throw forged("no server");
@@ -88,7 +85,7 @@ std::string repair_services(const Config& config, const json& d) {
 }
 
 std::string repair_side_database(const json& d) {
-  std::string live = str(d, "live"), name = str(d, "name");
+  std::string live = json_string(d, "live"), name = json_string(d, "name");
   if (!helper_name(name, live, "__restore_")) throw forged("\"" + name + "\" as the side database of \"" + live + "\"");
   PgConnection conn = server_of(d);
   if (!database_exists(conn, name)) return "";
@@ -97,13 +94,13 @@ std::string repair_side_database(const json& d) {
 }
 
 std::string repair_swap(const json& d) {
-  std::string live = str(d, "live"), side = str(d, "side"), previous = str(d, "previous");
-  bool undo = d.value("undo", false);
+  std::string live = json_string(d, "live"), side = json_string(d, "side"), previous = json_string(d, "previous");
+  bool undo = json_bool(d, "undo", false);
   if (!helper_name(side, live, undo ? "__pre_restore_" : "__restore_") || !helper_name(previous, live, "__pre_restore_")) {
     throw forged("a swap of \"" + side + "\" into \"" + live + "\"");
   }
   PgConnection conn = server_of(d);
-  return settle_swap(conn, live, side, previous, d.value("live_allowed", true));
+  return settle_swap(conn, live, side, previous, json_bool(d, "live_allowed", true));
 }
 
 // Backup files in BACKUP_DIR named by a journal: `<kind>/<a backup's name>` (or its meta, or its
@@ -121,28 +118,30 @@ std::optional<fs::path> backup_path(const Config& config, const std::string& rel
 }
 
 std::string repair_in_place(const Config& config, const json& d) {
-  std::string live = str(d, "live");
+  std::string live = json_string(d, "live");
   if (live.empty()) throw forged("an in-place restore without a database");
   PgConnection conn = server_of(d);
-  if (!d.value("existed", true)) {
+  if (!json_bool(d, "existed", true)) {
     // There was no database before: leave none rather than a half-restored one, but only the one
     // this run created (its oid is in the journal).
     auto oid = conn.query("SELECT oid::text FROM pg_database WHERE datname = $1", {live});
     if (oid.empty()) return "";
-    if (str(d, "created_oid").empty() || *oid[0][0] != str(d, "created_oid")) {
+    if (json_string(d, "created_oid").empty() || *oid[0][0] != json_string(d, "created_oid")) {
       throw forged("database \"" + live + "\" as one an in-place restore created");
     }
     drop_database(conn, live);
     return "dropped " + live + ", which the interrupted in-place restore had created half-way (there was none before)";
   }
-  auto dump = backup_path(config, str(d, "safety_dump"));
-  if (!dump || !fs::is_regular_file(*dump)) throw forged("\"" + str(d, "safety_dump") + "\" as the safety dump");
+  auto dump = backup_path(config, json_string(d, "safety_dump"));
+  if (!dump || !fs::is_regular_file(*dump)) throw forged("\"" + json_string(d, "safety_dump") + "\" as the safety dump");
   Meta meta = read_meta(dump->string() + ".meta");
-  if (meta.source.value("database", "") != live) {
-    throw forged("a safety dump of \"" + meta.source.value("database", "") + "\" for \"" + live + "\"");
+  if (json_string(meta.source, "database") != live) {
+    throw forged("a safety dump of \"" + json_string(meta.source, "database") + "\" for \"" + live + "\"");
   }
-  PgTarget target = current_target().with_server(d["server"].value("host", ""), d["server"].value("port", ""),
-                                                 d["server"].value("user", "")).with_database(live);
+  const auto& server = json_object(d, "server");
+  PgTarget target = current_target()
+                        .with_server(json_string(server, "host"), json_string(server, "port"), json_string(server, "user"))
+                        .with_database(live);
   put_back_safety_dump(config, target, live, *dump);
   return "put the safety dump " + dump->string() + " back into " + live;
 }
@@ -159,7 +158,7 @@ bool own_temp_dir(const Config& config, const fs::path& p) {
 }
 
 std::string repair_temp_dir(const Config& config, const json& d) {
-  fs::path p = str(d, "path");
+  fs::path p = json_string(d, "path");
   if (!own_temp_dir(config, p)) throw forged("\"" + p.string() + "\" as a temporary folder");
   struct stat st{};
   if (::lstat(p.c_str(), &st) != 0) return "";
@@ -171,7 +170,7 @@ std::string repair_temp_dir(const Config& config, const json& d) {
 }
 
 std::string repair_staging_database(const json& d) {
-  std::string name = str(d, "name"), live = str(d, "live");
+  std::string name = json_string(d, "name"), live = json_string(d, "live");
   if (name.empty() || name == live || name == current_target().dbname()) {
     throw forged("the live database \"" + name + "\" as a staging database");
   }
@@ -189,9 +188,9 @@ std::string repair_staging_database(const json& d) {
 
 std::unique_ptr<ObjectStore> store_of(const Config& config, const json& d) {
   auto store = make_object_store(config);
-  if (store->describe() != str(d, "endpoint")) {
+  if (store->describe() != json_string(d, "endpoint")) {
     throw Error(ErrorCode::repair_needed,
-                "the interrupted run used the object store " + str(d, "endpoint") + ", this configuration " +
+                "the interrupted run used the object store " + json_string(d, "endpoint") + ", this configuration " +
                     store->describe(),
                 "run `backupctl repair` with that run's settings (MINIO_ENDPOINT and keys)");
   }
@@ -199,7 +198,7 @@ std::unique_ptr<ObjectStore> store_of(const Config& config, const json& d) {
 }
 
 std::string repair_staging_objects(const Config& config, const json& d) {
-  std::string bucket = str(d, "bucket"), prefix = str(d, "prefix");
+  std::string bucket = json_string(d, "bucket"), prefix = json_string(d, "prefix");
   if (bucket.empty() || !prefix.starts_with("rehearsal-") || prefix.find('/') != std::string::npos) {
     throw forged("\"" + bucket + "/" + prefix + "\" as a rehearsal's staging prefix");
   }
@@ -209,7 +208,7 @@ std::string repair_staging_objects(const Config& config, const json& d) {
   store->list_objects(bucket, prefix + "/", [&](const ObjectEntry& e) { keys.push_back(e.key); });
   store->delete_objects(bucket, keys);
   std::string line = fmt::format("deleted the {} staging object(s) under {}/{}/", keys.size(), bucket, prefix);
-  if (d.value("created_bucket", false)) {
+  if (json_bool(d, "created_bucket", false)) {
     bool empty = true;
     store->list_objects(bucket, "", [&](const ObjectEntry&) { empty = false; });
     if (empty) {
@@ -222,13 +221,13 @@ std::string repair_staging_objects(const Config& config, const json& d) {
 
 std::string repair_multipart(const Config& config, const json& d) {
   auto store = store_of(config, d);
-  store->abort_multipart(str(d, "bucket"), str(d, "key"), str(d, "upload_id"));
-  return "aborted the unfinished upload of " + str(d, "bucket") + "/" + str(d, "key");
+  store->abort_multipart(json_string(d, "bucket"), json_string(d, "key"), json_string(d, "upload_id"));
+  return "aborted the unfinished upload of " + json_string(d, "bucket") + "/" + json_string(d, "key");
 }
 
 std::string repair_objects_restore(const Config& config, const json& d) {
   std::string swept;
-  fs::path root = str(d, "folder");
+  fs::path root = json_string(d, "folder");
   std::error_code ec;
   std::size_t removed = 0;
   if (!root.empty() && root.is_absolute() && fs::is_directory(root, ec)) {
@@ -249,7 +248,7 @@ std::string repair_objects_restore(const Config& config, const json& d) {
   (void)config;
   return fmt::format("the restore of objects from {} into {} was interrupted{}: the objects it put are there, "
                      "each whole; run it again to complete it",
-                     str(d, "file"), str(d, "target"),
+                     json_string(d, "file"), json_string(d, "target"),
                      removed ? fmt::format(" (removed {} unfinished file(s))", removed) : "");
 }
 
@@ -305,10 +304,15 @@ Journal::Undo journal_undo(const Config& config) {
 namespace {
 
 std::string describe_run(const json& j) {
-  std::string step = j.value("step", "");
-  return fmt::format("`{}` (pid {} on {}, started {}{})", j.value("command", "?"), j.value("pid", 0),
-                     j.value("host", "?"), j.value("started_at", "?"),
-                     step.empty() ? "" : ", died in step " + step);
+  std::string step = json_string(j, "step");
+  auto pid = j.find("pid");
+  auto text = [&](const char* key) {
+    std::string s = json_string(j, key);
+    return s.empty() ? std::string("?") : s;
+  };
+  return fmt::format("`{}` (pid {} on {}, started {}{})", text("command"),
+                     pid != j.end() && pid->is_number_integer() ? std::to_string(pid->get<long long>()) : "?",
+                     text("host"), text("started_at"), step.empty() ? "" : ", died in step " + step);
 }
 
 }  // namespace
@@ -341,7 +345,9 @@ RepairOutcome repair_interrupted_runs(const Config& config, bool holding_lock) {
     while (!pending.empty()) {  // newest first: the journal walked back
       json& e = pending.back();
       try {
-        std::string line = repair_entry(config, e.value("type", ""), e.value("data", json::object()));
+        if (!e.is_object()) throw forged("an entry that is not one");
+        const json data = e.contains("data") && e["data"].is_object() ? e["data"] : json::object();
+        std::string line = repair_entry(config, json_string(e, "type"), data);
         if (!line.empty()) {
           spdlog::warn("  {}", line);
           out.lines.push_back(line);
@@ -352,7 +358,7 @@ RepairOutcome repair_interrupted_runs(const Config& config, bool holding_lock) {
         // database that is not settled would be worse than leaving it stopped.
         const auto* be = dynamic_cast<const Error*>(&err);
         failure = std::string(err.what()) + (be && !be->hint().empty() ? " (" + be->hint() + ")" : "");
-        e["repair_error"] = failure;
+        if (e.is_object()) e["repair_error"] = failure;
         break;
       }
     }
@@ -384,8 +390,9 @@ std::vector<std::string> pending_repairs(const Config& config) {
     }
     std::string why;
     for (const auto& e : j.json["pending"]) {
-      if (e.contains("repair_error")) why = e["repair_error"].get<std::string>();
-      if (e.contains("undo_error") && why.empty()) why = e["undo_error"].get<std::string>();
+      if (!e.is_object()) continue;
+      if (!json_string(e, "repair_error").empty()) why = json_string(e, "repair_error");
+      if (why.empty()) why = json_string(e, "undo_error");
     }
     out.push_back(describe_run(j.json) + (why.empty() ? "" : ": " + why));
   }

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "catalog/catalog.hpp"
+#include "util/json.hpp"
 #include "catalog/naming.hpp"
 #include "command/backup_db.hpp"
 #include "io/age.hpp"
@@ -175,13 +176,13 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
     throw Error(ErrorCode::usage, "--in-place and --online cannot be combined",
                 "--online needs room for a second copy; --in-place replaces the database directly");
   }
+  require_backup_file(plan.file, config.backup_dir, "db");
   auto format = db_format_of(plan.file);
   if (!format) {
     throw Error(ErrorCode::usage, "cannot restore " + plan.file.string() + ": unknown file type",
                 "a database backup ends in .dump, .dump.zst, .sql or .sql.gz");
   }
   plan.format = *format;
-  require_backup_file(plan.file, config.backup_dir, "db");
 
   // 0. The target: a staging database (--target-db, a rehearsal) can never be the live one,
   // however its URL spells it.
@@ -219,7 +220,7 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   if (is_custom(plan.format)) {
     int major = 0;
     if (plan.meta) {
-      if (auto t = parse_tool_version("(PostgreSQL) " + plan.meta->source.value("pg_dump_version", ""))) {
+      if (auto t = parse_tool_version("(PostgreSQL) " + json_string(plan.meta->source, "pg_dump_version"))) {
         major = t->major;
       }
     }
@@ -273,7 +274,7 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   plan.roles_file = roles_file_for(plan.file, plan.meta);
   if (plan.roles_file && plan.meta && plan.meta->parts.contains("roles")) {
     // The roles file is SQL run as a superuser: check it against the .meta before using it.
-    std::string want = plan.meta->parts["roles"].value("sha256", "");
+    std::string want = json_string(plan.meta->parts["roles"], "sha256");
     if (want.empty() || io::digest_file(plan.roles_file->string()).sha256 != want) {
       throw Error(ErrorCode::verification,
                   "the roles file " + plan.roles_file->filename().string() + " does not match the sha256 in the .meta",
@@ -302,8 +303,8 @@ std::string RestorePlan::describe() const {
   out += fmt::format("  file:       {}\n", file.string());
   out += fmt::format("  made:       {}{}\n", created,
                      meta && !meta->source.empty()
-                         ? " from " + meta->source.value("database", "?") + " on " +
-                               meta->source.value("host", "?")
+                         ? " from " + json_string(meta->source, "database", "?") + " on " +
+                               json_string(meta->source, "host", "?")
                          : "");
   out += fmt::format("  size:       {} ({})\n", human_bytes(size), db_format_name(format));
   if (!format_note.empty()) out += fmt::format("  format:     {}\n", format_note);
@@ -523,6 +524,9 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
     if (replaced) report.previous = previous;
   }
   phases.end();
+  // From here the restore is done (the swap committed, or the in-place load finished): a signal
+  // no longer undoes anything, so what is left (the services, the kept copies) finishes first.
+  InterruptShield finishing;
   scratch_entry.undo();
   if (services) {
     journal.step("restore-db.start-services");

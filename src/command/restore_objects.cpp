@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "catalog/catalog.hpp"
+#include "util/json.hpp"
 #include "io/age.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
@@ -354,7 +355,7 @@ ObjectsPlan plan_restore_objects(const Config& config, ObjectStore& store,
 std::string ObjectsPlan::describe() const {
   std::string out = "restore plan (nothing has been changed):\n";
   out += fmt::format("  file:       {}\n", file.string());
-  if (meta) out += fmt::format("  made:       {} from {}\n", meta->created_at, meta->source.value("location", "?"));
+  if (meta) out += fmt::format("  made:       {} from {}\n", meta->created_at, json_string(meta->source, "location", "?"));
   out += fmt::format("  contents:   {} objects, {} in {} bucket(s)\n", scan.manifest.objects.size(),
                      human_bytes(scan.object_bytes), scan.manifest.buckets.size());
   out += fmt::format("  checksum:   {}\n", checksum_state);

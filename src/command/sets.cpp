@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "catalog/naming.hpp"
+#include "util/json.hpp"
 #include "command/backup_db.hpp"
 #include "command/backup_objects.hpp"
 #include "command/config_files.hpp"
@@ -69,7 +70,7 @@ std::optional<fs::path> set_part_path(const Config& config, const nlohmann::json
   bool relative_ok = rel.is_absolute() || rel == fs::path(name) || rel == fs::path(kind) / name;
   if (!parsed || std::string(kind_name(parsed->kind)) != kind || !relative_ok) {
     throw Error(ErrorCode::verification,
-                "set " + set.value("set_id", std::string("?")) + " names \"" + named + "\" as its " + kind +
+                "set " + json_string(set, "set_id", "?") + " names \"" + named + "\" as its " + kind +
                     " backup, which is not a " + kind + " backup file of BACKUP_DIR: not followed",
                 "the set file was changed or damaged; restore the parts with their own commands");
   }
@@ -88,8 +89,12 @@ nlohmann::json find_set(const Config& config, const std::string& id) {
   std::sort(files.rbegin(), files.rend());
   for (const auto& f : files) {
     auto j = nlohmann::json::parse(read_file(f), nullptr, false);
-    if (j.is_discarded()) continue;
-    if (id == "latest" ? j.value("complete", false) : j.value("set_id", "") == id) return j;
+    if (j.is_discarded() || !j.is_object()) continue;  // not a set file: not ours to read
+    auto complete = j.find("complete");
+    auto sid = j.find("set_id");
+    bool match = id == "latest" ? complete != j.end() && complete->is_boolean() && complete->get<bool>()
+                                : sid != j.end() && sid->is_string() && sid->get<std::string>() == id;
+    if (match) return j;
   }
   throw Error(ErrorCode::not_found,
               id == "latest" ? "no complete backup set in " + dir.string() : "no backup set " + id + " in " + dir.string(),

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "catalog/catalog.hpp"
+#include "util/json.hpp"
 #include "monitor/state.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
@@ -21,7 +22,8 @@ StatusReport backup_status(const Config& config, Clock::time_point now) {
     for (const auto& e : entries) {
       if (e.kind != kind) continue;
       ++count;
-      bool good = e.meta && !(e.meta->verification && !e.meta->verification->ok);
+      // Damaged (its size is not the meta's) or failed its last verify: not good, whatever it was.
+      bool good = e.meta && !e.damaged() && !(e.meta->verification && !e.meta->verification->ok);
       if (!good || !k["newest"].is_null()) continue;
       double age_h = std::chrono::duration<double>(now - e.time).count() / 3600.0;
       k["newest"] = {{"file", e.path.string()}, {"created_at", e.meta->created_at}, {"age_hours", age_h},
@@ -39,8 +41,8 @@ StatusReport backup_status(const Config& config, Clock::time_point now) {
             {"max_age_hours", config.max_age_hours},
             {"backup_dir", config.backup_dir.string()},
             {"kinds", kinds},
-            {"last_verify", state.json().value("last_verify", nlohmann::json(nullptr))},
-            {"last_rehearsal", state.json().value("last_rehearsal", nlohmann::json(nullptr))}};
+            {"last_verify", state.json().is_object() && state.json().contains("last_verify") ? state.json()["last_verify"] : nlohmann::json(nullptr)},
+            {"last_rehearsal", state.json().is_object() && state.json().contains("last_rehearsal") ? state.json()["last_rehearsal"] : nlohmann::json(nullptr)}};
   return r;
 }
 
@@ -60,17 +62,17 @@ std::string StatusReport::describe() const {
     }
     out += fmt::format("  {:<8} {:<6} {}\n", it.key(), k["stale"].get<bool>() ? "STALE" : "ok", line);
     if (k.contains("last_failure")) {
-      out += fmt::format("           last failure {}: {}\n", k["last_failure"].value("at", ""),
-                         k["last_failure"].value("error", ""));
+      out += fmt::format("           last failure {}: {}\n", json_string(k["last_failure"], "at"),
+                         json_string(k["last_failure"], "error"));
     }
   }
   if (!json["last_verify"].is_null()) {
-    out += fmt::format("  last verify: {} ({})\n", json["last_verify"].value("at", ""),
-                       json["last_verify"].value("ok", false) ? "ok" : "FAILED");
+    out += fmt::format("  last verify: {} ({})\n", json_string(json["last_verify"], "at"),
+                       json_bool(json["last_verify"], "ok", false) ? "ok" : "FAILED");
   }
   if (!json["last_rehearsal"].is_null()) {
-    out += fmt::format("  last rehearsal: {} ({})\n", json["last_rehearsal"].value("at", ""),
-                       json["last_rehearsal"].value("ok", false) ? "passed" : "FAILED");
+    out += fmt::format("  last rehearsal: {} ({})\n", json_string(json["last_rehearsal"], "at"),
+                       json_bool(json["last_rehearsal"], "ok", false) ? "passed" : "FAILED");
   }
   return out;
 }

@@ -1,8 +1,11 @@
 // `backupctl verify`: proves a backup file is what its meta says and that it reads.
 //   every kind: size > 0 and equal to the meta, sha256 equal to the meta;
-//   db .dump: `pg_restore --list` reads the whole table of contents;
+//   db .dump: `pg_restore --list` reads the whole table of contents, then every data block is
+//   decoded (each zlib stream inflated and checked, each table's COPY data read); `quick`: the
+//   table of contents only;
 //   db .dump.zst: one pass hashes the file, decompresses every frame (zstd checksums) and feeds
-//   pg_restore --list; the roles file beside a dump: its own sha256.
+//   pg_restore --list, then the data blocks are decoded as for .dump;
+//   the roles file beside a dump: its own sha256.
 // The verdict is recorded in the meta ("verification"), so `list` shows it.
 #pragma once
 
@@ -23,7 +26,7 @@ struct VerifyVerdict {
 };
 
 VerifyVerdict verify_backup(const Config& config, const std::filesystem::path& file,
-                            Progress& progress);
+                            Progress& progress, bool quick = false);
 
 enum class VerifySelection { all, latest };
 

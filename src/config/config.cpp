@@ -14,6 +14,36 @@ namespace {
 const char* kCompressionHint =
     "use gzip:0-9 (or a bare level 0-9), none, zstd or zstd:1-19; the default is gzip:1";
 
+// MINIO_ENDPOINT: [http|https://]host[:port][/]. Credentials in it (user:secret@) would end up in
+// messages, the state file and notifications: refused, and never echoed.
+std::string checked_endpoint(const std::string& value) {
+  std::string rest = value;
+  std::string scheme = "http";
+  if (auto p = rest.find("://"); p != std::string::npos) {
+    scheme = rest.substr(0, p);
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    rest = rest.substr(p + 3);
+  }
+  std::string authority = rest.substr(0, rest.find('/'));
+  std::string path = rest.find('/') == std::string::npos ? "" : rest.substr(rest.find('/'));
+  if (authority.find('@') != std::string::npos) {
+    throw Error(ErrorCode::usage, "invalid MINIO_ENDPOINT: it holds credentials (user:password@); not shown",
+                "put the keys in MINIO_ACCESS_KEY and MINIO_SECRET_KEY, and only http(s)://host:port in MINIO_ENDPOINT");
+  }
+  if (scheme != "http" && scheme != "https") {
+    throw Error(ErrorCode::usage, "invalid MINIO_ENDPOINT='" + value + "': the scheme must be http or https",
+                "e.g. MINIO_ENDPOINT=http://minio:9000");
+  }
+  if (authority.empty() || authority.find_first_of(" \t?#") != std::string::npos) {
+    throw Error(ErrorCode::usage, "invalid MINIO_ENDPOINT='" + value + "': no host", "e.g. MINIO_ENDPOINT=http://minio:9000");
+  }
+  if (!path.empty() && path != "/") {
+    throw Error(ErrorCode::usage, "invalid MINIO_ENDPOINT='" + value + "': it has a path (" + path + ")",
+                "give only the server, e.g. http://minio:9000; buckets are MINIO_BUCKETS");
+  }
+  return scheme + "://" + authority;
+}
+
 }  // namespace
 
 DbCompression DbCompression::parse(std::string_view raw) {
@@ -142,7 +172,7 @@ Config Config::from_environment() {
       throw Error(ErrorCode::usage, "invalid OBJECT_STORAGE='" + *v + "'", "use minio (any S3 API) or disk");
     }
   }
-  c.minio_endpoint = env_value("MINIO_ENDPOINT").value_or("");
+  if (auto v = env_value("MINIO_ENDPOINT")) c.minio_endpoint = checked_endpoint(*v);
   c.minio_access_key = env_value("MINIO_ACCESS_KEY").value_or("");
   c.minio_secret_key = env_value("MINIO_SECRET_KEY").value_or("");
   c.minio_region = env_value("MINIO_REGION").value_or("us-east-1");

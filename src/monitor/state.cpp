@@ -9,6 +9,7 @@
 #include "catalog/catalog.hpp"
 #include "config/config.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/time.hpp"
 
 namespace backupctl {
@@ -74,23 +75,23 @@ std::string render_metrics(const Config& config, const RunState& state) {
   std::vector<CatalogEntry> entries = scan_catalog(config.backup_dir);
   const char* kinds[] = {"db", "objects", "config"};
 
-  const nlohmann::json successes = j.value("last_success", nlohmann::json::object());
-  const nlohmann::json failures = j.value("last_failure", nlohmann::json::object());
+  const nlohmann::json& successes = json_object(j, "last_success");
+  const nlohmann::json& failures = json_object(j, "last_failure");
   family("backupctl_last_success_timestamp_seconds", "Unix time of the last successful run of a kind.");
   for (const auto& [kind, v] : successes.items()) {
-    sample("backupctl_last_success_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), unix_seconds(v.value("at", "")));
+    sample("backupctl_last_success_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), unix_seconds(json_string(v, "at")));
   }
   family("backupctl_last_duration_seconds", "Duration of the last successful run of a kind.");
   for (const auto& [kind, v] : successes.items()) {
-    sample("backupctl_last_duration_seconds", fmt::format(",kind=\"{}\"", kind), v.value("duration_seconds", 0.0));
+    sample("backupctl_last_duration_seconds", fmt::format(",kind=\"{}\"", kind), json_number(v, "duration_seconds", 0.0));
   }
   family("backupctl_last_size_bytes", "Size of the file the last successful backup of a kind wrote.");
   for (const auto& [kind, v] : successes.items()) {
-    sample("backupctl_last_size_bytes", fmt::format(",kind=\"{}\"", kind), static_cast<double>(v.value("size", 0ull)));
+    sample("backupctl_last_size_bytes", fmt::format(",kind=\"{}\"", kind), static_cast<double>(json_uint(v, "size", 0)));
   }
   family("backupctl_last_failure_timestamp_seconds", "Unix time of the last failed run of a kind.");
   for (const auto& [kind, v] : failures.items()) {
-    sample("backupctl_last_failure_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), unix_seconds(v.value("at", "")));
+    sample("backupctl_last_failure_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), unix_seconds(json_string(v, "at")));
   }
   family("backupctl_newest_backup_timestamp_seconds", "Creation time of the newest good backup of a kind.");
   family("backupctl_backups", "Backups of a kind in BACKUP_DIR.");
@@ -100,7 +101,7 @@ std::string render_metrics(const Config& config, const RunState& state) {
     for (const auto& e : entries) {
       if (kind_name(e.kind) != kind) continue;
       ++count;
-      bool good = e.meta && !(e.meta->verification && !e.meta->verification->ok);
+      bool good = e.meta && !e.damaged() && !(e.meta->verification && !e.meta->verification->ok);
       if (good && newest == 0) newest = std::chrono::duration<double>(e.time.time_since_epoch()).count();
     }
     sample("backupctl_newest_backup_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), newest);
@@ -109,14 +110,14 @@ std::string render_metrics(const Config& config, const RunState& state) {
   family("backupctl_last_verify_timestamp_seconds", "Unix time of the last `backupctl verify`.");
   family("backupctl_last_verify_ok", "1 when the last verify found every file good.");
   if (j.contains("last_verify")) {
-    sample("backupctl_last_verify_timestamp_seconds", "", unix_seconds(j["last_verify"].value("at", "")));
-    sample("backupctl_last_verify_ok", "", j["last_verify"].value("ok", false) ? 1 : 0);
+    sample("backupctl_last_verify_timestamp_seconds", "", unix_seconds(json_string(j["last_verify"], "at")));
+    sample("backupctl_last_verify_ok", "", json_bool(j["last_verify"], "ok", false) ? 1 : 0);
   }
   family("backupctl_last_rehearsal_timestamp_seconds", "Unix time of the last restore rehearsal.");
   family("backupctl_last_rehearsal_ok", "1 when the last rehearsal passed.");
   if (j.contains("last_rehearsal")) {
-    sample("backupctl_last_rehearsal_timestamp_seconds", "", unix_seconds(j["last_rehearsal"].value("at", "")));
-    sample("backupctl_last_rehearsal_ok", "", j["last_rehearsal"].value("ok", false) ? 1 : 0);
+    sample("backupctl_last_rehearsal_timestamp_seconds", "", unix_seconds(json_string(j["last_rehearsal"], "at")));
+    sample("backupctl_last_rehearsal_ok", "", json_bool(j["last_rehearsal"], "ok", false) ? 1 : 0);
   }
   return out;
 }

@@ -7,6 +7,7 @@
 #include "io/age.hpp"
 #include "io/gzip.hpp"
 #include "io/zstd.hpp"
+#include "pg/custom_archive.hpp"
 #include "pg/connection.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
@@ -191,6 +192,44 @@ ArchiveScan scan_db_archive(const fs::path& file, DbFormat format, const PgTool*
   }
   scan.toc_entries = count_toc_entries(scan.toc);
   return scan;
+}
+
+ArchiveDecode decode_db_archive(const fs::path& file, DbFormat format, const PgTool& pg_restore, Progress& progress,
+                                const fs::path& identity) {
+  ArchiveDecode out;
+  auto open = [&](std::unique_ptr<io::Source>& plain, std::optional<io::ZstdSource>& unzstd) -> io::Source& {
+    plain = io::open_plaintext(file, identity);
+    if (format == DbFormat::custom_zst) return unzstd.emplace(*plain);
+    return *plain;
+  };
+  bool supported = false;
+  {
+    std::unique_ptr<io::Source> plain;
+    std::optional<io::ZstdSource> unzstd;
+    auto header = read_custom_archive_header(open(plain, unzstd));
+    if (!header) throw Error(ErrorCode::verification, "not a custom-format archive (no PGDMP header)", "use another backup");
+    supported = CustomArchiveInflater::supports(header->vmaj, header->vmin);
+  }
+  std::unique_ptr<io::Source> plain;
+  std::optional<io::ZstdSource> unzstd;
+  io::Source& source = open(plain, unzstd);
+  io::ProgressSource counted(source, [&](std::uint64_t n) { progress.update(n); });
+  if (supported) {
+    io::NullSink null;
+    CustomArchiveInflater reader(null);
+    reader.run(counted);
+    for (const auto& [id, t] : reader.tables()) {
+      ++out.tables;
+      out.rows += t.rows;
+    }
+    out.how = "backupctl's reader";
+    return out;
+  }
+  run_pg_restore(pg_restore, {"--file=/dev/null"}, file,
+                 [&](io::Sink& to_pg_restore) { io::copy(counted, to_pg_restore); },
+                 "a data block does not read");
+  out.how = "pg_restore";
+  return out;
 }
 
 std::optional<ArchivedDatabase> archived_database(const std::string& toc) {

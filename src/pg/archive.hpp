@@ -55,6 +55,18 @@ ArchiveScan scan_db_archive(const std::filesystem::path& file, DbFormat format,
                             const std::filesystem::path& identity = {},
                             ZstdScan zstd = ZstdScan::every_frame);
 
+// Decodes every data block of a custom-format archive (.dump, .dump.zst; decrypted with
+// `identity`): each zlib stream inflated and checked (Adler-32), each table's COPY data read and
+// its lines counted. Archive versions backupctl's reader does not know (pg_dump 16+) are read
+// whole by `pg_restore --file=/dev/null` instead. Throws Error(verification) naming the problem.
+struct ArchiveDecode {
+  int tables = 0;
+  std::int64_t rows = 0;
+  std::string how;  // "backupctl's reader" or "pg_restore"
+};
+ArchiveDecode decode_db_archive(const std::filesystem::path& file, DbFormat format, const PgTool& pg_restore,
+                                Progress& progress, const std::filesystem::path& identity = {});
+
 // Streams the file's payload (decrypted, decompressed: custom-format bytes or SQL text) into `sink`.
 void stream_db_archive(const std::filesystem::path& file, DbFormat format, io::Sink& sink,
                        Progress& progress, const std::filesystem::path& identity = {});

@@ -28,6 +28,7 @@ constexpr int kBlkBlobs = 3;
 constexpr int kOffsetPosNotSet = 1;
 constexpr int kOffsetPosSet = 2;
 constexpr std::size_t kOutChunk = 128 * 1024;
+constexpr std::size_t kInChunk = 1 << 20;
 
 Error malformed(const std::string& why) {
   return Error(ErrorCode::verification, "the archive is malformed: " + why,
@@ -69,13 +70,20 @@ class Reader {
     for (int b = 0; b < int_size; ++b) v |= static_cast<std::int64_t>(byte()) << (8 * b);
     return sign ? -v : v;
   }
-  // nullopt for a NULL string.
+  // nullopt for a NULL string. Read piecewise: a damaged length must fail at the end of the
+  // input, not allocate a gigabyte first.
   std::optional<std::string> string(int int_size) {
     std::int64_t len = integer(int_size);
     if (len < 0) return std::nullopt;
     if (len > (1 << 30)) throw malformed("a string of " + std::to_string(len) + " bytes");
-    std::string s(static_cast<std::size_t>(len), '\0');
-    exact(s.data(), s.size());
+    std::string s;
+    for (std::size_t left = static_cast<std::size_t>(len); left > 0;) {
+      std::size_t n = std::min<std::size_t>(left, 1 << 16);
+      std::size_t at = s.size();
+      s.resize(at + n);
+      exact(s.data() + at, n);
+      left -= n;
+    }
     return s;
   }
 
@@ -255,21 +263,19 @@ void CustomArchiveInflater::run(io::Source& in) {
       tail.append(p + (n > 8 ? n - 8 : 0), std::min<std::size_t>(n, 8));
       if (tail.size() > 8) tail.erase(0, tail.size() - 8);
     };
-    for (;;) {
-      std::int64_t len = r.integer(isz);
-      if (len == 0) break;
-      if (len < 0 || len > (1 << 30)) throw malformed("a data chunk of " + std::to_string(len) + " bytes");
-      in_chunk.resize(static_cast<std::size_t>(len));
-      r.exact(in_chunk.data(), in_chunk.size());
+    // One chunk's bytes: uncompressed, counted and passed on; compressed, inflated. A chunk is
+    // read in pieces of at most kInChunk (inflate streams), so a damaged length fails at the end
+    // of the input instead of allocating it first.
+    auto piece = [&](const char* p, std::size_t n) {
       if (!compressed) {
-        count_rows(in_chunk.data(), in_chunk.size());
-        emit(in_chunk.data(), in_chunk.size());
-        continue;
+        count_rows(p, n);
+        emit(p, n);
+        return;
       }
       if (!z) z = new_zlib_inflate();
       if (ended) throw malformed("data after the end of a compressed stream");
-      z->next_in = reinterpret_cast<std::uint8_t*>(in_chunk.data());
-      z->avail_in = static_cast<std::uint32_t>(in_chunk.size());
+      z->next_in = reinterpret_cast<std::uint8_t*>(const_cast<char*>(p));
+      z->avail_in = static_cast<std::uint32_t>(n);
       // isal_inflate returns when the input is used up or the output is full (then it may hold
       // more: call again until it has room left over).
       do {
@@ -293,6 +299,18 @@ void CustomArchiveInflater::run(io::Source& in) {
           throw malformed("corrupt compressed data (no progress)");
         }
       } while (!ended && (z->avail_in > 0 || z->avail_out == 0));
+    };
+    for (;;) {
+      std::int64_t len = r.integer(isz);
+      if (len == 0) break;
+      if (len < 0 || len > (1 << 30)) throw malformed("a data chunk of " + std::to_string(len) + " bytes");
+      for (std::size_t left = static_cast<std::size_t>(len); left > 0;) {
+        std::size_t n = std::min<std::size_t>(left, kInChunk);
+        in_chunk.resize(n);
+        r.exact(in_chunk.data(), n);
+        piece(in_chunk.data(), n);
+        left -= n;
+      }
     }
     if (z && !ended) throw malformed("a compressed data block ends early");
     // pg_dump ends COPY data with "\\.\n\n\n": three lines that are not rows.

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "pg/connection.hpp"
+#include "util/json.hpp"
 #include "util/error.hpp"
 
 namespace backupctl {
@@ -27,9 +28,9 @@ nlohmann::json server_record(PgConnection& conn) {
 }
 
 PgConnection open_recorded_server(const nlohmann::json& record, const PgTarget& current) {
-  PgTarget t = current.with_server(record.value("host", ""), record.value("port", ""), record.value("user", ""));
+  PgTarget t = current.with_server(json_string(record, "host"), json_string(record, "port"), json_string(record, "user"));
   PgConnection conn = PgConnection::open(maintenance_target(t));
-  ServerIdentity want{record.value("system_identifier", ""), record.value("server_port", "")};
+  ServerIdentity want{json_string(record, "system_identifier"), json_string(record, "server_port")};
   ServerIdentity got = server_identity(conn);
   if (!(got == want)) {
     throw Error(ErrorCode::verification,

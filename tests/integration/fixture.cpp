@@ -1,6 +1,9 @@
 #include "fixture.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pwd.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,7 +38,20 @@ fs::path find_bindir() {
 
 }  // namespace
 
-PgCluster::PgCluster() {
+int free_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+PgCluster::PgCluster(Listen listen) {
+  if (listen == Listen::tcp) m_port = free_port();
   m_bindir = find_bindir();
   if (m_bindir.empty()) {
     ADD_FAILURE() << "no PostgreSQL server installed (/usr/lib/postgresql/*/bin/initdb); run "
@@ -71,11 +87,14 @@ PgCluster::PgCluster() {
   // pwuser must give a password (scram); everyone else is trusted on the private socket.
   std::ofstream(m_root / "data/pg_hba.conf")
       << "local all pwuser scram-sha-256\n"
-         "local all all trust\n";
+         "local all all trust\n"
+         "host all all 127.0.0.1/32 trust\n"
+         "host all all ::1/128 trust\n";
   RunResult start = as_postgres(
       {tool("pg_ctl"), "-D", (m_root / "data").string(), "-l", log_file().string(), "-w", "-o",
-       "-p 5432 -k " + m_root.string() +
-           " -c listen_addresses= -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+       "-p " + std::to_string(m_port) + " -k " + m_root.string() +
+           (listen == Listen::tcp ? " -c listen_addresses=localhost" : " -c listen_addresses=") +
+           " -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
        "start"});
   if (!start.status.ok()) {
     std::ifstream log(log_file());

@@ -23,14 +23,16 @@ using EnvList = std::vector<std::pair<std::string, std::optional<std::string>>>;
 
 class PgCluster {
  public:
-  // Starts a cluster; FAILs the test (fatal) when initdb or the start fail.
-  PgCluster();
+  enum class Listen { socket, tcp };
+  // Starts a cluster; FAILs the test (fatal) when initdb or the start fail. Listen::socket: a
+  // private Unix socket only, port 5432; Listen::tcp: also localhost, on a free port of its own.
+  explicit PgCluster(Listen listen = Listen::socket);
   ~PgCluster();
   PgCluster(const PgCluster&) = delete;
   PgCluster& operator=(const PgCluster&) = delete;
 
   const fs::path& socket_dir() const { return m_root; }
-  int port() const { return 5432; }
+  int port() const { return m_port; }
   const fs::path& bindir() const { return m_bindir; }
   fs::path log_file() const { return m_root / "server.log"; }
 
@@ -53,6 +55,7 @@ class PgCluster {
   RunResult as_postgres(std::vector<std::string> argv) const;
   fs::path m_root;
   fs::path m_bindir;
+  int m_port = 5432;
   bool m_running = false;
 };
 
@@ -61,6 +64,9 @@ struct CliResult {
   std::string out;
   std::string err;
 };
+
+// A free TCP port on 127.0.0.1 (bound and released: free a moment ago).
+int free_port();
 
 // Runs the backupctl binary with a clean environment: only PATH, HOME, TZ, LANG and `env`.
 CliResult run_backupctl(const std::vector<std::string>& args, const EnvList& env);

@@ -259,6 +259,100 @@ TEST(ConfigRestore, CraftedArchivesAndLinkedFoldersAreRefused) {
   EXPECT_EQ(read_file(app.outside.path() / "monitoring/prometheus.yml"), "changed outside\n");
 }
 
+// An archive of links (and files), as a crafted config backup would be, with its meta.
+fs::path craft_config(const fs::path& dir, const std::string& name,
+                      const std::vector<std::pair<std::string, std::string>>& links) {
+  fs::path p = dir / name;
+  struct archive* a = archive_write_new();
+  archive_write_add_filter_gzip(a);
+  archive_write_set_format_pax_restricted(a);
+  archive_write_open_filename(a, p.c_str());
+  for (const auto& [path, target] : links) {
+    archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, path.c_str());
+    archive_entry_set_filetype(e, AE_IFLNK);
+    archive_entry_set_symlink(e, target.c_str());
+    archive_write_header(a, e);
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+  RunResult sha = run_command({.argv = {"sha256sum", p.string()}});
+  write_file_atomic(p.string() + ".meta",
+                    nlohmann::json({{"kind", "config"}, {"file", p.filename().string()}, {"size", fs::file_size(p)},
+                                    {"sha256", sha.out.substr(0, 64)}})
+                        .dump());
+  return p;
+}
+
+TEST(ConfigRestore, ALinkIsJudgedByWhereItsWholeChainLeads) {
+  // Each link looks local by its own target; followed through `b`, `a` leads out of APP_ROOT.
+  AppTree app;
+  TempDir backups, crafted;
+  fs::path f = craft_config(crafted.path(), "chain.tar.gz",
+                            {{"infra/monitoring/b", "../.."}, {"infra/monitoring/a", "b/../etc/passwd"},
+                             {"infra/monitoring/c", "b/infra/env"}});
+  EnvList e = app.env(backups.path());
+  e.emplace_back("CONFIG_PATHS", "infra/monitoring");
+  CliResult preview = run_backupctl({"restore", "config", "--file", f.string()}, e);
+  ASSERT_EQ(preview.exit_code, 0) << preview.err;
+  EXPECT_TRUE(std::regex_search(preview.out, std::regex(R"(skipped +infra/monitoring/a\n)"))) << preview.out;
+  EXPECT_TRUE(std::regex_search(preview.out, std::regex(R"(added +infra/monitoring/c\n)"))) << preview.out;
+  e.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "config", "--file", f.string(), "--mode", "apply"}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::is_symlink(app.root.path() / "infra/monitoring/a")) << "a link leading out was created";
+  EXPECT_TRUE(fs::is_symlink(app.root.path() / "infra/monitoring/b"));
+  EXPECT_TRUE(fs::is_symlink(app.root.path() / "infra/monitoring/c"));
+}
+
+TEST(ConfigRestore, ApplyGivesBackOwnerGroupAndMode) {
+  if (::geteuid() != 0) GTEST_SKIP() << "giving files to another user needs root";
+  AppTree app;
+  TempDir backups;
+  struct passwd* nobody = ::getpwnam("nobody");
+  struct group* nogroup = ::getgrnam("nogroup");
+  ASSERT_TRUE(nobody && nogroup);
+  fs::path env_file = app.root.path() / "infra/env";
+  ASSERT_EQ(::chown(env_file.c_str(), nobody->pw_uid, nogroup->gr_gid), 0);
+  ::chmod(env_file.c_str(), 0640);
+  fs::path archive = nlohmann::json::parse(backup_config_ok(app, backups.path()).out)["path"].get<std::string>();
+  ASSERT_EQ(::chown(env_file.c_str(), 0, 0), 0);
+  ::chmod(env_file.c_str(), 0644);
+  EnvList e = app.env(backups.path());
+  CliResult preview = run_backupctl({"restore", "config", "--file", archive.string()}, e);
+  EXPECT_NE(preview.out.find("infra/env: owner root:root -> nobody:nogroup"), std::string::npos) << preview.out;
+  EXPECT_NE(preview.out.find("infra/env: mode 644 -> 640"), std::string::npos) << preview.out;
+  e.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "config", "--file", archive.string(), "--mode", "apply"}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  struct stat st{};
+  ASSERT_EQ(::stat(env_file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, nobody->pw_uid);
+  EXPECT_EQ(st.st_gid, nogroup->gr_gid);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+}
+
+TEST(ConfigRestore, AFailureHalfWayLeavesEveryFileAsItWasAndNamesTheSafetyBackup) {
+  AppTree app;
+  TempDir backups;
+  fs::path archive = nlohmann::json::parse(backup_config_ok(app, backups.path()).out)["path"].get<std::string>();
+  write_file_atomic(app.root.path() / "infra/docker-compose.yml", "services: changed\n", 0644);
+  write_file_atomic(app.root.path() / "infra/env", "LOG_LEVEL=changed\n", 0600);
+  // The last file of the apply cannot be replaced: a folder stands where it was.
+  fs::remove(app.root.path() / "infra/monitoring/prometheus.yml");
+  make_dirs(app.root.path() / "infra/monitoring/prometheus.yml/inside");
+  std::string before = app.tree_digest();
+  EnvList e = app.env(backups.path());
+  e.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "config", "--file", archive.string(), "--mode", "apply"}, e);
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.err.find("every file was left as it was"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(backups.path().string() + "/config/config_"), std::string::npos) << r.err;
+  EXPECT_EQ(app.tree_digest(), before);
+  for (const auto& f : list_dir(app.root.path() / "infra")) EXPECT_EQ(f.find(".backupctl"), std::string::npos) << f;
+}
+
 TEST(Encryption, AgeEncryptedBackupsVerifyWithoutTheKeyAndRestoreWithIt) {
   PgCluster pg;
   pg.create_database("archive");

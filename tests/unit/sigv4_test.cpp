@@ -88,3 +88,30 @@ TEST(S3Url, KeysArePercentEncodedPerSegment) {
 }
 
 }  // namespace backupctl
+
+namespace backupctl {
+
+TEST(S3Keys, AreSentByteForByteNeverAsPaths) {
+  // "." and ".." segments are data in S3: libcurl would remove them from the path (RFC 3986) and
+  // send the PUT to another key, or another bucket. Each segment is percent-encoded; dots stay.
+  for (const auto& [key, path] : std::vector<std::pair<std::string, std::string>>{
+           {"docs/../../other-bucket/evil", "/staging/docs/../../other-bucket/evil"},
+           {"./a/./b", "/staging/./a/./b"},
+           {"a b/..%/c", "/staging/a%20b/..%25/c"},
+           {"/leading//double", "/staging//leading//double"}}) {
+    CaptureServer server;
+    S3Settings s;
+    s.endpoint = "http://127.0.0.1:" + std::to_string(server.port());
+    s.access_key = "k";
+    s.secret_key = "s";
+    s.max_attempts = 1;
+    S3Store store(s);
+    std::string body = "x";
+    MemorySource src(body.data(), body.size());
+    store.put_object("staging", key, src, {});
+    const std::string& req = server.request();
+    EXPECT_EQ(req.substr(0, req.find("\r\n")), "PUT " + path + " HTTP/1.1") << key;
+  }
+}
+
+}  // namespace backupctl
