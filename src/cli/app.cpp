@@ -57,6 +57,13 @@ Error parse_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // First: a signal from now on stops the run cleanly instead of killing it.
+  try {
+    install_signal_handlers();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "backupctl: error: %s\n", e.what());
+    return exit_status(e.code());
+  }
   Args args;
   CLI::App app{
       "backupctl: backup and restore for the document-archive stack (PostgreSQL, "
@@ -170,7 +177,6 @@ int run_cli(int argc, char** argv) {
 
   setup_logging(args.out);
   try {
-    install_signal_handlers();
     if (!args.env_file.empty()) load_env_file(args.env_file);
     if (!args.backup_dir.empty()) ::setenv("BACKUP_DIR", args.backup_dir.c_str(), 1);
     if (!args.profile.empty()) ::setenv("BACKUP_PROFILE", args.profile.c_str(), 1);

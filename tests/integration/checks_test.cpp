@@ -16,19 +16,6 @@ namespace backupctl::test {
 
 namespace {
 
-// A loopback port nobody listens on right now (the kernel's pick).
-int unused_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(read_file(p)); }
 
 // The stack of the plan in miniature: database `archive` with generated documents, attachments in
@@ -36,7 +23,7 @@ nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(read_
 // operator without docker would configure it), and the default checklist in the app checkout.
 class AppStack {
  public:
-  explicit AppStack(bool use_s3, int documents = 20, int failed_jobs = 0) : m_port(unused_port()) {
+  explicit AppStack(bool use_s3, int documents = 20, int failed_jobs = 0) : m_port(free_port()) {
     if (use_s3) m_s3.emplace();
     m_pg.create_database("archive");
     make_dirs(root() / "infra/monitoring", 0755);

@@ -1,9 +1,6 @@
 #include "fixture.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pwd.h>
-#include <sys/socket.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include "support/loopback.hpp"
 
 extern char** environ;
 
@@ -39,15 +38,9 @@ fs::path find_bindir() {
 }  // namespace
 
 int free_port() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(s);
-  return ntohs(a.sin_port);
+  int port = 0;
+  ::close(listen_on_loopback(port));
+  return port;
 }
 
 PgCluster::PgCluster(Listen listen) {
@@ -192,6 +185,15 @@ EnvList backup_env(const PgCluster& cluster, const std::string& db, const fs::pa
   // machine (tests that want pg_restore's own loading set 1).
   e.emplace_back("RESTORE_JOBS", "2");
   return e;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) out.push_back(line);
+  }
+  return out;
 }
 
 std::vector<std::string> list_dir(const fs::path& dir) {

@@ -77,6 +77,9 @@ Child spawn_backupctl(const std::vector<std::string>& args, const EnvList& env);
 // EnvList for backupctl against `cluster`/`db`, writing to `backup_dir`.
 EnvList backup_env(const PgCluster& cluster, const std::string& db, const fs::path& backup_dir);
 
+// The non-empty lines of `text` (psql's unaligned output, a log).
+std::vector<std::string> split_lines(const std::string& text);
+
 // Files directly inside `dir` (names only, sorted); empty when it does not exist.
 std::vector<std::string> list_dir(const fs::path& dir);
 

@@ -96,6 +96,17 @@ class Mutator {
   std::mt19937 m_rng;
 };
 
+// Bytes in memory as a Source.
+struct StringSource : io::Source {
+  std::string_view data;
+  std::size_t read(std::span<char> buf) override {
+    std::size_t n = std::min(buf.size(), data.size());
+    std::memcpy(buf.data(), data.data(), n);
+    data.remove_prefix(n);
+    return n;
+  }
+};
+
 // The digest of a folder tree: names, sizes, contents.
 std::string tree(const fs::path& dir) {
   std::string out;
@@ -203,15 +214,7 @@ TEST_F(Fuzz, DumpsThroughTheArchiveReader) {
     expect_clear("dump case " + std::to_string(i), [&] {
       io::StringSink null;
       CustomArchiveInflater reader(null);
-      struct Src : io::Source {
-        std::string_view data;
-        std::size_t read(std::span<char> buf) override {
-          std::size_t n = std::min(buf.size(), data.size());
-          std::memcpy(buf.data(), data.data(), n);
-          data.remove_prefix(n);
-          return n;
-        }
-      } src;
+      StringSource src;
       src.data = bytes;
       if (auto h = read_custom_archive_header(src)) (void)h;
       src.data = bytes;
@@ -264,15 +267,7 @@ TEST_F(Fuzz, ConfigArchivesThroughThePreview) {
   for (int i = 0; i < cases; ++i) {
     std::string bytes = m.bytes(config_archive);
     expect_clear("config archive case " + std::to_string(i), [&] {
-      struct Src : io::Source {
-        std::string_view data;
-        std::size_t read(std::span<char> buf) override {
-          std::size_t n = std::min(buf.size(), data.size());
-          std::memcpy(buf.data(), data.data(), n);
-          data.remove_prefix(n);
-          return n;
-        }
-      } src;
+      StringSource src;
       src.data = bytes;
       ObjectArchiveReader reader(src);
       ArchiveEntry e;

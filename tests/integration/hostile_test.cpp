@@ -26,15 +26,6 @@ namespace {
 
 nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(read_file(p)); }
 
-std::vector<std::string> lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string l; std::getline(in, l);) {
-    if (!l.empty()) out.push_back(l);
-  }
-  return out;
-}
-
 // Database `archive` with 50 documents and a backup of it (set + db).
 struct Stack {
   PgCluster pg;
@@ -54,7 +45,7 @@ struct Stack {
     return e;
   }
   std::vector<std::string> databases() const {
-    return lines(pg.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'archive%' ORDER BY 1"));
+    return split_lines(pg.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'archive%' ORDER BY 1"));
   }
 };
 

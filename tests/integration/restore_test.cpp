@@ -28,12 +28,7 @@ class RestoreTest : public ::testing::Test {
 
   void SetUp() override {
     pg.create_database("archive");
-    pg.psql("archive",
-            "CREATE TABLE heartbeat (at timestamptz NOT NULL);"
-            "CREATE TABLE documents AS SELECT i AS id, 'doc ' || i AS title FROM generate_series(1, 1000) i;"
-            "ALTER TABLE documents ADD PRIMARY KEY (id);"
-            "CREATE TABLE big AS SELECT i, repeat(md5(i::text), 10) AS filler FROM generate_series(1, 150000) i;"
-            "CREATE INDEX ON big (filler);");
+    create_restore_tables(pg, "archive", 150000);
     for (const char* tool : {"pg_dump", "pg_dumpall", "psql"}) {
       write_file_atomic(bin.path() / tool, "#!/bin/sh\nexec " + pg.tool(tool) + " \"$@\"\n", 0755);
     }

@@ -28,6 +28,16 @@ int count_between(const std::vector<Event>& ev, const std::string& what, long lo
   return n;
 }
 
+void create_restore_tables(const PgCluster& pg, const std::string& db, int big_rows) {
+  pg.psql(db,
+          "CREATE TABLE heartbeat (at timestamptz NOT NULL);"
+          "CREATE TABLE documents AS SELECT i AS id, 'doc ' || i AS title FROM generate_series(1, 1000) i;"
+          "ALTER TABLE documents ADD PRIMARY KEY (id);"
+          "CREATE TABLE big AS SELECT i, repeat(md5(i::text), 10) AS filler FROM generate_series(1, " +
+              std::to_string(big_rows) + ") i;"
+          "CREATE INDEX ON big (filler);");
+}
+
 Writer::Writer() : m_state("backupctl-writer") {}
 
 Writer::~Writer() {

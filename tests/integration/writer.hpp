@@ -22,6 +22,10 @@ std::vector<Event> read_events(const fs::path& log);
 long long first(const std::vector<Event>& ev, const std::string& what, long long after = 0);
 int count_between(const std::vector<Event>& ev, const std::string& what, long long from, long long to);
 
+// The database restore tests replace: heartbeat (the writer's), documents (1000 rows, a primary
+// key) and big (`big_rows` rows with an index: what makes a restore take a while).
+void create_restore_tables(const PgCluster& pg, const std::string& db, int big_rows);
+
 class Writer {
  public:
   Writer();

@@ -4,9 +4,6 @@
 // header libcurl sent) and the notification test (the webhook's body).
 #pragma once
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -15,27 +12,21 @@
 #include <string>
 #include <thread>
 
+#include "support/loopback.hpp"
+
 namespace backupctl::test {
 
 class CaptureServer {
  public:
   explicit CaptureServer(std::string status_line = "HTTP/1.1 200 OK") : m_status_line(std::move(status_line)) {
-    m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a = loopback(0);
-    ::bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(m_fd, 4);
-    socklen_t len = sizeof a;
-    ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len);
-    m_port = ntohs(a.sin_port);
+    m_fd = listen_on_loopback(m_port, 4);
     m_thread = std::thread([this] { serve_one(); });
   }
   ~CaptureServer() {
     if (m_thread.joinable()) {
       // Unblock accept() when no request came.
-      int s = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a = loopback(m_port);
-      ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-      ::close(s);
+      int s = connect_loopback(m_port);
+      if (s >= 0) ::close(s);
       m_thread.join();
     }
     ::close(m_fd);
@@ -64,13 +55,6 @@ class CaptureServer {
   }
 
  private:
-  static sockaddr_in loopback(int port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    return a;
-  }
   void serve_one() {
     int c = ::accept(m_fd, nullptr, nullptr);
     std::string req;

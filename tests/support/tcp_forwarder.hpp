@@ -3,8 +3,6 @@
 // connection to 127.0.0.1:<to>, both ways, until either side closes.
 #pragma once
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,20 +12,14 @@
 #include <list>
 #include <thread>
 
+#include "support/loopback.hpp"
+
 namespace backupctl::test {
 
 class TcpForwarder {
  public:
   explicit TcpForwarder(int to) : m_to(to) {
-    m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    ::setsockopt(m_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a = loopback(0);
-    ::bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(m_fd, 16);
-    socklen_t len = sizeof a;
-    ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len);
-    m_port = ntohs(a.sin_port);
+    m_fd = listen_on_loopback(m_port);
     m_accept = std::thread([this] { accept_loop(); });
   }
   ~TcpForwarder() {
@@ -43,22 +35,13 @@ class TcpForwarder {
   int port() const { return m_port; }
 
  private:
-  static sockaddr_in loopback(int port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    return a;
-  }
   void accept_loop() {
     while (!m_stop) {
       int c = ::accept(m_fd, nullptr, nullptr);
       if (c < 0) return;
-      int s = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a = loopback(m_to);
-      if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      int s = connect_loopback(m_to);
+      if (s < 0) {
         ::close(c);
-        ::close(s);
         continue;
       }
       m_relays.emplace_back([this, c, s] { relay(c, s); });
