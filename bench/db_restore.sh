@@ -4,6 +4,9 @@
 # the database of bench/db_backup.sh, alternating in one run. Also the services-down time of
 # `--online` (services stand-in: `true`).
 #   bench/db_restore.sh [ROUNDS] [DOCS]
+# BACKUPCTL_B=path/to/other/backupctl also restores the default .dump with that build in every
+# round, alternating with this one, and prints the two builds' ratio: a before/after comparison
+# in one run (separate runs drift: the first after generating the database is the slowest).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 rounds=${1:-3}
@@ -50,7 +53,7 @@ plan() {
   "$bindir/dropdb" target && "$bindir/createdb" target && "$bindir/pg_restore" -d target "$out/plan.dump"
 }
 ours() {
-  CONFIRM=YES BACKUP_DIR=$out/ours SERVICE_CONTROL=none "$backupctl" -q --json restore db \
+  CONFIRM=YES BACKUP_DIR=$out/ours SERVICE_CONTROL=none "${2:-$backupctl}" -q --json restore db \
     --target-db target --file "$1"
 }
 online() {
@@ -68,15 +71,20 @@ drop_previous() {
 echo "warm-up (untimed)..." >&2
 settle; plan >/dev/null
 for f in "$ours_file" "$zstd_file"; do settle; ours "$f" >/dev/null; drop_previous; done
+[[ -n "${BACKUPCTL_B:-}" ]] && { settle; ours "$ours_file" "$BACKUPCTL_B" >/dev/null; drop_previous; }
 settle; online >/dev/null; drop_previous
 down_max=0
 per_round=""
 for r in $(seq 1 "$rounds"); do
   echo "round $r/$rounds" >&2
   if (( r % 2 )); then
-    run plan plan; run ours ours "$ours_file"; drop_previous; run ours_zstd ours "$zstd_file"; drop_previous
+    run plan plan; run ours ours "$ours_file"; drop_previous
+    [[ -n "${BACKUPCTL_B:-}" ]] && { run ours_b ours "$ours_file" "$BACKUPCTL_B"; drop_previous; }
+    run ours_zstd ours "$zstd_file"; drop_previous
   else
-    run ours_zstd ours "$zstd_file"; drop_previous; run ours ours "$ours_file"; drop_previous; run plan plan
+    run ours_zstd ours "$zstd_file"; drop_previous
+    [[ -n "${BACKUPCTL_B:-}" ]] && { run ours_b ours "$ours_file" "$BACKUPCTL_B"; drop_previous; }
+    run ours ours "$ours_file"; drop_previous; run plan plan
   fi
   run online online; drop_previous
   per_round+="  round $r: .dump $(ratio "${last[ours]}" "${last[plan]}")x, .dump.zst $(ratio "${last[ours_zstd]}" "${last[plan]}")x"$'\n'
@@ -91,10 +99,14 @@ printf '%-50s %9s\n' "plan: dropdb; createdb; pg_restore -d" "$(fmt_s "$(avg pla
 printf '%-50s %9s\n' "backupctl restore db, .dump (default backup)" "$(fmt_s "$(avg ours)")"
 printf '%-50s %9s\n' "backupctl restore db, .dump.zst (zstd backup)" "$(fmt_s "$(avg ours_zstd)")"
 printf '%-50s %9s\n' "backupctl restore db --online" "$(fmt_s "$(avg online)")"
+if [[ -n "${BACKUPCTL_B:-}" ]]; then
+  printf '%-50s %9s\n' "BACKUPCTL_B restore db, .dump" "$(fmt_s "$(avg ours_b)")"
+fi
 echo
 echo "each round's time against that round's plan:"
 printf '%s' "$per_round"
 echo "restore of the default .dump: $(ratio "$(avg ours)" "$(avg plan)")x the plan's time (target <= 0.9)"
+[[ -n "${BACKUPCTL_B:-}" ]] && echo "this build's .dump restore against BACKUPCTL_B's: $(ratio "$(avg ours)" "$(avg ours_b)")x ($BACKUPCTL_B: $(ratio "$(avg ours_b)" "$(avg plan)")x the plan's)"
 echo "restore of the zstd .dump.zst: $(ratio "$(avg ours_zstd)" "$(avg plan)")x the plan's time (target <= 0.9)"
 echo "--online: services down at most $(fmt_s "$down_max") s (target <= 5)"
 echo "phases of the last .dump restore: $(sed -n '/"phases"/,/}/p' "$out/ours.stdout" | tr -d '\n ' )"

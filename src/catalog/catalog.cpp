@@ -6,8 +6,8 @@
 #include <set>
 
 #include "util/error.hpp"
-#include "util/json.hpp"
 #include "util/fault.hpp"
+#include "util/json.hpp"
 
 namespace backupctl {
 

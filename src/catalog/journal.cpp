@@ -104,14 +104,16 @@ Journal::Entry::Entry(Entry&& other) noexcept
 
 Journal::Entry& Journal::Entry::operator=(Entry&& other) noexcept {
   if (this != &other) {
-    this->~Entry();
+    undo_quietly();
     m_journal = std::exchange(other.m_journal, nullptr);
     m_id = other.m_id;
   }
   return *this;
 }
 
-Journal::Entry::~Entry() {
+Journal::Entry::~Entry() { undo_quietly(); }
+
+void Journal::Entry::undo_quietly() noexcept {
   if (!m_journal) return;
   InterruptShield shield;  // a signal brought us here: the undo must still finish
   try {

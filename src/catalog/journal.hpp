@@ -58,6 +58,7 @@ class Journal {
    private:
     friend class Journal;
     Entry(Journal* journal, int id) : m_journal(journal), m_id(id) {}
+    void undo_quietly() noexcept;  // undo(), its failure logged (the entry then stays)
     Journal* m_journal = nullptr;
     int m_id = 0;
   };

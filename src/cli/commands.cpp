@@ -9,16 +9,15 @@
 #include <optional>
 
 #include "catalog/lock.hpp"
-#include "util/json.hpp"
 #include "catalog/naming.hpp"
+#include "check/checklist.hpp"
 #include "command/backup_db.hpp"
 #include "command/backup_objects.hpp"
 #include "command/config_files.hpp"
 #include "command/list.hpp"
-#include "check/checklist.hpp"
 #include "command/prune.hpp"
-#include "command/repair.hpp"
 #include "command/rehearse.hpp"
+#include "command/repair.hpp"
 #include "command/sets.hpp"
 #include "command/status.hpp"
 #include "command/verify.hpp"
@@ -29,6 +28,7 @@
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
 

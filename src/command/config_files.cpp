@@ -18,16 +18,16 @@
 #include <sstream>
 
 #include "archive/object_archive.hpp"
-#include "util/json.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
 #include "io/age.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
-#include "util/signals.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/process.hpp"
+#include "util/signals.hpp"
 #include "util/time.hpp"
 
 namespace backupctl {

@@ -7,7 +7,6 @@
 #include <iostream>
 
 #include "check/checklist.hpp"
-#include "util/json.hpp"
 #include "command/restore_db.hpp"
 #include "command/restore_objects.hpp"
 #include "command/sets.hpp"
@@ -22,6 +21,7 @@
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
 

@@ -8,7 +8,6 @@
 #include <optional>
 
 #include "catalog/catalog.hpp"
-#include "util/json.hpp"
 #include "catalog/lock.hpp"
 #include "catalog/meta.hpp"
 #include "catalog/naming.hpp"
@@ -21,6 +20,7 @@
 #include "storage/object_store.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/time.hpp"
 
 namespace backupctl {

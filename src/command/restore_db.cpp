@@ -8,7 +8,6 @@
 #include <set>
 
 #include "catalog/catalog.hpp"
-#include "util/json.hpp"
 #include "catalog/naming.hpp"
 #include "command/backup_db.hpp"
 #include "io/age.hpp"
@@ -23,6 +22,7 @@
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
 

@@ -12,12 +12,12 @@
 #include <thread>
 
 #include "catalog/catalog.hpp"
-#include "util/json.hpp"
 #include "io/age.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/parallel.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"

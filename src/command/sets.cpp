@@ -4,13 +4,13 @@
 #include <spdlog/spdlog.h>
 
 #include "catalog/naming.hpp"
-#include "util/json.hpp"
 #include "command/backup_db.hpp"
 #include "command/backup_objects.hpp"
 #include "command/config_files.hpp"
 #include "storage/object_store.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
 

@@ -3,10 +3,10 @@
 #include <fmt/format.h>
 
 #include "catalog/catalog.hpp"
-#include "util/json.hpp"
 #include "monitor/state.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
+#include "util/json.hpp"
 
 namespace backupctl {
 

@@ -7,17 +7,17 @@
 #include <algorithm>
 #include <set>
 
+#include "archive/object_archive.hpp"
 #include "catalog/catalog.hpp"
-#include "util/json.hpp"
 #include "catalog/meta.hpp"
 #include "catalog/naming.hpp"
-#include "io/pipeline.hpp"
-#include "archive/object_archive.hpp"
 #include "io/age.hpp"
+#include "io/pipeline.hpp"
 #include "pg/archive.hpp"
 #include "pg/tools.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/process.hpp"
 #include "util/time.hpp"
 

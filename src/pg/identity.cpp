@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include "pg/connection.hpp"
-#include "util/json.hpp"
 #include "util/error.hpp"
+#include "util/json.hpp"
 
 namespace backupctl {
 
