@@ -13,8 +13,9 @@ packages=(
   libtomlplusplus-dev libcpp-httplib-dev
   # runtime tools the tool drives, and what the tests and demo need
   postgresql-15 postgresql-client-15 zstd util-linux procps time bc gzip curl
-  # the S3 test server (s3rver, from npm) and the independent S3 client
-  nodejs npm awscli
+  # the S3 test servers (Ceph's RADOS Gateway; s3rver from npm as a second implementation) and the
+  # independent S3 client
+  ceph-mon ceph-osd radosgw ceph-common nodejs npm awscli
   # encryption at rest
   age
 )

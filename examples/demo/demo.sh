@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the operations plan end to end on an embedded default. It starts a throwaway
-# PostgreSQL, an object store (a folder; s3rver with DEMO_S3=1) and the sample archive app (api +
+# PostgreSQL, an object store (a folder; Ceph RGW with DEMO_S3=1) and the sample archive app (api +
 # worker) with generated data; runs a backup set; stages an incident (a dropped table, deleted
 # attachments, an edited config file); restores the database and attachments, previews and applies
 # the config; runs the checklist; rehearses; prints a summary with timings; and stops everything it
@@ -14,14 +14,14 @@ demo=${DEMO_DIR:-$root/demo}
 docs=${DEMO_DOCUMENTS:-300}
 work=$(mktemp -d /tmp/backupctl-demo.XXXXXX)
 chmod 755 "$work"
-s3pid=""
+rgw_dir=""
 export ARCHIVE_APP=$app_bin
 export API_PORT=${DEMO_API_PORT:-$(( 20000 + RANDOM % 20000 ))}
 export API_URL=http://127.0.0.1:$API_PORT
 
 cleanup() {
   "$root/examples/archive-app/appctl.sh" stop "$work/run" >/dev/null 2>&1 || true
-  [[ -n "$s3pid" ]] && kill "$s3pid" 2>/dev/null
+  [[ -n "$rgw_dir" ]] && "$root/tools/rgw-throwaway.sh" stop "$rgw_dir" >/dev/null 2>&1
   "$root/tools/pg-throwaway.sh" stop "$work/pg" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -42,15 +42,10 @@ done_step
 rm -rf "$demo"
 mkdir -p "$demo/app/infra/monitoring"
 if [[ "${DEMO_S3:-0}" == 1 ]]; then
-  step "starting s3rver (the object store, over the S3 API)"
-  [[ -d "$root/node_modules/s3rver" ]] || (cd "$root" && npm ci --no-audit --no-fund --loglevel=error)
-  mkdir -p "$work/s3"
-  s3port=$(( 40000 + RANDOM % 10000 ))
-  node --openssl-legacy-provider "$root/node_modules/s3rver/bin/s3rver.js" -d "$work/s3" -a 127.0.0.1 \
-    -p "$s3port" --no-vhost-buckets --silent > "$work/s3rver.log" 2>&1 &
-  s3pid=$!
-  for _ in $(seq 1 100); do grep -q listening "$work/s3rver.log" && break; sleep 0.1; done
-  export OBJECT_STORAGE=minio MINIO_ENDPOINT=http://127.0.0.1:$s3port MINIO_ACCESS_KEY=S3RVER MINIO_SECRET_KEY=S3RVER
+  step "starting Ceph RGW   (the object store over the S3 API; it checks signatures)"
+  eval "$("$root/tools/rgw-throwaway.sh" start "$work/rgw")"
+  rgw_dir=$work/rgw
+  export OBJECT_STORAGE=minio MINIO_ENDPOINT=$RGW_ENDPOINT MINIO_ACCESS_KEY=$RGW_ACCESS_KEY MINIO_SECRET_KEY=$RGW_SECRET_KEY
   done_step
 else
   export OBJECT_STORAGE=disk OBJECT_STORAGE_DIR=$demo/objects

@@ -165,12 +165,65 @@ TEST(ObjectKeys, KeysAFolderCannotHoldAreRefusedInThePlan) {
   EXPECT_FALSE(fs::exists(dir.path() / "escaped.txt"));
 }
 
+TEST(ObjectKeys, KeysThatLookLikePathsStayInsideTheTargetPrefixOnAServerThatKeepsThem) {
+  // Ceph RGW keeps keys byte for byte, as S3 and MinIO do: keys with "." and ".." segments are
+  // backed up, then restored for a rehearsal into staging/rehearsal-1/. Nothing may land in the
+  // live bucket, and every key comes back as it was.
+  S3Server s3;
+  S3Settings settings;
+  settings.endpoint = s3.endpoint();
+  settings.access_key = s3.access_key();
+  settings.secret_key = s3.secret_key();
+  S3Store store(settings);
+  store.create_bucket("attachments");
+  store.create_bucket("staging");
+  // The first climbs out of staging/rehearsal-1/attachments/ into the live bucket if resolved.
+  const std::vector<std::string> keys = {"a/../../../../attachments/replaced.txt", "docs/../replaced.txt", "./dot/./x.txt",
+                                         "plain/a.txt"};
+  for (const auto& k : keys) {
+    std::string body = "content of " + k;
+    MemorySource src(body.data(), body.size());
+    store.put_object("attachments", k, src, {});
+  }
+  std::string original = "the live object";
+  MemorySource live(original.data(), original.size());
+  store.put_object("attachments", "replaced.txt", live, {});
+  auto listing = [&](const std::string& bucket) {
+    std::set<std::string> out;
+    store.list_objects(bucket, "", [&](const ObjectEntry& o) { out.insert(o.key); });
+    return out;
+  };
+  const auto live_before = listing("attachments");
+  ASSERT_EQ(live_before.size(), keys.size() + 1) << testing::PrintToString(live_before);
+  TempDir dir;
+  EnvList e = s3.env();
+  e.emplace_back("BACKUP_DIR", dir.path().string());
+  e.emplace_back("MINIO_BUCKETS", "attachments");
+  CliResult b = run_backupctl({"backup", "objects", "--json"}, e);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  e.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "objects", "--target", "staging/rehearsal-1", "--file",
+                               nlohmann::json::parse(b.out)["path"].get<std::string>()},
+                              e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(listing("attachments"), live_before);
+  io::StringSink got;
+  store.get_object("attachments", "replaced.txt", got);
+  EXPECT_EQ(got.take(), original);
+  std::set<std::string> staged = listing("staging");
+  for (const auto& k : live_before) {
+    EXPECT_TRUE(staged.count("rehearsal-1/attachments/" + k)) << k << ": " << testing::PrintToString(staged);
+  }
+  EXPECT_EQ(staged.size(), live_before.size());
+  EXPECT_EQ(s3.rejections(), 0) << "a request's signature did not hold";
+}
+
 TEST(ObjectKeys, AKeyThatIsAlsoAFolderIsRefusedForAFolderTarget) {
   S3Server s3;
   S3Settings settings;
   settings.endpoint = s3.endpoint();
-  settings.access_key = S3Server::kAccessKey;
-  settings.secret_key = S3Server::kSecretKey;
+  settings.access_key = s3.access_key();
+  settings.secret_key = s3.secret_key();
   S3Store store(settings);
   store.create_bucket("attachments");
   for (const char* k : {"reports/2026", "reports/2026/jan.pdf"}) {

@@ -1,5 +1,6 @@
-// One test suite, run against every ObjectStore backend: the directory store and the S3 store
-// talking to s3rver through the signature-verifying proxy.
+// One test suite, run against every ObjectStore backend: the directory store, and the S3 store
+// talking to Ceph RGW (which checks signatures itself) and to s3rver through the
+// signature-verifying proxy (a second, independent S3 implementation).
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -51,12 +52,12 @@ struct Backend {
 
 Backend make_backend(const std::string& kind) {
   Backend b;
-  if (kind == "s3") {
-    b.s3 = std::make_unique<S3Server>();
+  if (kind == "s3" || kind == "s3rver") {
+    b.s3 = std::make_unique<S3Server>(kind == "s3" ? S3Server::Backend::rgw : S3Server::Backend::s3rver);
     S3Settings s;
     s.endpoint = b.s3->endpoint();
-    s.access_key = S3Server::kAccessKey;
-    s.secret_key = S3Server::kSecretKey;
+    s.access_key = b.s3->access_key();
+    s.secret_key = b.s3->secret_key();
     b.store = std::make_unique<S3Store>(s);
     b.has_metadata = true;
   } else {
@@ -180,14 +181,14 @@ TEST_P(ObjectStoreSuite, DeleteAndMissingThings) {
   EXPECT_THROW(keys(store(), "no-such-bucket"), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ObjectStoreSuite, ::testing::Values("disk", "s3"),
+INSTANTIATE_TEST_SUITE_P(Backends, ObjectStoreSuite, ::testing::Values("disk", "s3", "s3rver"),
                          [](const auto& info) { return info.param; });
 
 TEST(S3Store, WrongSecretIsOneClearErrorWithoutRetries) {
   S3Server server;
   S3Settings s;
   s.endpoint = server.endpoint();
-  s.access_key = S3Server::kAccessKey;
+  s.access_key = server.access_key();
   s.secret_key = "not-the-secret";
   S3Store store(s);
   try {

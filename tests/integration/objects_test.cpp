@@ -13,6 +13,8 @@
 #include "archive/object_archive.hpp"
 #include "fixture.hpp"
 #include "s3_fixture.hpp"
+#include "storage/s3/s3_store.hpp"
+#include "util/error.hpp"
 
 namespace backupctl::test {
 
@@ -394,14 +396,18 @@ TEST_F(ObjectsTest, ServerDyingMidRestoreIsReportedAndARerunCompletes) {
   EnvList e = confirmed();
   e.emplace_back("OBJECT_PARALLEL", "1");
   Child c = spawn_backupctl({"restore", "objects", "--file", archive.string()}, e);
-  // Kill the server once a few objects have landed (watched in its data folder, which is cheap
-  // enough to poll every few milliseconds).
+  // Kill the server once a few objects have landed (a listing, cheap enough to poll).
+  S3Settings settings;
+  settings.endpoint = s3.endpoint();
+  settings.access_key = s3.access_key();
+  settings.secret_key = s3.secret_key();
+  settings.max_attempts = 1;
+  S3Store store(settings);
   auto stored = [&] {
     int n = 0;
-    std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(s3.data_dir() / "docs", ec);
-         it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      n += it->path().string().ends_with("._S3rver_object");
+    try {
+      store.list_objects("docs", "", [&](const ObjectEntry&) { ++n; });
+    } catch (const Error&) {
     }
     return n;
   };

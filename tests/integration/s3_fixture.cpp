@@ -29,20 +29,35 @@ int wait_for_port(Child& child, const std::regex& re, const std::string& what) {
 
 }  // namespace
 
-S3Server::S3Server() {
+fs::path rgw_script() { return source("tools/rgw-throwaway.sh"); }
+
+S3Server::S3Server(Backend backend) : m_backend(backend), m_dir("backupctl-s3") {
+  if (m_backend == Backend::rgw) {
+    RunResult r = run_command({.argv = {rgw_script().string(), "start", (m_dir.path() / "rgw").string()}});
+    std::smatch m;
+    if (!r.status.ok() ||
+        !std::regex_search(r.out, m, std::regex(R"(RGW_ENDPOINT=http://127\.0\.0\.1:(\d+) RGW_ACCESS_KEY=(\S+) RGW_SECRET_KEY=(\S+))"))) {
+      ADD_FAILURE() << "Ceph RGW did not start (tools/install-deps.sh installs it): " << r.err << r.out;
+      return;
+    }
+    m_port = m_client_port = std::stoi(m[1]);
+    m_access_key = m[2];
+    m_secret_key = m[3];
+    return;
+  }
   if (!fs::exists(source("node_modules/s3rver/bin/s3rver.js"))) {
     ADD_FAILURE() << "node_modules/s3rver is missing: run `npm ci` in " << BACKUPCTL_SOURCE_DIR;
     return;
   }
-  start_server();
+  start_s3rver();
   if (m_port == 0) return;
   m_proxy.emplace(Child::spawn({.argv = {"node", source("tests/s3/verifying_proxy.js").string(),
-                                         std::to_string(m_port), kAccessKey, kSecretKey, "us-east-1"},
+                                         std::to_string(m_port), m_access_key, m_secret_key, "us-east-1"},
                                 .env = {{"NODE_PATH", source("node_modules").string()}}}));
-  m_proxy_port = wait_for_port(*m_proxy, std::regex(R"(proxy listening on (\d+))"), "the verifying proxy");
+  m_client_port = wait_for_port(*m_proxy, std::regex(R"(proxy listening on (\d+))"), "the verifying proxy");
 }
 
-void S3Server::start_server() {
+void S3Server::start_s3rver() {
   std::string port = m_port ? std::to_string(m_port) : "0";
   m_server.emplace(Child::spawn({.argv = {"node", "--openssl-legacy-provider",
                                           source("node_modules/s3rver/bin/s3rver.js").string(), "-d",
@@ -51,13 +66,16 @@ void S3Server::start_server() {
   m_port = wait_for_port(*m_server, std::regex(R"(listening on 127\.0\.0\.1:(\d+))"), "s3rver");
 }
 
-S3Server::~S3Server() = default;  // the Child guards terminate and reap both processes
+S3Server::~S3Server() {
+  // s3rver and the proxy: the Child guards terminate and reap them. RGW: its daemons, by pid.
+  if (m_backend == Backend::rgw) run_command({.argv = {rgw_script().string(), "stop", (m_dir.path() / "rgw").string()}});
+}
 
 EnvList S3Server::env() const {
   return {{"OBJECT_STORAGE", "minio"},
           {"MINIO_ENDPOINT", endpoint()},
-          {"MINIO_ACCESS_KEY", kAccessKey},
-          {"MINIO_SECRET_KEY", kSecretKey},
+          {"MINIO_ACCESS_KEY", m_access_key},
+          {"MINIO_SECRET_KEY", m_secret_key},
           {"MINIO_REGION", "us-east-1"}};
 }
 
@@ -65,8 +83,8 @@ RunResult S3Server::aws(std::vector<std::string> args) const {
   std::vector<std::string> argv = {"/usr/bin/aws", "--endpoint-url", direct_endpoint()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command({.argv = argv,
-                      .env = {{"AWS_ACCESS_KEY_ID", kAccessKey},
-                              {"AWS_SECRET_ACCESS_KEY", kSecretKey},
+                      .env = {{"AWS_ACCESS_KEY_ID", m_access_key},
+                              {"AWS_SECRET_ACCESS_KEY", m_secret_key},
                               {"AWS_DEFAULT_REGION", "us-east-1"},
                               {"AWS_CONFIG_FILE", "/dev/null"},
                               {"AWS_SHARED_CREDENTIALS_FILE", "/dev/null"},
@@ -74,11 +92,30 @@ RunResult S3Server::aws(std::vector<std::string> args) const {
 }
 
 int S3Server::rejections() const {
+  if (m_backend == Backend::rgw) {
+    // beast's access log: `... "PUT /bucket/key HTTP/1.1" 403 ...`, flushed first (Ceph's log
+    // thread writes it behind).
+    run_command({.argv = {"ceph", "--admin-daemon", (m_dir.path() / "rgw/run/ceph-client.rgw.gw.asok").string(),
+                          "log", "flush"}});
+    std::string log;
+    try {
+      log = read_file(m_dir.path() / "rgw/log/client.rgw.gw.log");
+    } catch (const std::exception&) {
+      return -1;
+    }
+    int n = 0;
+    for (std::size_t p = 0; (p = log.find(" HTTP/1.1\" 403 ", p)) != std::string::npos; ++p) ++n;
+    return n;
+  }
   RunResult r = run_command({.argv = {"curl", "-s", endpoint() + "/__proxy/rejections"}});
   return r.out.empty() ? -1 : std::stoi(r.out);
 }
 
 void S3Server::kill_server() {
+  if (m_backend == Backend::rgw) {
+    run_command({.argv = {rgw_script().string(), "kill-rgw", (m_dir.path() / "rgw").string()}});
+    return;
+  }
   if (m_server) {
     m_server->kill(SIGKILL);
     m_server->wait();
@@ -88,8 +125,13 @@ void S3Server::kill_server() {
 
 void S3Server::restart_server() {
   kill_server();
+  if (m_backend == Backend::rgw) {
+    RunResult r = run_command({.argv = {rgw_script().string(), "start-rgw", (m_dir.path() / "rgw").string()}});
+    EXPECT_TRUE(r.status.ok()) << "radosgw did not come back: " << r.err;
+    return;
+  }
   drop_incomplete_objects();
-  start_server();
+  start_s3rver();
 }
 
 // s3rver writes an object in three files (body, .md5, then metadata.json) without making the PUT
