@@ -203,6 +203,45 @@ TEST(S3Store, WrongSecretIsOneClearErrorWithoutRetries) {
   EXPECT_EQ(server.rejections(), 1) << "a 403 must not be retried";
 }
 
+TEST(S3Store, ARegionOtherThanUsEast1CreatesBucketsOnAwsAndOnRgw) {
+  // AWS needs the region as a LocationConstraint outside us-east-1; RGW refuses one that is not
+  // its zonegroup (InvalidLocationConstraint) and creates the bucket without it.
+  S3Server server;
+  S3Settings s;
+  s.endpoint = server.endpoint();
+  s.access_key = server.access_key();
+  s.secret_key = server.secret_key();
+  s.region = "eu-central-1";
+  S3Store store(s);
+  store.create_bucket("eu-bucket");
+  EXPECT_TRUE(store.bucket_exists("eu-bucket"));
+  std::string body = "x";
+  MemorySource src(body.data(), body.size());
+  store.put_object("eu-bucket", "k", src, {});
+  io::StringSink got;
+  store.get_object("eu-bucket", "k", got);
+  EXPECT_EQ(got.data(), "x");
+}
+
+TEST(S3Store, UsesItsOwnUserAgentAndNamesErrorsRgwSendsWithoutAMessage) {
+  S3Server server;
+  S3Settings s;
+  s.endpoint = server.endpoint();
+  s.access_key = server.access_key();
+  s.secret_key = server.secret_key();
+  S3Store store(s);
+  try {
+    io::StringSink sink;
+    store.get_object("no-such-bucket", "k", sink);
+    FAIL() << "a missing bucket was read";
+  } catch (const Error& e) {
+    // RGW: <Code>NoSuchBucket</Code><Message></Message>.
+    EXPECT_NE(std::string(e.what()).find("NoSuchBucket (the bucket does not exist)"), std::string::npos) << e.what();
+  }
+  std::string log = server.access_log();
+  EXPECT_NE(log.find("\"backupctl/"), std::string::npos) << "no backupctl User-Agent in RGW's access log";
+}
+
 TEST(S3Store, EndpointDownFailsAfterBoundedRetries) {
   S3Settings s;
   s.endpoint = "http://127.0.0.1:1";

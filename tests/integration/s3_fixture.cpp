@@ -33,10 +33,15 @@ fs::path rgw_script() { return source("tools/rgw-throwaway.sh"); }
 
 S3Server::S3Server(Backend backend) : m_backend(backend), m_dir("backupctl-s3") {
   if (m_backend == Backend::rgw) {
-    RunResult r = run_command({.argv = {rgw_script().string(), "start", (m_dir.path() / "rgw").string()}});
+    // Two tries: a port the script found free can be taken by another test's server a moment later.
+    RunResult r;
     std::smatch m;
-    if (!r.status.ok() ||
-        !std::regex_search(r.out, m, std::regex(R"(RGW_ENDPOINT=http://127\.0\.0\.1:(\d+) RGW_ACCESS_KEY=(\S+) RGW_SECRET_KEY=(\S+))"))) {
+    const std::regex exports(R"(RGW_ENDPOINT=http://127\.0\.0\.1:(\d+) RGW_ACCESS_KEY=(\S+) RGW_SECRET_KEY=(\S+))");
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      r = run_command({.argv = {rgw_script().string(), "start", (m_dir.path() / "rgw").string()}});
+      if (r.status.ok() && std::regex_search(r.out, m, exports)) break;
+    }
+    if (!r.status.ok() || !std::regex_search(r.out, m, exports)) {
       ADD_FAILURE() << "Ceph RGW did not start (tools/install-deps.sh installs it): " << r.err << r.out;
       return;
     }
@@ -91,18 +96,23 @@ RunResult S3Server::aws(std::vector<std::string> args) const {
                               {"AWS_PAGER", ""}}});
 }
 
+std::string S3Server::access_log() const {
+  if (m_backend != Backend::rgw) return "";
+  // Flushed first: Ceph's log thread writes behind.
+  run_command({.argv = {"ceph", "--admin-daemon", (m_dir.path() / "rgw/run/ceph-client.rgw.gw.asok").string(),
+                        "log", "flush"}});
+  try {
+    return read_file(m_dir.path() / "rgw/log/client.rgw.gw.log");
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
 int S3Server::rejections() const {
   if (m_backend == Backend::rgw) {
-    // beast's access log: `... "PUT /bucket/key HTTP/1.1" 403 ...`, flushed first (Ceph's log
-    // thread writes it behind).
-    run_command({.argv = {"ceph", "--admin-daemon", (m_dir.path() / "rgw/run/ceph-client.rgw.gw.asok").string(),
-                          "log", "flush"}});
-    std::string log;
-    try {
-      log = read_file(m_dir.path() / "rgw/log/client.rgw.gw.log");
-    } catch (const std::exception&) {
-      return -1;
-    }
+    // beast's access log: `... "PUT /bucket/key HTTP/1.1" 403 ...`
+    std::string log = access_log();
+    if (log.empty()) return -1;
     int n = 0;
     for (std::size_t p = 0; (p = log.find(" HTTP/1.1\" 403 ", p)) != std::string::npos; ++p) ++n;
     return n;

@@ -42,6 +42,10 @@ class S3Server {
   // Runs Debian's /usr/bin/aws s3api/s3 against the server; ASSERTs nothing, returns the result.
   RunResult aws(std::vector<std::string> args) const;
 
+  // RGW's log with beast's access lines (one per request: method, path, status, User-Agent); ""
+  // for s3rver.
+  std::string access_log() const;
+
   // Requests the server refused with 403 so far (a bad signature or key): RGW's access log, or
   // the proxy's count.
   int rejections() const;

@@ -9,10 +9,12 @@
 #include <chrono>
 #include <cstring>
 #include <pugixml.hpp>
+#include <map>
 #include <random>
 #include <thread>
 
 #include "util/error.hpp"
+#include "version.hpp"
 #include "util/signals.hpp"
 
 namespace backupctl {
@@ -46,6 +48,11 @@ namespace {
 
 constexpr const char* kEmptySha256 =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+const std::string& user_agent() {
+  static const std::string ua = std::string("backupctl/") + kVersion;
+  return ua;
+}
 
 struct CurlGlobal {
   CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -179,12 +186,43 @@ bool retryable_curl(CURLcode rc) {
   }
 }
 
-// "<Error><Code>NoSuchBucket</Code><Message>...</Message></Error>" -> {code, message}.
+// What an S3 error code means, for servers that send it without a <Message> (Ceph RGW does).
+std::string describe_code(const std::string& code) {
+  static const std::map<std::string, std::string> known = {
+      {"SignatureDoesNotMatch", "the request signature does not match: a wrong secret key, or a clock off by minutes"},
+      {"InvalidAccessKeyId", "the access key is unknown to the server"},
+      {"AccessDenied", "the key may not do this"},
+      {"NoSuchBucket", "the bucket does not exist"},
+      {"NoSuchKey", "the object does not exist"},
+      {"NoSuchUpload", "the multipart upload does not exist (aborted or completed)"},
+      {"BucketAlreadyExists", "the bucket name is taken by another account"},
+      {"BucketNotEmpty", "the bucket still holds objects"},
+      {"InvalidLocationConstraint", "the server does not accept this region for new buckets"},
+      {"InvalidBucketName", "the bucket name is not valid on this server"},
+      {"XAmzContentSHA256Mismatch", "the body does not match its sha256"},
+      {"BadDigest", "the body does not match its Content-MD5"},
+      {"EntityTooSmall", "a part of a multipart upload is below the server's minimum size"},
+      {"QuotaExceeded", "the account's quota is exhausted"},
+      {"SlowDown", "the server asks to slow down"},
+  };
+  auto it = known.find(code);
+  return it == known.end() ? "" : it->second;
+}
+
+// "<Error><Code>NoSuchBucket</Code><Message>...</Message></Error>" -> {code, message}; when the
+// server sends no message (RGW), what the code means.
 std::pair<std::string, std::string> s3_error(const std::string& body) {
   pugi::xml_document doc;
   if (!doc.load_buffer(body.data(), body.size())) return {"", ""};
   auto e = doc.child("Error");
-  return {e.child_value("Code"), e.child_value("Message")};
+  std::string code = e.child_value("Code"), message = e.child_value("Message");
+  if (message.empty()) message = describe_code(code);
+  return {code, message};
+}
+
+// "Code (message)", or the code alone.
+std::string code_and_message(const std::string& code, const std::string& message) {
+  return message.empty() ? code : code + " (" + message + ")";
 }
 
 }  // namespace
@@ -292,6 +330,8 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    // Like every S3 client: servers log it, and operators filter on it.
+    curl_easy_setopt(c, CURLOPT_USERAGENT, user_agent().c_str());
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     // A stalled transfer (under 1 byte/s for 60 s) fails and is retried; no limit on total time.
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -345,8 +385,7 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
       retry = true;
     } else if (status >= 300 && !(status == 304)) {
       auto [code, message] = s3_error(response.body);
-      std::string detail = code.empty() ? fmt::format("HTTP {}", status)
-                                        : fmt::format("{} ({})", code, message);
+      std::string detail = code.empty() ? fmt::format("HTTP {}", status) : code_and_message(code, message);
       if (status == 403) {
         throw Error(ErrorCode::connection,
                     fmt::format("{}: access denied by {}: {}", what, m_settings.endpoint, detail),
@@ -354,6 +393,11 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
                     "expire after 15 minutes)");
       }
       if (status == 404) throw Error(ErrorCode::not_found, fmt::format("{}: {}", what, detail));
+      if (code == "InvalidLocationConstraint") {
+        throw Error(ErrorCode::tool_failed, fmt::format("{}: {}", what, detail),
+                    "MINIO_REGION is " + m_settings.region + "; Ceph RGW and many MinIO setups take only their "
+                    "own zonegroup's name (often us-east-1 or default): set MINIO_REGION to it");
+      }
       throw Error(ErrorCode::tool_failed, fmt::format("{}: {}", what, detail),
                   "the S3 server refused the request");
     } else if (request.sink && attempt > 1 && resumed > t.delivered && status == 200) {
@@ -412,10 +456,35 @@ bool S3Store::bucket_exists(const std::string& bucket) {
 }
 
 void S3Store::create_bucket(const std::string& bucket) {
-  Request r;
-  r.method = "PUT";
-  r.bucket = bucket;
-  send(r, "cannot create bucket " + bucket);
+  // AWS wants the region as a LocationConstraint outside us-east-1; Ceph RGW (and MinIO set up
+  // without regions) refuse any constraint but their own zonegroup's name with
+  // InvalidLocationConstraint, and take the bucket without one.
+  std::string body;
+  if (m_settings.region != "us-east-1") {
+    body = "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>" +
+           m_settings.region + "</LocationConstraint></CreateBucketConfiguration>";
+  }
+  auto create = [&](const std::string& xml) {
+    MemorySource src(xml.data(), xml.size());
+    Request r;
+    r.method = "PUT";
+    r.bucket = bucket;
+    if (!xml.empty()) {
+      r.body = &src;
+      r.payload_sha256 = digest(src).sha256_hex;
+      r.headers = {"Content-Type: application/xml"};
+    }
+    send(r, "cannot create bucket " + bucket);
+  };
+  if (body.empty()) return create("");
+  try {
+    create(body);
+  } catch (const Error& e) {
+    if (std::string(e.what()).find("InvalidLocationConstraint") == std::string::npos) throw;
+    spdlog::debug("s3: {} refuses the location constraint {}; creating {} without it", m_settings.endpoint,
+                  m_settings.region, bucket);
+    create("");
+  }
 }
 
 void S3Store::delete_bucket(const std::string& bucket) {
