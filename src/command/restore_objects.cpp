@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -93,7 +94,7 @@ class Uploader {
   void reserve(std::uint64_t bytes) {
     std::unique_lock<std::mutex> lock(m_mutex);
     while (!m_cv.wait_for(lock, std::chrono::milliseconds(100), [&] {
-      return m_bytes == 0 || m_bytes + bytes <= kBudget;
+      return m_bytes == 0 || m_bytes + bytes <= kBudget || !m_failures.empty();
     })) {
       check_interrupted();
     }
@@ -103,7 +104,15 @@ class Uploader {
   // Queues an upload.
   void submit(Placement where, std::string data, PutOptions options) {
     std::lock_guard<std::mutex> lock(m_mutex);
-    m_queue.push_back({std::move(where), std::move(data), std::move(options)});
+    m_queue.push_back({std::move(where), std::move(data), std::move(options), nullptr, 0, ""});
+    m_cv.notify_all();
+  }
+
+  // Queues one part of a multipart upload (parts of one object go up side by side, like the
+  // small objects; the caller completes the upload once they are all done: drain()).
+  void submit_part(Placement where, MultipartUpload& upload, int number, std::string data, std::string md5_base64) {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_queue.push_back({std::move(where), std::move(data), {}, &upload, number, std::move(md5_base64)});
     m_cv.notify_all();
   }
 
@@ -113,6 +122,15 @@ class Uploader {
     while (!m_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return m_queue.empty() && m_busy == 0; })) {
       check_interrupted();
     }
+  }
+
+  // Drops what is queued and waits for the running uploads, without throwing: before a multipart
+  // upload whose parts may still be on the workers goes away (an error, a signal).
+  void cancel() noexcept {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    for (const auto& job : m_queue) m_bytes -= job.data.size();
+    m_queue.clear();
+    m_cv.wait(lock, [&] { return m_busy == 0; });
   }
 
   void stop() {
@@ -145,6 +163,9 @@ class Uploader {
     Placement where;
     std::string data;
     PutOptions options;
+    MultipartUpload* upload = nullptr;  // a part of it, when set
+    int part = 0;
+    std::string part_md5;
   };
 
   void work() {
@@ -161,7 +182,11 @@ class Uploader {
       std::string error;
       try {
         MemorySource src(job.data.data(), job.data.size());
-        m_store.put_object(job.where.bucket, job.where.key, src, job.options);
+        if (job.upload) {
+          job.upload->upload_part(job.part, src, job.part_md5);
+        } else {
+          m_store.put_object(job.where.bucket, job.where.key, src, job.options);
+        }
       } catch (const std::exception& e) {
         error = e.what();
       }
@@ -170,10 +195,12 @@ class Uploader {
         --m_busy;
         m_bytes -= job.data.size();
         if (error.empty()) {
-          m_succeeded.push_back(job.where);
+          if (!job.upload) m_succeeded.push_back(job.where);  // a part: its object counts when completed
         } else {
           m_failures.push_back({job.where, error});
-          m_queue.clear();  // stop feeding a failing server; the rest is reported as not uploaded
+          // Stop feeding a failing server; the rest is reported as not uploaded.
+          for (const auto& queued : m_queue) m_bytes -= queued.data.size();
+          m_queue.clear();
         }
       }
       m_cv.notify_all();
@@ -456,12 +483,15 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
         progress.update(read_bytes);
         continue;
       } else {
-        // Large: multipart, parts read and sent in turn by this thread.
+        // Large: multipart, parts read in turn by this thread and sent side by side by the
+        // workers (within the same memory budget) where the store takes parts in parallel.
         std::uint64_t part_size = part_size_for(o.size);
         std::string part;
         part.reserve(part_size);
-        EVP_MD_CTX* whole_md5 = EVP_MD_CTX_new();
-        EVP_MD_CTX* whole_sha = EVP_MD_CTX_new();
+        std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md5_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+        std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+        EVP_MD_CTX* whole_md5 = md5_ctx.get();
+        EVP_MD_CTX* whole_sha = sha_ctx.get();
         EVP_DigestInit_ex(whole_md5, EVP_md5(), nullptr);
         EVP_DigestInit_ex(whole_sha, EVP_sha256(), nullptr);
         std::string part_md5s;
@@ -475,16 +505,38 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
                                                     {"key", where.key},
                                                     {"upload_id", upload->upload_id()}});
           }
+          const bool parallel = upload->parallel_parts();
+          // Whatever ends this block (an error, a signal), no worker may still hold a part of
+          // `upload` when it goes (aborting the upload); declared after it, this runs first.
+          struct PartsSettled {
+            Uploader& uploader;
+            bool parallel;
+            ~PartsSettled() {
+              if (parallel) uploader.cancel();
+            }
+          } parts_settled{uploader, parallel};
           auto send_part = [&] {
             unsigned char md[EVP_MAX_MD_SIZE];
             unsigned int len = 0;
             EVP_Digest(part.data(), part.size(), md, &len, EVP_md5(), nullptr);
             part_md5s.append(reinterpret_cast<char*>(md), len);
-            MemorySource src(part.data(), part.size());
-            upload->upload_part(++number, src, md5_base64_of_digest(md, len));
-            part.clear();
+            if (parallel) {
+              uploader.reserve(part.size());
+              uploader.submit_part(where, *upload, ++number, std::move(part), md5_base64_of_digest(md, len));
+              part = std::string();
+              part.reserve(part_size);
+            } else {
+              MemorySource src(part.data(), part.size());
+              upload->upload_part(++number, src, md5_base64_of_digest(md, len));
+              part.clear();
+            }
+            // Killed here, the store holds an open multipart upload with parts in it (or on the
+            // way) that only the journal knows of: the repair aborts it.
+            fault_point("restore-objects.part-sent");
           };
-          for (std::size_t n; (n = reader.read(buf)) > 0;) {
+          // A part that failed on a worker ends the restore: nothing more is read or sent.
+          auto part_failed = [&] { return parallel && uploader.failed(); };
+          for (std::size_t n; !part_failed() && (n = reader.read(buf)) > 0;) {
             EVP_DigestUpdate(whole_md5, buf.data(), n);
             EVP_DigestUpdate(whole_sha, buf.data(), n);
             std::size_t off = 0;
@@ -495,12 +547,17 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
               if (part.size() == part_size) send_part();
             }
           }
+          if (part_failed()) break;  // the failing part is reported with the others
           if (!part.empty()) send_part();
           unsigned char md[EVP_MAX_MD_SIZE];
           unsigned int len = 0;
           EVP_DigestFinal_ex(whole_sha, md, &len);
           if (hex(md, len) != o.sha256) {
             throw Error(ErrorCode::verification, "the archive's copy of " + o.key + " changed since it was checked");
+          }
+          if (parallel) {
+            uploader.drain();  // every part up (and whatever else was in flight)
+            if (uploader.failed()) break;  // the failing part is reported with the others
           }
           upload->complete();
           open_upload.settle();
@@ -509,14 +566,10 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
           exp.etags.insert(digest_hex(EVP_md5(), part_md5s) + "-" + std::to_string(number));
           succeeded.insert({where.bucket, where.key});
         } catch (const Error& e) {
-          EVP_MD_CTX_free(whole_md5);
-          EVP_MD_CTX_free(whole_sha);
           if (e.code() == ErrorCode::interrupted || e.code() == ErrorCode::verification) throw;
           failures.push_back({where, e.what()});
           break;
         }
-        EVP_MD_CTX_free(whole_md5);
-        EVP_MD_CTX_free(whole_sha);
       }
       read_bytes += o.size;
       progress.update(read_bytes);

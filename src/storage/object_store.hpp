@@ -71,8 +71,10 @@ class MultipartUpload {
  public:
   virtual ~MultipartUpload() = default;
   // `md5_base64`, when given, is the part's Content-MD5 (the server checks the part against it and
-  // the part is not hashed again here).
+  // the part is not hashed again here). Parts may be uploaded from several threads at once, in any
+  // order, where the store says so (parallel_parts()).
   virtual void upload_part(int number, RewindableSource& part, const std::string& md5_base64 = "") = 0;
+  virtual bool parallel_parts() const { return false; }
   virtual void complete() = 0;
   virtual void abort() = 0;
   // The server's id of the upload ("" when there is none): the journal records it, so the repair

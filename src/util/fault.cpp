@@ -34,7 +34,10 @@ void fault_point(std::string_view point) {
   static std::mutex mutex;
   static std::map<std::string, long, std::less<>> hits;
   std::lock_guard<std::mutex> lock(mutex);
-  if (++hits[std::string(point)] == nth) ::kill(::getpid(), SIGKILL);
+  if (++hits[std::string(point)] != nth) return;
+  static const char* sig = std::getenv("BACKUPCTL_FAULT_SIGNAL");
+  std::string_view name = sig ? sig : "";
+  ::kill(::getpid(), name == "TERM" ? SIGTERM : name == "HUP" ? SIGHUP : name == "INT" ? SIGINT : SIGKILL);
 }
 
 }  // namespace backupctl

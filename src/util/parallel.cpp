@@ -19,7 +19,7 @@ void parallel_for(std::size_t n, int threads, const std::function<void(std::size
     pool.emplace_back([&] {
       for (;;) {
         std::size_t i = next++;
-        if (i >= n || interrupt_signal() != 0) return;
+        if (i >= n || interrupt_pending()) return;
         {
           std::lock_guard<std::mutex> lock(mutex);
           if (error) return;

@@ -84,6 +84,8 @@ std::string signal_name(int sig) {
 
 int interrupt_fd() { return g_shield_depth.load() > 0 ? -1 : g_pipe[0]; }
 
+bool interrupt_pending() { return g_shield_depth.load() == 0 && g_signal.load() != 0; }
+
 InterruptShield::InterruptShield() { ++g_shield_depth; }
 InterruptShield::~InterruptShield() { --g_shield_depth; }
 

@@ -18,6 +18,10 @@ void install_signal_handlers();
 // The signal number received, or 0.
 int interrupt_signal();
 
+// A signal arrived and no InterruptShield is up: what loops and transfer callbacks that must not
+// throw test to stop (cleanup under a shield, an abort of an upload, runs to its end).
+bool interrupt_pending();
+
 // "SIGHUP", "SIGTERM", ...
 std::string signal_name(int sig);
 

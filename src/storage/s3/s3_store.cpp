@@ -196,7 +196,7 @@ std::size_t on_read(char* buffer, std::size_t size, std::size_t n, void* user) {
 }
 
 int on_progress(void*, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  return interrupt_signal() != 0 ? 1 : 0;  // a signal aborts the transfer
+  return interrupt_pending() ? 1 : 0;  // a signal aborts the transfer (not the cleanup after it)
 }
 
 bool retryable_curl(CURLcode rc) {
@@ -683,10 +683,12 @@ class S3Multipart : public MultipartUpload {
       throw Error(ErrorCode::tool_failed,
                   fmt::format("cannot upload part {} of {}/{}: no ETag in the reply", number, m_bucket, m_key));
     }
+    std::lock_guard<std::mutex> lock(m_mutex);
     m_parts.emplace_back(number, etag);
   }
 
   void complete() override {
+    std::sort(m_parts.begin(), m_parts.end());  // parts may have finished in any order
     std::string xml = "<CompleteMultipartUpload>";
     for (const auto& [n, etag] : m_parts) {
       xml += fmt::format("<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag></Part>", n, etag);
@@ -718,10 +720,12 @@ class S3Multipart : public MultipartUpload {
   }
 
   std::string upload_id() const override { return m_id; }
+  bool parallel_parts() const override { return true; }
 
  private:
   S3Store& m_store;
   std::string m_bucket, m_key, m_id;
+  std::mutex m_mutex;  // upload_part() may run on several threads at once
   std::vector<std::pair<int, std::string>> m_parts;
   bool m_done = false;
 };
