@@ -6,14 +6,16 @@
 #   rclone: backup = `rclone copy --transfers 64` to a folder + `tar czf` + `sha256sum`;
 #           restore = `tar xzf` + `rclone copy --transfers 64` up
 # Data: SMALL objects of 10 KB plus LARGE of 20 MB (random bytes, as attachments are mostly
-# already compressed). backupctl runs with its defaults. Reports wall time, the client's CPU and
+# already compressed), plus HUGE of 100 MB (default none: multipart uploads, whose parts go up
+# side by side). backupctl runs with its defaults. Reports wall time, the client's CPU and
 # the server's (radosgw + OSD + monitor), peak RSS by /usr/bin/time, and the restore's CPU floor.
-#   bench/objects.sh [ROUNDS] [SMALL] [LARGE]        (needs root for drop_caches; rclone, awscli)
+#   bench/objects.sh [ROUNDS] [SMALL] [LARGE] [HUGE]        (needs root for drop_caches; rclone, awscli)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 rounds=${1:-3}
 small=${2:-5000}
 large=${3:-20}
+huge=${4:-0}
 aws=/usr/bin/aws
 command -v rclone >/dev/null || { echo "bench/objects.sh: rclone is missing: apt-get install rclone" >&2; exit 1; }
 
@@ -32,9 +34,11 @@ unset AWS_CA_BUNDLE
 s3() { "$aws" --endpoint-url "$endpoint" "$@"; }
 
 if [[ $(find "$work/src/small" -type f 2>/dev/null | wc -l) != "$small" ||
-      $(find "$work/src/large" -type f 2>/dev/null | wc -l) != "$large" ]]; then
-  echo "generating $small x 10 KB + $large x 20 MB..." >&2
-  rm -rf "$work/src"; mkdir -p "$work/src/small" "$work/src/large"
+      $(find "$work/src/large" -type f 2>/dev/null | wc -l) != "$large" ||
+      $(find "$work/src/huge" -type f 2>/dev/null | wc -l) != "$huge" ]]; then
+  echo "generating $small x 10 KB + $large x 20 MB + $huge x 100 MB..." >&2
+  rm -rf "$work/src"; mkdir -p "$work/src/small" "$work/src/large" "$work/src/huge"
+  for i in $(seq 1 "$huge"); do head -c 104857600 /dev/urandom > "$work/src/huge/video_$i.bin"; done
   for i in $(seq 1 "$small"); do head -c 10240 /dev/urandom > "$work/src/small/doc_$i.pdf"; done
   for i in $(seq 1 "$large"); do head -c 20971520 /dev/urandom > "$work/src/large/scan_$i.bin"; done
 fi
@@ -115,7 +119,7 @@ for r in $(seq 1 "$rounds"); do
 done
 
 echo
-echo "objects: $small x 10 KB + $large x 20 MB in Ceph RGW (memstore), rounds: $rounds, machine: $(nproc) cores"
+echo "objects: $small x 10 KB + $large x 20 MB + $huge x 100 MB in Ceph RGW (memstore), rounds: $rounds, machine: $(nproc) cores"
 # CPU columns: the command's own (user + system, all its processes) and the server's during it.
 row() { printf '%-52s %9s %12s %12s\n' "$1" "$(fmt_s "$(avg "$2")")" \
   "$(fmt_s "$(echo "${cpu[$2]} / $rounds" | bc -l)")" "$(fmt_s "$(echo "${server_cpu[$2]} / $rounds" | bc -l)")"; }

@@ -16,6 +16,8 @@ packages=(
   # the S3 test servers (Ceph's RADOS Gateway; s3rver from npm as a second implementation) and the
   # independent S3 client
   ceph-mon ceph-osd radosgw ceph-common nodejs npm awscli
+  # the container engine, both compose front ends' tests and the base image of the test stack
+  docker.io docker-compose debootstrap
   # encryption at rest
   age
 )

@@ -3,8 +3,9 @@
 // processes ingest_jobs, and `generate`, which fills it with sample data. It uses the same
 // settings as backupctl (PG* / DATABASE_URL, OBJECT_STORAGE, MINIO_*, OBJECT_STORAGE_DIR) and
 // backupctl's own libpq and object-store code.
-//   archive-app api [--port 8000]
+//   archive-app api [--port 8000] [--host 127.0.0.1]
 //   archive-app worker [--interval-ms 500]
+//   archive-app beat [--interval-ms 1000]
 //   archive-app generate [--documents 200] [--failed-jobs 0]
 //   archive-app delete-attachments [--count 5]
 #include <CLI/CLI.hpp>
@@ -23,6 +24,7 @@
 #include "pg/connection.hpp"
 #include "pg/target.hpp"
 #include "storage/object_store.hpp"
+#include "util/env.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 
@@ -60,7 +62,7 @@ json rows_to_json(const PgRows& rows, const std::vector<std::string>& names) {
   return out;
 }
 
-int run_api(int port) {
+int run_api(const std::string& host, int port) {
   Config config = Config::from_environment();
   httplib::Server svr;
   auto reply = [](httplib::Response& res, const json& j, int status = 200) {
@@ -114,8 +116,16 @@ int run_api(int port) {
     if (a.empty()) return reply(res, {{"error", "no such attachment"}}, 404);
     auto store = make_object_store(config);
     io::StringSink body;
+    // OBJECT_TARGET=bucket[/prefix]: the attachments were restored there (`restore objects
+    // --target`, a rehearsal's staging copy), each at [prefix/]<bucket>/<key>.
+    std::string bucket = *a[0][0], key = *a[0][1];
+    if (auto target = env_value("OBJECT_TARGET")) {
+      auto slash = target->find('/');
+      key = (slash == std::string::npos ? "" : target->substr(slash + 1) + "/") + bucket + "/" + key;
+      bucket = target->substr(0, slash);
+    }
     try {
-      store->get_object(*a[0][0], *a[0][1], body);
+      store->get_object(bucket, key, body);
     } catch (const Error& e) {
       if (e.code() == ErrorCode::not_found) return reply(res, {{"error", "attachment file missing"}}, 404);
       throw;
@@ -123,11 +133,11 @@ int run_api(int port) {
     res.set_content(body.data(), a[0][2]->c_str());
   }));
   on_stop([&] { svr.stop(); });
-  if (!svr.bind_to_port("127.0.0.1", port)) {
-    std::fprintf(stderr, "archive-app: cannot listen on 127.0.0.1:%d\n", port);
+  if (!svr.bind_to_port(host, port)) {
+    std::fprintf(stderr, "archive-app: cannot listen on %s:%d\n", host.c_str(), port);
     return 1;
   }
-  std::fprintf(stderr, "archive-app api listening on 127.0.0.1:%d\n", port);
+  std::fprintf(stderr, "archive-app api listening on %s:%d\n", host.c_str(), port);
   svr.listen_after_bind();
   return 0;
 }
@@ -149,6 +159,27 @@ int run_worker(int interval_ms) {
       }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "archive-app worker: %s; retrying\n", e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+    }
+  }
+  return 0;
+}
+
+// The plan's `beat`: queues a job every interval (the worker picks it up), so a running stack
+// writes to its database all the time and a restore must stop it first.
+int run_beat(int interval_ms) {
+  on_stop([] {});
+  while (!g_stop) {
+    try {
+      auto conn = db();
+      while (!g_stop) {
+        conn.exec("INSERT INTO ingest_jobs (state) VALUES ('queued')");
+        for (int slept = 0; slept < interval_ms && !g_stop; slept += 50) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "archive-app beat: %s; retrying\n", e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
     }
   }
@@ -210,11 +241,15 @@ int main(int argc, char** argv) {
   CLI::App app{"archive-app: the sample document archive"};
   app.require_subcommand(1);
   int port = 8000, interval = 500, documents = 200, failed = 0;
-  std::string schema = "examples/archive-app/schema.sql";
+  std::string schema = "examples/archive-app/schema.sql", host = "127.0.0.1";
   auto* api = app.add_subcommand("api", "serve the HTTP API");
   api->add_option("--port", port);
+  api->add_option("--host", host, "address to listen on (0.0.0.0 in a container)");
   auto* worker = app.add_subcommand("worker", "process queued ingest_jobs");
   worker->add_option("--interval-ms", interval);
+  int beat_interval = 1000;
+  auto* beat = app.add_subcommand("beat", "queue an ingest job every interval");
+  beat->add_option("--interval-ms", beat_interval);
   auto* gen = app.add_subcommand("generate", "create the schema and sample data");
   gen->add_option("--documents", documents);
   gen->add_option("--failed-jobs", failed);
@@ -224,8 +259,9 @@ int main(int argc, char** argv) {
   del->add_option("--count", count);
   CLI11_PARSE(app, argc, argv);
   try {
-    if (api->parsed()) return run_api(port);
+    if (api->parsed()) return run_api(host, port);
     if (worker->parsed()) return run_worker(interval);
+    if (beat->parsed()) return run_beat(beat_interval);
     if (gen->parsed()) return run_generate(documents, failed, schema);
     if (del->parsed()) return run_delete_attachments(count);
   } catch (const Error& e) {

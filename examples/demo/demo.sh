@@ -21,6 +21,7 @@ export API_URL=http://127.0.0.1:$API_PORT
 
 cleanup() {
   "$root/examples/archive-app/appctl.sh" stop "$work/run" >/dev/null 2>&1 || true
+  "$root/examples/archive-app/appctl.sh" stop "$work/staging-run" >/dev/null 2>&1 || true
   [[ -n "$rgw_dir" ]] && "$root/tools/rgw-throwaway.sh" stop "$rgw_dir" >/dev/null 2>&1
   "$root/tools/pg-throwaway.sh" stop "$work/pg" >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -68,6 +69,12 @@ export APP_ROOT=$demo/app BACKUP_DIR=$demo/backup BACKUP_PROFILE=demo
 export SERVICE_CONTROL=command
 export SERVICE_STOP_CMD="$root/examples/archive-app/appctl.sh stop $work/run"
 export SERVICE_START_CMD="$root/examples/archive-app/appctl.sh start $work/run"
+# The rehearsal's staging app: the same app on the staging database and objects (backupctl
+# passes them in PG* and OBJECT_STORAGE_DIR / OBJECT_TARGET), on a port of its own.
+staging_port=$(( API_PORT + 1 ))
+export STAGING_API_URL=http://127.0.0.1:$staging_port
+export STAGING_APP_START_CMD="env API_PORT=$staging_port $root/examples/archive-app/appctl.sh start $work/staging-run"
+export STAGING_APP_STOP_CMD="$root/examples/archive-app/appctl.sh stop $work/staging-run"
 $SERVICE_START_CMD
 echo "api: $(curl -s "$API_URL/api/health")"
 done_step
@@ -102,7 +109,7 @@ step "backupctl check (after the restore)"
 "$bin" check
 done_step
 
-step "backupctl rehearse   (make rehearse: the set into staging, checked, removed)"
+step "backupctl rehearse   (make rehearse: the set into staging, a staging app on it, every check, removed)"
 "$bin" rehearse
 done_step
 

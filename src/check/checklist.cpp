@@ -8,11 +8,13 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
 #include <toml++/toml.h>
 
 #include "pg/connection.hpp"
 #include "util/error.hpp"
 #include "util/parallel.hpp"
+#include "util/signals.hpp"
 
 namespace backupctl {
 
@@ -60,6 +62,21 @@ HttpReply http_get(const std::string& url) {
   curl_easy_cleanup(c);
   return r;
 }
+
+}  // namespace
+
+std::string wait_until_http_answers(const std::string& url, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    HttpReply r = http_get(url);
+    if (r.status > 0) return "";
+    if (std::chrono::steady_clock::now() >= deadline) return r.error.empty() ? "no answer" : r.error;
+    check_interrupted();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+namespace {
 
 void run_http(const CheckSpec& spec, const CheckTarget& target, CheckResult& result) {
   if (target.api_url.empty()) {

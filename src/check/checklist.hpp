@@ -47,6 +47,10 @@ struct CheckSpec {
 // Throws Error(usage) naming the file and the check for anything malformed.
 std::vector<CheckSpec> load_checklist(const std::filesystem::path& file);
 
+// Waits until `url` answers with any HTTP status (an app that was just started), up to
+// `seconds`; returns the last transport error ("" once it answered).
+std::string wait_until_http_answers(const std::string& url, double seconds);
+
 // Where the checks look.
 struct CheckTarget {
   PgTarget database;

@@ -22,8 +22,10 @@
 #include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
+#include "util/process.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
+#include "util/words.hpp"
 
 namespace backupctl {
 
@@ -53,6 +55,38 @@ std::string md_escape(std::string s) {
     if (c == '|' || c == '\n') c = ' ';
   }
   return s;
+}
+
+
+// STAGING_APP_START_CMD, run with the staging copies in its environment: the staging database as
+// PG* (DATABASE_URL unset, so it cannot point the app elsewhere) and the staging objects as
+// OBJECT_STORAGE_DIR (a folder) or OBJECT_TARGET=bucket/prefix (S3), the form of `restore objects
+// --target`; STAGING_API_URL says where the app must answer.
+void start_staging_app(const Config& config, const PgTarget& staging, const std::string& objects_dir,
+                       const std::string& objects_target) {
+  SpawnOptions spawn{.argv = config.staging_app_start_cmd, .env = staging.child_env()};
+  spawn.env.emplace_back("DATABASE_URL", std::nullopt);
+  spawn.env.emplace_back("BACKUPCTL_STAGING", "1");
+  spawn.env.emplace_back("STAGING_API_URL", config.staging_api_url);
+  if (!objects_dir.empty()) {
+    spawn.env.emplace_back("OBJECT_STORAGE", "disk");
+    spawn.env.emplace_back("OBJECT_STORAGE_DIR", objects_dir);
+  }
+  if (!objects_target.empty()) spawn.env.emplace_back("OBJECT_TARGET", objects_target);
+  spdlog::info("rehearse: starting the staging app: {}", join_words(spawn.argv));
+  RunResult r = run_command(std::move(spawn));
+  if (!r.status.ok()) {
+    throw Error(ErrorCode::check_failed,
+                "the staging app did not start: `" + join_words(config.staging_app_start_cmd) + "` " + r.status.describe() +
+                    ": " + first_line(last_lines(r.err.empty() ? r.out : r.err, 1)),
+                "run STAGING_APP_START_CMD by hand with the staging settings to see why");
+  }
+  // A start command may return before the app listens (`compose up -d`).
+  std::string error = wait_until_http_answers(config.staging_api_url, 60);
+  if (!error.empty()) {
+    throw Error(ErrorCode::check_failed, "the staging app does not answer at " + config.staging_api_url + ": " + error,
+                "STAGING_API_URL must be where STAGING_APP_START_CMD's app listens");
+  }
 }
 
 }  // namespace
@@ -98,6 +132,7 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
                              {{"server", server_record(conn)}, {"name", staging.dbname()}, {"live", live.dbname()}});
   }
   Journal::Entry staging_objects;
+  Journal::Entry staging_app;  // its undo is STAGING_APP_STOP_CMD
 
   bool ok = true;
   std::string reason;
@@ -169,7 +204,17 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
       step("restore objects", true, "the set has no attachments backup", 0);
     }
 
-    // 3. The checklist against staging.
+    // 3. The app on the staging copies, so the checklist's http checks ask a real api.
+    if (!config.staging_app_start_cmd.empty()) {
+      t = std::chrono::steady_clock::now();
+      journal.step("rehearse.staging-app");
+      staging_app = journal.add("staging_app", {{"stop", config.staging_app_stop_cmd}});
+      start_staging_app(config, staging, staging_dir.string(),
+                        objects_target.empty() ? "" : config.staging_bucket + "/" + objects_target);
+      step("staging app", true, "answering at " + config.staging_api_url, seconds_since(t));
+    }
+
+    // 4. The checklist against staging.
     std::error_code ec;
     if (fs::exists(config.checks_file, ec)) {
       t = std::chrono::steady_clock::now();
@@ -204,7 +249,7 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
   // The staging copies go now, before the report is written (newest first, as the journal walks
   // back): a failure to remove them is part of the report.
   journal.step("rehearse.cleanup");
-  for (Journal::Entry* e : {&staging_objects, &staging_db}) {
+  for (Journal::Entry* e : {&staging_app, &staging_objects, &staging_db}) {
     try {
       e->undo();
     } catch (const std::exception& err) {

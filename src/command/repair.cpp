@@ -21,7 +21,9 @@
 #include "util/error.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
+#include "util/process.hpp"
 #include "util/time.hpp"
+#include "util/words.hpp"
 
 namespace backupctl {
 
@@ -30,11 +32,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string join(const std::vector<std::string>& words) {
-  std::string out;
-  for (const auto& w : words) out += (out.empty() ? "" : " ") + w;
-  return out;
-}
 
 Error forged(const std::string& what) {
   return Error(ErrorCode::verification, "the journal names " + what + ": not acted on",
@@ -75,13 +72,39 @@ std::string repair_services(const Config& config, const json& d) {
   auto controller = make_service_controller(config);
   if (controller->start_argv() != want) {
     throw Error(ErrorCode::repair_needed,
-                "the services the run stopped are not started again: its start command `" + join(want) +
-                    "` is not this configuration's (`" + join(controller->start_argv()) + "`)",
-                "start them by hand with `" + join(want) +
+                "the services the run stopped are not started again: its start command `" + join_words(want) +
+                    "` is not this configuration's (`" + join_words(controller->start_argv()) + "`)",
+                "start them by hand with `" + join_words(want) +
                     "`, or run `backupctl repair` with that run's settings (its --env-file / infra/env)");
   }
   controller->start();
-  return "started the services it had stopped (" + join(want) + ")";
+  return "started the services it had stopped (" + join_words(want) + ")";
+}
+
+// A rehearsal's staging app: stopped with STAGING_APP_STOP_CMD, when the entry's is this
+// configuration's (a journal in BACKUP_DIR never chooses what we run).
+std::string repair_staging_app(const Config& config, const json& d) {
+  std::vector<std::string> want;
+  if (d.contains("stop") && d["stop"].is_array()) {
+    for (const auto& a : d["stop"]) {
+      if (a.is_string()) want.push_back(a.get<std::string>());
+    }
+  }
+  if (want.empty()) return "";
+  if (config.staging_app_stop_cmd != want) {
+    throw Error(ErrorCode::repair_needed,
+                "the rehearsal's staging app is not stopped: its stop command `" + join_words(want) +
+                    "` is not this configuration's (`" + join_words(config.staging_app_stop_cmd) + "`)",
+                "stop it by hand with `" + join_words(want) + "`, or run `backupctl repair` with that run's settings");
+  }
+  RunResult r = run_command({.argv = want});
+  if (!r.status.ok()) {
+    throw Error(ErrorCode::tool_failed,
+                "cannot stop the staging app: `" + join_words(want) + "` " + r.status.describe() + ": " +
+                    first_line(last_lines(r.err.empty() ? r.out : r.err, 1)),
+                "stop it by hand, then run `backupctl repair`");
+  }
+  return "stopped the rehearsal's staging app (" + join_words(want) + ")";
 }
 
 std::string repair_side_database(const json& d) {
@@ -183,7 +206,7 @@ std::string repair_staging_database(const json& d) {
     drop_database(conn, db);
     dropped.push_back(db);
   }
-  return dropped.empty() ? "" : "dropped the staging database(s) " + join(dropped);
+  return dropped.empty() ? "" : "dropped the staging database(s) " + join_words(dropped);
 }
 
 std::unique_ptr<ObjectStore> store_of(const Config& config, const json& d) {
@@ -263,7 +286,7 @@ std::string repair_prune(const Config& config, const json& d) {
     if (!S_ISREG(st.st_mode)) throw forged(p->string() + ", not a file, as a backup file to delete");
     if (::unlink(p->c_str()) == 0) removed.push_back(f.get<std::string>());
   }
-  return removed.empty() ? "" : "finished the interrupted prune: deleted " + join(removed);
+  return removed.empty() ? "" : "finished the interrupted prune: deleted " + join_words(removed);
 }
 
 std::string repair_backup(const Config& config) {
@@ -272,7 +295,7 @@ std::string repair_backup(const Config& config) {
     std::error_code ec;
     if (fs::remove(p, ec)) removed.push_back(fs::relative(p, config.backup_dir, ec).string());
   }
-  return removed.empty() ? "" : "removed what the interrupted run had not finished: " + join(removed);
+  return removed.empty() ? "" : "removed what the interrupted run had not finished: " + join_words(removed);
 }
 
 }  // namespace
@@ -284,6 +307,7 @@ std::string repair_entry(const Config& config, const std::string& type, const js
   if (type == "in_place") return repair_in_place(config, data);
   if (type == "temp_dir") return repair_temp_dir(config, data);
   if (type == "staging_database") return repair_staging_database(data);
+  if (type == "staging_app") return repair_staging_app(config, data);
   if (type == "staging_objects") return repair_staging_objects(config, data);
   if (type == "multipart") return repair_multipart(config, data);
   if (type == "objects_restore") return repair_objects_restore(config, data);

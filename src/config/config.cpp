@@ -6,6 +6,7 @@
 
 #include "util/env.hpp"
 #include "util/error.hpp"
+#include "util/fs.hpp"
 #include "util/words.hpp"
 
 namespace backupctl {
@@ -142,6 +143,28 @@ Config Config::from_environment() {
   c.compose_file = env_value("COMPOSE_FILE").value_or((c.app_root / "infra/docker-compose.yml").string());
   if (c.compose_file.is_relative()) c.compose_file = c.app_root / c.compose_file;
   c.app_services = split_words(env_value("APP_SERVICES").value_or("api worker beat"), "APP_SERVICES");
+  if (auto v = env_value("COMPOSE_COMMAND")) c.compose_command = split_words(*v, "COMPOSE_COMMAND");
+  // As compose itself: the environment first, then the stack's env file (read, never loaded).
+  if (auto v = env_value("COMPOSE_PROJECT_NAME")) {
+    c.compose_project = *v;
+  } else {
+    std::error_code ec;
+    fs::path stack_env = c.app_root / "infra/env";
+    if (fs::is_regular_file(stack_env, ec)) {
+      try {
+        for (const auto& [k, val] : parse_env_file(read_file(stack_env), stack_env.string())) {
+          if (k == "COMPOSE_PROJECT_NAME") c.compose_project = val;
+        }
+      } catch (const Error&) {
+        // A malformed stack env file is the stack's problem, reported where it is loaded.
+      }
+    }
+  }
+  if (!c.compose_project.empty() &&
+      c.compose_project.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos) {
+    throw Error(ErrorCode::usage, "invalid COMPOSE_PROJECT_NAME='" + c.compose_project + "'",
+                "compose project names are lowercase letters, digits, '_' and '-'");
+  }
   if (c.service_control == ServiceControl::command) {
     auto stop = env_value("SERVICE_STOP_CMD");
     auto start = env_value("SERVICE_START_CMD");
@@ -230,6 +253,22 @@ Config Config::from_environment() {
   c.staging_database_url = env_value("STAGING_DATABASE_URL").value_or("");
   c.staging_api_url = env_value("STAGING_API_URL").value_or("");
   c.staging_bucket = env_value("STAGING_BUCKET").value_or("backupctl-rehearsal");
+  {
+    auto start = env_value("STAGING_APP_START_CMD");
+    auto stop = env_value("STAGING_APP_STOP_CMD");
+    if (start.has_value() != stop.has_value()) {
+      throw Error(ErrorCode::usage, "STAGING_APP_START_CMD and STAGING_APP_STOP_CMD go together",
+                  "set both (the rehearsal starts the staging app with one and stops it with the other) or neither");
+    }
+    if (start) {
+      c.staging_app_start_cmd = split_words(*start, "STAGING_APP_START_CMD");
+      c.staging_app_stop_cmd = split_words(*stop, "STAGING_APP_STOP_CMD");
+      if (c.staging_api_url.empty()) {
+        throw Error(ErrorCode::usage, "STAGING_APP_START_CMD is set but STAGING_API_URL is not",
+                    "set STAGING_API_URL to where the staging app answers, e.g. http://127.0.0.1:8001");
+      }
+    }
+  }
   if (auto v = env_value("BACKUP_OBJECTS_COMPRESSION")) {
     if (*v == "zstd") {
       c.objects_zstd = true;

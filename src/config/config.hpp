@@ -46,6 +46,8 @@ struct Config {
   // Restores.
   ServiceControl service_control = ServiceControl::compose;  // SERVICE_CONTROL
   fs::path compose_file;                  // COMPOSE_FILE, default $APP_ROOT/infra/docker-compose.yml
+  std::vector<std::string> compose_command;  // COMPOSE_COMMAND (argv); empty: found (`docker compose`, `docker-compose`)
+  std::string compose_project;            // COMPOSE_PROJECT_NAME (environment, else $APP_ROOT/infra/env)
   std::vector<std::string> app_services;  // APP_SERVICES, default "api worker beat"
   std::vector<std::string> service_stop_cmd;   // SERVICE_STOP_CMD (argv), for `command`
   std::vector<std::string> service_start_cmd;  // SERVICE_START_CMD (argv), for `command`
@@ -90,6 +92,9 @@ struct Config {
   std::string staging_database_url;           // STAGING_DATABASE_URL (default: <db>_rehearsal)
   std::string staging_api_url;                // STAGING_API_URL (http checks in rehearsals)
   std::string staging_bucket;                 // STAGING_BUCKET (S3 rehearsals), default backupctl-rehearsal
+  // STAGING_APP_START_CMD / STAGING_APP_STOP_CMD (argv): a staging instance of the app, started
+  // against the staging database and objects for the rehearsal's checks and stopped after them.
+  std::vector<std::string> staging_app_start_cmd, staging_app_stop_cmd;
 
   // Reads and validates the environment; throws Error(usage) naming the bad variable.
   static Config from_environment();

@@ -5,30 +5,24 @@
 #include <chrono>
 #include <filesystem>
 
+#include "service/compose.hpp"
 #include "util/error.hpp"
 #include "util/process.hpp"
 #include "util/signals.hpp"
+#include "util/words.hpp"
 
 namespace backupctl {
 namespace {
 
-std::string join(const std::vector<std::string>& words) {
-  std::string out;
-  for (const auto& w : words) {
-    if (!out.empty()) out += ' ';
-    out += w;
-  }
-  return out;
-}
 
 // Runs one control command; stdout and stderr go to our stderr so the operator sees them.
 void run_control(const std::vector<std::string>& argv, const char* what) {
-  spdlog::info("services: {}", join(argv));
+  spdlog::info("services: {}", join_words(argv));
   RunResult r = run_command({.argv = argv});
   if (!r.out.empty()) spdlog::info("services: {}", last_lines(r.out, 5));
   if (!r.status.ok()) {
     throw Error(ErrorCode::tool_failed,
-                std::string("cannot ") + what + " the services: `" + join(argv) + "` " +
+                std::string("cannot ") + what + " the services: `" + join_words(argv) + "` " +
                     r.status.describe() + ": " + first_line(last_lines(r.err, 1)),
                 "check the command by hand; SERVICE_CONTROL selects how services are controlled");
   }
@@ -40,7 +34,7 @@ class ArgvController : public ServiceController {
       : m_stop(std::move(stop)), m_start(std::move(start)) {}
   void stop() override { run_control(m_stop, "stop"); }
   void start() override { run_control(m_start, "start"); }
-  std::string describe_stop() const override { return join(m_stop); }
+  std::string describe_stop() const override { return join_words(m_stop); }
   std::vector<std::string> start_argv() const override { return m_start; }
 
  private:
@@ -71,9 +65,9 @@ std::unique_ptr<ServiceController> make_service_controller(const Config& config)
                     "set COMPOSE_FILE, or SERVICE_CONTROL=systemd|command|none");
       }
       auto cmd = [&](const char* verb) {
-        std::vector<std::string> argv = {"docker", "compose", "-f", config.compose_file.string(), verb};
-        argv.insert(argv.end(), config.app_services.begin(), config.app_services.end());
-        return argv;
+        std::vector<std::string> rest = {verb};
+        rest.insert(rest.end(), config.app_services.begin(), config.app_services.end());
+        return compose_argv(config, rest);
       };
       return std::make_unique<ArgvController>(cmd("stop"), cmd("start"));
     }

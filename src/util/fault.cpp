@@ -37,7 +37,11 @@ void fault_point(std::string_view point) {
   if (++hits[std::string(point)] != nth) return;
   static const char* sig = std::getenv("BACKUPCTL_FAULT_SIGNAL");
   std::string_view name = sig ? sig : "";
-  ::kill(::getpid(), name == "TERM" ? SIGTERM : name == "HUP" ? SIGHUP : name == "INT" ? SIGINT : SIGKILL);
+  ::kill(::getpid(), name == "TERM"   ? SIGTERM
+                     : name == "HUP"  ? SIGHUP
+                     : name == "INT"  ? SIGINT
+                     : name == "STOP" ? SIGSTOP  // a test looks at the world, then sends SIGCONT
+                                      : SIGKILL);
 }
 
 }  // namespace backupctl

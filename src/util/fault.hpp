@@ -2,7 +2,7 @@
 // cut or `kill -9` would leave it.
 //   BACKUPCTL_FAULT=<point>       SIGKILL ourselves when the run reaches <point>
 //   BACKUPCTL_FAULT=<point>#<n>   ... the n-th time it reaches it (default: the first)
-//   BACKUPCTL_FAULT_SIGNAL=TERM   ... send SIGTERM (HUP, INT) instead: the run goes on to its next
+//   BACKUPCTL_FAULT_SIGNAL=TERM   ... send SIGTERM (HUP, INT; STOP: pause there) instead: the run goes on to its next
 //                                 check of the signal flag and stops as an operator's signal would
 //   BACKUPCTL_FAULT_LOG=<file>    append every point reached to <file>, one per line (how the
 //                                 tests learn every point a command passes, so none is missed)

@@ -50,4 +50,13 @@ std::vector<std::string> split_words(std::string_view text, std::string_view set
   return words;
 }
 
+std::string join_words(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) {
+    if (!out.empty()) out += ' ';
+    out += w;
+  }
+  return out;
+}
+
 }  // namespace backupctl

@@ -12,4 +12,7 @@ namespace backupctl {
 // Throws Error(usage) naming `setting` on an unterminated quote or an empty command.
 std::vector<std::string> split_words(std::string_view text, std::string_view setting);
 
+// The words joined by spaces, for logs and messages (not quoted: never run through a shell).
+std::string join_words(const std::vector<std::string>& words);
+
 }  // namespace backupctl

@@ -162,7 +162,12 @@ TEST(Demo, MakeDemoRunsThePlanEndToEnd) {
   EXPECT_EQ(list_dir(backups / "db").size(), 3u) << "a dump, its roles file and its .meta";
   auto reports = list_dir(backups / "rehearsals");
   ASSERT_EQ(reports.size(), 2u);
-  EXPECT_TRUE(read_json(backups / "rehearsals" / reports[0])["ok"].get<bool>());
+  auto rehearsal = read_json(backups / "rehearsals" / reports[0]);
+  EXPECT_TRUE(rehearsal["ok"].get<bool>());
+  // Every check of the checklist ran against the staging app, none skipped.
+  ASSERT_TRUE(rehearsal["checks"].is_array()) << rehearsal.dump();
+  EXPECT_EQ(rehearsal["checks"].size(), 8u);
+  for (const auto& c : rehearsal["checks"]) EXPECT_EQ(c["status"], "pass") << c.dump();
   EXPECT_NE(r.out.find("== summary"), std::string::npos) << r.out;
 }
 

@@ -383,17 +383,48 @@ TEST_F(Crash, RehearsalAtEveryPointNeverTouchesTheLiveSystem) {
   CliResult all = run_backupctl({"backup", "all", "-q"}, e);
   ASSERT_EQ(all.exit_code, 0) << all.err;
   reset_live();
+  // A staging app (the sample app's api and worker), its pid files under TMPDIR: one left running
+  // is a process mentioning TMPDIR (expect_nothing_left).
+  const std::string appctl = (fs::path(BACKUPCTL_SOURCE_DIR) / "examples/archive-app/appctl.sh").string();
+  const std::string staging_run = (tmp.path() / "staging-app").string();
+  const int staging_port = free_port();
+  e.emplace_back("ARCHIVE_APP", ARCHIVE_APP_BIN);
+  e.emplace_back("STAGING_API_URL", "http://127.0.0.1:" + std::to_string(staging_port));
+  e.emplace_back("STAGING_APP_START_CMD", "env API_PORT=" + std::to_string(staging_port) + " " + appctl + " start " + staging_run);
+  e.emplace_back("STAGING_APP_STOP_CMD", appctl + " stop " + staging_run);
+  auto staging_app_running = [&] {
+    std::string out;
+    for (const char* svc : {"api", "worker"}) {
+      fs::path pidfile = fs::path(staging_run) / (std::string(svc) + ".pid");
+      std::error_code ec;
+      if (!fs::exists(pidfile, ec)) continue;
+      std::string pid = read_file(pidfile);
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      std::string stat = read_proc_file(fs::path("/proc") / pid / "stat");
+      auto close = stat.rfind(')');
+      if (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z') out += std::string(svc) + " ";
+    }
+    return out;
+  };
+  auto stop_staging_app = [&] {
+    run_command({.argv = {appctl, "stop", staging_run}});
+    fs::remove_all(staging_run);
+  };
   const std::vector<std::string> args = {"rehearse"};
   Points points = points_of(args, e);
   ASSERT_EQ(points, (Points{"rehearse.staging-database", "rehearse.restore-db", "restore-db.roles",
                             "restore-db.create-side", "restore-db.load", "restore-db.analyze", "restore-db.swap",
                             "swap.before-commit", "restore-db.prune-previous", "rehearse.restore-objects",
                             "restore-objects.create-buckets", "restore-objects.upload",
-                            "restore-objects.half-uploaded", "restore-objects.verify", "rehearse.checklist",
-                            "rehearse.cleanup"}));
+                            "restore-objects.half-uploaded", "restore-objects.verify", "rehearse.staging-app",
+                            "rehearse.checklist", "rehearse.cleanup"}));
+  stop_staging_app();  // the normal run stopped the app; its (empty) run folder stays
   for (const auto& point : points) {
     kill_at(args, point, e);
     next_command(e);
+    // The app's run folder (pid files, logs) is the test's own; a process left is what counts.
+    EXPECT_EQ(staging_app_running(), "") << point << ": the staging app is still running";
+    stop_staging_app();
     expect_live(100, point);
     EXPECT_EQ(first(read_events(writer.log()), "stopped"), -1) << point << ": a rehearsal stopped the live services";
     EXPECT_TRUE(files_marked(dir.path(), {".rehearsal-"}).empty()) << point;

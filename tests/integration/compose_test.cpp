@@ -1,0 +1,325 @@
+// The real stack: the sample app under docker compose on a real docker engine (Debian's dockerd,
+// started for each test by tools/docker-throwaway.sh with its own socket and roots; images built
+// locally from a debootstrap base, cached between runs), driven with SERVICE_CONTROL=compose
+// through the real compose v1 (Debian's docker-compose 1.29) and v2's command line (`docker
+// compose`, the plugin Debian does not package: a stand-in `docker` that logs its argv and hands
+// `compose ...` to v1). What is checked is what the operator sees: the containers' states from
+// the engine while the restore runs and after it, the rows, the api's answers.
+//
+// Where no engine can start (not root, no docker.io), the tests are skipped with the reason;
+// BACKUPCTL_REQUIRE_DOCKER=1 (set by .ci/run) turns that into a failure.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "fixture.hpp"
+#include "config/config.hpp"
+#include "util/env.hpp"
+
+namespace backupctl::test {
+
+namespace {
+
+const fs::path kSource = BACKUPCTL_SOURCE_DIR;
+
+std::string process_state(pid_t pid) {
+  std::string stat;
+  try {
+    stat = read_file(fs::path("/proc") / std::to_string(pid) / "stat");
+  } catch (const std::exception&) {
+    return "";
+  }
+  auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() ? std::string(1, stat[close + 2]) : "";
+}
+
+class ComposeStack : public ::testing::Test {
+ protected:
+  TempDir root;
+  fs::path engine, app, backups, objects;
+  std::string docker_host, project;
+  int pg_port = 0, api_port = 0;
+  bool engine_up = false, stack_up = false;
+
+  void SetUp() override {
+    fs::permissions(root.path(), fs::perms(0755));
+    engine = root.path() / "docker";
+    app = root.path() / "app";
+    backups = root.path() / "backup";
+    objects = root.path() / "objects";
+    make_dirs(app / "infra");
+    make_dirs(objects);
+    RunResult start = run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "start", engine.string()}});
+    if (!start.status.ok()) {
+      std::string why = "no docker engine could start here: " + last_lines(start.err, 2);
+      if (env_value("BACKUPCTL_REQUIRE_DOCKER")) FAIL() << why;
+      GTEST_SKIP() << why;
+    }
+    engine_up = true;
+    docker_host = "unix://" + (engine / "docker.sock").string();
+    RunResult image = run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "image", engine.string(),
+                                            "backupctl-test/stack", (kSource / "tests/integration/compose").string()}});
+    ASSERT_TRUE(image.status.ok()) << image.err;
+    pg_port = free_port();
+    api_port = free_port();
+    project = "stack" + std::to_string(::getpid());
+    fs::copy_file(kSource / "tests/integration/compose/docker-compose.yml", app / "infra/docker-compose.yml");
+    fs::copy_file(kSource / "infra/backup-checks.toml", app / "infra/backup-checks.toml");
+    // The stack's env file names the project, as compose's own .env would.
+    write_file_atomic(app / "infra/env", "COMPOSE_PROJECT_NAME=" + project + "\nPOSTGRES_PASSWORD=stack-secret\n", 0600);
+    RunResult up = compose({"up", "-d"});
+    ASSERT_TRUE(up.status.ok()) << up.err;
+    stack_up = true;
+    ASSERT_TRUE(wait_for([&] { return run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT 1", "archive"}, .env = pg_env()}).status.ok(); }, 60))
+        << "the postgres container did not accept connections";
+    RunResult gen = run_command({.argv = {ARCHIVE_APP_BIN, "generate", "--documents", "40", "--schema",
+                                          (kSource / "examples/archive-app/schema.sql").string()},
+                                 .env = app_env()});
+    ASSERT_TRUE(gen.status.ok()) << gen.err;
+    ASSERT_TRUE(wait_for([&] { return api_answers(api_port); }, 30)) << "the api container does not answer";
+  }
+
+  void TearDown() override {
+    if (stack_up) compose({"down", "-v", "--timeout", "2"});
+    if (engine_up) run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "stop", engine.string()}});
+  }
+
+  EnvList pg_env() const {
+    return {{"PGHOST", "127.0.0.1"}, {"PGPORT", std::to_string(pg_port)}, {"PGUSER", "archive"},
+            {"PGPASSWORD", "stack-secret"}, {"PGDATABASE", "archive"}, {"DATABASE_URL", std::nullopt}};
+  }
+  // What compose interpolates, and the app's settings on the host.
+  EnvList app_env() const {
+    EnvList e = pg_env();
+    e.emplace_back("DOCKER_HOST", docker_host);
+    e.emplace_back("POSTGRES_PASSWORD", "stack-secret");
+    e.emplace_back("API_PORT", std::to_string(api_port));
+    e.emplace_back("ARCHIVE_APP", ARCHIVE_APP_BIN);
+    e.emplace_back("STACK_ROOT", root.path().string());
+    e.emplace_back("OBJECT_STORAGE", "disk");
+    e.emplace_back("OBJECT_STORAGE_DIR", objects.string());
+    e.emplace_back("COMPOSE_PROJECT_NAME", std::nullopt);
+    return e;
+  }
+  // backupctl's settings for the stack: compose finds the project in infra/env.
+  EnvList env() const {
+    EnvList e = app_env();
+    e.emplace_back("APP_ROOT", app.string());
+    e.emplace_back("BACKUP_DIR", backups.string());
+    e.emplace_back("SERVICE_CONTROL", "compose");
+    e.emplace_back("API_URL", "http://127.0.0.1:" + std::to_string(api_port));
+    e.emplace_back("COMPOSE_COMMAND", std::nullopt);
+    return e;
+  }
+  RunResult compose(std::vector<std::string> rest) const {
+    std::vector<std::string> argv = {"docker-compose", "-f", (app / "infra/docker-compose.yml").string(), "-p", project};
+    argv.insert(argv.end(), rest.begin(), rest.end());
+    return run_command({.argv = argv, .env = app_env()});
+  }
+  // service -> running?, from the engine itself (not from compose).
+  std::map<std::string, bool> states(const std::string& of_project = "") const {
+    std::map<std::string, bool> out;
+    RunResult ps = run_command({.argv = {"/usr/bin/docker", "ps", "-a", "--filter",
+                                         "label=com.docker.compose.project=" + (of_project.empty() ? project : of_project),
+                                         "--format", "{{.Label \"com.docker.compose.service\"}} {{.State}}"},
+                                .env = {{"DOCKER_HOST", docker_host}}});
+    EXPECT_TRUE(ps.status.ok()) << ps.err;
+    for (const auto& line : split_lines(ps.out)) {
+      auto sp = line.find(' ');
+      if (sp != std::string::npos) out[line.substr(0, sp)] = line.substr(sp + 1) == "running";
+    }
+    return out;
+  }
+  void expect_all_running(const std::string& at) const {
+    auto s = states();
+    for (const char* svc : {"postgres", "api", "worker", "beat"}) {
+      EXPECT_TRUE(s[svc]) << at << ": " << svc << " is not running";
+    }
+  }
+  static bool api_answers(int port) {
+    return run_command({.argv = {"curl", "-fsS", "-o", "/dev/null", "--max-time", "2",
+                                 "http://127.0.0.1:" + std::to_string(port) + "/api/health"}})
+        .status.ok();
+  }
+  int documents() const {
+    RunResult r = run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT count(*) FROM documents", "archive"}, .env = pg_env()});
+    return r.status.ok() ? std::stoi(r.out) : -1;
+  }
+  std::string backup_db() {
+    CliResult b = run_backupctl({"backup", "db", "--json"}, env());
+    EXPECT_EQ(b.exit_code, 0) << b.err;
+    auto j = nlohmann::json::parse(b.out, nullptr, false);
+    return j.is_discarded() ? "" : j["path"].get<std::string>();
+  }
+  void damage() const {
+    RunResult r = run_command({.argv = {"psql", "-X", "-q", "-c", "DELETE FROM documents WHERE id > 10", "archive"}, .env = pg_env()});
+    ASSERT_TRUE(r.status.ok()) << r.err;
+  }
+};
+
+}  // namespace
+
+// During the restore (paused after its stop, while the database loads) api, worker and beat are
+// exited and postgres runs; afterwards all four run and the api serves the restored rows.
+TEST_F(ComposeStack, ARestoreStopsTheAppContainersAndStartsThemAgain) {
+  std::string dump = backup_db();
+  ASSERT_FALSE(dump.empty());
+  damage();
+  ASSERT_EQ(documents(), 10);
+  EnvList e = env();
+  e.emplace_back("CONFIRM", "YES");
+  e.emplace_back("BACKUPCTL_FAULT", "restore-db.load");
+  e.emplace_back("BACKUPCTL_FAULT_SIGNAL", "STOP");
+  Child restore = spawn_backupctl({"restore", "db", "--file", dump}, e);
+  ASSERT_TRUE(wait_for([&] { return process_state(restore.pid()) == "T"; }, 60)) << "the restore never reached its load";
+  auto during = states();
+  EXPECT_TRUE(during["postgres"]);
+  for (const char* svc : {"api", "worker", "beat"}) EXPECT_FALSE(during[svc]) << svc << " runs during the restore";
+  // Nothing writes: beat queues a job a second when it runs.
+  const std::string jobs = run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT count(*) FROM ingest_jobs", "archive"}, .env = pg_env()}).out;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT count(*) FROM ingest_jobs", "archive"}, .env = pg_env()}).out, jobs)
+      << "something wrote to the live database while the services were stopped";
+  ::kill(restore.pid(), SIGCONT);
+  std::string out = restore.drain();
+  ExitStatus status = restore.wait();
+  EXPECT_TRUE(status.ok()) << status.describe() << ": " << restore.stderr_tail();
+  EXPECT_NE(restore.stderr_tail().find("docker-compose -f " + (app / "infra/docker-compose.yml").string() + " -p " + project + " stop api worker beat"),
+            std::string::npos)
+      << restore.stderr_tail();
+  expect_all_running("after the restore");
+  EXPECT_EQ(documents(), 40);
+  EXPECT_TRUE(wait_for([&] { return api_answers(api_port); }, 30));
+}
+
+// Interrupted (SIGTERM) the restore starts the containers itself before it exits; killed
+// (SIGKILL) they stay stopped until the next backupctl command, which starts them.
+TEST_F(ComposeStack, AnInterruptedOrKilledRestoreLeavesTheAppRunning) {
+  std::string dump = backup_db();
+  ASSERT_FALSE(dump.empty());
+  for (const std::string signal : {"TERM", "KILL"}) {
+    damage();
+    EnvList e = env();
+    e.emplace_back("CONFIRM", "YES");
+    e.emplace_back("BACKUPCTL_FAULT", "restore-db.load");
+    e.emplace_back("BACKUPCTL_FAULT_SIGNAL", signal);
+    CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
+    if (signal == "TERM") {
+      EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.err;
+    } else {
+      EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.err;
+      auto s = states();
+      EXPECT_FALSE(s["api"]) << "killed, the restore cannot have started api: the check below proves nothing";
+      CliResult next = run_backupctl({"status"}, env());
+      EXPECT_NE(next.err.find("started the services it had stopped"), std::string::npos) << next.err;
+    }
+    expect_all_running(signal);
+    EXPECT_EQ(documents(), 10) << signal << ": the live database is not the one before";
+    EXPECT_TRUE(list_dir(backups / "journal").empty()) << signal;
+  }
+}
+
+// The plan's rehearsal with every check of the checklist (the five http ones too) against a
+// staging app: a second project of the same compose file on the staging database and objects.
+TEST_F(ComposeStack, ARehearsalAsksAStagingAppAndStopsIt) {
+  ASSERT_EQ(run_backupctl({"backup", "all"}, env()).exit_code, 0);
+  const int staging_port = free_port();
+  const std::string file = (app / "infra/docker-compose.yml").string();
+  const std::string staging_project = project + "-rehearsal";
+  EnvList e = env();
+  e.emplace_back("STAGING_API_URL", "http://127.0.0.1:" + std::to_string(staging_port));
+  e.emplace_back("STAGING_APP_START_CMD", "env API_PORT=" + std::to_string(staging_port) + " docker-compose -f " + file +
+                                              " -p " + staging_project + " up -d --no-deps api");
+  e.emplace_back("STAGING_APP_STOP_CMD", "docker-compose -f " + file + " -p " + staging_project + " down --timeout 2");
+  CliResult r = run_backupctl({"rehearse", "--json"}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  auto report = nlohmann::json::parse(read_file(j["report"].get<std::string>()));
+  ASSERT_TRUE(report["checks"].is_array());
+  EXPECT_EQ(report["checks"].size(), 8u);
+  for (const auto& c : report["checks"]) EXPECT_EQ(c["status"], "pass") << c.dump();
+  EXPECT_TRUE(states(staging_project).empty()) << "the staging app's containers are left";
+  expect_all_running("after the rehearsal");
+}
+
+// v2's command line when `docker compose` answers (a stand-in here: Debian has no plugin);
+// COMPOSE_COMMAND overrides; neither front end installed is one clear error.
+TEST_F(ComposeStack, FindsComposeV2OrV1AndSaysWhenThereIsNeither) {
+  TempDir bin;
+  fs::path log = bin.path() / "docker.log";
+  write_file_atomic(bin.path() / "docker",
+                    "#!/bin/sh\necho \"$*\" >> " + log.string() +
+                        "\nif [ \"$1\" = compose ]; then shift; exec docker-compose \"$@\"; fi\nexec /usr/bin/docker \"$@\"\n",
+                    0755);
+  std::string dump = backup_db();
+  ASSERT_FALSE(dump.empty());
+  EnvList e = env();
+  e.emplace_back("CONFIRM", "YES");
+  e.emplace_back("PATH", bin.path().string() + ":" + env_value("PATH").value_or("/usr/bin:/bin"));
+  CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string calls = read_file(log);
+  EXPECT_NE(calls.find("compose -f " + (app / "infra/docker-compose.yml").string() + " -p " + project + " stop api worker beat"),
+            std::string::npos)
+      << calls;
+  expect_all_running("v2");
+
+  // COMPOSE_COMMAND wins over what is found.
+  EnvList o = env();
+  o.emplace_back("COMPOSE_COMMAND", "/usr/bin/docker-compose --no-ansi");
+  CliResult plan = run_backupctl({"restore", "db", "--file", dump}, o);
+  EXPECT_NE(plan.out.find("/usr/bin/docker-compose --no-ansi -f"), std::string::npos) << plan.out;
+
+  // Neither: a PATH without docker and docker-compose.
+  TempDir empty;
+  EnvList none = env();
+  none.emplace_back("PATH", empty.path().string());
+  CliResult n = run_backupctl({"restore", "db", "--file", dump}, none);
+  EXPECT_NE(n.exit_code, 0);
+  EXPECT_NE(n.err.find("neither `docker compose` (compose v2) nor `docker-compose` (v1) works here"), std::string::npos) << n.err;
+  EXPECT_NE(n.err.find("COMPOSE_COMMAND"), std::string::npos) << n.err;
+}
+
+}  // namespace backupctl::test
+
+namespace backupctl::test {
+
+// COMPOSE_PROJECT_NAME as compose takes it (the environment first, then infra/env), and the
+// settings that go together refused one clear line each, before anything runs.
+TEST(ComposeSettings, TheProjectNameAndTheStagingAppSettings) {
+  TempDir app;
+  make_dirs(app.path() / "infra");
+  write_file_atomic(app.path() / "infra/env", "POSTGRES_PASSWORD=x\nCOMPOSE_PROJECT_NAME=archive-prod\n", 0600);
+  ::setenv("APP_ROOT", app.path().c_str(), 1);
+  ::unsetenv("COMPOSE_PROJECT_NAME");
+  EXPECT_EQ(Config::from_environment().compose_project, "archive-prod");
+  ::setenv("COMPOSE_PROJECT_NAME", "from-env", 1);
+  EXPECT_EQ(Config::from_environment().compose_project, "from-env");
+  ::unsetenv("COMPOSE_PROJECT_NAME");
+  ::unsetenv("APP_ROOT");
+
+  EnvList base = {{"APP_ROOT", app.path().string()}, {"BACKUP_DIR", (app.path() / "backup").string()},
+                  {"COMPOSE_PROJECT_NAME", std::nullopt}, {"STAGING_APP_START_CMD", std::nullopt},
+                  {"STAGING_APP_STOP_CMD", std::nullopt}, {"STAGING_API_URL", std::nullopt}};
+  struct Case {
+    EnvList set;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{{"COMPOSE_PROJECT_NAME", "Archive Prod"}}, "invalid COMPOSE_PROJECT_NAME='Archive Prod'"},
+           {{{"STAGING_APP_START_CMD", "appctl start"}}, "STAGING_APP_START_CMD and STAGING_APP_STOP_CMD go together"},
+           {{{"STAGING_APP_START_CMD", "appctl start"}, {"STAGING_APP_STOP_CMD", "appctl stop"}},
+            "STAGING_APP_START_CMD is set but STAGING_API_URL is not"},
+           {{{"COMPOSE_COMMAND", "docker 'compose"}}, "COMPOSE_COMMAND"}}) {
+    EnvList e = base;
+    e.insert(e.end(), c.set.begin(), c.set.end());
+    CliResult r = run_backupctl({"status"}, e);
+    EXPECT_EQ(r.exit_code, 2) << c.error << ": " << r.err;
+    EXPECT_NE(r.err.find(c.error), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("hint: "), std::string::npos) << r.err;
+  }
+}
+
+}  // namespace backupctl::test
