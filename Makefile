@@ -22,16 +22,13 @@ build-asan: deps
 	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBACKUPCTL_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_DIR)
 
-# The test-only npm packages (s3rver, aws4), as pinned in package-lock.json.
-node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
-
-# Unit and integration tests (a real PostgreSQL and a real S3 server per test), then all of them
-# again built with AddressSanitizer + UndefinedBehaviorSanitizer.
-test: build build-asan node_modules/.package-lock.json
+# Unit and integration tests (a real PostgreSQL, a real S3 server, a real docker engine), then all
+# of them but the docker ones (label `docker`, see tests/CMakeLists.txt) again built with
+# AddressSanitizer + UndefinedBehaviorSanitizer.
+test: build build-asan
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS) -LE docker
 
 demo: build
 	@examples/demo/demo.sh

@@ -13,9 +13,8 @@ packages=(
   libtomlplusplus-dev libcpp-httplib-dev
   # runtime tools the tool drives, and what the tests and demo need
   postgresql-15 postgresql-client-15 zstd util-linux procps time bc gzip curl
-  # the S3 test servers (Ceph's RADOS Gateway; s3rver from npm as a second implementation) and the
-  # independent S3 client
-  ceph-mon ceph-osd radosgw ceph-common nodejs npm awscli
+  # the S3 test server (Ceph's RADOS Gateway) and the independent S3 client
+  ceph-mon ceph-osd radosgw ceph-common awscli
   # the container engine, both compose front ends' tests and the base image of the test stack
   docker.io docker-compose debootstrap
   # encryption at rest
@@ -24,8 +23,6 @@ packages=(
 
 missing=()
 for p in "${packages[@]}"; do
-  # A Node.js from elsewhere (nodesource) brings its own npm, which Debian's npm conflicts with.
-  [[ "$p" == npm ]] && command -v npm >/dev/null && continue
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done

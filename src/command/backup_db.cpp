@@ -29,7 +29,7 @@ struct StreamResult {
 
 // Runs `argv` and streams its stdout through [zstd] -> sha256 -> count -> sink, then checks its
 // exit status. On any failure the caller's sink is left uncommitted (and so removed).
-StreamResult stream_program(SpawnOptions spawn, io::AtomicFileSink& sink,
+StreamResult stream_program(const std::string& tool, SpawnOptions spawn, io::AtomicFileSink& sink,
                             const DbCompression* zstd, int zstd_threads,
                             const std::vector<std::string>& age_recipients, Progress& progress,
                             std::string_view what_was_lost) {
@@ -43,7 +43,7 @@ StreamResult stream_program(SpawnOptions spawn, io::AtomicFileSink& sink,
   spawn.in = Stdio::null;
   spawn.out = Stdio::pipe;
   spawn.err = Stdio::pipe;
-  std::string tool = spawn.argv[0].substr(spawn.argv[0].rfind('/') + 1);
+
   Child child = Child::spawn(spawn);
   io::ChildSource source(child);
   io::copy(source, *head, [&](std::uint64_t n) { progress.update(n); });
@@ -101,24 +101,22 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
   io::AtomicFileSink& dump = files.sinks[0];
   io::AtomicFileSink& roles_sink = files.sinks[1];
   const std::string set_id = options.set_id.empty() ? new_set_id(files.time) : options.set_id;
-  spdlog::info("backup db: dumping {} with {} {} (compression {}) into {}", server.where, pg_dump.path,
-               pg_dump.version, config.db_compression.str(), dump.partial_path().string());
+  spdlog::info("backup db: dumping {} with {} (compression {}) into {}", server.where, pg_dump.describe(),
+               config.db_compression.str(), dump.partial_path().string());
 
   // The cluster's roles, so a restore onto a fresh server can recreate the owners. Written first:
   // if the dump fails, both are removed; if we crash in between, an orphan .roles.sql is not a
   // backup and prune removes it.
   NoProgress quiet;
   StreamResult roles = stream_program(
-      {.argv = {pg_dumpall.path, "--roles-only", "--no-role-passwords", "--no-password",
-                "--database=" + database},
+      pg_dumpall.name(), {.argv = pg_dumpall.argv({"--roles-only", "--no-role-passwords", "--no-password", "--database=" + database}),
        .env = target.child_env()},
       roles_sink, nullptr, 0, config.age_recipients, quiet, "no roles file was kept");
 
   int level = zstd ? 0 : config.db_compression.level;
   progress.start("pg_dump " + database);
   StreamResult data = stream_program(
-      {.argv = {pg_dump.path, "--format=custom", "--compress=" + std::to_string(level),
-                "--no-password"},
+      pg_dump.name(), {.argv = pg_dump.argv({"--format=custom", "--compress=" + std::to_string(level), "--no-password"}),
        .env = target.child_env()},
       dump, zstd ? &config.db_compression : nullptr, config.zstd_threads, config.age_recipients,
       progress, "the incomplete dump was removed");

@@ -18,6 +18,7 @@
 #include "pg/roles.hpp"
 #include "pg/swap.hpp"
 #include "pg/tools.hpp"
+#include "service/compose.hpp"
 #include "service/service.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
@@ -25,6 +26,7 @@
 #include "util/json.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
+#include "util/words.hpp"
 
 namespace backupctl {
 
@@ -103,8 +105,13 @@ std::string failure_hint(const Config& config, const PgTarget& maintenance, cons
   if (!log.empty()) {
     hint += "; the server log is " + log;
   } else if (config.service_control == ServiceControl::compose) {
-    hint += "; the server log: docker compose -f " + config.compose_file.string() +
-            " logs postgres --tail=200";
+    std::string logs = "docker compose -f " + config.compose_file.string() + " logs " + config.pg_service + " --tail=200";
+    try {
+      logs = join_words(compose_argv(config, {"logs", "--tail=200", config.pg_service}));
+    } catch (const Error&) {
+      // No compose front end: the v2 spelling is the hint.
+    }
+    hint += "; the server log: " + logs;
   } else {
     hint += "; see the PostgreSQL server log";
   }

@@ -30,11 +30,12 @@ namespace fs = std::filesystem;
 namespace {
 
 // Objects up to this size are read into memory and sent whole, as one PUT, by the worker threads
-// (a 5xx retries the whole body from memory); larger ones are sent part by part by the reader, as
-// a multipart upload of ObjectStore::kMinPartSize parts or more. One PUT is one request where a
+// (a 5xx retries the whole body from memory); larger ones are read part by part and sent as a
+// multipart upload of ObjectStore::kMinPartSize parts or more, the parts side by side on the
+// same workers. One PUT is one request where a
 // multipart upload of the same object takes five (start, parts, complete), and the server need
-// not join parts afterwards (s3rver re-reads and re-hashes every part: 20 MiB objects as one PUT
-// took the benchmark's restore from 11.7 s to 9.4 s). awscli's threshold is 8 MiB, rclone's
+// not join parts afterwards (s3rver, the earlier test server, re-read and re-hashed every part: 20 MiB objects as one
+// PUT took the benchmark's restore from 11.7 s to 9.4 s). awscli's threshold is 8 MiB, rclone's
 // 200 MiB; this one is what the memory budget below holds twice.
 constexpr std::uint64_t kBufferedMax = 24u << 20;
 // Bytes held in memory for queued and running uploads.
@@ -69,8 +70,8 @@ std::string digest_hex(const EVP_MD* md, std::string_view data) {
 }
 
 // What the server should report as the ETag of what we sent: the MD5 for a single PUT; for a
-// multipart upload S3 uses md5(concatenated part MD5s)-N (some servers, s3rver among them, use
-// the whole MD5 instead: both are accepted).
+// multipart upload S3 uses md5(concatenated part MD5s)-N (some servers use the whole MD5
+// instead: both are accepted).
 struct Expected {
   Placement where;
   std::uint64_t size = 0;

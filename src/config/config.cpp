@@ -123,6 +123,19 @@ Config Config::from_environment() {
     c.zstd_threads = static_cast<int>(parse_int_setting("BACKUP_ZSTD_THREADS", *v, 1, 256));
   }
   if (auto v = env_value("PG_BINDIR")) c.pg_bindir = fs::path(*v);
+  if (auto v = env_value("PG_TOOLS")) {
+    if (*v == "host") {
+      c.pg_tools = PgTools::host;
+    } else if (*v == "compose") {
+      c.pg_tools = PgTools::compose;
+    } else if (*v == "auto") {
+      c.pg_tools = PgTools::automatic;
+    } else {
+      throw Error(ErrorCode::usage, "invalid PG_TOOLS='" + *v + "'",
+                  "use host (this machine's pg_dump...), compose (inside the postgres service) or auto");
+    }
+  }
+  if (auto v = env_value("PG_SERVICE")) c.pg_service = *v;
   if (auto v = env_value("PGPORT")) parse_int_setting("PGPORT", *v, 1, 65535);
 
   if (auto v = env_value("SERVICE_CONTROL")) {

@@ -30,6 +30,9 @@ struct DbCompression {
 
 // SERVICE_CONTROL: how a restore stops and starts the app's services (api, worker, beat).
 enum class ServiceControl { compose, systemd, command, none };
+// Where pg_dump, pg_dumpall, pg_restore and psql run: on this host, inside the stack's postgres
+// service (compose exec -T), or the host's when new enough, else the service's.
+enum class PgTools { host, compose, automatic };
 
 // OBJECT_STORAGE: where attachments live.
 enum class ObjectStorage { minio, disk };
@@ -42,6 +45,8 @@ struct Config {
   DbCompression db_compression;  // BACKUP_DB_COMPRESSION
   int zstd_threads = 0;          // BACKUP_ZSTD_THREADS, default: the number of cores
   std::optional<fs::path> pg_bindir;  // PG_BINDIR: where pg_dump/pg_restore/psql are taken from
+  PgTools pg_tools = PgTools::automatic;  // PG_TOOLS=host|compose|auto
+  std::string pg_service = "postgres";    // PG_SERVICE: the compose service PG_TOOLS=compose runs them in
 
   // Restores.
   ServiceControl service_control = ServiceControl::compose;  // SERVICE_CONTROL

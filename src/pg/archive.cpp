@@ -58,10 +58,14 @@ std::string run_pg_restore(const PgTool& pg_restore, std::vector<std::string> ar
                            const fs::path& file,
                            const std::function<void(io::Sink&)>& feed, std::string_view what) {
   MemFile out("pg_restore-out"), err("pg_restore-err");
-  SpawnOptions spawn{.argv = {pg_restore.path}};
-  spawn.argv.insert(spawn.argv.end(), args.begin(), args.end());
+  SpawnOptions spawn{.argv = pg_restore.argv(args)};
+  // A pg_restore in the compose service cannot open a file of this host: it reads it on stdin.
+  Fd whole;
   if (feed) {
     spawn.in = Stdio::pipe;
+  } else if (pg_restore.in_service()) {
+    whole = open_read(file);
+    spawn.in_fd = whole.get();
   } else {
     spawn.argv.push_back(file.string());
   }
@@ -320,7 +324,8 @@ std::string database_creation_sql(const fs::path& file, DbFormat format, const P
   TempDir tmp("backupctl-list");
   fs::path list_file = tmp.path() / "database.list";
   write_file_atomic(list_file, list);
-  std::vector<std::string> args = {"--create", "--use-list=" + list_file.string(), "--file=-"};
+  ToolFiles service_files(pg_restore);  // a pg_restore in the compose service reads its copy
+  std::vector<std::string> args = {"--create", "--use-list=" + service_files.place(list_file), "--file=-"};
   std::string sql;
   if (format == DbFormat::custom_zst || io::is_encrypted(file)) {
     sql = run_pg_restore(pg_restore, args, file,

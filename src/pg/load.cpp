@@ -78,11 +78,13 @@ LoadedRows load_custom_parallel(const DumpSource& dump, const PgTool& pg_restore
   Fd fd(::open(toc_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd) throw_errno("cannot create " + toc_file.string());
   io::FdSink toc_sink(fd.get(), toc_file.string());
+  // A pg_restore in the compose service reads its copies of the TOC archive and the list.
+  ToolFiles service_files(pg_restore);
   auto restore_section = [&](std::vector<std::string> options, const std::string& pgoptions = "") {
-    std::vector<std::string> argv = {pg_restore.path, "--dbname=" + db, "--exit-on-error", "--no-password"};
-    argv.insert(argv.end(), options.begin(), options.end());
-    argv.push_back(toc_file.string());
-    run_pg_program(std::move(argv), target, nullptr, lost, pgoptions);
+    std::vector<std::string> args = {"--dbname=" + db, "--exit-on-error", "--no-password"};
+    args.insert(args.end(), options.begin(), options.end());
+    args.push_back(service_files.place(toc_file));
+    run_pg_program(pg_restore, args, target, nullptr, lost, pgoptions);
   };
 
   CustomArchiveStream stream(dump, [&](std::uint64_t n) { progress.update(n); });
@@ -120,7 +122,7 @@ LoadedRows load_custom_parallel(const DumpSource& dump, const PgTool& pg_restore
   }
   spdlog::debug("restore: table data loaded; the rest of the data section");
   write_file_atomic(list_file, list, 0600);
-  restore_section({"--section=data", "--use-list=" + list_file.string()});
+  restore_section({"--section=data", "--use-list=" + service_files.place(list_file)});
   // The tables analyzed while later ones loaded; the last ones' ANALYZE ends here, before the
   // post-data section takes locks on the tables (ANALYZE and ALTER TABLE or ATTACH PARTITION
   // waiting on each other could deadlock).
@@ -173,7 +175,7 @@ void create_database(const DumpSource& dump, const PgTool& psql, const PgTool& p
     }
     sql += ";\n";
   }
-  run_pg_program({psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname=" + maintenance.dbname(), "-f", "-"},
+  run_pg_program(psql, {"-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname=" + maintenance.dbname(), "-f", "-"},
                  maintenance,
                  [&](io::Sink& in) { in.write(std::span<const char>(sql.data(), sql.size())); in.finish(); },
                  "cannot create the database " + name);
@@ -195,17 +197,18 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
   progress.start("restore " + dump.file.filename().string());
   if (is_custom(dump.format) && jobs > 1 && streamable(dump)) {
     rows = load_custom_parallel(dump, pg_restore, target, db, jobs, progress, scratch);
-  } else if (dump.format == DbFormat::custom_zst || (dump.format == DbFormat::custom && io::is_encrypted(dump.file))) {
-    // From a pipe pg_restore works through the archive in order: no --jobs.
-    run_pg_program({pg_restore.path, "--dbname=" + db, "--exit-on-error", "--no-password"}, target,
-                   inflate_into, lost);
+  } else if (dump.format == DbFormat::custom_zst || (dump.format == DbFormat::custom && io::is_encrypted(dump.file)) ||
+             (dump.format == DbFormat::custom && pg_restore.in_service())) {
+    // From a pipe pg_restore works through the archive in order: no --jobs. (A pg_restore in
+    // the compose service cannot read the file on this host: it gets it through the pipe too.)
+    run_pg_program(pg_restore, {"--dbname=" + db, "--exit-on-error", "--no-password"}, target, inflate_into, lost);
   } else if (dump.format == DbFormat::custom) {
-    run_pg_program({pg_restore.path, "--dbname=" + db, "--exit-on-error", "--no-password",
-                    "--jobs=" + std::to_string(jobs), dump.file.string()},
+    run_pg_program(pg_restore,
+                   {"--dbname=" + db, "--exit-on-error", "--no-password", "--jobs=" + std::to_string(jobs),
+                    dump.file.string()},
                    target, nullptr, lost);
   } else {
-    run_pg_program({psql.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                    "--no-password", "--dbname=" + db, "-f", "-"},
+    run_pg_program(psql, {"-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "--dbname=" + db, "-f", "-"},
                    target,
                    [&](io::Sink& sink) { stream_db_archive(dump.file, dump.format, sink, progress, dump.identity); },
                    lost);

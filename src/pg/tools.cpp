@@ -1,18 +1,21 @@
 #include "pg/tools.hpp"
 
 #include <fmt/format.h>
-
-#include <filesystem>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <map>
+#include <mutex>
 #include <regex>
 
-#include <spdlog/spdlog.h>
-
+#include "service/compose.hpp"
 #include "util/env.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 #include "util/process.hpp"
+#include "util/signals.hpp"
+#include "util/words.hpp"
 
 namespace backupctl {
 
@@ -49,9 +52,8 @@ bool executable(const fs::path& p) {
   return fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
 }
 
-}  // namespace
 
-PgTool find_pg_tool(std::string_view name, int server_major, const Config& config) {
+PgTool find_host_tool(std::string_view name, int server_major, const Config& config) {
   std::string candidate;
   if (config.pg_bindir) {
     fs::path p = *config.pg_bindir / std::string(name);
@@ -94,6 +96,132 @@ PgTool find_pg_tool(std::string_view name, int server_major, const Config& confi
   return tool;
 }
 
+// The connection settings a program in the service gets, by name: where the server is (PGHOST,
+// PGPORT) is the container's own business.
+constexpr const char* kServiceEnv[] = {"PGUSER", "PGPASSWORD", "PGDATABASE", "PGOPTIONS", "PGCONNECT_TIMEOUT", "PGAPPNAME"};
+
+PgTool find_service_tool(std::string_view name, int server_major, const Config& config) {
+  std::vector<std::string> rest = {"exec", "-T"};
+  for (const char* v : kServiceEnv) {
+    rest.push_back("-e");
+    rest.push_back(v);
+  }
+  rest.push_back(config.pg_service);
+  PgTool tool;
+  tool.prefix = compose_argv(config, rest);
+  tool.path = std::string(name);
+  // Asked once per program and process (each ask is a compose exec, ~0.5 s).
+  static std::mutex mutex;
+  static std::map<std::string, PgTool> asked;
+  std::lock_guard<std::mutex> lock(mutex);
+  std::string key = join_words(tool.argv({}));
+  if (auto it = asked.find(key); it != asked.end()) {
+    tool = it->second;
+  } else {
+    RunResult r = run_command({.argv = tool.argv({"--version"})});
+    auto parsed = r.status.ok() ? parse_tool_version(r.out) : std::nullopt;
+    if (!parsed) {
+      throw Error(ErrorCode::not_found,
+                  fmt::format("cannot run {} in the compose service {}: {}", name, config.pg_service,
+                              first_line(last_lines(r.err.empty() ? r.out : r.err, 1))),
+                  "is the stack up (`" + join_words(compose_argv(config, {"ps"})) +
+                      "`)? PG_SERVICE names the service that runs PostgreSQL");
+    }
+    tool.version = parsed->version;
+    tool.major = parsed->major;
+    asked[key] = tool;
+  }
+  if (server_major > 0 && tool.major < server_major) {
+    throw Error(ErrorCode::usage,
+                fmt::format("{} {} in the compose service {} is older than the server (PostgreSQL {})", name,
+                            tool.version, config.pg_service, server_major),
+                "PG_SERVICE must name the service that runs the server");
+  }
+  return tool;
+}
+
+}  // namespace
+
+std::vector<std::string> PgTool::argv(const std::vector<std::string>& args) const {
+  std::vector<std::string> out = prefix;
+  out.push_back(path);
+  out.insert(out.end(), args.begin(), args.end());
+  return out;
+}
+
+std::string PgTool::name() const { return path.substr(path.rfind('/') + 1); }
+
+std::string PgTool::describe() const {
+  if (!in_service()) return fmt::format("{} {} ({})", name(), version, path);
+  return fmt::format("{} {} (in the compose service {})", name(), version, prefix.back());
+}
+
+PgTool find_pg_tool(std::string_view name, int server_major, const Config& config) {
+  if (config.pg_tools == PgTools::compose) return find_service_tool(name, server_major, config);
+  try {
+    return find_host_tool(name, server_major, config);
+  } catch (const Error& host) {
+    if (host.code() != ErrorCode::not_found && host.code() != ErrorCode::usage) throw;
+    std::string hint = host.hint() + "; or PG_TOOLS=compose, to run it inside the stack's " + config.pg_service + " service";
+    if (config.pg_tools == PgTools::host || config.service_control != ServiceControl::compose) {
+      throw Error(host.code(), host.what(), hint);
+    }
+    try {
+      PgTool tool = find_service_tool(name, server_major, config);
+      spdlog::info("{}; using {} instead", host.what(), tool.describe());
+      return tool;
+    } catch (const Error& service) {
+      throw Error(host.code(), std::string(host.what()) + "; in the compose service: " + service.what(), hint);
+    }
+  }
+}
+
+namespace {
+
+// Another program in the service's container (mktemp, tee, rm), run like the tool.
+std::vector<std::string> in_container(const PgTool& tool, std::vector<std::string> args) {
+  std::vector<std::string> out = tool.prefix;
+  out.insert(out.end(), args.begin(), args.end());
+  return out;
+}
+
+}  // namespace
+
+std::string ToolFiles::place(const fs::path& file) {
+  if (!m_tool.in_service()) return file.string();
+  if (m_dir.empty()) {
+    RunResult r = run_command({.argv = in_container(m_tool, {"mktemp", "-d", "/tmp/backupctl.XXXXXX"})});
+    std::string dir = r.out.substr(0, r.out.find('\n'));
+    if (!r.status.ok() || dir.rfind("/tmp/backupctl.", 0) != 0) {
+      throw Error(ErrorCode::tool_failed, "cannot make a temporary folder in the compose service: " + first_line(r.err),
+                  "the service's container needs mktemp and a writable /tmp");
+    }
+    m_dir = dir;
+  }
+  std::string inside = m_dir + "/" + file.filename().string();
+  Fd in = open_read(file);
+  SpawnOptions spawn{.argv = in_container(m_tool, {"tee", inside})};
+  spawn.in_fd = in.get();
+  spawn.out = Stdio::null;
+  RunResult r = run_command(std::move(spawn));
+  if (!r.status.ok()) {
+    throw Error(ErrorCode::tool_failed, "cannot copy " + file.filename().string() + " into the compose service: " + first_line(r.err),
+                "the service's /tmp must be writable");
+  }
+  return inside;
+}
+
+ToolFiles::~ToolFiles() {
+  if (m_dir.empty()) return;
+  InterruptShield shield;  // also after a signal: the copies must go
+  try {
+    RunResult r = run_command({.argv = in_container(m_tool, {"rm", "-rf", m_dir})});
+    if (!r.status.ok()) spdlog::warn("cannot remove {} in the compose service: {}", m_dir, first_line(r.err));
+  } catch (const std::exception& e) {
+    spdlog::warn("cannot remove {} in the compose service: {}", m_dir, e.what());
+  }
+}
+
 }  // namespace backupctl
 
 namespace backupctl {
@@ -127,11 +255,11 @@ Error pg_tool_failure(std::string_view tool, const ExitStatus& status,
                hint);
 }
 
-void run_pg_program(std::vector<std::string> argv, const PgTarget& target,
+void run_pg_program(const PgTool& pg_tool, const std::vector<std::string>& args, const PgTarget& target,
                     const std::function<void(io::Sink&)>& feed, std::string_view what_was_lost,
                     const std::string& pgoptions) {
   MemFile err("stderr");
-  SpawnOptions spawn{.argv = std::move(argv), .env = target.child_env()};
+  SpawnOptions spawn{.argv = pg_tool.argv(args), .env = target.child_env()};
   if (!pgoptions.empty()) {
     auto inherited = env_value("PGOPTIONS");
     spawn.env.emplace_back("PGOPTIONS", inherited && !inherited->empty() ? *inherited + " " + pgoptions : pgoptions);
@@ -139,7 +267,7 @@ void run_pg_program(std::vector<std::string> argv, const PgTarget& target,
   spawn.in = feed ? Stdio::pipe : Stdio::null;
   spawn.out = Stdio::null;
   spawn.err_fd = err.fd();
-  std::string tool = spawn.argv[0].substr(spawn.argv[0].rfind('/') + 1);
+  std::string tool = pg_tool.name();
   Child child = Child::spawn(spawn);
   if (feed) {
     io::ChildStdinSink sink(child.stdin_pipe(), tool);

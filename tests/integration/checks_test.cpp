@@ -19,7 +19,7 @@ namespace {
 nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(read_file(p)); }
 
 // The stack of the plan in miniature: database `archive` with generated documents, attachments in
-// a folder (or s3rver), the api and worker started by appctl.sh (SERVICE_CONTROL=command, as an
+// a folder (or Ceph RGW), the api and worker started by appctl.sh (SERVICE_CONTROL=command, as an
 // operator without docker would configure it), and the default checklist in the app checkout.
 class AppStack {
  public:
@@ -297,6 +297,31 @@ TEST(Rehearse, DiskStoreRestoresChecksAndLeavesNothingBehind) {
 TEST(Rehearse, S3StoreRestoresIntoAStagingBucketAndRemovesIt) {
   AppStack stack(true);
   expect_rehearsal_passes_and_cleans_up(stack);
+}
+
+// With a staging app (the sample app on the staging database and the staging prefix of the S3
+// store: OBJECT_TARGET), every check runs, the http ones too, and the app is stopped afterwards.
+TEST(Rehearse, AStagingAppOnTheStagingCopiesAnswersEveryCheck) {
+  AppStack stack(true);
+  ASSERT_FALSE(backup_set(stack).empty());
+  // The live attachments gone: a download that passes came from the staging prefix.
+  ASSERT_TRUE(stack.app({"delete-attachments", "--count", "1000"}).status.ok());
+  const int port = free_port();
+  TempDir run;
+  const std::string appctl = (fs::path(BACKUPCTL_SOURCE_DIR) / "examples/archive-app/appctl.sh").string();
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  CliResult r = run_backupctl({"rehearse", "--json"},
+                              stack.env({{"STAGING_API_URL", url},
+                                         {"STAGING_APP_START_CMD", "env API_PORT=" + std::to_string(port) + " " + appctl +
+                                                                       " start " + run.path().string()},
+                                         {"STAGING_APP_STOP_CMD", appctl + " stop " + run.path().string()}}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto rep = nlohmann::json::parse(r.out)["rehearsal"];
+  ASSERT_EQ(rep["checks"].size(), 8u) << rep.dump(2);
+  for (const auto& c : rep["checks"]) EXPECT_EQ(c["status"], "pass") << c.dump();
+  EXPECT_NE(r.err.find("starting the staging app"), std::string::npos) << r.err;
+  EXPECT_FALSE(run_command({.argv = {"curl", "-fsS", "--max-time", "2", url + "/api/health"}}).status.ok())
+      << "the staging app still answers";
 }
 
 TEST(Rehearse, ACorruptedSetFailsNamesTheCauseAndIsMarkedFailed) {

@@ -244,6 +244,102 @@ TEST_F(ComposeStack, ARehearsalAsksAStagingAppAndStopsIt) {
   expect_all_running("after the rehearsal");
 }
 
+// PG_TOOLS=compose: pg_dump, pg_dumpall, pg_restore and psql run in the postgres service (its
+// PostgreSQL 15, whatever the host has); the dump still goes through backupctl's pipeline (its
+// .meta sha256 is the file's) and the restore's loader loads over libpq. auto falls back to the
+// service when the host has no tools; the copies a restore put in the container are gone after it.
+TEST_F(ComposeStack, PgToolsInsideThePostgresService) {
+  EnvList e = env();
+  e.emplace_back("PG_TOOLS", "compose");
+  CliResult b = run_backupctl({"backup", "db", "--json"}, e);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_NE(b.err.find("(in the compose service postgres)"), std::string::npos) << b.err;
+  auto j = nlohmann::json::parse(b.out);
+  const std::string dump = j["path"];
+  EXPECT_EQ(j["meta"]["sha256"], sha256sum(dump));
+  CliResult v = run_backupctl({"verify", dump}, e);
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+  damage();
+  e.emplace_back("CONFIRM", "YES");
+  CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(documents(), 40);
+  expect_all_running("after a restore with the service's tools");
+  RunResult tmp = compose({"exec", "-T", "postgres", "ls", "/tmp"});
+  ASSERT_TRUE(tmp.status.ok()) << tmp.err;
+  EXPECT_EQ(tmp.out.find("backupctl."), std::string::npos) << "left in the container: " << tmp.out;
+
+  // auto: no tools on the host (an empty PG_BINDIR), so the service's.
+  TempDir no_tools;
+  EnvList a = env();
+  a.emplace_back("PG_BINDIR", no_tools.path().string());
+  CliResult ab = run_backupctl({"backup", "db"}, a);
+  ASSERT_EQ(ab.exit_code, 0) << ab.err;
+  EXPECT_NE(ab.err.find("using pg_dump 15."), std::string::npos) << ab.err;
+  // host: the error names both fixes.
+  a.emplace_back("PG_TOOLS", "host");
+  CliResult hb = run_backupctl({"backup", "db"}, a);
+  EXPECT_NE(hb.exit_code, 0);
+  EXPECT_NE(hb.err.find("pg_dump not found in PG_BINDIR="), std::string::npos) << hb.err;
+  EXPECT_NE(hb.err.find("PG_TOOLS=compose"), std::string::npos) << hb.err;
+}
+
+// examples/compose/: its image builds from this checkout (FROM the local base instead of
+// debian:12), and its one-shot `backup` service, next to the stack as the README says, runs a
+// backup set, verify --latest, a guarded restore that stops and starts api, worker and beat
+// through the docker socket, and the checklist. The test's override only fits the service to
+// this stack's host networking and the test engine's socket.
+TEST_F(ComposeStack, TheBackupContainerOfTheComposeExample) {
+  RunResult image = run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "image", engine.string(),
+                                          "backupctl:latest", kSource.string(),
+                                          (kSource / "examples/compose/Dockerfile").string()}});
+  ASSERT_TRUE(image.status.ok()) << image.err;
+  fs::copy_file(kSource / "examples/compose/docker-compose.backup.yml", app / "infra/docker-compose.backup.yml");
+  write_file_atomic(app / "infra/docker-compose.backup-test.yml",
+                    "version: \"3.7\"\nservices:\n  backup:\n    network_mode: host\n    environment:\n"
+                    "      PGHOST: 127.0.0.1\n      PGPORT: ${PGPORT}\n      PGUSER: archive\n"
+                    "      OBJECT_STORAGE: disk\n      OBJECT_STORAGE_DIR: ${OBJECT_STORAGE_DIR}\n"
+                    "      API_URL: http://127.0.0.1:${API_PORT}\n      COMPOSE_PROJECT: " + project + "\n"
+                    "    volumes:\n      - ${STACK_ROOT}:${STACK_ROOT}\n"
+                    "      - " + (engine / "docker.sock").string() + ":/var/run/docker.sock\n");
+  auto backup = [&](std::vector<std::string> args, EnvList extra = {}) {
+    std::vector<std::string> argv = {"docker-compose", "-f", (app / "infra/docker-compose.yml").string(),
+                                     "-f", (app / "infra/docker-compose.backup.yml").string(),
+                                     "-f", (app / "infra/docker-compose.backup-test.yml").string(),
+                                     "-p", project, "run", "--rm", "-T"};
+    for (const auto& [k, v] : extra) {
+      argv.push_back("-e");
+      argv.push_back(k + "=" + v.value_or(""));
+    }
+    argv.push_back("backup");
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command({.argv = argv, .env = app_env()});
+  };
+  RunResult all = backup({"backup", "all"});
+  ASSERT_TRUE(all.status.ok()) << all.out << all.err;
+  const fs::path backups_in_checkout = app / "infra/data/backup";
+  ASSERT_EQ(list_dir(backups_in_checkout / "sets").size(), 1u);
+  auto dumps = list_dir(backups_in_checkout / "db");
+  std::erase_if(dumps, [](const std::string& f) { return !f.ends_with(".dump"); });
+  ASSERT_EQ(dumps.size(), 1u);
+  RunResult verify = backup({"verify", "--latest"});
+  EXPECT_TRUE(verify.status.ok()) << verify.out << verify.err;
+
+  damage();
+  RunResult unconfirmed = backup({"restore", "db", "--file", "/app/infra/data/backup/db/" + dumps[0]});
+  EXPECT_EQ(unconfirmed.status.code, 9) << unconfirmed.err;
+  EXPECT_EQ(documents(), 10) << "the plan changed the database";
+  RunResult restore = backup({"restore", "db", "--file", "/app/infra/data/backup/db/" + dumps[0]}, {{"CONFIRM", "YES"}});
+  ASSERT_TRUE(restore.status.ok()) << restore.out << restore.err;
+  EXPECT_NE(restore.err.find("services: compose-services stop"), std::string::npos) << restore.err;
+  EXPECT_NE(restore.err.find("services: compose-services start"), std::string::npos) << restore.err;
+  EXPECT_EQ(documents(), 40);
+  expect_all_running("after the container's restore");
+  EXPECT_TRUE(wait_for([&] { return api_answers(api_port); }, 30));
+  RunResult check = backup({"check"});
+  EXPECT_TRUE(check.status.ok()) << check.out << check.err;
+}
+
 // v2's command line when `docker compose` answers (a stand-in here: Debian has no plugin);
 // COMPOSE_COMMAND overrides; neither front end installed is one clear error.
 TEST_F(ComposeStack, FindsComposeV2OrV1AndSaysWhenThereIsNeither) {

@@ -1,6 +1,5 @@
 // One test suite, run against every ObjectStore backend: the directory store, and the S3 store
-// talking to Ceph RGW (which checks signatures itself) and to s3rver through the
-// signature-verifying proxy (a second, independent S3 implementation).
+// talking to Ceph RGW (which checks signatures itself).
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -52,8 +51,8 @@ struct Backend {
 
 Backend make_backend(const std::string& kind) {
   Backend b;
-  if (kind == "s3" || kind == "s3rver") {
-    b.s3 = std::make_unique<S3Server>(kind == "s3" ? S3Server::Backend::rgw : S3Server::Backend::s3rver);
+  if (kind == "s3") {
+    b.s3 = std::make_unique<S3Server>();
     S3Settings s;
     s.endpoint = b.s3->endpoint();
     s.access_key = b.s3->access_key();
@@ -155,8 +154,7 @@ TEST_P(ObjectStoreSuite, MultipartUploadOfALargeObject) {
   if (m_backend.has_metadata) {
     EXPECT_EQ(info.content_type, "video/mp4");
   }
-  // Abandoned: nothing appears (and the upload is aborted; s3rver does not implement the abort
-  // and answers MethodNotAllowed, which is logged).
+  // Abandoned: nothing appears (the upload is aborted).
   {
     auto upload = store().start_multipart("big", "abandoned.bin", {});
     MemorySource src(data.data(), ObjectStore::kMinPartSize);
@@ -181,7 +179,7 @@ TEST_P(ObjectStoreSuite, DeleteAndMissingThings) {
   EXPECT_THROW(keys(store(), "no-such-bucket"), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ObjectStoreSuite, ::testing::Values("disk", "s3", "s3rver"),
+INSTANTIATE_TEST_SUITE_P(Backends, ObjectStoreSuite, ::testing::Values("disk", "s3"),
                          [](const auto& info) { return info.param; });
 
 TEST(S3Store, WrongSecretIsOneClearErrorWithoutRetries) {

@@ -454,7 +454,8 @@ TEST_F(RestoreTest, PlainSqlGzipAndZstdDumpsRestore) {
 }
 
 TEST(RestoreServices, ComposeControllerRunsTheExactDockerComposeCommands) {
-  // No docker engine here: a stand-in `docker` on PATH records its argv.
+  // A stand-in `docker` on PATH records its argv (compose_test.cpp drives a real engine; this one
+  // makes the stop fail on purpose): v2's command line, found by `docker compose version`.
   PgCluster pg;
   pg.create_database("archive");
   TempDir app, fake, dir;
@@ -475,6 +476,7 @@ TEST(RestoreServices, ComposeControllerRunsTheExactDockerComposeCommands) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string compose = (app.path() / "infra/docker-compose.yml").string();
   EXPECT_EQ(read_file(fake.path() / "argv"),
+            "compose|version|\n"
             "compose|-f|" + compose + "|stop|api|worker|beat|\n"
             "compose|-f|" + compose + "|start|api|worker|beat|\n");
 
@@ -490,6 +492,7 @@ TEST(RestoreServices, ComposeControllerRunsTheExactDockerComposeCommands) {
   EXPECT_NE(r.err.find("cannot stop the services"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("Cannot connect to the Docker daemon"), std::string::npos) << r.err;
   EXPECT_EQ(read_file(fake.path() / "argv2"),
+            "compose|version|\n"
             "compose|-f|" + compose + "|stop|api|worker|beat|\n"
             "compose|-f|" + compose + "|start|api|worker|beat|\n");
   EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM marker"), "0\n");  // not restored over
