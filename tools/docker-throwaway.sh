@@ -84,10 +84,11 @@ case "$cmd" in
     dockerfile=$(realpath "${5:-$context/Dockerfile}")
     export DOCKER_HOST=unix://$dir/docker.sock
     mkdir -p "$cache"
-    exec 9>"$cache/lock"
-    flock 9  # one builder at a time; the others load what it saved
     base=backupctl-test/debian12
     if ! "$docker" image inspect "$base" >/dev/null 2>&1; then
+      # One maker of each cached file at a time (tests run side by side); who finds it made loads it.
+      exec 8>"$cache/rootfs.lock"
+      flock 8
       if [[ ! -s $cache/debian12-rootfs.tar ]]; then
         need debootstrap
         mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
@@ -104,6 +105,7 @@ case "$cmd" in
         mv "$cache/debian12-rootfs.tar.tmp" "$cache/debian12-rootfs.tar"
         rm -rf "$rootfs"
       fi
+      exec 8>&-
       "$docker" import "$cache/debian12-rootfs.tar" "$base" >/dev/null
     fi
     # The cache key: the Dockerfile and every file of the build context (of a git checkout: the
@@ -114,6 +116,10 @@ case "$cmd" in
       key=$( { sha256sum "$dockerfile"; cd "$context" && find . -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
     fi
     saved=$cache/$(echo "$name" | tr '/:' '__')-$key.tar
+    if [[ ! -s $saved ]]; then
+      exec 9>"$cache/$(echo "$name" | tr '/:' '__').lock"
+      flock 9
+    fi
     if [[ -s $saved ]]; then
       "$docker" load -i "$saved" >/dev/null
     else
@@ -121,9 +127,9 @@ case "$cmd" in
       # --network host: with --bridge=none a build has no network otherwise, and apt-get update
       # then fails with exit 0.
       if ! "$docker" build -q --network host -f "$dockerfile" --build-arg BASE=$base --build-arg RUNTIME_BASE=$base \
-          -t "$name" "$context" >"$cache/build.log" 2>&1; then
-        echo "docker-throwaway: building $name failed; see $cache/build.log" >&2
-        tail -n 5 "$cache/build.log" >&2
+          -t "$name" "$context" >"$saved.log" 2>&1; then
+        echo "docker-throwaway: building $name failed; see $saved.log" >&2
+        tail -n 5 "$saved.log" >&2
         exit 1
       fi
       rm -f "$cache/$(echo "$name" | tr '/:' '__')"-*.tar

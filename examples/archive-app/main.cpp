@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <random>
 #include <thread>
@@ -142,48 +143,42 @@ int run_api(const std::string& host, int port) {
   return 0;
 }
 
-int run_worker(int interval_ms) {
+// Runs `step` on one connection every `interval_ms` until SIGTERM/SIGINT, reconnecting after
+// an error (the database restarting, a restore swapping it).
+int run_loop(const char* name, int interval_ms, const std::function<void(PgConnection&)>& step) {
   on_stop([] {});
   while (!g_stop) {
     try {
       auto conn = db();
       while (!g_stop) {
-        auto done = conn.query(
-            "UPDATE ingest_jobs SET state = 'done', processed_at = now() WHERE id IN (SELECT id FROM "
-            "ingest_jobs WHERE state = 'queued' ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED) RETURNING id");
-        if (!done.empty()) std::fprintf(stderr, "archive-app worker: processed %zu job(s)\n", done.size());
-        // Short naps, so a stop request ends the worker within 50 ms.
+        step(conn);
+        // Short naps, so a stop request ends the loop within 50 ms.
         for (int slept = 0; slept < interval_ms && !g_stop; slept += 50) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
       }
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "archive-app worker: %s; retrying\n", e.what());
+      std::fprintf(stderr, "archive-app %s: %s; retrying\n", name, e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
     }
   }
   return 0;
 }
 
+int run_worker(int interval_ms) {
+  return run_loop("worker", interval_ms, [](PgConnection& conn) {
+    auto done = conn.query(
+        "UPDATE ingest_jobs SET state = 'done', processed_at = now() WHERE id IN (SELECT id FROM "
+        "ingest_jobs WHERE state = 'queued' ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED) RETURNING id");
+    if (!done.empty()) std::fprintf(stderr, "archive-app worker: processed %zu job(s)\n", done.size());
+  });
+}
+
 // The plan's `beat`: queues a job every interval (the worker picks it up), so a running stack
 // writes to its database all the time and a restore must stop it first.
 int run_beat(int interval_ms) {
-  on_stop([] {});
-  while (!g_stop) {
-    try {
-      auto conn = db();
-      while (!g_stop) {
-        conn.exec("INSERT INTO ingest_jobs (state) VALUES ('queued')");
-        for (int slept = 0; slept < interval_ms && !g_stop; slept += 50) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "archive-app beat: %s; retrying\n", e.what());
-      std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
-    }
-  }
-  return 0;
+  return run_loop("beat", interval_ms,
+                  [](PgConnection& conn) { conn.exec("INSERT INTO ingest_jobs (state) VALUES ('queued')"); });
 }
 
 int run_generate(int documents, int failed_jobs, const std::string& schema_file) {

@@ -61,13 +61,19 @@ PgConnection server_of(const json& d) {
   return open_recorded_server(d["server"], current_target());
 }
 
-std::string repair_services(const Config& config, const json& d) {
-  std::vector<std::string> want;
-  if (d.contains("start") && d["start"].is_array()) {
-    for (const auto& a : d["start"]) {
-      if (a.is_string()) want.push_back(a.get<std::string>());
+// The argv a journal entry recorded under `key` (strings only; empty when there is none).
+std::vector<std::string> recorded_argv(const json& d, const char* key) {
+  std::vector<std::string> out;
+  if (d.contains(key) && d[key].is_array()) {
+    for (const auto& a : d[key]) {
+      if (a.is_string()) out.push_back(a.get<std::string>());
     }
   }
+  return out;
+}
+
+std::string repair_services(const Config& config, const json& d) {
+  std::vector<std::string> want = recorded_argv(d, "start");
   if (want.empty()) return "";
   auto controller = make_service_controller(config);
   if (controller->start_argv() != want) {
@@ -84,12 +90,7 @@ std::string repair_services(const Config& config, const json& d) {
 // A rehearsal's staging app: stopped with STAGING_APP_STOP_CMD, when the entry's is this
 // configuration's (a journal in BACKUP_DIR never chooses what we run).
 std::string repair_staging_app(const Config& config, const json& d) {
-  std::vector<std::string> want;
-  if (d.contains("stop") && d["stop"].is_array()) {
-    for (const auto& a : d["stop"]) {
-      if (a.is_string()) want.push_back(a.get<std::string>());
-    }
-  }
+  std::vector<std::string> want = recorded_argv(d, "stop");
   if (want.empty()) return "";
   if (config.staging_app_stop_cmd != want) {
     throw Error(ErrorCode::repair_needed,

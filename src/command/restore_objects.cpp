@@ -582,6 +582,9 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
     report.uploaded = succeeded.size();
   }
   progress.finish();
+  // A signal is an interruption, not a store failure, also when a worker saw it first (its
+  // upload then failed with "interrupted", which must not read as the store's error).
+  check_interrupted();
 
   if (!failures.empty()) {
     nlohmann::json not_uploaded = nlohmann::json::array();

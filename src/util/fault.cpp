@@ -10,6 +10,8 @@
 #include <mutex>
 #include <string>
 
+#include "util/error.hpp"
+
 namespace backupctl {
 
 void fault_point(std::string_view point) {
@@ -37,6 +39,10 @@ void fault_point(std::string_view point) {
   if (++hits[std::string(point)] != nth) return;
   static const char* sig = std::getenv("BACKUPCTL_FAULT_SIGNAL");
   std::string_view name = sig ? sig : "";
+  if (name == "FAIL") {
+    throw Error(ErrorCode::internal, "a failure injected at " + std::string(point) + " (BACKUPCTL_FAULT)",
+                "this is a test hook: unset BACKUPCTL_FAULT");
+  }
   ::kill(::getpid(), name == "TERM"   ? SIGTERM
                      : name == "HUP"  ? SIGHUP
                      : name == "INT"  ? SIGINT

@@ -192,21 +192,33 @@ TEST_F(ComposeStack, ARestoreStopsTheAppContainersAndStartsThemAgain) {
   expect_all_running("after the restore");
   EXPECT_EQ(documents(), 40);
   EXPECT_TRUE(wait_for([&] { return api_answers(api_port); }, 30));
+
+  // The plan's undo: the database from before the restore, the containers stopped and started.
+  EnvList u = env();
+  u.emplace_back("CONFIRM", "YES");
+  CliResult undo = run_backupctl({"restore", "undo"}, u);
+  ASSERT_EQ(undo.exit_code, 0) << undo.err;
+  EXPECT_NE(undo.err.find(" stop api worker beat"), std::string::npos) << undo.err;
+  EXPECT_EQ(documents(), 10);
+  expect_all_running("after the undo");
 }
 
-// Interrupted (SIGTERM) the restore starts the containers itself before it exits; killed
-// (SIGKILL) they stay stopped until the next backupctl command, which starts them.
-TEST_F(ComposeStack, AnInterruptedOrKilledRestoreLeavesTheAppRunning) {
+// Failing or interrupted (SIGTERM) the restore starts the containers itself before it exits;
+// killed (SIGKILL) they stay stopped until the next backupctl command, which starts them.
+TEST_F(ComposeStack, AFailedInterruptedOrKilledRestoreLeavesTheAppRunning) {
   std::string dump = backup_db();
   ASSERT_FALSE(dump.empty());
-  for (const std::string signal : {"TERM", "KILL"}) {
+  for (const std::string signal : {"FAIL", "TERM", "KILL"}) {
     damage();
     EnvList e = env();
     e.emplace_back("CONFIRM", "YES");
     e.emplace_back("BACKUPCTL_FAULT", "restore-db.load");
     e.emplace_back("BACKUPCTL_FAULT_SIGNAL", signal);
     CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
-    if (signal == "TERM") {
+    if (signal == "FAIL") {
+      EXPECT_NE(r.exit_code, 0) << r.err;
+      EXPECT_NE(r.err.find("a failure injected at restore-db.load"), std::string::npos) << r.err;
+    } else if (signal == "TERM") {
       EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.err;
     } else {
       EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.err;
