@@ -34,14 +34,17 @@ std::vector<std::string> compose_command(const Config& config) {
                                                std::vector<std::string>{"docker-compose"}}) {
       if (answers(candidate)) {
         found = candidate;
-        spdlog::debug("compose: using `{}`", candidate.size() == 2 ? "docker compose" : "docker-compose");
+        spdlog::debug("compose: using `{}`",
+                      candidate.size() == 2 ? "docker compose" : "docker-compose");
         break;
       }
     }
     if (!found) {
       throw Error(ErrorCode::not_found,
-                  "SERVICE_CONTROL=compose but neither `docker compose` (compose v2) nor `docker-compose` (v1) works here",
-                  "install one (Debian 12: apt-get install docker-compose; Docker's packages: docker-compose-plugin), "
+                  "SERVICE_CONTROL=compose but neither `docker compose` (compose v2) nor "
+                  "`docker-compose` (v1) works here",
+                  "install one (Debian 12: apt-get install docker-compose; Docker's packages: "
+                  "docker-compose-plugin), "
                   "or set COMPOSE_COMMAND to the command that runs compose");
     }
   }

@@ -14,8 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "fixture.hpp"
 #include "config/config.hpp"
+#include "fixture.hpp"
 #include "util/env.hpp"
 
 namespace backupctl::test {
@@ -32,7 +32,8 @@ std::string process_state(pid_t pid) {
     return "";
   }
   auto close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() ? std::string(1, stat[close + 2]) : "";
+  return close != std::string::npos && close + 2 < stat.size() ? std::string(1, stat[close + 2])
+                                                               : "";
 }
 
 class ComposeStack : public ::testing::Test {
@@ -51,7 +52,8 @@ class ComposeStack : public ::testing::Test {
     objects = root.path() / "objects";
     make_dirs(app / "infra");
     make_dirs(objects);
-    RunResult start = run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "start", engine.string()}});
+    RunResult start = run_command(
+        {.argv = {(kSource / "tools/docker-throwaway.sh").string(), "start", engine.string()}});
     if (!start.status.ok()) {
       std::string why = "no docker engine could start here: " + last_lines(start.err, 2);
       if (env_value("BACKUPCTL_REQUIRE_DOCKER")) FAIL() << why;
@@ -59,36 +61,51 @@ class ComposeStack : public ::testing::Test {
     }
     engine_up = true;
     docker_host = "unix://" + (engine / "docker.sock").string();
-    RunResult image = run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "image", engine.string(),
-                                            "backupctl-test/stack", (kSource / "tests/integration/compose").string()}});
+    RunResult image = run_command(
+        {.argv = {(kSource / "tools/docker-throwaway.sh").string(), "image", engine.string(),
+                  "backupctl-test/stack", (kSource / "tests/integration/compose").string()}});
     ASSERT_TRUE(image.status.ok()) << image.err;
     pg_port = free_port();
     api_port = free_port();
     project = "stack" + std::to_string(::getpid());
-    fs::copy_file(kSource / "tests/integration/compose/docker-compose.yml", app / "infra/docker-compose.yml");
+    fs::copy_file(kSource / "tests/integration/compose/docker-compose.yml",
+                  app / "infra/docker-compose.yml");
     fs::copy_file(kSource / "infra/backup-checks.toml", app / "infra/backup-checks.toml");
     // The stack's env file names the project, as compose's own .env would.
-    write_file_atomic(app / "infra/env", "COMPOSE_PROJECT_NAME=" + project + "\nPOSTGRES_PASSWORD=stack-secret\n", 0600);
+    write_file_atomic(app / "infra/env",
+                      "COMPOSE_PROJECT_NAME=" + project + "\nPOSTGRES_PASSWORD=stack-secret\n",
+                      0600);
     RunResult up = compose({"up", "-d"});
     ASSERT_TRUE(up.status.ok()) << up.err;
     stack_up = true;
-    ASSERT_TRUE(wait_for([&] { return run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT 1", "archive"}, .env = pg_env()}).status.ok(); }, 60))
+    ASSERT_TRUE(wait_for(
+        [&] {
+          return run_command(
+                     {.argv = {"psql", "-X", "-qAt", "-c", "SELECT 1", "archive"}, .env = pg_env()})
+              .status.ok();
+        },
+        60))
         << "the postgres container did not accept connections";
-    RunResult gen = run_command({.argv = {ARCHIVE_APP_BIN, "generate", "--documents", "40", "--schema",
-                                          (kSource / "examples/archive-app/schema.sql").string()},
-                                 .env = app_env()});
+    RunResult gen =
+        run_command({.argv = {ARCHIVE_APP_BIN, "generate", "--documents", "40", "--schema",
+                              (kSource / "examples/archive-app/schema.sql").string()},
+                     .env = app_env()});
     ASSERT_TRUE(gen.status.ok()) << gen.err;
-    ASSERT_TRUE(wait_for([&] { return api_answers(api_port); }, 30)) << "the api container does not answer";
+    ASSERT_TRUE(wait_for([&] { return api_answers(api_port); }, 30))
+        << "the api container does not answer";
   }
 
   void TearDown() override {
     if (stack_up) compose({"down", "-v", "--timeout", "2"});
-    if (engine_up) run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "stop", engine.string()}});
+    if (engine_up)
+      run_command(
+          {.argv = {(kSource / "tools/docker-throwaway.sh").string(), "stop", engine.string()}});
   }
 
   EnvList pg_env() const {
-    return {{"PGHOST", "127.0.0.1"}, {"PGPORT", std::to_string(pg_port)}, {"PGUSER", "archive"},
-            {"PGPASSWORD", "stack-secret"}, {"PGDATABASE", "archive"}, {"DATABASE_URL", std::nullopt}};
+    return {{"PGHOST", "127.0.0.1"},   {"PGPORT", std::to_string(pg_port)},
+            {"PGUSER", "archive"},     {"PGPASSWORD", "stack-secret"},
+            {"PGDATABASE", "archive"}, {"DATABASE_URL", std::nullopt}};
   }
   // What compose interpolates, and the app's settings on the host.
   EnvList app_env() const {
@@ -114,17 +131,19 @@ class ComposeStack : public ::testing::Test {
     return e;
   }
   RunResult compose(std::vector<std::string> rest) const {
-    std::vector<std::string> argv = {"docker-compose", "-f", (app / "infra/docker-compose.yml").string(), "-p", project};
+    std::vector<std::string> argv = {"docker-compose", "-f",
+                                     (app / "infra/docker-compose.yml").string(), "-p", project};
     argv.insert(argv.end(), rest.begin(), rest.end());
     return run_command({.argv = argv, .env = app_env()});
   }
   // service -> running?, from the engine itself (not from compose).
   std::map<std::string, bool> states(const std::string& of_project = "") const {
     std::map<std::string, bool> out;
-    RunResult ps = run_command({.argv = {"/usr/bin/docker", "ps", "-a", "--filter",
-                                         "label=com.docker.compose.project=" + (of_project.empty() ? project : of_project),
-                                         "--format", "{{.Label \"com.docker.compose.service\"}} {{.State}}"},
-                                .env = {{"DOCKER_HOST", docker_host}}});
+    RunResult ps = run_command(
+        {.argv = {"/usr/bin/docker", "ps", "-a", "--filter",
+                  "label=com.docker.compose.project=" + (of_project.empty() ? project : of_project),
+                  "--format", "{{.Label \"com.docker.compose.service\"}} {{.State}}"},
+         .env = {{"DOCKER_HOST", docker_host}}});
     EXPECT_TRUE(ps.status.ok()) << ps.err;
     for (const auto& line : split_lines(ps.out)) {
       auto sp = line.find(' ');
@@ -144,7 +163,9 @@ class ComposeStack : public ::testing::Test {
         .status.ok();
   }
   int documents() const {
-    RunResult r = run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT count(*) FROM documents", "archive"}, .env = pg_env()});
+    RunResult r = run_command(
+        {.argv = {"psql", "-X", "-qAt", "-c", "SELECT count(*) FROM documents", "archive"},
+         .env = pg_env()});
     return r.status.ok() ? std::stoi(r.out) : -1;
   }
   std::string backup_db() {
@@ -154,7 +175,9 @@ class ComposeStack : public ::testing::Test {
     return j.is_discarded() ? "" : j["path"].get<std::string>();
   }
   void damage() const {
-    RunResult r = run_command({.argv = {"psql", "-X", "-q", "-c", "DELETE FROM documents WHERE id > 10", "archive"}, .env = pg_env()});
+    RunResult r = run_command(
+        {.argv = {"psql", "-X", "-q", "-c", "DELETE FROM documents WHERE id > 10", "archive"},
+         .env = pg_env()});
     ASSERT_TRUE(r.status.ok()) << r.err;
   }
 };
@@ -173,20 +196,31 @@ TEST_F(ComposeStack, ARestoreStopsTheAppContainersAndStartsThemAgain) {
   e.emplace_back("BACKUPCTL_FAULT", "restore-db.load");
   e.emplace_back("BACKUPCTL_FAULT_SIGNAL", "STOP");
   Child restore = spawn_backupctl({"restore", "db", "--file", dump}, e);
-  ASSERT_TRUE(wait_for([&] { return process_state(restore.pid()) == "T"; }, 60)) << "the restore never reached its load";
+  ASSERT_TRUE(wait_for([&] { return process_state(restore.pid()) == "T"; }, 60))
+      << "the restore never reached its load";
   auto during = states();
   EXPECT_TRUE(during["postgres"]);
-  for (const char* svc : {"api", "worker", "beat"}) EXPECT_FALSE(during[svc]) << svc << " runs during the restore";
+  for (const char* svc : {"api", "worker", "beat"})
+    EXPECT_FALSE(during[svc]) << svc << " runs during the restore";
   // Nothing writes: beat queues a job a second when it runs.
-  const std::string jobs = run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT count(*) FROM ingest_jobs", "archive"}, .env = pg_env()}).out;
+  const std::string jobs = run_command({.argv = {"psql", "-X", "-qAt", "-c",
+                                                 "SELECT count(*) FROM ingest_jobs", "archive"},
+                                        .env = pg_env()})
+                               .out;
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  EXPECT_EQ(run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT count(*) FROM ingest_jobs", "archive"}, .env = pg_env()}).out, jobs)
+  EXPECT_EQ(run_command({.argv = {"psql", "-X", "-qAt", "-c", "SELECT count(*) FROM ingest_jobs",
+                                  "archive"},
+                         .env = pg_env()})
+                .out,
+            jobs)
       << "something wrote to the live database while the services were stopped";
   ::kill(restore.pid(), SIGCONT);
   std::string out = restore.drain();
   ExitStatus status = restore.wait();
   EXPECT_TRUE(status.ok()) << status.describe() << ": " << restore.stderr_tail();
-  EXPECT_NE(restore.stderr_tail().find("docker-compose -f " + (app / "infra/docker-compose.yml").string() + " -p " + project + " stop api worker beat"),
+  EXPECT_NE(restore.stderr_tail().find("docker-compose -f " +
+                                       (app / "infra/docker-compose.yml").string() + " -p " +
+                                       project + " stop api worker beat"),
             std::string::npos)
       << restore.stderr_tail();
   expect_all_running("after the restore");
@@ -223,9 +257,11 @@ TEST_F(ComposeStack, AFailedInterruptedOrKilledRestoreLeavesTheAppRunning) {
     } else {
       EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.err;
       auto s = states();
-      EXPECT_FALSE(s["api"]) << "killed, the restore cannot have started api: the check below proves nothing";
+      EXPECT_FALSE(s["api"])
+          << "killed, the restore cannot have started api: the check below proves nothing";
       CliResult next = run_backupctl({"status"}, env());
-      EXPECT_NE(next.err.find("started the services it had stopped"), std::string::npos) << next.err;
+      EXPECT_NE(next.err.find("started the services it had stopped"), std::string::npos)
+          << next.err;
     }
     expect_all_running(signal);
     EXPECT_EQ(documents(), 10) << signal << ": the live database is not the one before";
@@ -242,9 +278,11 @@ TEST_F(ComposeStack, ARehearsalAsksAStagingAppAndStopsIt) {
   const std::string staging_project = project + "-rehearsal";
   EnvList e = env();
   e.emplace_back("STAGING_API_URL", "http://127.0.0.1:" + std::to_string(staging_port));
-  e.emplace_back("STAGING_APP_START_CMD", "env API_PORT=" + std::to_string(staging_port) + " docker-compose -f " + file +
-                                              " -p " + staging_project + " up -d --no-deps api");
-  e.emplace_back("STAGING_APP_STOP_CMD", "docker-compose -f " + file + " -p " + staging_project + " down --timeout 2");
+  e.emplace_back("STAGING_APP_START_CMD", "env API_PORT=" + std::to_string(staging_port) +
+                                              " docker-compose -f " + file + " -p " +
+                                              staging_project + " up -d --no-deps api");
+  e.emplace_back("STAGING_APP_STOP_CMD",
+                 "docker-compose -f " + file + " -p " + staging_project + " down --timeout 2");
   CliResult r = run_backupctl({"rehearse", "--json"}, e);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
@@ -302,23 +340,36 @@ TEST_F(ComposeStack, PgToolsInsideThePostgresService) {
 // through the docker socket, and the checklist. The test's override only fits the service to
 // this stack's host networking and the test engine's socket.
 TEST_F(ComposeStack, TheBackupContainerOfTheComposeExample) {
-  RunResult image = run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "image", engine.string(),
-                                          "backupctl:latest", kSource.string(),
+  RunResult image = run_command({.argv = {(kSource / "tools/docker-throwaway.sh").string(), "image",
+                                          engine.string(), "backupctl:latest", kSource.string(),
                                           (kSource / "examples/compose/Dockerfile").string()}});
   ASSERT_TRUE(image.status.ok()) << image.err;
-  fs::copy_file(kSource / "examples/compose/docker-compose.backup.yml", app / "infra/docker-compose.backup.yml");
-  write_file_atomic(app / "infra/docker-compose.backup-test.yml",
-                    "version: \"3.7\"\nservices:\n  backup:\n    network_mode: host\n    environment:\n"
-                    "      PGHOST: 127.0.0.1\n      PGPORT: ${PGPORT}\n      PGUSER: archive\n"
-                    "      OBJECT_STORAGE: disk\n      OBJECT_STORAGE_DIR: ${OBJECT_STORAGE_DIR}\n"
-                    "      API_URL: http://127.0.0.1:${API_PORT}\n      COMPOSE_PROJECT: " + project + "\n"
-                    "    volumes:\n      - ${STACK_ROOT}:${STACK_ROOT}\n"
-                    "      - " + (engine / "docker.sock").string() + ":/var/run/docker.sock\n");
+  fs::copy_file(kSource / "examples/compose/docker-compose.backup.yml",
+                app / "infra/docker-compose.backup.yml");
+  write_file_atomic(
+      app / "infra/docker-compose.backup-test.yml",
+      "version: \"3.7\"\nservices:\n  backup:\n    network_mode: host\n    environment:\n"
+      "      PGHOST: 127.0.0.1\n      PGPORT: ${PGPORT}\n      PGUSER: archive\n"
+      "      OBJECT_STORAGE: disk\n      OBJECT_STORAGE_DIR: ${OBJECT_STORAGE_DIR}\n"
+      "      API_URL: http://127.0.0.1:${API_PORT}\n      COMPOSE_PROJECT: " +
+          project +
+          "\n"
+          "    volumes:\n      - ${STACK_ROOT}:${STACK_ROOT}\n"
+          "      - " +
+          (engine / "docker.sock").string() + ":/var/run/docker.sock\n");
   auto backup = [&](std::vector<std::string> args, EnvList extra = {}) {
-    std::vector<std::string> argv = {"docker-compose", "-f", (app / "infra/docker-compose.yml").string(),
-                                     "-f", (app / "infra/docker-compose.backup.yml").string(),
-                                     "-f", (app / "infra/docker-compose.backup-test.yml").string(),
-                                     "-p", project, "run", "--rm", "-T"};
+    std::vector<std::string> argv = {"docker-compose",
+                                     "-f",
+                                     (app / "infra/docker-compose.yml").string(),
+                                     "-f",
+                                     (app / "infra/docker-compose.backup.yml").string(),
+                                     "-f",
+                                     (app / "infra/docker-compose.backup-test.yml").string(),
+                                     "-p",
+                                     project,
+                                     "run",
+                                     "--rm",
+                                     "-T"};
     for (const auto& [k, v] : extra) {
       argv.push_back("-e");
       argv.push_back(k + "=" + v.value_or(""));
@@ -338,10 +389,12 @@ TEST_F(ComposeStack, TheBackupContainerOfTheComposeExample) {
   EXPECT_TRUE(verify.status.ok()) << verify.out << verify.err;
 
   damage();
-  RunResult unconfirmed = backup({"restore", "db", "--file", "/app/infra/data/backup/db/" + dumps[0]});
+  RunResult unconfirmed =
+      backup({"restore", "db", "--file", "/app/infra/data/backup/db/" + dumps[0]});
   EXPECT_EQ(unconfirmed.status.code, 9) << unconfirmed.err;
   EXPECT_EQ(documents(), 10) << "the plan changed the database";
-  RunResult restore = backup({"restore", "db", "--file", "/app/infra/data/backup/db/" + dumps[0]}, {{"CONFIRM", "YES"}});
+  RunResult restore = backup({"restore", "db", "--file", "/app/infra/data/backup/db/" + dumps[0]},
+                             {{"CONFIRM", "YES"}});
   ASSERT_TRUE(restore.status.ok()) << restore.out << restore.err;
   EXPECT_NE(restore.err.find("services: compose-services stop"), std::string::npos) << restore.err;
   EXPECT_NE(restore.err.find("services: compose-services start"), std::string::npos) << restore.err;
@@ -359,7 +412,8 @@ TEST_F(ComposeStack, FindsComposeV2OrV1AndSaysWhenThereIsNeither) {
   fs::path log = bin.path() / "docker.log";
   write_file_atomic(bin.path() / "docker",
                     "#!/bin/sh\necho \"$*\" >> " + log.string() +
-                        "\nif [ \"$1\" = compose ]; then shift; exec docker-compose \"$@\"; fi\nexec /usr/bin/docker \"$@\"\n",
+                        "\nif [ \"$1\" = compose ]; then shift; exec docker-compose \"$@\"; "
+                        "fi\nexec /usr/bin/docker \"$@\"\n",
                     0755);
   std::string dump = backup_db();
   ASSERT_FALSE(dump.empty());
@@ -369,7 +423,8 @@ TEST_F(ComposeStack, FindsComposeV2OrV1AndSaysWhenThereIsNeither) {
   CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string calls = read_file(log);
-  EXPECT_NE(calls.find("compose -f " + (app / "infra/docker-compose.yml").string() + " -p " + project + " stop api worker beat"),
+  EXPECT_NE(calls.find("compose -f " + (app / "infra/docker-compose.yml").string() + " -p " +
+                       project + " stop api worker beat"),
             std::string::npos)
       << calls;
   expect_all_running("v2");
@@ -386,7 +441,10 @@ TEST_F(ComposeStack, FindsComposeV2OrV1AndSaysWhenThereIsNeither) {
   none.emplace_back("PATH", empty.path().string());
   CliResult n = run_backupctl({"restore", "db", "--file", dump}, none);
   EXPECT_NE(n.exit_code, 0);
-  EXPECT_NE(n.err.find("neither `docker compose` (compose v2) nor `docker-compose` (v1) works here"), std::string::npos) << n.err;
+  EXPECT_NE(
+      n.err.find("neither `docker compose` (compose v2) nor `docker-compose` (v1) works here"),
+      std::string::npos)
+      << n.err;
   EXPECT_NE(n.err.find("COMPOSE_COMMAND"), std::string::npos) << n.err;
 }
 
@@ -399,7 +457,8 @@ namespace backupctl::test {
 TEST(ComposeSettings, TheProjectNameAndTheStagingAppSettings) {
   TempDir app;
   make_dirs(app.path() / "infra");
-  write_file_atomic(app.path() / "infra/env", "POSTGRES_PASSWORD=x\nCOMPOSE_PROJECT_NAME=archive-prod\n", 0600);
+  write_file_atomic(app.path() / "infra/env",
+                    "POSTGRES_PASSWORD=x\nCOMPOSE_PROJECT_NAME=archive-prod\n", 0600);
   ::setenv("APP_ROOT", app.path().c_str(), 1);
   ::unsetenv("COMPOSE_PROJECT_NAME");
   EXPECT_EQ(Config::from_environment().compose_project, "archive-prod");
@@ -408,16 +467,19 @@ TEST(ComposeSettings, TheProjectNameAndTheStagingAppSettings) {
   ::unsetenv("COMPOSE_PROJECT_NAME");
   ::unsetenv("APP_ROOT");
 
-  EnvList base = {{"APP_ROOT", app.path().string()}, {"BACKUP_DIR", (app.path() / "backup").string()},
-                  {"COMPOSE_PROJECT_NAME", std::nullopt}, {"STAGING_APP_START_CMD", std::nullopt},
-                  {"STAGING_APP_STOP_CMD", std::nullopt}, {"STAGING_API_URL", std::nullopt}};
+  EnvList base = {
+      {"APP_ROOT", app.path().string()},      {"BACKUP_DIR", (app.path() / "backup").string()},
+      {"COMPOSE_PROJECT_NAME", std::nullopt}, {"STAGING_APP_START_CMD", std::nullopt},
+      {"STAGING_APP_STOP_CMD", std::nullopt}, {"STAGING_API_URL", std::nullopt}};
   struct Case {
     EnvList set;
     std::string error;
   };
   for (const Case& c : std::vector<Case>{
-           {{{"COMPOSE_PROJECT_NAME", "Archive Prod"}}, "invalid COMPOSE_PROJECT_NAME='Archive Prod'"},
-           {{{"STAGING_APP_START_CMD", "appctl start"}}, "STAGING_APP_START_CMD and STAGING_APP_STOP_CMD go together"},
+           {{{"COMPOSE_PROJECT_NAME", "Archive Prod"}},
+            "invalid COMPOSE_PROJECT_NAME='Archive Prod'"},
+           {{{"STAGING_APP_START_CMD", "appctl start"}},
+            "STAGING_APP_START_CMD and STAGING_APP_STOP_CMD go together"},
            {{{"STAGING_APP_START_CMD", "appctl start"}, {"STAGING_APP_STOP_CMD", "appctl stop"}},
             "STAGING_APP_START_CMD is set but STAGING_API_URL is not"},
            {{{"COMPOSE_COMMAND", "docker 'compose"}}, "COMPOSE_COMMAND"}}) {

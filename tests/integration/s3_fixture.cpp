@@ -6,7 +6,9 @@ namespace backupctl::test {
 
 namespace {
 
-fs::path rgw_script() { return fs::path(BACKUPCTL_SOURCE_DIR) / "tools/rgw-throwaway.sh"; }
+fs::path rgw_script() {
+  return fs::path(BACKUPCTL_SOURCE_DIR) / "tools/rgw-throwaway.sh";
+}
 
 }  // namespace
 
@@ -14,13 +16,15 @@ S3Server::S3Server() : m_dir("backupctl-s3") {
   // Two tries: a port the script found free can be taken by another test's server a moment later.
   RunResult r;
   std::smatch m;
-  const std::regex exports(R"(RGW_ENDPOINT=http://127\.0\.0\.1:(\d+) RGW_ACCESS_KEY=(\S+) RGW_SECRET_KEY=(\S+))");
+  const std::regex exports(
+      R"(RGW_ENDPOINT=http://127\.0\.0\.1:(\d+) RGW_ACCESS_KEY=(\S+) RGW_SECRET_KEY=(\S+))");
   for (int attempt = 0; attempt < 2; ++attempt) {
     r = run_command({.argv = {rgw_script().string(), "start", (m_dir.path() / "rgw").string()}});
     if (r.status.ok() && std::regex_search(r.out, m, exports)) break;
   }
   if (!r.status.ok() || !std::regex_search(r.out, m, exports)) {
-    ADD_FAILURE() << "Ceph RGW did not start (tools/install-deps.sh installs it): " << r.err << r.out;
+    ADD_FAILURE() << "Ceph RGW did not start (tools/install-deps.sh installs it): " << r.err
+                  << r.out;
     return;
   }
   m_port = std::stoi(m[1]);
@@ -28,7 +32,9 @@ S3Server::S3Server() : m_dir("backupctl-s3") {
   m_secret_key = m[3];
 }
 
-S3Server::~S3Server() { run_command({.argv = {rgw_script().string(), "stop", (m_dir.path() / "rgw").string()}}); }
+S3Server::~S3Server() {
+  run_command({.argv = {rgw_script().string(), "stop", (m_dir.path() / "rgw").string()}});
+}
 
 EnvList S3Server::env() const {
   return {{"OBJECT_STORAGE", "minio"},
@@ -52,8 +58,9 @@ RunResult S3Server::aws(std::vector<std::string> args) const {
 
 std::string S3Server::access_log() const {
   // Flushed first: Ceph's log thread writes behind.
-  run_command({.argv = {"ceph", "--admin-daemon", (m_dir.path() / "rgw/run/ceph-client.rgw.gw.asok").string(),
-                        "log", "flush"}});
+  run_command(
+      {.argv = {"ceph", "--admin-daemon",
+                (m_dir.path() / "rgw/run/ceph-client.rgw.gw.asok").string(), "log", "flush"}});
   try {
     return read_file(m_dir.path() / "rgw/log/client.rgw.gw.log");
   } catch (const std::exception&) {
@@ -70,11 +77,14 @@ int S3Server::rejections() const {
   return n;
 }
 
-void S3Server::kill_server() { run_command({.argv = {rgw_script().string(), "kill-rgw", (m_dir.path() / "rgw").string()}}); }
+void S3Server::kill_server() {
+  run_command({.argv = {rgw_script().string(), "kill-rgw", (m_dir.path() / "rgw").string()}});
+}
 
 void S3Server::restart_server() {
   kill_server();
-  RunResult r = run_command({.argv = {rgw_script().string(), "start-rgw", (m_dir.path() / "rgw").string()}});
+  RunResult r =
+      run_command({.argv = {rgw_script().string(), "start-rgw", (m_dir.path() / "rgw").string()}});
   EXPECT_TRUE(r.status.ok()) << "radosgw did not come back: " << r.err;
 }
 
