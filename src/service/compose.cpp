@@ -7,6 +7,7 @@
 
 #include "util/error.hpp"
 #include "util/process.hpp"
+#include "util/words.hpp"
 
 namespace backupctl {
 
@@ -34,8 +35,7 @@ std::vector<std::string> compose_command(const Config& config) {
                                                std::vector<std::string>{"docker-compose"}}) {
       if (answers(candidate)) {
         found = candidate;
-        spdlog::debug("compose: using `{}`",
-                      candidate.size() == 2 ? "docker compose" : "docker-compose");
+        spdlog::debug("compose: using `{}`", join_words(candidate));
         break;
       }
     }

@@ -242,10 +242,12 @@ TEST_F(ComposeStack, ARestoreStopsTheAppContainersAndStartsThemAgain) {
 TEST_F(ComposeStack, AFailedInterruptedOrKilledRestoreLeavesTheAppRunning) {
   std::string dump = backup_db();
   ASSERT_FALSE(dump.empty());
-  for (const std::string signal : {"FAIL", "TERM", "KILL"}) {
+  for (const std::string signal : {"FAIL", "TERM", "HUP", "KILL"}) {
     damage();
     EnvList e = env();
     e.emplace_back("CONFIRM", "YES");
+    // The kill with the tools in the postgres container.
+    if (signal == "KILL") e.emplace_back("PG_TOOLS", "compose");
     e.emplace_back("BACKUPCTL_FAULT", "restore-db.load");
     e.emplace_back("BACKUPCTL_FAULT_SIGNAL", signal);
     CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
@@ -254,6 +256,8 @@ TEST_F(ComposeStack, AFailedInterruptedOrKilledRestoreLeavesTheAppRunning) {
       EXPECT_NE(r.err.find("a failure injected at restore-db.load"), std::string::npos) << r.err;
     } else if (signal == "TERM") {
       EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.err;
+    } else if (signal == "HUP") {
+      EXPECT_EQ(r.exit_code, 128 + SIGHUP) << r.err;
     } else {
       EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.err;
       auto s = states();
@@ -266,6 +270,11 @@ TEST_F(ComposeStack, AFailedInterruptedOrKilledRestoreLeavesTheAppRunning) {
     expect_all_running(signal);
     EXPECT_EQ(documents(), 10) << signal << ": the live database is not the one before";
     EXPECT_TRUE(list_dir(backups / "journal").empty()) << signal;
+    RunResult side = run_command({.argv = {"psql", "-X", "-qAt", "-c",
+                                           "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_restore\\_%'",
+                                           "archive"},
+                                  .env = pg_env()});
+    EXPECT_EQ(side.out, "0\n") << signal << ": a side database is left";
   }
 }
 

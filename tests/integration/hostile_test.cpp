@@ -170,11 +170,7 @@ TEST(ObjectKeys, KeysThatLookLikePathsStayInsideTheTargetPrefixOnAServerThatKeep
   // backed up, then restored for a rehearsal into staging/rehearsal-1/. Nothing may land in the
   // live bucket, and every key comes back as it was.
   S3Server s3;
-  S3Settings settings;
-  settings.endpoint = s3.endpoint();
-  settings.access_key = s3.access_key();
-  settings.secret_key = s3.secret_key();
-  S3Store store(settings);
+  S3Store store(s3.settings());
   store.create_bucket("attachments");
   store.create_bucket("staging");
   // The first climbs out of staging/rehearsal-1/attachments/ into the live bucket if resolved.
@@ -220,11 +216,7 @@ TEST(ObjectKeys, KeysThatLookLikePathsStayInsideTheTargetPrefixOnAServerThatKeep
 
 TEST(ObjectKeys, AKeyThatIsAlsoAFolderIsRefusedForAFolderTarget) {
   S3Server s3;
-  S3Settings settings;
-  settings.endpoint = s3.endpoint();
-  settings.access_key = s3.access_key();
-  settings.secret_key = s3.secret_key();
-  S3Store store(settings);
+  S3Store store(s3.settings());
   store.create_bucket("attachments");
   for (const char* k : {"reports/2026", "reports/2026/jan.pdf"}) {
     std::string body = k;

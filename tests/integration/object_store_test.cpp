@@ -53,11 +53,7 @@ Backend make_backend(const std::string& kind) {
   Backend b;
   if (kind == "s3") {
     b.s3 = std::make_unique<S3Server>();
-    S3Settings s;
-    s.endpoint = b.s3->endpoint();
-    s.access_key = b.s3->access_key();
-    s.secret_key = b.s3->secret_key();
-    b.store = std::make_unique<S3Store>(s);
+    b.store = std::make_unique<S3Store>(b.s3->settings());
     b.has_metadata = true;
   } else {
     b.dir = std::make_unique<TempDir>();
@@ -184,9 +180,7 @@ INSTANTIATE_TEST_SUITE_P(Backends, ObjectStoreSuite, ::testing::Values("disk", "
 
 TEST(S3Store, WrongSecretIsOneClearErrorWithoutRetries) {
   S3Server server;
-  S3Settings s;
-  s.endpoint = server.endpoint();
-  s.access_key = server.access_key();
+  S3Settings s = server.settings();
   s.secret_key = "not-the-secret";
   S3Store store(s);
   try {
@@ -205,10 +199,7 @@ TEST(S3Store, ARegionOtherThanUsEast1CreatesBucketsOnAwsAndOnRgw) {
   // AWS needs the region as a LocationConstraint outside us-east-1; RGW refuses one that is not
   // its zonegroup (InvalidLocationConstraint) and creates the bucket without it.
   S3Server server;
-  S3Settings s;
-  s.endpoint = server.endpoint();
-  s.access_key = server.access_key();
-  s.secret_key = server.secret_key();
+  S3Settings s = server.settings();
   s.region = "eu-central-1";
   S3Store store(s);
   store.create_bucket("eu-bucket");
@@ -223,11 +214,7 @@ TEST(S3Store, ARegionOtherThanUsEast1CreatesBucketsOnAwsAndOnRgw) {
 
 TEST(S3Store, UsesItsOwnUserAgentAndNamesErrorsRgwSendsWithoutAMessage) {
   S3Server server;
-  S3Settings s;
-  s.endpoint = server.endpoint();
-  s.access_key = server.access_key();
-  s.secret_key = server.secret_key();
-  S3Store store(s);
+  S3Store store(server.settings());
   try {
     io::StringSink sink;
     store.get_object("no-such-bucket", "k", sink);

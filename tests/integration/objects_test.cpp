@@ -438,10 +438,7 @@ TEST_F(ObjectsTest, ServerDyingMidRestoreIsReportedAndARerunCompletes) {
   e.emplace_back("OBJECT_PARALLEL", "1");
   Child c = spawn_backupctl({"restore", "objects", "--file", archive.string()}, e);
   // Kill the server once a few objects have landed (a listing, cheap enough to poll).
-  S3Settings settings;
-  settings.endpoint = s3.endpoint();
-  settings.access_key = s3.access_key();
-  settings.secret_key = s3.secret_key();
+  S3Settings settings = s3.settings();
   settings.max_attempts = 1;
   S3Store store(settings);
   auto stored = [&] {

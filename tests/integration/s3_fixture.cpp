@@ -36,6 +36,14 @@ S3Server::~S3Server() {
   run_command({.argv = {rgw_script().string(), "stop", (m_dir.path() / "rgw").string()}});
 }
 
+S3Settings S3Server::settings() const {
+  S3Settings s;
+  s.endpoint = endpoint();
+  s.access_key = m_access_key;
+  s.secret_key = m_secret_key;
+  return s;
+}
+
 EnvList S3Server::env() const {
   return {{"OBJECT_STORAGE", "minio"},
           {"MINIO_ENDPOINT", endpoint()},

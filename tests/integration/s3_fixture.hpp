@@ -9,6 +9,7 @@
 #include <string>
 
 #include "fixture.hpp"
+#include "storage/s3/s3_store.hpp"
 
 namespace backupctl::test {
 
@@ -23,6 +24,10 @@ class S3Server {
   const std::string& secret_key() const { return m_secret_key; }
 
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(m_port); }
+
+  // backupctl's S3Store settings for this server (endpoint and keys), for tests that talk to it
+  // in-process.
+  S3Settings settings() const;
 
   // OBJECT_STORAGE=minio and the MINIO_* variables for backupctl.
   EnvList env() const;
