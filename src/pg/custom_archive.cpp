@@ -134,11 +134,13 @@ struct Header {
 // Reads the header; with the reader copying, everything before the compression field is in the
 // copy buffer when this returns.
 std::optional<Header> parse_header_start(Reader& r) {
+  // A file shorter than the magic is not an archive; what the source throws (a signal, a file
+  // that does not decrypt) is its own error, not "no header".
   char magic[5];
-  try {
-    r.exact(magic, 5);
-  } catch (const Error&) {
-    return std::nullopt;
+  for (char& c : magic) {
+    int b = r.byte_or_eof();
+    if (b < 0) return std::nullopt;
+    c = static_cast<char>(b);
   }
   if (std::memcmp(magic, "PGDMP", 5) != 0) return std::nullopt;
   Header h;

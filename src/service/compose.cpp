@@ -18,7 +18,8 @@ bool answers(const std::vector<std::string>& argv) {
   probe.push_back("version");
   try {
     return run_command({.argv = probe}).status.ok();
-  } catch (const Error&) {
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) throw;
     return false;  // not installed
   }
 }

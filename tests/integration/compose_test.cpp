@@ -246,8 +246,8 @@ TEST_F(ComposeStack, AFailedInterruptedOrKilledRestoreLeavesTheAppRunning) {
     damage();
     EnvList e = env();
     e.emplace_back("CONFIRM", "YES");
-    // The kill with the tools in the postgres container.
-    if (signal == "KILL") e.emplace_back("PG_TOOLS", "compose");
+    // The hangup and the kill with the tools in the postgres container.
+    if (signal == "HUP" || signal == "KILL") e.emplace_back("PG_TOOLS", "compose");
     e.emplace_back("BACKUPCTL_FAULT", "restore-db.load");
     e.emplace_back("BACKUPCTL_FAULT_SIGNAL", signal);
     CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);

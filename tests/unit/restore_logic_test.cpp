@@ -3,6 +3,7 @@
 #include "io/pipeline.hpp"
 #include "io/zstd.hpp"
 #include "pg/archive.hpp"
+#include "pg/custom_archive.hpp"
 #include "pg/roles.hpp"
 #include "util/error.hpp"
 #include "util/words.hpp"
@@ -109,6 +110,40 @@ TEST(ZstdSource, PullsWhatWasPushed) {
   io::ZstdSource unz2(cut);
   io::NullSink null;
   EXPECT_THROW(io::copy(unz2, null), Error);
+}
+
+// A signal (or a file that does not decrypt) while the archive's first bytes are read is that
+// error, not "no PGDMP header": a restore hung up at its load exits 129, not "malformed".
+TEST(CustomArchive, TheSourcesErrorIsNotANoHeader) {
+  struct Interrupted : io::Source {
+    std::size_t read(std::span<char>) override {
+      throw Error(ErrorCode::interrupted, "interrupted by SIGHUP");
+    }
+  } interrupted;
+  try {
+    (void)read_custom_archive_header(interrupted);
+    FAIL() << "the header reader swallowed the interruption";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::interrupted) << e.what();
+  }
+  io::StringSink sink;
+  CustomArchiveInflater inflater(sink);
+  try {
+    inflater.run(interrupted);
+    FAIL() << "the inflater swallowed the interruption";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::interrupted) << e.what();
+  }
+  // Shorter than the magic: not an archive, still.
+  struct Short : io::Source {
+    bool done = false;
+    std::size_t read(std::span<char> buf) override {
+      if (std::exchange(done, true)) return 0;
+      buf[0] = 'P';
+      return 1;
+    }
+  } short_file;
+  EXPECT_FALSE(read_custom_archive_header(short_file).has_value());
 }
 
 }  // namespace backupctl
