@@ -87,15 +87,24 @@ int run_cli(int argc, char** argv) {
   auto* backup_config_cmd =
       backup->add_subcommand("config", "archive the config files (CONFIG_PATHS)");
   auto* backup_all_cmd = backup->add_subcommand("all", "db, objects and config as one backup set");
+  for (auto* b : {backup_db_cmd, backup_objects_cmd, backup_config_cmd, backup_all_cmd}) {
+    b->add_flag("--no-remote", args.no_remote, "no off-site copy this time (BACKUP_REMOTE_URL)");
+  }
+  auto* push_cmd = app.add_subcommand("push", "copy to BACKUP_REMOTE_URL what it lacks (resumes a copy cut short)");
+  push_cmd->add_option("--set", args.push_set, "only this backup set (an id, or latest)");
+  push_cmd->add_flag("--all", args.all, "every backup and set (the default)");
 
   auto* verify = app.add_subcommand("verify", "check backups against their metas");
   verify->add_option("files", args.files, "backup files to check");
   verify->add_flag("--all", args.all, "every backup in BACKUP_DIR");
   verify->add_flag("--latest", args.latest, "the newest backup of each kind");
   verify->add_flag("--quick", args.quick, "database dumps: the table of contents only, not every data block");
+  verify->add_flag("--remote", args.remote, "the off-site copies (BACKUP_REMOTE_URL): sizes and digests");
+  verify->add_flag("--read-data", args.read_data, "with --remote: download every copy and check every byte");
 
   auto* list = app.add_subcommand("list", "list backups, newest first");
   list->add_option("--kind", args.kind, "only db, objects or config");
+  list->add_flag("--remote", args.remote, "what the off-site copy (BACKUP_REMOTE_URL) holds, from its metas");
 
   auto* restore =
       app.add_subcommand("restore", "restore from a backup (guarded: needs CONFIRM=YES)");
@@ -112,6 +121,7 @@ int run_cli(int argc, char** argv) {
   restore_db_cmd->add_flag("--allow-no-meta", args.restore.allow_no_meta,
                            "accept a dump without .meta (made elsewhere)");
   restore_db_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
+  restore_db_cmd->add_flag("--remote", args.remote, "--file names a backup on BACKUP_REMOTE_URL: fetched first");
   auto* restore_objects_cmd =
       restore->add_subcommand("objects", "restore attachments from an archive");
   restore_objects_cmd->add_option("--file,file", args.restore_objects.file,
@@ -124,15 +134,18 @@ int run_cli(int argc, char** argv) {
   restore_objects_cmd->add_flag("--allow-no-meta", args.restore_objects.allow_no_meta,
                                 "accept an archive without .meta");
   restore_objects_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
+  restore_objects_cmd->add_flag("--remote", args.remote, "--file names a backup on BACKUP_REMOTE_URL: fetched first");
   auto* restore_config_cmd = restore->add_subcommand("config", "preview or apply a config backup");
   restore_config_cmd->add_option("--file,file", args.config_file, "the config_*.tar.gz backup");
   restore_config_cmd->add_option("--mode", args.config_mode,
                                  "preview (default) or apply (needs CONFIRM=YES)");
   restore_config_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
+  restore_config_cmd->add_flag("--remote", args.remote, "--file names a backup on BACKUP_REMOTE_URL: fetched first");
   auto* restore_all_cmd =
       restore->add_subcommand("all", "restore the db and attachments of a backup set");
   restore_all_cmd->add_option("--set", args.set, "a set id, or latest (default)");
   restore_all_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
+  restore_all_cmd->add_flag("--remote", args.remote, "the set on BACKUP_REMOTE_URL (recovery from nothing)");
   auto* restore_undo_cmd =
       restore->add_subcommand("undo", "put back the database a restore replaced");
   restore_undo_cmd->add_option("--target-db", args.restore.target_db,
@@ -142,6 +155,7 @@ int run_cli(int argc, char** argv) {
   auto* check_cmd = app.add_subcommand("check", "run the post-restore checklist against the live system");
   auto* rehearse_cmd = app.add_subcommand("rehearse", "restore a set into staging, check it, remove it");
   rehearse_cmd->add_option("--set", args.set, "a set id, or latest (default)");
+  rehearse_cmd->add_flag("--remote", args.remote, "rehearse the off-site copy of the set (fetched first)");
   auto* prune_cmd =
       app.add_subcommand("prune", "delete backups past retention (also after each backup)");
   prune_cmd->add_flag("--dry-run", args.dry_run, "say what would be deleted, delete nothing");
@@ -203,6 +217,7 @@ int run_cli(int argc, char** argv) {
     if (check_cmd->parsed()) return cmd_check(config, args);
     if (rehearse_cmd->parsed()) return cmd_rehearse(config, args);
     if (repair_cmd->parsed()) return cmd_repair(config, args);
+    if (push_cmd->parsed()) return cmd_push(config, args);
     throw Error(ErrorCode::usage, "no command given", "run `backupctl --help`");
   } catch (const Error& e) {
     report_error(e, args.out);

@@ -17,6 +17,7 @@
 #include "command/list.hpp"
 #include "command/prune.hpp"
 #include "command/rehearse.hpp"
+#include "command/remote.hpp"
 #include "command/repair.hpp"
 #include "command/sets.hpp"
 #include "command/status.hpp"
@@ -79,7 +80,47 @@ struct Outcome {
   std::vector<std::tuple<std::string, double, std::uint64_t, std::string>>
       successes;                                              // kind, s, size, file
   std::vector<std::pair<std::string, std::string>> failures;  // kind, error
+  // A successful backup's files, copied off-site after it (BACKUP_REMOTE_URL, unless --no-remote).
+  bool copy_off_site = false;
+  std::vector<fs::path> push_files, push_sets;
 };
+
+// BACKUP_PING_URL, the healthchecks.io convention: URL/start when a scheduled run begins, URL on
+// success, URL/fail on failure (a body says why). A run that never happens is noticed by the
+// service. Never fails the run.
+void ping(const Config& config, const std::string& what, const std::string& body = "") {
+  if (config.ping_url.empty()) return;
+  post_text(config.ping_url + what, body, "BACKUP_PING_URL");
+}
+
+// A scheduled kind of run: backups and pushes are pinged.
+bool pinged(const std::string& kind) {
+  return kind == "db" || kind == "objects" || kind == "config" || kind == "set" || kind == "remote";
+}
+
+// Copies a finished backup off-site and applies the remote's retention. Throws an Error that
+// says the backup itself is done.
+void copy_off_site(const Config& config, const Outcome& o, RunState& state) {
+  auto remote = make_remote(config);
+  NoProgress quiet;
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    PushReport r = push(config, *remote, o.push_files, o.push_sets, quiet);
+    if (!r.failed.empty()) {
+      throw Error(ErrorCode::tool_failed, "not copied: " + r.failed.front(), "see the log; `backupctl push` retries");
+    }
+    state.record_success("remote", seconds_since(start), r.bytes, r.remote);
+    spdlog::info("remote: {} file(s) copied to {} ({})", r.sent.size(), r.remote, human_bytes(r.bytes));
+    prune_remote(config, *remote, false);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) throw;
+    state.record_failure("remote", e.what());
+    throw Error(e.code() == ErrorCode::usage ? ErrorCode::usage : ErrorCode::connection,
+                "the backup is done, but its off-site copy to " + config.remote->url + " failed: " + e.what(),
+                e.hint().empty() ? "run `backupctl push` once the remote is reachable (it resumes)"
+                                 : e.hint() + "; then `backupctl push` (it resumes)");
+  }
+}
 
 // Runs `body` under the BACKUP_DIR lock, with a journal of its own (after repairing what a run
 // that died left), then records the outcome in the run state, the metrics file and a
@@ -95,7 +136,12 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
                           {"host", machine_hostname()},
                           {"profile", config.profile},
                           {"at", iso8601(Clock::now())}};
+  if (pinged(kind)) ping(config, "/start");
   auto finish = [&] {
+    if (pinged(kind)) {
+      ping(config, event.value("ok", false) ? "" : "/fail",
+           event.value("ok", false) ? command + ": ok" : command + ": " + event.value("error", std::string("failed")));
+    }
     try {
       state.save();
     } catch (const std::exception& e) {
@@ -116,6 +162,7 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
         spdlog::warn("retention after the backup failed: {}", e.what());
       }
     }
+    if (o.copy_off_site && o.exit == 0 && config.remote) copy_off_site(config, o, state);
     event["ok"] = o.exit == 0;
     if (!o.failures.empty()) event["error"] = o.failures.front().second;
     if (!o.successes.empty()) event["file"] = std::get<3>(o.successes.front());
@@ -131,9 +178,11 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
   }
 }
 
-Outcome backup_outcome(const BackupResult& r) {
+Outcome backup_outcome(const BackupResult& r, const Args& args) {
   Outcome o;
   o.prune_after = true;
+  o.copy_off_site = !args.no_remote;
+  o.push_files.push_back(r.file);
   o.successes.emplace_back(r.meta.kind, r.meta.duration_seconds, r.meta.size, r.file.string());
   return o;
 }
@@ -178,7 +227,46 @@ void post_restore_checks(const Config& config, const std::string& undo) {
 
 }  // namespace
 
+int cmd_verify_remote(const Config& config, const Args& args) {
+  auto remote = make_remote(config);
+  auto progress = make_progress(args.out);
+  auto verdicts = verify_remote(config, *remote, args.read_data, *progress);
+  nlohmann::json results = nlohmann::json::array();
+  bool all_ok = !verdicts.empty();
+  for (const auto& v : verdicts) {
+    all_ok = all_ok && v.ok;
+    results.push_back({{"name", v.name}, {"ok", v.ok}, {"detail", v.detail}});
+    if (!args.out.json) std::cout << fmt::format("{:<4}  {}  {}\n", v.ok ? "OK" : "FAIL", v.name, v.detail);
+  }
+  if (args.out.json) print_json({{"ok", all_ok}, {"remote", config.remote->url}, {"read_data", args.read_data}, {"results", results}});
+  RunState state = RunState::load(config.backup_dir);
+  if (all_ok) {
+    state.record_success(args.read_data ? "remote_verify_data" : "remote_verify", 0, verdicts.size(), config.remote->url);
+  } else {
+    state.record_failure(args.read_data ? "remote_verify_data" : "remote_verify",
+                         verdicts.empty() ? "no backups on the remote" : "a copy failed its check");
+  }
+  try {
+    state.save();
+  } catch (const std::exception& e) {
+    spdlog::warn("cannot record the run state: {}", e.what());
+  }
+  write_metrics_file(config, state);
+  if (verdicts.empty()) {
+    throw Error(ErrorCode::not_found, "no backups on the remote " + config.remote->url, "`backupctl push --all` copies them");
+  }
+  if (!all_ok) {
+    spdlog::error("verify --remote: {} of {} failed", std::count_if(verdicts.begin(), verdicts.end(), [](const auto& v) { return !v.ok; }),
+                  verdicts.size());
+  }
+  return all_ok ? 0 : exit_status(ErrorCode::verification);
+}
+
 int cmd_verify(const Config& config, const Args& args) {
+  if (args.read_data && !args.remote) {
+    throw Error(ErrorCode::usage, "--read-data goes with --remote", "a local verify reads every byte already: backupctl verify --all");
+  }
+  if (args.remote) return cmd_verify_remote(config, args);
   std::vector<fs::path> files;
   if (args.all || args.latest) {
     if (!args.files.empty()) {
@@ -236,6 +324,17 @@ int cmd_list(const Config& config, const Args& args) {
                   "use db, objects or config");
     }
   }
+  if (args.remote) {
+    auto remote = make_remote(config);
+    auto entries = remote_catalog(config, *remote);
+    if (kind) std::erase_if(entries, [&](const RemoteEntry& e) { return e.kind != *kind; });
+    if (args.out.json) {
+      print_json(remote_json(entries, config.remote->url));
+    } else {
+      std::cout << "remote " << config.remote->url << ":\n" << remote_table(entries);
+    }
+    return 0;
+  }
   auto entries = list_backups(config, kind);
   if (args.out.json) {
     print_json(backups_json(entries, config.backup_dir));
@@ -245,7 +344,24 @@ int cmd_list(const Config& config, const Args& args) {
   return 0;
 }
 
+// restore … --remote --file NAME: the backup fetched from the remote into BACKUP_DIR first
+// (checked against its meta there), then restored like a local one.
+std::string fetched(const Config& config, const Args& args, const std::string& kind, const std::string& file) {
+  if (!args.remote) return file;
+  if (file.empty()) return file;
+  auto remote = make_remote(config);
+  auto progress = make_progress(args.out);
+  std::string name = fs::path(file).filename().string();
+  return fetch_backup(config, *remote, kind + "/" + name, *progress).string();
+}
+
 int cmd_restore_db(const Config& config, const Args& args) {
+  if (args.remote && !args.restore.file.empty()) {
+    Args local = args;
+    local.remote = false;
+    local.restore.file = fetched(config, args, "db", args.restore.file.string());
+    return cmd_restore_db(config, local);
+  }
   if (args.restore.file.empty()) {
     throw Error(
         ErrorCode::usage, "no backup file given",
@@ -281,6 +397,12 @@ int cmd_restore_db(const Config& config, const Args& args) {
 }
 
 int cmd_restore_objects(const Config& config, const Args& args) {
+  if (args.remote && !args.restore_objects.file.empty()) {
+    Args local = args;
+    local.remote = false;
+    local.restore_objects.file = fetched(config, args, "objects", args.restore_objects.file.string());
+    return cmd_restore_objects(config, local);
+  }
   const RestoreObjectsOptions& options = args.restore_objects;
   if (options.file.empty()) {
     throw Error(ErrorCode::usage, "no backup file given",
@@ -338,7 +460,7 @@ int cmd_backup_db(const Config& config, const Args& args) {
     BackupResult r = backup_db(config, target, *progress);
     unfinished.settle();
     show_backup(args, r);
-    return backup_outcome(r);
+    return backup_outcome(r, args);
   });
 }
 
@@ -350,7 +472,7 @@ int cmd_backup_objects(const Config& config, const Args& args) {
     BackupResult r = backup_objects(config, *store, *progress);
     unfinished.settle();
     show_backup(args, r);
-    return backup_outcome(r);
+    return backup_outcome(r, args);
   });
 }
 
@@ -361,7 +483,7 @@ int cmd_backup_config(const Config& config, const Args& args) {
     BackupResult r = backup_config(config, *progress);
     unfinished.settle();
     show_backup(args, r);
-    return backup_outcome(r);
+    return backup_outcome(r, args);
   });
 }
 
@@ -407,11 +529,20 @@ int cmd_backup_all(const Config& config, const Args& args) {
                   "fix the failing part (see the errors above) and run `make backup-all` again");
     }
     o.prune_after = true;
+    o.copy_off_site = !args.no_remote;
+    for (const auto& [k, secs, size, file] : o.successes) o.push_files.emplace_back(file);
+    o.push_sets.push_back(set.file);
     return o;
   });
 }
 
 int cmd_restore_config(const Config& config, const Args& args) {
+  if (args.remote && !args.config_file.empty()) {
+    Args local = args;
+    local.remote = false;
+    local.config_file = fetched(config, args, "config", args.config_file);
+    return cmd_restore_config(config, local);
+  }
   if (args.config_file.empty()) {
     throw Error(
         ErrorCode::usage, "no backup file given",
@@ -450,6 +581,15 @@ int cmd_restore_config(const Config& config, const Args& args) {
 }
 
 int cmd_restore_all(const Config& config, const Args& args) {
+  if (args.remote) {
+    // Recovery from nothing: the set and its parts from the remote, then the local restore.
+    auto remote = make_remote(config);
+    auto progress = make_progress(args.out);
+    Args local = args;
+    local.remote = false;
+    local.set = fetch_set(config, *remote, args.set, *progress);
+    return cmd_restore_all(config, local);
+  }
   nlohmann::json set = find_set(config, args.set);
   auto part = [&](const char* kind) -> std::string {
     auto p = set_part_path(config, set, kind);
@@ -645,6 +785,28 @@ int cmd_check(const Config& config, const Args& args) {
 }
 
 int cmd_rehearse(const Config& config, const Args& args) {
+  if (args.remote) {
+    // The monthly proof from the off-site copy: the set fetched from the remote, then rehearsed.
+    auto remote = make_remote(config);
+    auto progress = make_progress(args.out);
+    Args local = args;
+    local.remote = false;
+    local.set = fetch_set(config, *remote, args.set, *progress);
+    try {
+      int rc = cmd_rehearse(config, local);
+      RunState state = RunState::load(config.backup_dir);
+      state.record_success("remote_rehearsal", 0, 0, local.set);
+      state.save();
+      return rc;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::interrupted) {
+        RunState state = RunState::load(config.backup_dir);
+        state.record_failure("remote_rehearsal", e.what());
+        state.save();
+      }
+      throw;
+    }
+  }
   PgTarget live = PgTarget::from_environment();
   BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl rehearse");
   repair_interrupted_runs(config, true);
@@ -675,6 +837,49 @@ int cmd_rehearse(const Config& config, const Args& args) {
                 "the report is " + r.md_file.string() + "; fix the cause and rehearse again");
   }
   return 0;
+}
+
+int cmd_push(const Config& config, const Args& args) {
+  if (!config.remote) {
+    throw Error(ErrorCode::usage, "push needs BACKUP_REMOTE_URL", "e.g. BACKUP_REMOTE_URL=s3://offsite/archive (see README: off-site copies)");
+  }
+  if (!args.push_set.empty() && args.all) throw Error(ErrorCode::usage, "push takes --set ID or --all, not both");
+  auto remote = make_remote(config);
+  return bookkeeping(config, "push", "remote", [&](Journal&) {
+    std::vector<fs::path> files, sets;
+    if (!args.push_set.empty()) {
+      nlohmann::json set = find_set(config, args.push_set);
+      for (const char* kind : {"db", "objects", "config"}) {
+        if (auto p = set_part_path(config, set, kind)) files.push_back(*p);
+      }
+      sets.push_back(config.backup_dir / "sets" / ("set_" + json_string(set, "set_id").substr(0, 15) + ".json"));
+      std::error_code ec;
+      if (!fs::exists(sets.back(), ec)) sets.clear();
+    } else {
+      every_local_backup(config, files, sets);
+    }
+    auto progress = make_progress(args.out);
+    const auto start = std::chrono::steady_clock::now();
+    PushReport r = push(config, *remote, files, sets, *progress);
+    Outcome o;
+    if (r.failed.empty()) {
+      o.successes.emplace_back("remote", seconds_since(start), r.bytes, r.remote);
+    } else {
+      o.failures.emplace_back("remote", r.failed.front());
+      o.exit = exit_status(ErrorCode::tool_failed);
+    }
+    if (r.failed.empty()) prune_remote(config, *remote, false);
+    if (args.out.json) {
+      print_json({{"ok", r.failed.empty()}, {"remote", r.remote}, {"sent", r.sent}, {"present", r.present},
+                  {"bytes", r.bytes}, {"failed", r.failed}});
+    } else {
+      std::cout << fmt::format("push to {}: {} file(s) copied ({}), {} already there\n", r.remote, r.sent.size(),
+                               human_bytes(r.bytes), r.present.size());
+      for (const auto& f : r.failed) std::cout << "  NOT COPIED: " << f << "\n";
+    }
+    if (!r.failed.empty()) spdlog::error("push: {} backup(s) not copied", r.failed.size());
+    return o;
+  });
 }
 
 }  // namespace backupctl

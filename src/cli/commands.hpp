@@ -40,6 +40,11 @@ struct Args {
   bool systemd = false;
   std::string time = "03:15";
   std::string self;  // argv[0], resolved
+  // off-site copies
+  bool remote = false;     // --remote: list, verify, restore, rehearse from BACKUP_REMOTE_URL
+  bool no_remote = false;  // backup --no-remote: no off-site copy this time
+  bool read_data = false;  // verify --remote --read-data
+  std::string push_set;    // push --set ID
   // repair
   bool discard = false;
   RepairOutcome repair;  // what the repair at start-up found and did
@@ -62,5 +67,6 @@ int cmd_schedule(const Config& config, const Args& args);
 int cmd_check(const Config& config, const Args& args);
 int cmd_rehearse(const Config& config, const Args& args);
 int cmd_repair(const Config& config, const Args& args);
+int cmd_push(const Config& config, const Args& args);
 
 }  // namespace backupctl

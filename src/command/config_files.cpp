@@ -673,13 +673,16 @@ ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Jou
   }
 
   // 2. The current files, so the apply can itself be undone.
+  // On a host being rebuilt none of CONFIG_PATHS is there yet: nothing to keep.
   journal.step("restore-config.safety-backup");
-  {
+  bool anything_there = false;
+  for (const auto& p : config.config_paths) anything_there = anything_there || lexists(config.app_root / p);
+  if (anything_there) {
     Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
     report.safety_backup = backup_config(config, progress).file;
     unfinished.settle();
   }
-  const std::string safety = report.safety_backup.string();
+  const std::string safety = anything_there ? report.safety_backup.string() : "nothing: none of CONFIG_PATHS existed";
 
   // 3. Stage every file beside its target (content, mode, owner, mtime; fsynced), then swap them
   // all in, keeping each original as a hard link until the end. The journal lists them first:
@@ -821,7 +824,9 @@ std::string rollback_config_apply(const Config& config, const nlohmann::json& da
 }
 
 std::string ConfigApplyReport::describe() const {
-  std::string out = fmt::format("config applied; the files as they were are in {}\n", safety_backup.string());
+  std::string out = safety_backup.empty()
+                        ? std::string("config applied; none of CONFIG_PATHS was there before (nothing to keep)\n")
+                        : fmt::format("config applied; the files as they were are in {}\n", safety_backup.string());
   if (applied.empty()) out += "  nothing differed\n";
   for (const auto& c : applied) out += fmt::format("  {:<10} {}\n", c.status, c.path);
   return out;

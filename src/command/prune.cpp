@@ -37,6 +37,13 @@ void remove_file(const fs::path& p) {
   if (ec) spdlog::warn("prune: cannot remove {}: {}", p.string(), ec.message());
 }
 
+std::string source_label(const CatalogEntry& e) {
+  std::string s = e.source();
+  return std::string(kind_name(e.kind)) + (s.empty() ? "" : " of " + s);
+}
+
+}  // namespace
+
 // Decides, for the backups of one source (newest first), which are kept and why.
 std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
                                                           const std::vector<const CatalogEntry*>& list,
@@ -72,13 +79,6 @@ std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
   }
   return keep;
 }
-
-std::string source_label(const CatalogEntry& e) {
-  std::string s = e.source();
-  return std::string(kind_name(e.kind)) + (s.empty() ? "" : " of " + s);
-}
-
-}  // namespace
 
 PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarget>& pg,
                   Clock::time_point now, Journal* journal) {

@@ -14,10 +14,12 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "catalog/catalog.hpp"
 #include "catalog/journal.hpp"
 #include "config/config.hpp"
 #include "pg/target.hpp"
@@ -39,6 +41,12 @@ struct PruneResult {
 // reached is a warning). REQUIRES: the caller holds the BackupLock (unless dry_run).
 // With `journal`, the deletions are announced there first (a prune cut short is finished by the
 // repair).
+// The retention rules for the backups of one source, newest first: the ones kept, each with why
+// (the time limit itself is the caller's). Shared by the local and the remote prune.
+std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
+                                                          const std::vector<const CatalogEntry*>& list,
+                                                          Clock::time_point future);
+
 PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarget>& pg,
                   Clock::time_point now, Journal* journal = nullptr);
 

@@ -17,7 +17,7 @@ const char* kCompressionHint =
 
 // MINIO_ENDPOINT: [http|https://]host[:port][/]. Credentials in it (user:secret@) would end up in
 // messages, the state file and notifications: refused, and never echoed.
-std::string checked_endpoint(const std::string& value) {
+std::string checked_endpoint(const std::string& value, const std::string& name = "MINIO_ENDPOINT") {
   std::string rest = value;
   std::string scheme = "http";
   if (auto p = rest.find("://"); p != std::string::npos) {
@@ -28,21 +28,97 @@ std::string checked_endpoint(const std::string& value) {
   std::string authority = rest.substr(0, rest.find('/'));
   std::string path = rest.find('/') == std::string::npos ? "" : rest.substr(rest.find('/'));
   if (authority.find('@') != std::string::npos) {
-    throw Error(ErrorCode::usage, "invalid MINIO_ENDPOINT: it holds credentials (user:password@); not shown",
-                "put the keys in MINIO_ACCESS_KEY and MINIO_SECRET_KEY, and only http(s)://host:port in MINIO_ENDPOINT");
+    throw Error(ErrorCode::usage, "invalid " + name + ": it holds credentials (user:password@); not shown",
+                "put the keys in the *_ACCESS_KEY and *_SECRET_KEY settings, and only http(s)://host:port in " + name);
   }
   if (scheme != "http" && scheme != "https") {
-    throw Error(ErrorCode::usage, "invalid MINIO_ENDPOINT='" + value + "': the scheme must be http or https",
-                "e.g. MINIO_ENDPOINT=http://minio:9000");
+    throw Error(ErrorCode::usage, "invalid " + name + "='" + value + "': the scheme must be http or https",
+                "e.g. " + name + "=http://minio:9000");
   }
   if (authority.empty() || authority.find_first_of(" \t?#") != std::string::npos) {
-    throw Error(ErrorCode::usage, "invalid MINIO_ENDPOINT='" + value + "': no host", "e.g. MINIO_ENDPOINT=http://minio:9000");
+    throw Error(ErrorCode::usage, "invalid " + name + "='" + value + "': no host", "e.g. " + name + "=http://minio:9000");
   }
   if (!path.empty() && path != "/") {
-    throw Error(ErrorCode::usage, "invalid MINIO_ENDPOINT='" + value + "': it has a path (" + path + ")",
-                "give only the server, e.g. http://minio:9000; buckets are MINIO_BUCKETS");
+    throw Error(ErrorCode::usage, "invalid " + name + "='" + value + "': it has a path (" + path + ")",
+                "give only the server, e.g. http://minio:9000");
   }
   return scheme + "://" + authority;
+}
+
+// BACKUP_REMOTE_BWLIMIT: bytes per second, with an optional K/M/G (powers of 1024) suffix.
+std::uint64_t parse_rate(const std::string& value) {
+  std::string digits = value;
+  std::uint64_t unit = 1;
+  if (!digits.empty()) {
+    char u = static_cast<char>(std::toupper(static_cast<unsigned char>(digits.back())));
+    if (u == 'K' || u == 'M' || u == 'G') {
+      unit = u == 'K' ? 1024 : u == 'M' ? 1024 * 1024 : 1024ull * 1024 * 1024;
+      digits.pop_back();
+    }
+  }
+  auto n = parse_int_setting("BACKUP_REMOTE_BWLIMIT", digits, 0, 1000000000);
+  return static_cast<std::uint64_t>(n) * unit;
+}
+
+// BACKUP_REMOTE_URL and the settings that go with it.
+RemoteConfig parse_remote(const std::string& url, int retention_days) {
+  RemoteConfig r;
+  r.url = url;
+  const std::string hint = "e.g. BACKUP_REMOTE_URL=s3://offsite-backups/archive or file:///mnt/offsite/archive";
+  if (url.rfind("s3://", 0) == 0) {
+    r.type = RemoteConfig::Type::s3;
+    std::string rest = url.substr(5);
+    r.bucket = rest.substr(0, rest.find('/'));
+    r.prefix = rest.find('/') == std::string::npos ? "" : rest.substr(rest.find('/') + 1);
+    while (!r.prefix.empty() && r.prefix.back() == '/') r.prefix.pop_back();
+    if (!r.prefix.empty()) r.prefix += "/";
+    bool bad_bucket = r.bucket.size() < 3 || r.bucket.size() > 63 ||
+                      r.bucket.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") != std::string::npos;
+    if (bad_bucket || r.bucket.find('@') != std::string::npos) {
+      throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL: '" + r.bucket + "' is not an S3 bucket name", hint);
+    }
+    for (const auto& seg : fs::path(r.prefix)) {
+      if (seg == "." || seg == "..") {
+        throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL: its prefix has a . or .. segment", hint);
+      }
+    }
+  } else if (url.rfind("file://", 0) == 0) {
+    r.type = RemoteConfig::Type::folder;
+    r.dir = url.substr(7);
+    if (!r.dir.is_absolute()) {
+      throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL='" + url + "': a folder remote needs an absolute path",
+                  "file:// then the path: file:///mnt/offsite/archive");
+    }
+    r.dir = r.dir.lexically_normal();
+  } else {
+    throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL: it must start with s3:// or file://", hint);
+  }
+  if (auto v = env_value("BACKUP_REMOTE_ENDPOINT")) r.endpoint = checked_endpoint(*v, "BACKUP_REMOTE_ENDPOINT");
+  r.access_key = env_value("BACKUP_REMOTE_ACCESS_KEY").value_or("");
+  r.secret_key = env_value("BACKUP_REMOTE_SECRET_KEY").value_or("");
+  r.region = env_value("BACKUP_REMOTE_REGION").value_or("us-east-1");
+  r.ca_file = env_value("BACKUP_REMOTE_CA_FILE").value_or("");
+  r.storage_class = env_value("BACKUP_REMOTE_STORAGE_CLASS").value_or("");
+  if (r.storage_class.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != std::string::npos) {
+    throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_STORAGE_CLASS='" + r.storage_class + "'",
+                "an S3 storage class: STANDARD, STANDARD_IA, GLACIER_IR, ...");
+  }
+  if (r.endpoint.empty() && r.type == RemoteConfig::Type::s3) r.endpoint = "https://s3." + r.region + ".amazonaws.com";
+  r.retention_days = retention_days;
+  if (auto v = env_value("BACKUP_REMOTE_RETENTION_DAYS")) {
+    r.retention_days = static_cast<int>(parse_int_setting("BACKUP_REMOTE_RETENTION_DAYS", *v, 1, 100000));
+  }
+  if (auto v = env_value("BACKUP_REMOTE_BWLIMIT")) r.bwlimit = parse_rate(*v);
+  if (auto v = env_value("BACKUP_REMOTE_OBJECT_LOCK_DAYS")) {
+    r.object_lock_days = static_cast<int>(parse_int_setting("BACKUP_REMOTE_OBJECT_LOCK_DAYS", *v, 0, 36500));
+    if (r.object_lock_days > 0 && r.type != RemoteConfig::Type::s3) {
+      throw Error(ErrorCode::usage, "BACKUP_REMOTE_OBJECT_LOCK_DAYS needs an S3 remote",
+                  "a folder cannot refuse deletes: use an S3 bucket with Object Lock, or make the folder's host "
+                  "keep snapshots");
+    }
+  }
+  if (auto v = env_value("BACKUP_REMOTE_ALLOW_PLAINTEXT")) r.allow_plaintext = parse_bool_setting("BACKUP_REMOTE_ALLOW_PLAINTEXT", *v);
+  return r;
 }
 
 }  // namespace
@@ -256,6 +332,9 @@ Config Config::from_environment() {
     }
   }
   if (auto v = env_value("BACKUP_AGE_IDENTITY")) c.age_identity = *v;
+  if (auto v = env_value("BACKUP_REMOTE_URL"); v && !v->empty()) c.remote = parse_remote(*v, c.retention_days);
+  c.ping_url = env_value("BACKUP_PING_URL").value_or("");
+  while (!c.ping_url.empty() && c.ping_url.back() == '/') c.ping_url.pop_back();
   if (auto v = env_value("BACKUP_METRICS_FILE")) c.metrics_file = *v;
   c.notify_url = env_value("BACKUP_NOTIFY_URL").value_or("");
   if (auto v = env_value("BACKUP_NOTIFY_ON_SUCCESS")) c.notify_on_success = parse_bool_setting("BACKUP_NOTIFY_ON_SUCCESS", *v);

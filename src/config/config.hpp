@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,6 +37,31 @@ enum class PgTools { host, compose, automatic };
 
 // OBJECT_STORAGE: where attachments live.
 enum class ObjectStorage { minio, disk };
+
+// BACKUP_REMOTE_*: the off-site copy of BACKUP_DIR. An S3 bucket and prefix (any S3 API), or a
+// folder (a mount from another machine). The layout there is BACKUP_DIR's: <kind>/<file>,
+// <kind>/<file>.meta, sets/set_<ts>.json.
+struct RemoteConfig {
+  enum class Type { s3, folder };
+  Type type = Type::s3;
+  std::string url;            // BACKUP_REMOTE_URL as given (holds no secret: refused otherwise)
+  std::string bucket;         // s3
+  std::string prefix;         // s3: "" or "a/b/" (with the slash)
+  fs::path dir;               // folder
+  std::string endpoint;       // BACKUP_REMOTE_ENDPOINT (default https://s3.<region>.amazonaws.com)
+  std::string access_key;     // BACKUP_REMOTE_ACCESS_KEY
+  std::string secret_key;     // BACKUP_REMOTE_SECRET_KEY (secret)
+  std::string region = "us-east-1";  // BACKUP_REMOTE_REGION
+  std::string ca_file;        // BACKUP_REMOTE_CA_FILE
+  std::string storage_class;  // BACKUP_REMOTE_STORAGE_CLASS (S3: STANDARD_IA, GLACIER_IR, ...)
+  int retention_days = 30;    // BACKUP_REMOTE_RETENTION_DAYS (default BACKUP_RETENTION_DAYS)
+  std::uint64_t bwlimit = 0;  // BACKUP_REMOTE_BWLIMIT, bytes/s (0: none)
+  int object_lock_days = 0;   // BACKUP_REMOTE_OBJECT_LOCK_DAYS (S3 Object Lock, COMPLIANCE)
+  bool allow_plaintext = false;  // BACKUP_REMOTE_ALLOW_PLAINTEXT=yes
+
+  // "s3://bucket/prefix" or "file:///path": for messages and the copies' records.
+  std::string describe() const { return url; }
+};
 
 struct Config {
   fs::path app_root;    // APP_ROOT, default: the current directory
@@ -84,6 +110,10 @@ struct Config {
   // Encryption (age).
   std::vector<std::string> age_recipients;    // BACKUP_AGE_RECIPIENTS
   fs::path age_identity;                      // BACKUP_AGE_IDENTITY
+
+  // Off-site copies.
+  std::optional<RemoteConfig> remote;         // BACKUP_REMOTE_URL (and BACKUP_REMOTE_*)
+  std::string ping_url;                       // BACKUP_PING_URL: URL/start, URL, URL/fail (may hold a token)
 
   // Monitoring.
   fs::path metrics_file;                      // BACKUP_METRICS_FILE

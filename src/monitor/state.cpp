@@ -132,15 +132,15 @@ void write_metrics_file(const Config& config, const RunState& state) {
   }
 }
 
-void notify(const Config& config, const json& event) {
-  if (config.notify_url.empty()) return;
-  bool ok = event.value("ok", false);
-  if (ok && !config.notify_on_success) return;
-  std::string body = event.dump();
+namespace {
+
+// POSTs `body` to `url` (10 s at most). Never throws; a failure is a warning naming the host only
+// (the URL may hold a token) and the setting it came from.
+void post(const std::string& url, const std::string& body, const char* content_type, const std::string& setting) {
   CURL* c = curl_easy_init();
   if (!c) return;
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_URL, config.notify_url.c_str());
+  curl_slist* headers = curl_slist_append(nullptr, content_type);
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
   curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
@@ -153,13 +153,26 @@ void notify(const Config& config, const json& event) {
   curl_slist_free_all(headers);
   curl_easy_cleanup(c);
   if (rc != CURLE_OK || status >= 300) {
-    // The URL may hold a token: name the host only.
-    std::string host = config.notify_url;
+    std::string host = url;
     if (auto p = host.find("://"); p != std::string::npos) host = host.substr(p + 3);
     host = host.substr(0, host.find_first_of("/?"));
     if (auto at = host.rfind('@'); at != std::string::npos) host = host.substr(at + 1);
-    spdlog::warn("cannot notify {}: {}", host, rc != CURLE_OK ? curl_easy_strerror(rc) : fmt::format("HTTP {}", status));
+    spdlog::warn("cannot reach {} ({}): {}", host, setting,
+                 rc != CURLE_OK ? curl_easy_strerror(rc) : fmt::format("HTTP {}", status));
   }
+}
+
+}  // namespace
+
+void notify(const Config& config, const json& event) {
+  if (config.notify_url.empty()) return;
+  bool ok = event.value("ok", false);
+  if (ok && !config.notify_on_success) return;
+  post(config.notify_url, event.dump(), "Content-Type: application/json", "BACKUP_NOTIFY_URL");
+}
+
+void post_text(const std::string& url, const std::string& body, const std::string& setting) {
+  post(url, body, "Content-Type: text/plain; charset=utf-8", setting);
 }
 
 }  // namespace backupctl

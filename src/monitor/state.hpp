@@ -39,4 +39,7 @@ void write_metrics_file(const Config& config, const RunState& state);
 // POSTs `event` as JSON to BACKUP_NOTIFY_URL (when set). Never throws; logs a warning on failure.
 void notify(const Config& config, const nlohmann::json& event);
 
+// POSTs a text body to `url` (BACKUP_PING_URL's pings). Never throws; a warning names `setting`.
+void post_text(const std::string& url, const std::string& body, const std::string& setting);
+
 }  // namespace backupctl

@@ -40,6 +40,10 @@ struct PutOptions {
   // server checks the body against both, so a sha256 from a backup's manifest proves the upload.
   std::string sha256_hex;
   std::string md5_base64;
+  // S3 only (off-site copies): the storage class, and an Object Lock (COMPLIANCE) until this
+  // ISO-8601 UTC time ("2027-01-01T00:00:00Z").
+  std::string storage_class;
+  std::string lock_until;
 };
 
 // A body a put can read more than once: a retry rewinds it and sends it again.
@@ -80,6 +84,9 @@ class MultipartUpload {
   // The server's id of the upload ("" when there is none): the journal records it, so the repair
   // of an interrupted restore can abort an upload its process left open.
   virtual std::string upload_id() const { return ""; }
+  // Leaves the upload open on the server when destroyed (instead of aborting it): an off-site
+  // copy cut short resumes from its parts on the next push.
+  virtual void keep_open() {}
 };
 
 class ObjectStore {

@@ -11,6 +11,7 @@
 #include <regex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/loopback.hpp"
 
@@ -18,15 +19,21 @@ namespace backupctl::test {
 
 class CaptureServer {
  public:
-  explicit CaptureServer(std::string status_line = "HTTP/1.1 200 OK") : m_status_line(std::move(status_line)) {
+  // `count` requests, one after another (pings: start, then the end).
+  explicit CaptureServer(std::string status_line = "HTTP/1.1 200 OK", int count = 1)
+      : m_status_line(std::move(status_line)), m_count(count) {
     m_fd = listen_on_loopback(m_port, 4);
-    m_thread = std::thread([this] { serve_one(); });
+    m_thread = std::thread([this] {
+      for (int i = 0; i < m_count; ++i) serve_one();
+    });
   }
   ~CaptureServer() {
     if (m_thread.joinable()) {
-      // Unblock accept() when no request came.
-      int s = connect_loopback(m_port);
-      if (s >= 0) ::close(s);
+      // Unblock accept() when fewer requests came.
+      for (int i = 0; i < m_count; ++i) {
+        int s = connect_loopback(m_port);
+        if (s >= 0) ::close(s);
+      }
       m_thread.join();
     }
     ::close(m_fd);
@@ -38,7 +45,12 @@ class CaptureServer {
   // The whole request as received; waits for it.
   const std::string& request() {
     if (m_thread.joinable()) m_thread.join();
-    return m_request;
+    return m_requests.empty() ? m_none : m_requests.front();
+  }
+  // Every request (waits for all `count`).
+  const std::vector<std::string>& requests() {
+    if (m_thread.joinable()) m_thread.join();
+    return m_requests;
   }
   std::string body() {
     const std::string& r = request();
@@ -79,7 +91,7 @@ class CaptureServer {
                              : 0;
       if (req.size() - hdr - 4 >= want) break;
     }
-    m_request = req;
+    if (!req.empty()) m_requests.push_back(req);
     const std::string reply = m_status_line + "\r\nContent-Length: 0\r\n\r\n";
     [[maybe_unused]] ssize_t w = ::write(c, reply.data(), reply.size());
     ::close(c);
@@ -89,7 +101,9 @@ class CaptureServer {
   int m_fd = -1;
   int m_port = 0;
   std::thread m_thread;
-  std::string m_request;
+  int m_count = 1;
+  std::vector<std::string> m_requests;
+  std::string m_none;
 };
 
 }  // namespace backupctl::test

@@ -385,6 +385,9 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    if (m_settings.max_send_speed > 0) {
+      curl_easy_setopt(c, CURLOPT_MAX_SEND_SPEED_LARGE, static_cast<curl_off_t>(m_settings.max_send_speed));
+    }
     if (!m_settings.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, m_settings.ca_file.c_str());
     curl_slist* connect_to = nullptr;
     if (!m_settings.connect_to.empty()) {
@@ -628,6 +631,11 @@ std::vector<std::string> put_headers(const PutOptions& options) {
   std::vector<std::string> h;
   if (!options.content_type.empty()) h.push_back("Content-Type: " + options.content_type);
   for (const auto& [name, value] : options.metadata) h.push_back("x-amz-meta-" + name + ": " + value);
+  if (!options.storage_class.empty()) h.push_back("x-amz-storage-class: " + options.storage_class);
+  if (!options.lock_until.empty()) {
+    h.push_back("x-amz-object-lock-mode: COMPLIANCE");
+    h.push_back("x-amz-object-lock-retain-until-date: " + options.lock_until);
+  }
   return h;
 }
 
@@ -653,8 +661,10 @@ namespace {
 
 class S3Multipart : public MultipartUpload {
  public:
-  S3Multipart(S3Store& store, std::string bucket, std::string key, std::string upload_id)
-      : m_store(store), m_bucket(std::move(bucket)), m_key(std::move(key)), m_id(std::move(upload_id)) {}
+  S3Multipart(S3Store& store, std::string bucket, std::string key, std::string upload_id,
+              std::vector<std::pair<int, std::string>> parts = {})
+      : m_store(store), m_bucket(std::move(bucket)), m_key(std::move(key)), m_id(std::move(upload_id)),
+        m_parts(std::move(parts)) {}
   ~S3Multipart() override {
     if (!m_done) {
       InterruptShield shield;
@@ -684,6 +694,8 @@ class S3Multipart : public MultipartUpload {
                   fmt::format("cannot upload part {} of {}/{}: no ETag in the reply", number, m_bucket, m_key));
     }
     std::lock_guard<std::mutex> lock(m_mutex);
+    // A part sent again (a resumed upload) replaces the entry it had.
+    std::erase_if(m_parts, [&](const auto& p) { return p.first == number; });
     m_parts.emplace_back(number, etag);
   }
 
@@ -721,6 +733,7 @@ class S3Multipart : public MultipartUpload {
 
   std::string upload_id() const override { return m_id; }
   bool parallel_parts() const override { return true; }
+  void keep_open() override { m_done = true; }
 
  private:
   S3Store& m_store;
@@ -764,6 +777,65 @@ std::unique_ptr<MultipartUpload> S3Store::start_multipart(const std::string& buc
     throw Error(ErrorCode::tool_failed, "cannot start the upload of " + bucket + "/" + key + ": no UploadId");
   }
   return std::make_unique<S3Multipart>(*this, bucket, key, id);
+}
+
+std::optional<std::string> S3Store::open_upload(const std::string& bucket, const std::string& key) {
+  Request r;
+  r.bucket = bucket;
+  r.query = {{"uploads", ""}, {"prefix", key}};
+  Response resp = send(r, "cannot list the open uploads of " + bucket + "/" + key);
+  pugi::xml_document doc;
+  doc.load_buffer(resp.body.data(), resp.body.size());
+  std::optional<std::string> newest;
+  std::string newest_at;
+  for (auto u : doc.child("ListMultipartUploadsResult").children("Upload")) {
+    if (key != u.child_value("Key")) continue;  // a longer key with the same beginning
+    std::string at = u.child_value("Initiated");
+    if (!newest || at > newest_at) {
+      newest = u.child_value("UploadId");
+      newest_at = at;
+    }
+  }
+  return newest;
+}
+
+std::vector<S3Store::Part> S3Store::list_parts(const std::string& bucket, const std::string& key,
+                                               const std::string& upload_id) {
+  std::vector<Part> out;
+  std::string marker;
+  for (;;) {
+    Request r;
+    r.bucket = bucket;
+    r.key = key;
+    r.query = {{"uploadId", upload_id}};
+    if (!marker.empty()) r.query.emplace_back("part-number-marker", marker);
+    Response resp = send(r, "cannot list the parts of " + bucket + "/" + key);
+    pugi::xml_document doc;
+    if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
+      throw Error(ErrorCode::tool_failed, "cannot list the parts of " + bucket + "/" + key + ": the response is not XML");
+    }
+    auto result = doc.child("ListPartsResult");
+    for (auto p : result.children("Part")) {
+      Part part;
+      part.number = std::atoi(p.child_value("PartNumber"));
+      part.etag = strip_quotes(p.child_value("ETag"));
+      part.size = std::strtoull(p.child_value("Size"), nullptr, 10);
+      if (part.number > 0) out.push_back(part);
+    }
+    if (std::string(result.child_value("IsTruncated")) != "true") break;
+    marker = result.child_value("NextPartNumberMarker");
+    if (marker.empty()) break;
+  }
+  std::sort(out.begin(), out.end(), [](const Part& a, const Part& b) { return a.number < b.number; });
+  return out;
+}
+
+std::unique_ptr<MultipartUpload> S3Store::resume_multipart(const std::string& bucket, const std::string& key,
+                                                           const std::string& upload_id,
+                                                           const std::vector<Part>& parts) {
+  std::vector<std::pair<int, std::string>> done;
+  for (const Part& p : parts) done.emplace_back(p.number, p.etag);
+  return std::make_unique<S3Multipart>(*this, bucket, key, upload_id, std::move(done));
 }
 
 void S3Store::abort_multipart(const std::string& bucket, const std::string& key, const std::string& upload_id) {

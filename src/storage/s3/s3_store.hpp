@@ -22,6 +22,7 @@ struct S3Settings {
   std::string region = "us-east-1";
   std::string ca_file;     // a private CA bundle, for TLS with a self-signed MinIO
   int max_attempts = 5;
+  std::uint64_t max_send_speed = 0;  // bytes/s per transfer (curl's limit); 0: none
   // Tests only: sign with this X-Amz-Date instead of the clock ("20150830T123600Z"), and connect
   // elsewhere than the URL's host (CURLOPT_CONNECT_TO "host:port:127.0.0.1:port").
   std::string fixed_amz_date;
@@ -51,6 +52,19 @@ class S3Store : public ObjectStore {
                                                    const PutOptions& options) override;
   void delete_objects(const std::string& bucket, const std::vector<std::string>& keys) override;
   void abort_multipart(const std::string& bucket, const std::string& key, const std::string& upload_id) override;
+
+  // Resuming an upload an earlier run left open (off-site copies): the id of the newest open
+  // multipart upload of exactly `key`, if any; its parts (number, ETag, size); and the upload
+  // taken up again with those parts already in it.
+  struct Part {
+    int number = 0;
+    std::string etag;
+    std::uint64_t size = 0;
+  };
+  std::optional<std::string> open_upload(const std::string& bucket, const std::string& key);
+  std::vector<Part> list_parts(const std::string& bucket, const std::string& key, const std::string& upload_id);
+  std::unique_ptr<MultipartUpload> resume_multipart(const std::string& bucket, const std::string& key,
+                                                    const std::string& upload_id, const std::vector<Part>& parts);
 
   // One HTTP exchange, exposed for the multipart upload and for tests.
   struct Request {

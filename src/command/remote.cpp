@@ -1,0 +1,413 @@
+#include "command/remote.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "catalog/naming.hpp"
+#include "command/prune.hpp"
+#include "command/verify.hpp"
+#include "io/atomic_file.hpp"
+#include "io/pipeline.hpp"
+#include "util/error.hpp"
+#include "util/format.hpp"
+#include "util/fs.hpp"
+#include "util/json.hpp"
+#include "util/signals.hpp"
+#include "util/time.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_set_name(const std::string& file) {
+  return file.starts_with("set_") && file.ends_with(".json") && file.find('/') == std::string::npos;
+}
+
+bool encrypted(const Meta& meta) { return meta.other.contains("encryption"); }
+
+// The companion files a meta names (a dump's roles file) that are beside `file`.
+std::vector<fs::path> companions(const fs::path& file, const Meta& meta) {
+  std::vector<fs::path> out;
+  if (meta.parts.contains("roles")) {
+    if (auto roles = meta_part_file(file, meta, "roles")) out.push_back(*roles);
+  }
+  return out;
+}
+
+// A meta read from the remote: input someone else may have written. It must describe the file
+// of that name, a backup name of that folder.
+Meta remote_meta(Remote& remote, const std::string& meta_name) {
+  io::StringSink sink;
+  remote.get(meta_name, sink);
+  auto j = nlohmann::json::parse(sink.data(), nullptr, false);
+  if (j.is_discarded()) {
+    throw Error(ErrorCode::verification, meta_name + " on the remote is not JSON", "push the backup again");
+  }
+  Meta meta = Meta::from_json(j, meta_name + " on the remote");
+  std::string file = fs::path(meta_name).filename().string();
+  file = file.substr(0, file.size() - 5);
+  auto parsed = parse_backup_filename(file);
+  std::string dir = meta_name.substr(0, meta_name.find('/'));
+  if (meta.file != file || !parsed || std::string(kind_name(parsed->kind)) != dir) {
+    throw Error(ErrorCode::verification, meta_name + " on the remote does not describe " + dir + "/" + file,
+                "the remote's meta was changed; push the backup again");
+  }
+  return meta;
+}
+
+std::string copy_etag(const Meta& meta, const std::string& remote) {
+  auto it = meta.other.find("remote_copies");
+  if (it == meta.other.end() || !it->is_object() || !it->contains(remote) || !(*it)[remote].is_object()) return "";
+  return json_string((*it)[remote], "etag");
+}
+
+}  // namespace
+
+void every_local_backup(const Config& config, std::vector<fs::path>& files, std::vector<fs::path>& set_files) {
+  for (const auto& e : scan_catalog(config.backup_dir)) {
+    if (e.meta) files.push_back(e.path);
+  }
+  std::error_code ec;
+  fs::path sets = config.backup_dir / "sets";
+  if (fs::is_directory(sets, ec)) {
+    for (const auto& de : fs::directory_iterator(sets, ec)) {
+      if (is_set_name(de.path().filename().string()) && fs::is_regular_file(de.symlink_status(ec))) {
+        set_files.push_back(de.path());
+      }
+    }
+  }
+  std::sort(set_files.begin(), set_files.end());
+}
+
+PushReport push(const Config& config, Remote& remote, const std::vector<fs::path>& files,
+                const std::vector<fs::path>& set_files, Progress& progress) {
+  const RemoteConfig& rc = *config.remote;
+  if (config.age_recipients.empty() && !rc.allow_plaintext) {
+    throw Error(ErrorCode::usage,
+                "refusing to copy unencrypted backups to " + rc.url +
+                    ": they hold every secret of the stack (BACKUP_AGE_RECIPIENTS is not set)",
+                "set BACKUP_AGE_RECIPIENTS (age-keygen makes a key; keep the identity off this host), or "
+                "BACKUP_REMOTE_ALLOW_PLAINTEXT=yes for a remote you trust as much as this host");
+  }
+  PushReport report;
+  report.remote = rc.url;
+  auto listing = remote.list();
+  std::atomic<std::uint64_t> sent{0};
+  std::uint64_t total = 0;
+  for (const auto& f : files) {
+    std::error_code ec;
+    total += fs::file_size(f, ec);
+  }
+  progress.start("push to " + rc.url);
+  auto put = [&](const fs::path& local, const std::string& name, const std::string& sha256) {
+    PutResult r = remote.put(local, name, sha256, sent);
+    progress.update(sent.load());
+    report.bytes += r.sent;
+    report.sent.push_back(name);
+    spdlog::info("remote: {} {} ({})", r.resumed ? "resumed" : "copied", name, human_bytes(r.sent));
+    return r;
+  };
+  for (const fs::path& file : files) {
+    check_interrupted();
+    CatalogEntry e = catalog_entry(file);
+    const std::string dir(kind_name(e.kind));
+    const std::string name = dir + "/" + file.filename().string();
+    if (!e.meta) {
+      report.failed.push_back(name + ": " + e.meta_problem);
+      continue;
+    }
+    if (e.damaged()) {
+      report.failed.push_back(name + ": its size is not its meta's (damaged since the backup)");
+      continue;
+    }
+    if (!encrypted(*e.meta) && !rc.allow_plaintext) {
+      report.failed.push_back(name + ": not encrypted (made before BACKUP_AGE_RECIPIENTS was set); "
+                              "BACKUP_REMOTE_ALLOW_PLAINTEXT=yes copies it anyway");
+      continue;
+    }
+    auto there = listing.find(name);
+    if (there != listing.end() && there->second.size == e.meta->size && listing.count(name + ".meta")) {
+      report.present.push_back(name);
+      continue;
+    }
+    PutResult copied = put(file, name, e.meta->sha256);
+    for (const fs::path& c : companions(file, *e.meta)) put(c, dir + "/" + c.filename().string(), "");
+    // The copy's record in the local meta, and that meta last: on the remote it marks the
+    // backup finished and carries the digests a listing is checked against.
+    Meta meta = *e.meta;
+    if (!meta.other.contains("remote_copies") || !meta.other["remote_copies"].is_object()) {
+      meta.other["remote_copies"] = nlohmann::json::object();
+    }
+    meta.other["remote_copies"][rc.url] = {{"at", iso8601(Clock::now())}, {"size", meta.size}, {"etag", copied.etag}};
+    const fs::path meta_path = file.string() + ".meta";
+    write_meta(meta_path, meta);
+    put(meta_path, name + ".meta", "");
+  }
+  for (const fs::path& set : set_files) {
+    check_interrupted();
+    const std::string name = "sets/" + set.filename().string();
+    std::error_code ec;
+    auto there = listing.find(name);
+    if (there != listing.end() && there->second.size == fs::file_size(set, ec)) {
+      report.present.push_back(name);
+      continue;
+    }
+    put(set, name, "");
+  }
+  progress.finish();
+  (void)total;
+  return report;
+}
+
+std::string RemoteEntry::state() const {
+  if (!meta) return "bad meta";
+  if (!file) return "missing";
+  if (file->size != meta->size) return "size differs";
+  return "ok";
+}
+
+std::vector<RemoteEntry> remote_catalog(const Config& config, Remote& remote) {
+  auto listing = remote.list();
+  std::vector<RemoteEntry> out;
+  for (const auto& [name, f] : listing) {
+    if (!name.ends_with(".meta") || name.starts_with("sets/")) continue;
+    std::string file = name.substr(0, name.size() - 5);
+    auto parsed = parse_backup_filename(fs::path(file).filename().string());
+    if (!parsed || std::string(kind_name(parsed->kind)) != file.substr(0, file.find('/'))) continue;
+    RemoteEntry e;
+    e.kind = parsed->kind;
+    e.name = file;
+    try {
+      e.meta = remote_meta(remote, name);
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::interrupted) throw;
+      e.meta_problem = err.what();
+    }
+    if (auto it = listing.find(file); it != listing.end()) e.file = it->second;
+    auto t = e.meta ? parse_iso8601(e.meta->created_at) : std::nullopt;
+    e.time = t ? *t : parse_name_timestamp(parsed->timestamp).value_or(Clock::time_point{});
+    out.push_back(std::move(e));
+  }
+  std::sort(out.begin(), out.end(), [](const RemoteEntry& a, const RemoteEntry& b) { return a.time > b.time; });
+  (void)config;
+  return out;
+}
+
+nlohmann::json remote_json(const std::vector<RemoteEntry>& entries, const std::string& remote) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& e : entries) {
+    list.push_back({{"kind", kind_name(e.kind)},
+                    {"name", e.name},
+                    {"created_at", e.meta ? e.meta->created_at : ""},
+                    {"size", e.file ? e.file->size : 0},
+                    {"sha256", e.meta ? e.meta->sha256 : ""},
+                    {"set_id", e.meta ? e.meta->set_id : ""},
+                    {"encrypted", e.meta && encrypted(*e.meta)},
+                    {"state", e.state()}});
+  }
+  return {{"remote", remote}, {"backups", list}};
+}
+
+std::string remote_table(const std::vector<RemoteEntry>& entries) {
+  std::string out = fmt::format("{:<8} {:<25} {:>10} {:<12} {:<20} {}\n", "KIND", "CREATED", "SIZE", "COPY", "SET", "FILE");
+  for (const auto& e : entries) {
+    out += fmt::format("{:<8} {:<25} {:>10} {:<12} {:<20} {}\n", kind_name(e.kind), e.meta ? e.meta->created_at : "?",
+                       e.file ? human_bytes(e.file->size) : "-", e.state(), e.meta ? e.meta->set_id : "",
+                       e.name);
+  }
+  return out;
+}
+
+std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress) {
+  const std::string url = config.remote->url;
+  auto listing = remote.list();
+  std::vector<RemoteVerdict> out;
+  for (const RemoteEntry& e : remote_catalog(config, remote)) {
+    check_interrupted();
+    RemoteVerdict v{e.name, false, ""};
+    if (e.state() != "ok") {
+      v.detail = e.meta ? e.state() + (e.file ? fmt::format(" ({} there, {} in the meta)", e.file->size, e.meta->size) : "")
+                        : e.meta_problem;
+      out.push_back(v);
+      continue;
+    }
+    std::string etag = copy_etag(*e.meta, url);
+    if (!etag.empty() && !e.file->etag.empty() && etag != e.file->etag) {
+      v.detail = "ETag " + e.file->etag + " is not the copy's " + etag + " (changed on the remote)";
+      out.push_back(v);
+      continue;
+    }
+    if (!read_data) {
+      v.ok = true;
+      v.detail = etag.empty() || e.file->etag.empty() ? "size as in the meta" : "size and ETag as when copied";
+      out.push_back(v);
+      continue;
+    }
+    // Every byte: downloaded into a scratch folder, checked as `verify` checks a local backup.
+    TempDir scratch_root("backupctl-remote-verify");
+    const fs::path dir = scratch_root.path() / kind_name(e.kind);
+    make_dirs(dir);
+    const std::string file = fs::path(e.name).filename().string();
+    try {
+      auto fetch = [&](const std::string& name, const fs::path& to) {
+        auto sink = io::AtomicFileSink::try_create(to);
+        if (!sink) throw Error(ErrorCode::internal, "scratch file exists: " + to.string());
+        remote.get(name, *sink);
+        sink->commit();
+      };
+      fetch(e.name, dir / file);
+      fetch(e.name + ".meta", dir / (file + ".meta"));
+      for (const char* part : {"roles"}) {
+        if (!e.meta->parts.contains(part) || !e.meta->parts[part].is_object()) continue;
+        std::string companion = json_string(e.meta->parts[part], "file");
+        std::string cname = std::string(kind_name(e.kind)) + "/" + companion;
+        if (listing.count(cname) && fs::path(companion).filename() == companion) fetch(cname, dir / companion);
+      }
+      VerifyVerdict lv = verify_backup(config, dir / file, progress, false);
+      v.ok = lv.ok;
+      v.detail = lv.detail;
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::interrupted) throw;
+      v.detail = err.what();
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+fs::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress) {
+  const std::string file = fs::path(name).filename().string();
+  auto parsed = parse_backup_filename(file);
+  if (!parsed || name != std::string(kind_name(parsed->kind)) + "/" + file) {
+    throw Error(ErrorCode::usage, "'" + name + "' is not a backup file name",
+                "`backupctl list --remote` shows the backups there, e.g. db/archive_archive_20261201_031500.dump");
+  }
+  Meta meta = remote_meta(remote, name + ".meta");
+  const fs::path dir = config.kind_dir(kind_name(parsed->kind));
+  make_dirs(dir);
+  const fs::path local = dir / file;
+  auto fetch_one = [&](const std::string& rname, const fs::path& to, const std::string& sha256) {
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(to, ec))) {
+      if (sha256.empty()) return;  // a companion already there
+      io::StringSink none;
+      CatalogEntry have = catalog_entry(to);
+      if (have.meta && have.meta->sha256 == sha256 && !have.damaged()) return;
+      throw Error(ErrorCode::usage, to.string() + " exists and is not the remote's " + rname,
+                  "move it away, then run again");
+    }
+    auto sink = io::AtomicFileSink::try_create(to);
+    if (!sink) throw Error(ErrorCode::usage, to.string() + ".partial exists: another run is fetching it", "wait for it, or remove the .partial");
+    io::Sha256Sink hash(*sink);
+    progress.start("fetch " + rname);
+    remote.get(rname, hash);
+    hash.finish();
+    progress.finish();
+    if (!sha256.empty() && hash.hex() != sha256) {
+      throw Error(ErrorCode::verification, rname + " on the remote does not match the sha256 of its meta",
+                  "the off-site copy is damaged; pick another backup (`backupctl list --remote`)");
+    }
+    sink->commit();
+  };
+  fetch_one(name, local, meta.sha256);
+  if (meta.parts.contains("roles") && meta.parts["roles"].is_object()) {
+    std::string roles = json_string(meta.parts["roles"], "file");
+    if (!roles.empty() && fs::path(roles).filename() == roles) {
+      fetch_one(std::string(kind_name(parsed->kind)) + "/" + roles, dir / roles, "");
+    }
+  }
+  std::error_code ec;
+  if (!fs::exists(local.string() + ".meta", ec)) write_meta(local.string() + ".meta", meta);
+  spdlog::info("remote: {} is in {}", name, local.string());
+  return local;
+}
+
+std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress) {
+  auto listing = remote.list();
+  std::vector<std::string> sets;
+  for (const auto& [name, f] : listing) {
+    if (name.starts_with("sets/") && is_set_name(name.substr(5))) sets.push_back(name);
+  }
+  std::sort(sets.rbegin(), sets.rend());
+  for (const auto& name : sets) {
+    io::StringSink sink;
+    remote.get(name, sink);
+    auto j = nlohmann::json::parse(sink.data(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    auto complete = j.find("complete");
+    auto sid = j.find("set_id");
+    bool match = id == "latest" ? complete != j.end() && complete->is_boolean() && complete->get<bool>()
+                                : sid != j.end() && sid->is_string() && sid->get<std::string>() == id;
+    if (!match) continue;
+    for (const char* kind : {"db", "objects", "config"}) {
+      if (!j.contains("parts") || !j["parts"].is_object() || !j["parts"].contains(kind)) continue;
+      const auto& p = j["parts"][kind];
+      if (!p.is_object() || p.contains("error")) continue;
+      std::string file = fs::path(json_string(p, "file", json_string(p, "path"))).filename().string();
+      fetch_backup(config, remote, std::string(kind) + "/" + file, progress);
+    }
+    const fs::path dir = config.backup_dir / "sets";
+    make_dirs(dir);
+    write_file_atomic(dir / fs::path(name).filename(), sink.data(), 0600);
+    return json_string(j, "set_id");
+  }
+  throw Error(ErrorCode::not_found,
+              id == "latest" ? "no complete backup set on " + config.remote->url : "no backup set " + id + " on " + config.remote->url,
+              "`backupctl list --remote` shows what is there; `backupctl push --all` copies what is here");
+}
+
+std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run) {
+  const RemoteConfig& rc = *config.remote;
+  if (rc.object_lock_days > 0) {
+    spdlog::info("remote: BACKUP_REMOTE_OBJECT_LOCK_DAYS is set: the bucket's lifecycle expires old copies, not prune");
+    return {};
+  }
+  Config c = config;
+  c.retention_days = rc.retention_days;
+  const auto now = Clock::now();
+  const auto cutoff = now - std::chrono::hours(24) * rc.retention_days;
+  auto entries = remote_catalog(config, remote);
+  // As CatalogEntry, for the same rules: a copy counts as verified when its file is there whole.
+  std::vector<CatalogEntry> as_local;
+  for (const auto& e : entries) {
+    if (!e.meta) continue;
+    CatalogEntry c2;
+    c2.kind = e.kind;
+    c2.path = e.name;
+    c2.meta = e.meta;
+    c2.time = e.time;
+    c2.size = e.file ? e.file->size : 0;
+    if (e.state() == "ok") c2.meta->verification = Verification{iso8601(now), true, "on the remote"};
+    as_local.push_back(std::move(c2));
+  }
+  std::map<std::pair<Kind, std::string>, std::vector<const CatalogEntry*>> sources;
+  for (const auto& e : as_local) sources[{e.kind, e.source()}].push_back(&e);
+  std::vector<std::string> doomed;
+  for (const auto& [source, list] : sources) {
+    auto keep = kept_of_source(c, list, now + std::chrono::minutes(5));
+    for (const CatalogEntry* e : list) {
+      if (e->time >= cutoff || keep.count(e)) continue;
+      std::string name = e->path.string();
+      std::string dir = name.substr(0, name.find('/'));
+      // The meta first: a file without its meta is an unfinished copy, never one that looks whole.
+      doomed.push_back(name + ".meta");
+      doomed.push_back(name);
+      if (e->meta->parts.contains("roles") && e->meta->parts["roles"].is_object()) {
+        std::string roles = json_string(e->meta->parts["roles"], "file");
+        if (!roles.empty() && fs::path(roles).filename() == roles) doomed.push_back(dir + "/" + roles);
+      }
+      spdlog::info("remote: {}{} (older than BACKUP_REMOTE_RETENTION_DAYS={})", dry_run ? "would delete " : "deleting ",
+                   name, rc.retention_days);
+    }
+  }
+  if (!dry_run && !doomed.empty()) remote.remove(doomed);
+  return doomed;
+}
+
+}  // namespace backupctl

@@ -1,0 +1,83 @@
+// Off-site copies (BACKUP_REMOTE_URL): `push`, `list --remote`, `verify --remote [--read-data]`,
+// the remote's retention, and fetching a backup back from the remote for `restore … --remote`
+// and `rehearse --remote`.
+//
+// A backup is on the remote when its file and its meta are: the file (and a dump's roles file)
+// goes first, the meta last, so a copy cut short never looks finished. The local meta records
+// each copy ("remote_copies": remote, time, size, ETag), and that meta is what goes up: a fresh
+// host reading the remote's metas alone knows every copy's digests.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "catalog/catalog.hpp"
+#include "config/config.hpp"
+#include "storage/remote.hpp"
+#include "util/progress.hpp"
+
+namespace backupctl {
+
+struct PushReport {
+  std::string remote;
+  std::vector<std::string> sent;     // names copied this time
+  std::vector<std::string> present;  // names already there
+  std::uint64_t bytes = 0;           // bytes sent
+  std::vector<std::string> failed;   // "name: why"
+};
+
+// Copies what the remote lacks of `files` (backup files of BACKUP_DIR: each with its
+// companions and meta) and `set_files`. Refuses plaintext backups unless
+// BACKUP_REMOTE_ALLOW_PLAINTEXT=yes. Throws on the first failure after finishing nothing half:
+// what was sent stays (a rerun resumes).
+PushReport push(const Config& config, Remote& remote, const std::vector<std::filesystem::path>& files,
+                const std::vector<std::filesystem::path>& set_files, Progress& progress);
+
+// What `push --all` sends: every backup with a meta, and every set file.
+void every_local_backup(const Config& config, std::vector<std::filesystem::path>& files,
+                        std::vector<std::filesystem::path>& set_files);
+
+// A backup on the remote, from its meta there.
+struct RemoteEntry {
+  Kind kind;
+  std::string name;             // "db/archive_…dump"
+  std::optional<Meta> meta;     // nullopt: the meta there does not read (meta_problem says why)
+  std::string meta_problem;
+  std::optional<RemoteFile> file;  // the file as listed (nullopt: missing)
+  Clock::time_point time;
+  std::string state() const;   // "ok", "missing", "size differs", "digest differs", "bad meta"
+};
+
+// Every backup on the remote (metas read there), newest first.
+std::vector<RemoteEntry> remote_catalog(const Config& config, Remote& remote);
+nlohmann::json remote_json(const std::vector<RemoteEntry>& entries, const std::string& remote);
+std::string remote_table(const std::vector<RemoteEntry>& entries);
+
+struct RemoteVerdict {
+  std::string name;
+  bool ok = false;
+  std::string detail;
+};
+// Listing: each file there, of its meta's size and (S3) ETag. `read_data`: each file downloaded
+// and checked like `verify` checks a local one (sha256, then the archive read through), in a
+// scratch folder under BACKUP_DIR removed after.
+std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress);
+
+// Brings a backup (file, companions, meta) from the remote into BACKUP_DIR/<kind>/, checked
+// against the remote meta's sha256, unless a good copy is there already. Returns its local path.
+std::filesystem::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress);
+
+// The set file `id` ("latest": the newest complete one) from the remote into BACKUP_DIR/sets/,
+// and every part it names. Returns the set's id.
+std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress);
+
+// The remote's retention: BACKUP_REMOTE_RETENTION_DAYS with the local rules per source (never
+// the newest copy that verified). With BACKUP_REMOTE_OBJECT_LOCK_DAYS nothing is deleted:
+// the bucket's lifecycle expires the copies once their lock ends.
+std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run);
+
+}  // namespace backupctl

@@ -1,0 +1,358 @@
+// Issue 15: off-site copies (BACKUP_REMOTE_URL) against Ceph RGW (it checks signatures) and a
+// folder remote: every backup copied encrypted, a push cut short resumes without sending again
+// what arrived, a damaged copy is found, the remote's retention, and the recovery of a lost host
+// from the remote alone.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "fixture.hpp"
+#include "s3_fixture.hpp"
+#include "support/capture_server.hpp"
+#include "util/time.hpp"
+
+namespace backupctl::test {
+
+namespace {
+
+nlohmann::json json_of(const CliResult& r) {
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << r.out << r.err;
+  return j;
+}
+
+void write_random(const fs::path& file, std::size_t size, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::string data(size, '\0');
+  for (std::size_t i = 0; i + 8 <= size; i += 8) {
+    std::uint64_t v = rng();
+    std::memcpy(data.data() + i, &v, 8);
+  }
+  write_file_atomic(file, data, 0644);
+}
+
+void flip_byte(const fs::path& file, std::uint64_t at) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(at));
+  char c = 0;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(at));
+  f.put(static_cast<char>(c ^ 0x20));
+}
+
+// The stack on one host: database `archive`, attachments in a folder (one 40 MiB object, so the
+// objects archive is a multipart upload, and a few small ones), the three config paths; backups
+// encrypted to an age key kept apart from BACKUP_DIR.
+class Host {
+ public:
+  Host() {
+    pg.create_database("archive");
+    pg.psql("archive",
+            "CREATE TABLE documents (id int PRIMARY KEY, title text); "
+            "INSERT INTO documents SELECT i, 'doc ' || i FROM generate_series(1, 5000) i");
+    make_dirs(app() / "infra/monitoring", 0755);
+    write_file_atomic(app() / "infra/env", "POSTGRES_PASSWORD=offsite-secret\n", 0600);
+    write_file_atomic(app() / "infra/docker-compose.yml", "services:\n  api: {}\n", 0644);
+    write_file_atomic(app() / "infra/monitoring/prometheus.yml", "scrape_configs: []\n", 0644);
+    make_dirs(objects() / "attachments/2026", 0755);
+    write_random(objects() / "attachments/2026/scan.pdf", 40u << 20, 7);
+    for (int i = 0; i < 5; ++i) write_file_atomic(objects() / "attachments" / ("note" + std::to_string(i) + ".txt"), "note " + std::to_string(i));
+    EXPECT_TRUE(run_command({.argv = {"age-keygen", "-o", key().string()}}).status.ok());
+    recipient = first_line(run_command({.argv = {"age-keygen", "-y", key().string()}}).out);
+  }
+  fs::path app() const { return dir.path() / "app"; }
+  fs::path backups() const { return dir.path() / "backups"; }
+  fs::path objects() const { return dir.path() / "objects"; }
+  fs::path key() const { return keys.path() / "key.txt"; }
+
+  EnvList env(const EnvList& remote) const {
+    EnvList e = backup_env(pg, "archive", backups());
+    e.insert(e.end(), {{"APP_ROOT", app().string()},
+                       {"OBJECT_STORAGE", "disk"},
+                       {"OBJECT_STORAGE_DIR", objects().string()},
+                       {"SERVICE_CONTROL", "none"},
+                       {"BACKUP_AGE_RECIPIENTS", recipient},
+                       {"BACKUP_AGE_IDENTITY", key().string()}});
+    e.insert(e.end(), remote.begin(), remote.end());
+    return e;
+  }
+
+  PgCluster pg;
+  TempDir dir{"backupctl-host"};
+  TempDir keys{"backupctl-keys"};
+  std::string recipient;
+};
+
+EnvList s3_remote(const S3Server& s3, const std::string& url) {
+  return {{"BACKUP_REMOTE_URL", url},
+          {"BACKUP_REMOTE_ENDPOINT", s3.endpoint()},
+          {"BACKUP_REMOTE_ACCESS_KEY", s3.access_key()},
+          {"BACKUP_REMOTE_SECRET_KEY", s3.secret_key()}};
+}
+
+// What the bucket holds under `prefix`: key -> bytes.
+std::map<std::string, std::string> bucket_files(const S3Server& s3, const std::string& bucket, const std::string& prefix) {
+  S3Store store(s3.settings());
+  std::map<std::string, std::string> out;
+  std::vector<std::string> keys;
+  store.list_objects(bucket, prefix, [&](const ObjectEntry& e) { keys.push_back(e.key); });
+  for (const auto& k : keys) {
+    io::StringSink sink;
+    store.get_object(bucket, k, sink);
+    out[k.substr(prefix.size())] = sink.take();
+  }
+  return out;
+}
+
+std::string tree_digest(const fs::path& root) {
+  std::string out;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
+    out += fs::relative(it->path(), root).string();
+    if (it->is_regular_file()) out += " " + sha256sum(it->path());
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+// backup all with a remote: the set, its three backups, their metas (the copy recorded) and the
+// roles file are in the bucket, byte for byte, encrypted. Then the host is lost (BACKUP_DIR, the
+// database cluster, the attachments, the config): on a new cluster, with only the remote's
+// settings and the age key, restore all --remote brings back the rows and the attachments, and
+// restore config --remote --mode apply the config files.
+TEST(OffSite, BackupAllGoesOffSiteEncryptedAndALostHostComesBackFromTheRemoteAlone) {
+  S3Server s3;
+  Host host;
+  S3Store(s3.settings()).create_bucket("offsite");
+  const EnvList remote = s3_remote(s3, "s3://offsite/archive/prod");
+  CliResult all = run_backupctl({"backup", "all", "--json"}, host.env(remote));
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  const std::string set_id = json_of(all)["set"]["set_id"];
+
+  auto files = bucket_files(s3, "offsite", "archive/prod/");
+  int backups = 0;
+  for (const auto& kind : {"db", "objects", "config"}) {
+    for (const auto& name : list_dir(host.backups() / kind)) {
+      const fs::path local = host.backups() / kind / name;
+      const std::string rel = std::string(kind) + "/" + name;
+      ASSERT_TRUE(files.count(rel)) << rel << " is not on the remote";
+      if (name.ends_with(".meta")) {
+        auto meta = nlohmann::json::parse(files[rel]);
+        EXPECT_TRUE(meta["remote_copies"].contains("s3://offsite/archive/prod")) << files[rel];
+        continue;
+      }
+      EXPECT_EQ(files[rel], read_file(local)) << rel << ": the copy is not the file";
+      if (name.find("roles") == std::string::npos) {
+        ++backups;
+        EXPECT_TRUE(files[rel].starts_with("age-encryption.org/v1")) << rel << " went up unencrypted";
+      }
+    }
+  }
+  EXPECT_EQ(backups, 3);
+  EXPECT_EQ(files.count("sets/" + list_dir(host.backups() / "sets").front()), 1u);
+
+  CliResult listed = run_backupctl({"list", "--remote", "--json"}, host.env(remote));
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  auto l = json_of(listed);
+  ASSERT_EQ(l["backups"].size(), 3u) << listed.out;
+  for (const auto& b : l["backups"]) {
+    EXPECT_EQ(b["state"], "ok") << b;
+    EXPECT_EQ(b["encrypted"], true) << b;
+  }
+  CliResult deep = run_backupctl({"verify", "--remote", "--read-data"}, host.env(remote));
+  EXPECT_EQ(deep.exit_code, 0) << deep.out << deep.err;
+
+  // The host is lost.
+  const std::string objects_before = tree_digest(host.objects());
+  const std::string env_before = read_file(host.app() / "infra/env");
+  fs::remove_all(host.backups());
+  fs::remove_all(host.objects());
+  fs::remove_all(host.app() / "infra");
+  make_dirs(host.app(), 0755);
+  PgCluster fresh;
+  EnvList e = backup_env(fresh, "archive", host.backups());
+  e.insert(e.end(), {{"APP_ROOT", host.app().string()},
+                     {"OBJECT_STORAGE", "disk"},
+                     {"OBJECT_STORAGE_DIR", host.objects().string()},
+                     {"SERVICE_CONTROL", "none"},
+                     {"BACKUP_AGE_IDENTITY", host.key().string()},
+                     {"CONFIRM", "YES"}});
+  e.insert(e.end(), remote.begin(), remote.end());
+  CliResult restored = run_backupctl({"restore", "all", "--remote", "--set", "latest"}, e);
+  ASSERT_EQ(restored.exit_code, 0) << restored.out << restored.err;
+  EXPECT_EQ(fresh.psql("archive", "SELECT count(*), sum(id) FROM documents"), "5000|12502500\n");
+  EXPECT_EQ(tree_digest(host.objects()), objects_before);
+  std::string conf;
+  for (const auto& n : list_dir(host.backups() / "config")) {
+    if (!n.ends_with(".meta")) conf = n;
+  }
+  ASSERT_FALSE(conf.empty()) << "restore all --remote did not bring the set's config backup";
+  CliResult applied = run_backupctl({"restore", "config", "--remote", "--file", conf, "--mode", "apply"}, e);
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_EQ(read_file(host.app() / "infra/env"), env_before);
+  EXPECT_TRUE(fs::exists(host.app() / "infra/monitoring/prometheus.yml"));
+  // The set came back with its parts: the catalog of the new host is the remote's.
+  auto sets = list_dir(host.backups() / "sets");
+  ASSERT_EQ(sets.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(read_file(host.backups() / "sets" / sets.front()))["set_id"], set_id);
+  CliResult relisted = run_backupctl({"list", "--json"}, e);
+  EXPECT_EQ(nlohmann::json::parse(relisted.out).size(), 3u) << relisted.out;
+}
+
+// A push killed after two parts of the 40 MiB archive (S3) or after some chunks (folder): the
+// rerun sends only what was missing (within 10%), the copy is whole, and nothing unfinished ever
+// looks finished on the remote.
+TEST(OffSite, APushCutShortResumesWithoutSendingAgainWhatArrived) {
+  S3Server s3;
+  S3Store(s3.settings()).create_bucket("resume");
+  TempDir folder("backupctl-offsite");
+  Host host;
+  CliResult local = run_backupctl({"backup", "objects", "--no-remote", "--json"}, host.env({}));
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  const fs::path archive = json_of(local)["path"].get<std::string>();
+  const std::uint64_t size = fs::file_size(archive);
+  ASSERT_GT(size, 40u << 20);
+  const std::string name = "objects/" + archive.filename().string();
+
+  struct Case {
+    std::string label;
+    EnvList remote;
+    std::string fault;
+    std::uint64_t arrived_at_least;  // bytes surely there when the kill came
+  };
+  std::vector<Case> cases = {
+      {"s3", s3_remote(s3, "s3://resume/x"), "remote.part-sent#2", 2 * (8u << 20)},
+      {"folder", {{"BACKUP_REMOTE_URL", "file://" + folder.path().string()}}, "remote.chunk-written#20", 20u << 20},
+  };
+  for (const Case& c : cases) {
+    EnvList killed = host.env(c.remote);
+    killed.emplace_back("BACKUPCTL_FAULT", c.fault);
+    CliResult cut = run_backupctl({"push", "--all", "--json"}, killed);
+    ASSERT_EQ(cut.exit_code, 128 + SIGKILL) << c.label << cut.err;
+    CliResult seen = run_backupctl({"list", "--remote", "--json"}, host.env(c.remote));
+    ASSERT_EQ(seen.exit_code, 0) << seen.err;
+    EXPECT_TRUE(json_of(seen)["backups"].empty()) << c.label << ": a copy cut short looks finished: " << seen.out;
+
+    CliResult again = run_backupctl({"push", "--all", "--json"}, host.env(c.remote));
+    ASSERT_EQ(again.exit_code, 0) << c.label << again.err;
+    auto j = json_of(again);
+    const std::uint64_t remainder = size - c.arrived_at_least;
+    EXPECT_GT(j["bytes"].get<std::uint64_t>(), 0u) << c.label;
+    EXPECT_LE(j["bytes"].get<std::uint64_t>(), remainder + remainder / 10 + (1u << 20))
+        << c.label << ": the rerun sent again what had arrived (" << j["bytes"] << " of " << size << ")";
+    CliResult check = run_backupctl({"verify", "--remote", "--read-data", "--json"}, host.env(c.remote));
+    EXPECT_EQ(check.exit_code, 0) << c.label << check.out << check.err;
+    CliResult third = run_backupctl({"push", "--json"}, host.env(c.remote));
+    EXPECT_EQ(json_of(third)["bytes"], 0) << c.label << ": a complete remote got files again";
+  }
+  EXPECT_EQ(bucket_files(s3, "resume", "x/")[name], read_file(archive));
+  EXPECT_EQ(read_file(folder.path() / name), read_file(archive));
+  EXPECT_FALSE(fs::exists(folder.path() / (name + ".partial")));
+}
+
+// Folder remote: a flipped byte is found by --read-data (the listing cannot see it) and named; the
+// remote's retention deletes an expired copy but keeps the newest; plaintext and Object Lock on a
+// folder are refused with the way out; pings go to URL/start and URL (URL/fail on failure).
+TEST(OffSite, DamageRetentionRefusalsAndPingsOnAFolderRemote) {
+  TempDir folder("backupctl-offsite");
+  Host host;
+  const EnvList remote = {{"BACKUP_REMOTE_URL", "file://" + folder.path().string()},
+                          {"BACKUP_KEEP_MIN", "1"},
+                          {"BACKUP_REMOTE_RETENTION_DAYS", "2"}};
+  {
+    CaptureServer hook("HTTP/1.1 200 OK", 2);
+    EnvList e = host.env(remote);
+    e.emplace_back("BACKUP_PING_URL", "http://127.0.0.1:" + std::to_string(hook.port()) + "/ping/abc-123");
+    CliResult db = run_backupctl({"backup", "db"}, e);
+    ASSERT_EQ(db.exit_code, 0) << db.err;
+    const auto& reqs = hook.requests();
+    ASSERT_EQ(reqs.size(), 2u);
+    EXPECT_TRUE(reqs[0].starts_with("POST /ping/abc-123/start ")) << reqs[0];
+    EXPECT_TRUE(reqs[1].starts_with("POST /ping/abc-123 ")) << reqs[1];
+  }
+  std::string dump;
+  for (const auto& n : list_dir(folder.path() / "db")) {
+    if (n.ends_with(".dump.age")) dump = n;
+  }
+  ASSERT_FALSE(dump.empty()) << "the dump is not on the remote";
+  flip_byte(folder.path() / "db" / dump, 1000);
+  CliResult shallow = run_backupctl({"verify", "--remote"}, host.env(remote));
+  EXPECT_EQ(shallow.exit_code, 0) << "the listing cannot see a flipped byte: " << shallow.out;
+  CliResult deep = run_backupctl({"verify", "--remote", "--read-data"}, host.env(remote));
+  EXPECT_NE(deep.exit_code, 0) << deep.out;
+  EXPECT_NE(deep.out.find("FAIL  db/" + dump), std::string::npos) << deep.out;
+
+  // Retention: the damaged copy is dated 10 days back on the remote; the next backup's push prunes
+  // it there (and keeps the new one, BACKUP_KEEP_MIN=1), locally the old one stays (30 days).
+  {
+    const fs::path meta = folder.path() / "db" / (dump + ".meta");
+    auto m = nlohmann::json::parse(read_file(meta));
+    m["created_at"] = iso8601(Clock::now() - std::chrono::hours(240));
+    write_file_atomic(meta, m.dump());
+  }
+  {
+    CaptureServer hook("HTTP/1.1 200 OK", 2);
+    EnvList e = host.env(remote);
+    e.emplace_back("BACKUP_PING_URL", "http://127.0.0.1:" + std::to_string(hook.port()) + "/p");
+    e.emplace_back("PGDATABASE", "gone");
+    EXPECT_NE(run_backupctl({"backup", "db"}, e).exit_code, 0);
+    ASSERT_EQ(hook.requests().size(), 2u);
+    EXPECT_TRUE(hook.requests()[1].starts_with("POST /p/fail ")) << hook.requests()[1];
+    EXPECT_NE(hook.requests()[1].find("gone"), std::string::npos) << hook.requests()[1];
+  }
+  ASSERT_EQ(run_backupctl({"backup", "db"}, host.env(remote)).exit_code, 0);
+  std::vector<std::string> dumps;
+  for (const auto& n : list_dir(folder.path() / "db")) {
+    if (n.ends_with(".dump.age")) dumps.push_back(n);
+  }
+  ASSERT_EQ(dumps.size(), 1u) << "the expired copy stayed on the remote";
+  EXPECT_NE(dumps.front(), dump);
+  EXPECT_TRUE(fs::exists(host.backups() / "db" / dump)) << "the remote's retention deleted a local backup";
+
+  // Without encryption the copy is refused, the local backup kept; allowed, it goes.
+  EnvList plain = host.env(remote);
+  std::erase_if(plain, [](const auto& kv) { return kv.first == "BACKUP_AGE_RECIPIENTS"; });
+  CliResult refused = run_backupctl({"backup", "config"}, plain);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("refusing to copy unencrypted backups"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("the backup is done"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("BACKUP_REMOTE_ALLOW_PLAINTEXT=yes"), std::string::npos) << refused.err;
+  plain.emplace_back("BACKUP_REMOTE_ALLOW_PLAINTEXT", "yes");
+  EXPECT_EQ(run_backupctl({"push"}, plain).exit_code, 0);
+  EnvList locked = host.env(remote);
+  locked.emplace_back("BACKUP_REMOTE_OBJECT_LOCK_DAYS", "7");
+  CliResult lock = run_backupctl({"list", "--remote"}, locked);
+  EXPECT_EQ(lock.exit_code, 2) << lock.err;
+  EXPECT_NE(lock.err.find("BACKUP_REMOTE_OBJECT_LOCK_DAYS needs an S3 remote"), std::string::npos) << lock.err;
+}
+
+// S3 Object Lock: with BACKUP_REMOTE_OBJECT_LOCK_DAYS the copies carry COMPLIANCE retention, so
+// the backup host's key cannot delete them; a bucket without Object Lock says so clearly.
+TEST(OffSite, ObjectLockKeepsCopiesFromBeingDeleted) {
+  S3Server s3;
+  Host host;
+  RunResult made = s3.aws({"s3api", "create-bucket", "--bucket", "locked", "--object-lock-enabled-for-bucket"});
+  ASSERT_TRUE(made.status.ok()) << made.err;
+  EnvList e = host.env(s3_remote(s3, "s3://locked/p"));
+  e.emplace_back("BACKUP_REMOTE_OBJECT_LOCK_DAYS", "1");
+  CliResult r = run_backupctl({"backup", "config"}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string key;
+  S3Store(s3.settings()).list_objects("locked", "p/config/", [&](const ObjectEntry& o) {
+    if (!o.key.ends_with(".meta")) key = o.key;
+  });
+  ASSERT_FALSE(key.empty());
+  RunResult versions = s3.aws({"s3api", "list-object-versions", "--bucket", "locked", "--prefix", key});
+  auto v = nlohmann::json::parse(versions.out, nullptr, false);
+  ASSERT_FALSE(v.is_discarded()) << versions.out << versions.err;
+  std::string version = v["Versions"][0]["VersionId"];
+  RunResult del = s3.aws({"s3api", "delete-object", "--bucket", "locked", "--key", key, "--version-id", version});
+  EXPECT_FALSE(del.status.ok()) << "a locked copy was deleted";
+  RunResult still = s3.aws({"s3api", "head-object", "--bucket", "locked", "--key", key, "--version-id", version});
+  EXPECT_TRUE(still.status.ok()) << still.err;
+}
+
+}  // namespace backupctl::test
