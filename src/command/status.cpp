@@ -7,6 +7,7 @@
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/json.hpp"
+#include "util/time.hpp"
 
 namespace backupctl {
 
@@ -37,7 +38,40 @@ StatusReport backup_status(const Config& config, Clock::time_point now) {
     r.stale = r.stale || k["stale"].get<bool>();
     kinds[name] = k;
   }
+  // The off-site copy: its newest copy (recorded in the local metas as each arrived, checked by
+  // the remote against its digests) is held to BACKUP_MAX_AGE_HOURS like the backups: copies that
+  // stop arriving make status stale.
+  nlohmann::json remote = nullptr;
+  if (config.remote) {
+    const std::string& url = config.remote->url;
+    nlohmann::json newest = nullptr;
+    std::string newest_at;
+    for (const auto& e : entries) {
+      if (!e.meta) continue;
+      auto it = e.meta->other.find("remote_copies");
+      if (it == e.meta->other.end() || !it->is_object() || !it->contains(url)) continue;
+      std::string at = json_string((*it)[url], "at");
+      auto t = parse_iso8601(at);
+      if (!t || at <= newest_at) continue;
+      newest_at = at;
+      newest = {{"file", e.path.string()}, {"copied_at", at},
+                {"age_hours", std::chrono::duration<double>(now - *t).count() / 3600.0}};
+    }
+    bool stale = newest.is_null() || newest["age_hours"].get<double>() > config.max_age_hours;
+    remote = {{"url", url}, {"newest_copy", newest}, {"stale", stale}};
+    auto from_state = [&](const char* section, const char* kind) {
+      const auto& j = state.json();
+      return j.is_object() && j.contains(section) && j[section].contains(kind) ? j[section][kind] : nlohmann::json(nullptr);
+    };
+    remote["last_push"] = from_state("last_success", "remote");
+    remote["last_failure"] = from_state("last_failure", "remote");
+    remote["last_verify"] = from_state("last_success", "remote_verify_data");
+    remote["last_rehearsal"] = from_state("last_success", "remote_rehearsal");
+    remote["last_rehearsal_failure"] = from_state("last_failure", "remote_rehearsal");
+    r.stale = r.stale || stale;
+  }
   r.json = {{"ok", !r.stale},
+            {"remote", remote},
             {"max_age_hours", config.max_age_hours},
             {"backup_dir", config.backup_dir.string()},
             {"kinds", kinds},
@@ -64,6 +98,25 @@ std::string StatusReport::describe() const {
     if (k.contains("last_failure")) {
       out += fmt::format("           last failure {}: {}\n", json_string(k["last_failure"], "at"),
                          json_string(k["last_failure"], "error"));
+    }
+  }
+  if (json.contains("remote") && !json["remote"].is_null()) {
+    const auto& rm = json["remote"];
+    std::string line = rm["newest_copy"].is_null()
+                           ? std::string("no copy yet (`backupctl push`)")
+                           : fmt::format("newest copy {} h old ({})", static_cast<int>(rm["newest_copy"]["age_hours"].get<double>()),
+                                         json_string(rm["newest_copy"], "file"));
+    out += fmt::format("  {:<8} {:<6} {}: {}\n", "remote", rm["stale"].get<bool>() ? "STALE" : "ok", json_string(rm, "url"), line);
+    if (!rm["last_failure"].is_null()) {
+      out += fmt::format("           last failure {}: {}\n", json_string(rm["last_failure"], "at"),
+                         json_string(rm["last_failure"], "error"));
+    }
+    if (!rm["last_verify"].is_null()) out += fmt::format("           last verify --read-data: {}\n", json_string(rm["last_verify"], "at"));
+    if (!rm["last_rehearsal"].is_null()) {
+      out += fmt::format("           last rehearsal from the remote: {} (passed)\n", json_string(rm["last_rehearsal"], "at"));
+    }
+    if (!rm["last_rehearsal_failure"].is_null()) {
+      out += fmt::format("           last failed rehearsal from the remote: {}\n", json_string(rm["last_rehearsal_failure"], "at"));
     }
   }
   if (!json["last_verify"].is_null()) {

@@ -93,6 +93,17 @@ std::string render_metrics(const Config& config, const RunState& state) {
   for (const auto& [kind, v] : failures.items()) {
     sample("backupctl_last_failure_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), unix_seconds(json_string(v, "at")));
   }
+  if (config.remote) {
+    family("backupctl_remote_newest_copy_timestamp_seconds", "When the newest off-site copy arrived (0: none).");
+    double newest = 0;
+    for (const auto& e : entries) {
+      if (!e.meta) continue;
+      auto it = e.meta->other.find("remote_copies");
+      if (it == e.meta->other.end() || !it->is_object() || !it->contains(config.remote->url)) continue;
+      newest = std::max(newest, unix_seconds(json_string((*it)[config.remote->url], "at")));
+    }
+    sample("backupctl_remote_newest_copy_timestamp_seconds", fmt::format(",remote=\"{}\"", config.remote->url), newest);
+  }
   family("backupctl_newest_backup_timestamp_seconds", "Creation time of the newest good backup of a kind.");
   family("backupctl_backups", "Backups of a kind in BACKUP_DIR.");
   for (const char* kind : kinds) {

@@ -273,7 +273,8 @@ class S3Remote : public Remote {
         {
           std::unique_lock<std::mutex> lock(mutex);
           cv.wait(lock, [&] { return closed || !queue.empty() || failure; });
-          if (failure || queue.empty()) return;
+          // After a signal the parts queued are not sent: the next push sends them.
+          if (failure || queue.empty() || interrupt_pending()) return;
           job = std::move(queue.front());
           queue.pop_front();
         }

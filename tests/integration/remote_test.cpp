@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "fixture.hpp"
 #include "s3_fixture.hpp"
@@ -164,6 +165,16 @@ TEST(OffSite, BackupAllGoesOffSiteEncryptedAndALostHostComesBackFromTheRemoteAlo
   }
   CliResult deep = run_backupctl({"verify", "--remote", "--read-data"}, host.env(remote));
   EXPECT_EQ(deep.exit_code, 0) << deep.out << deep.err;
+  // The monthly rehearsal from the off-site copy, and status says when it and the newest copy were.
+  CliResult rehearsed = run_backupctl({"rehearse", "--remote", "--json"}, host.env(remote));
+  EXPECT_EQ(rehearsed.exit_code, 0) << rehearsed.out << rehearsed.err;
+  CliResult status = run_backupctl({"status", "--json"}, host.env(remote));
+  auto st = json_of(status);
+  EXPECT_EQ(st["remote"]["url"], "s3://offsite/archive/prod") << status.out;
+  EXPECT_EQ(st["remote"]["stale"], false) << status.out;
+  EXPECT_LT(st["remote"]["newest_copy"]["age_hours"].get<double>(), 1.0) << status.out;
+  EXPECT_FALSE(st["remote"]["last_rehearsal"].is_null()) << status.out;
+  EXPECT_FALSE(st["remote"]["last_verify"].is_null()) << status.out;
 
   // The host is lost.
   const std::string objects_before = tree_digest(host.objects());
@@ -221,17 +232,20 @@ TEST(OffSite, APushCutShortResumesWithoutSendingAgainWhatArrived) {
     std::string label;
     EnvList remote;
     std::string fault;
-    std::uint64_t arrived_at_least;  // bytes surely there when the kill came
+    std::string signal;
+    std::uint64_t arrived_at_least;  // bytes surely there when the signal came
   };
   std::vector<Case> cases = {
-      {"s3", s3_remote(s3, "s3://resume/x"), "remote.part-sent#2", 2 * (8u << 20)},
-      {"folder", {{"BACKUP_REMOTE_URL", "file://" + folder.path().string()}}, "remote.chunk-written#20", 20u << 20},
+      {"s3", s3_remote(s3, "s3://resume/x"), "remote.part-sent#2", "KILL", 2 * (8u << 20)},
+      {"s3, SIGTERM", s3_remote(s3, "s3://resume/y"), "remote.part-sent#2", "TERM", 2 * (8u << 20)},
+      {"folder", {{"BACKUP_REMOTE_URL", "file://" + folder.path().string()}}, "remote.chunk-written#20", "KILL", 20u << 20},
   };
   for (const Case& c : cases) {
     EnvList killed = host.env(c.remote);
     killed.emplace_back("BACKUPCTL_FAULT", c.fault);
+    killed.emplace_back("BACKUPCTL_FAULT_SIGNAL", c.signal);
     CliResult cut = run_backupctl({"push", "--all", "--json"}, killed);
-    ASSERT_EQ(cut.exit_code, 128 + SIGKILL) << c.label << cut.err;
+    ASSERT_EQ(cut.exit_code, 128 + (c.signal == "KILL" ? SIGKILL : SIGTERM)) << c.label << cut.err;
     CliResult seen = run_backupctl({"list", "--remote", "--json"}, host.env(c.remote));
     ASSERT_EQ(seen.exit_code, 0) << seen.err;
     EXPECT_TRUE(json_of(seen)["backups"].empty()) << c.label << ": a copy cut short looks finished: " << seen.out;
@@ -251,6 +265,53 @@ TEST(OffSite, APushCutShortResumesWithoutSendingAgainWhatArrived) {
   EXPECT_EQ(bucket_files(s3, "resume", "x/")[name], read_file(archive));
   EXPECT_EQ(read_file(folder.path() / name), read_file(archive));
   EXPECT_FALSE(fs::exists(folder.path() / (name + ".partial")));
+}
+
+// The S3 server dies in the middle of a push (slowed by BACKUP_REMOTE_BWLIMIT): one clear error;
+// once it is back, the rerun sends only the parts that had not arrived.
+TEST(OffSite, TheServerDyingMidPushIsOneErrorAndTheRerunSendsTheRest) {
+  S3Server s3;
+  S3Store(s3.settings()).create_bucket("dies");
+  Host host;
+  CliResult local = run_backupctl({"backup", "objects", "--no-remote", "--json"}, host.env({}));
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  const fs::path archive = json_of(local)["path"].get<std::string>();
+  const std::uint64_t size = fs::file_size(archive);
+  EnvList e = host.env(s3_remote(s3, "s3://dies/p"));
+  EnvList slow = e;
+  // 4 MB/s per part, 4 parts at a time: the first four arrive after ~2 s, the fifth by ~4 s.
+  slow.emplace_back("BACKUP_REMOTE_BWLIMIT", "16M");
+  Child push = spawn_backupctl({"push"}, slow);
+  // Killed once some parts are there and before the last is.
+  const std::string key = "p/objects/" + archive.filename().string();
+  S3Store watcher(s3.settings());
+  ASSERT_TRUE(wait_for(
+      [&] {
+        auto open = watcher.open_upload("dies", key);
+        return open && !watcher.list_parts("dies", key, *open).empty();
+      },
+      30))
+      << "no part arrived";
+  s3.kill_server();
+  push.drain();
+  ExitStatus st = push.wait();
+  EXPECT_EQ(st.code, 3) << st.describe() << ": " << push.stderr_tail();
+  EXPECT_NE(push.stderr_tail().find("backupctl: error: cannot upload part"), std::string::npos) << push.stderr_tail();
+  EXPECT_NE(push.stderr_tail().find("the S3 server is down"), std::string::npos) << push.stderr_tail();
+  s3.restart_server();
+  // What arrived before the server died: the parts of the open upload.
+  S3Store store(s3.settings());
+  auto id = store.open_upload("dies", key);
+  ASSERT_TRUE(id.has_value()) << "the interrupted upload was not left open to resume";
+  std::uint64_t there = 0;
+  for (const auto& part : store.list_parts("dies", key, *id)) there += part.size;
+  EXPECT_GT(there, 0u);
+  EXPECT_LT(there, size);
+  CliResult again = run_backupctl({"push", "--json"}, e);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  const std::uint64_t remainder = size - there;
+  EXPECT_LE(json_of(again)["bytes"].get<std::uint64_t>(), remainder + remainder / 10 + (1u << 20)) << again.out;
+  EXPECT_EQ(bucket_files(s3, "dies", "p/")["objects/" + archive.filename().string()], read_file(archive));
 }
 
 // Folder remote: a flipped byte is found by --read-data (the listing cannot see it) and named; the
