@@ -8,7 +8,7 @@ ENV_FILE ?= $(wildcard infra/env)
 JOBS ?= $(shell nproc)
 env_flag = $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
-.PHONY: deps build build-asan test demo backup-db restore-db backup-objects restore-objects \
+.PHONY: deps build build-asan test demo push backup-db restore-db backup-objects restore-objects \
 	backup-config restore-config backup-all prune status check rehearse bench clean
 
 deps:
@@ -64,6 +64,10 @@ backup-all: build
 
 prune: build
 	@$(BACKUPCTL) $(env_flag) prune
+
+# Copies to BACKUP_REMOTE_URL what it lacks (every backup copies itself there after it anyway).
+push: build
+	@$(BACKUPCTL) $(env_flag) push
 
 status: build
 	@$(BACKUPCTL) $(env_flag) status

@@ -665,6 +665,15 @@ int cmd_prune(const Config& config, const Args& args) {
       }
     }
     PruneResult r = prune(config, args.dry_run, pg, Clock::now(), journal);
+    // The remote's retention too, when there is one (BACKUP_REMOTE_RETENTION_DAYS).
+    if (config.remote) {
+      auto remote = make_remote(config);
+      for (const auto& name : prune_remote(config, *remote, args.dry_run)) {
+        if (name.ends_with(".meta")) continue;
+        r.deleted.push_back({config.remote->url + "/" + name,
+                             fmt::format("older than BACKUP_REMOTE_RETENTION_DAYS={}", config.remote->retention_days)});
+      }
+    }
     if (args.out.json) {
       nlohmann::json d = nlohmann::json::array(), k = nlohmann::json::array();
       for (const auto& a : r.deleted) d.push_back({{"what", a.what}, {"reason", a.reason}});
