@@ -111,7 +111,6 @@ void copy_off_site(const Config& config, const Outcome& o, RunState& state) {
     }
     state.record_success("remote", seconds_since(start), r.bytes, r.remote);
     spdlog::info("remote: {} file(s) copied to {} ({})", r.sent.size(), r.remote, human_bytes(r.bytes));
-    prune_remote(config, *remote, false);
   } catch (const Error& e) {
     if (e.code() == ErrorCode::interrupted) throw;
     state.record_failure("remote", e.what());
@@ -119,6 +118,13 @@ void copy_off_site(const Config& config, const Outcome& o, RunState& state) {
                 "the backup is done, but its off-site copy to " + config.remote->url + " failed: " + e.what(),
                 e.hint().empty() ? "run `backupctl push` once the remote is reachable (it resumes)"
                                  : e.hint() + "; then `backupctl push` (it resumes)");
+  }
+  // The copy is there: a retention that cannot delete (a key without delete rights) is a warning.
+  try {
+    prune_remote(config, *remote, false);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) throw;
+    spdlog::warn("remote: the retention on {} failed: {}", config.remote->url, e.what());
   }
 }
 

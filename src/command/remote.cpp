@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -59,6 +61,20 @@ Meta remote_meta(Remote& remote, const std::string& meta_name) {
                 "the remote's meta was changed; push the backup again");
   }
   return meta;
+}
+
+// The roles file a remote meta names, as a remote name beside its dump ("" when none). A name
+// that is not a plain file name is reported, never followed.
+std::string remote_roles(const Meta& meta, const std::string& backup_name) {
+  if (!meta.parts.contains("roles") || !meta.parts["roles"].is_object()) return "";
+  std::string roles = json_string(meta.parts["roles"], "file");
+  if (roles.empty()) return "";
+  std::string name = backup_name.substr(0, backup_name.find('/')) + "/" + roles;
+  if (!remote_name_ok(name) || roles.ends_with(".meta")) {
+    throw Error(ErrorCode::verification, "the remote meta of " + backup_name + " names \"" + roles + "\" as its roles file: not followed",
+                "the remote's meta was changed; push the backup again");
+  }
+  return name;
 }
 
 std::string copy_etag(const Meta& meta, const std::string& remote) {
@@ -250,8 +266,17 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
       continue;
     }
     // Every byte: downloaded into a scratch folder, checked as `verify` checks a local backup.
-    TempDir scratch_root("backupctl-remote-verify");
-    const fs::path dir = scratch_root.path() / kind_name(e.kind);
+    // The scratch folder is under BACKUP_DIR (its disk holds backups; /tmp may be RAM).
+    struct Scratch {
+      fs::path path;
+      ~Scratch() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+      }
+    } scratch_root{config.backup_dir / (".remote-verify." + std::to_string(::getpid()))};
+    std::error_code ec;
+    fs::remove_all(scratch_root.path, ec);
+    const fs::path dir = scratch_root.path / kind_name(e.kind);
     make_dirs(dir);
     const std::string file = fs::path(e.name).filename().string();
     try {
@@ -263,11 +288,8 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
       };
       fetch(e.name, dir / file);
       fetch(e.name + ".meta", dir / (file + ".meta"));
-      for (const char* part : {"roles"}) {
-        if (!e.meta->parts.contains(part) || !e.meta->parts[part].is_object()) continue;
-        std::string companion = json_string(e.meta->parts[part], "file");
-        std::string cname = std::string(kind_name(e.kind)) + "/" + companion;
-        if (listing.count(cname) && fs::path(companion).filename() == companion) fetch(cname, dir / companion);
+      if (std::string roles = remote_roles(*e.meta, e.name); !roles.empty() && listing.count(roles)) {
+        fetch(roles, dir / fs::path(roles).filename());
       }
       VerifyVerdict lv = verify_backup(config, dir / file, progress, false);
       v.ok = lv.ok;
@@ -315,13 +337,9 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
     }
     sink->commit();
   };
+  const std::string roles = remote_roles(meta, name);  // checked before anything is written
   fetch_one(name, local, meta.sha256);
-  if (meta.parts.contains("roles") && meta.parts["roles"].is_object()) {
-    std::string roles = json_string(meta.parts["roles"], "file");
-    if (!roles.empty() && fs::path(roles).filename() == roles) {
-      fetch_one(std::string(kind_name(parsed->kind)) + "/" + roles, dir / roles, "");
-    }
-  }
+  if (!roles.empty()) fetch_one(roles, dir / fs::path(roles).filename(), "");
   std::error_code ec;
   if (!fs::exists(local.string() + ".meta", ec)) write_meta(local.string() + ".meta", meta);
   spdlog::info("remote: {} is in {}", name, local.string());
@@ -398,9 +416,10 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
       // The meta first: a file without its meta is an unfinished copy, never one that looks whole.
       doomed.push_back(name + ".meta");
       doomed.push_back(name);
-      if (e->meta->parts.contains("roles") && e->meta->parts["roles"].is_object()) {
-        std::string roles = json_string(e->meta->parts["roles"], "file");
-        if (!roles.empty() && fs::path(roles).filename() == roles) doomed.push_back(dir + "/" + roles);
+      try {
+        if (std::string roles = remote_roles(*e->meta, name); !roles.empty()) doomed.push_back(roles);
+      } catch (const Error& err) {
+        spdlog::warn("remote: {}", err.what());
       }
       spdlog::info("remote: {}{} (older than BACKUP_REMOTE_RETENTION_DAYS={})", dry_run ? "would delete " : "deleting ",
                    name, rc.retention_days);

@@ -488,6 +488,8 @@ class FolderRemote : public Remote {
 
 }  // namespace
 
+bool remote_name_ok(const std::string& name) { return plain_name(name); }
+
 std::uint64_t remote_part_size(std::uint64_t size) {
   constexpr std::uint64_t kMiB = 1 << 20;
   std::uint64_t part = ObjectStore::kMinPartSize;

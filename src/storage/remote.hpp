@@ -50,6 +50,10 @@ class Remote {
   virtual void remove(const std::vector<std::string>& names) = 0;
 };
 
+// Whether `name` is one a remote holds: "<db|objects|config|sets>/<plain file name>". Names from a
+// listing or a meta are input someone else may have written: anything else is not followed.
+bool remote_name_ok(const std::string& name);
+
 // REQUIRES: config.remote. Throws Error(usage) for settings that cannot work (an S3 remote
 // without keys).
 std::unique_ptr<Remote> make_remote(const Config& config);

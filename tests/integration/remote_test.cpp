@@ -417,3 +417,68 @@ TEST(OffSite, ObjectLockKeepsCopiesFromBeingDeleted) {
 }
 
 }  // namespace backupctl::test
+
+namespace backupctl::test {
+
+// A remote is written by whoever holds its key: crafted metas, sets and names there are reported,
+// never followed. Nothing is written outside BACKUP_DIR, nothing there is overwritten, and each
+// command ends with one clear error.
+TEST(OffSite, CraftedMetasSetsAndNamesOnTheRemoteAreNotFollowed) {
+  TempDir folder("backupctl-offsite");
+  TempDir outside("backupctl-outside");
+  Host host;
+  const EnvList remote = {{"BACKUP_REMOTE_URL", "file://" + folder.path().string()}};
+  ASSERT_EQ(run_backupctl({"backup", "all"}, host.env(remote)).exit_code, 0);
+  std::string dump;
+  for (const auto& n : list_dir(folder.path() / "db")) {
+    if (n.ends_with(".dump.age")) dump = n;
+  }
+  ASSERT_FALSE(dump.empty());
+  auto meta = nlohmann::json::parse(read_file(folder.path() / "db" / (dump + ".meta")));
+  const std::string stamp = "20260101_000000";
+  // 1. A meta whose roles file climbs out; 2. a meta describing another file; 3. not JSON;
+  // 4. a set naming a part outside; 5. a symlink in the remote pointing outside.
+  auto climbing = meta;
+  climbing["file"] = "archive_archive_" + stamp + ".dump.age";
+  climbing["parts"]["roles"]["file"] = "../../" + outside.path().filename().string() + "/owned";
+  write_file_atomic(folder.path() / "db" / ("archive_archive_" + stamp + ".dump.age"), read_file(folder.path() / "db" / dump));
+  write_file_atomic(folder.path() / "db" / ("archive_archive_" + stamp + ".dump.age.meta"), climbing.dump());
+  auto other = meta;
+  other["file"] = "archive_other_" + stamp + ".dump.age";
+  write_file_atomic(folder.path() / "db" / ("archive_archive_20260102_000000.dump.age.meta"), other.dump());
+  write_file_atomic(folder.path() / "db" / "archive_archive_20260103_000000.dump.age.meta", "{not json");
+  write_file_atomic(folder.path() / "sets" / "set_20260104_000000.json",
+                    nlohmann::json({{"set_id", "20260104_000000-evil"}, {"complete", true},
+                                    {"parts", {{"db", {{"file", "../../../" + outside.path().filename().string() + "/x.dump"}}}}}})
+                        .dump());
+  fs::create_symlink(outside.path() / "secret", folder.path() / "config" / "config_20260105_000000.tar.gz.age");
+  write_file_atomic(outside.path() / "secret", "outside");
+
+  CliResult listed = run_backupctl({"list", "--remote", "--json"}, host.env(remote));
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  int bad = 0;
+  const auto listing = json_of(listed);
+  for (const auto& b : listing["backups"]) bad += b["state"] == "bad meta";
+  EXPECT_EQ(bad, 2) << listed.out;  // the one for another file, the one that is not JSON
+
+  CliResult verified = run_backupctl({"verify", "--remote", "--read-data"}, host.env(remote));
+  EXPECT_NE(verified.exit_code, 0) << verified.out;
+  EXPECT_NE(verified.out.find("roles file: not followed"), std::string::npos) << verified.out;
+
+  EnvList e = host.env(remote);
+  e.emplace_back("CONFIRM", "YES");
+  CliResult climbed = run_backupctl({"restore", "db", "--remote", "--file", "archive_archive_" + stamp + ".dump.age"}, e);
+  EXPECT_EQ(climbed.exit_code, 5) << climbed.err;
+  EXPECT_NE(climbed.err.find("not followed"), std::string::npos) << climbed.err;
+  CliResult evil = run_backupctl({"restore", "all", "--remote", "--set", "20260104_000000-evil"}, e);
+  EXPECT_NE(evil.exit_code, 0);
+  CliResult named = run_backupctl({"restore", "db", "--remote", "--file", "../../etc/passwd"}, e);
+  EXPECT_EQ(named.exit_code, 2) << named.err;
+  EXPECT_EQ(list_dir(outside.path()), std::vector<std::string>{"secret"});
+  EXPECT_EQ(read_file(outside.path() / "secret"), "outside");
+  for (const auto& kind : {"db", "objects", "config", "sets"}) {
+    for (const auto& n : list_dir(host.backups() / kind)) EXPECT_EQ(n.find("2026010"), std::string::npos) << kind << "/" << n;
+  }
+}
+
+}  // namespace backupctl::test
