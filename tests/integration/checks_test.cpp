@@ -160,6 +160,9 @@ TEST(Demo, MakeDemoRunsThePlanEndToEnd) {
   fs::path backups = dir.path() / "demo/backup";
   EXPECT_EQ(list_dir(backups / "sets").size(), 1u);
   EXPECT_EQ(list_dir(backups / "db").size(), 3u) << "a dump, its roles file and its .meta";
+  // The set's off-site copy, the same files.
+  EXPECT_EQ(list_dir(dir.path() / "demo/offsite/db"), list_dir(backups / "db"));
+  EXPECT_EQ(list_dir(dir.path() / "demo/offsite/sets"), list_dir(backups / "sets"));
   auto reports = list_dir(backups / "rehearsals");
   ASSERT_EQ(reports.size(), 2u);
   auto rehearsal = read_json(backups / "rehearsals" / reports[0]);
