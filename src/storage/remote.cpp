@@ -273,8 +273,18 @@ class S3Remote : public Remote {
         {
           std::unique_lock<std::mutex> lock(mutex);
           cv.wait(lock, [&] { return closed || !queue.empty() || failure; });
-          // After a signal the parts queued are not sent: the next push sends them.
-          if (failure || queue.empty() || interrupt_pending()) return;
+          if (failure || queue.empty()) return;
+          // After a signal the parts queued are not sent (the next push sends them), and the
+          // reader, which may be waiting for room in the queue, hears of it.
+          if (interrupt_pending()) {
+            try {
+              check_interrupted();
+            } catch (...) {
+              failure = std::current_exception();
+            }
+            cv.notify_all();
+            return;
+          }
           job = std::move(queue.front());
           queue.pop_front();
         }
