@@ -22,6 +22,16 @@ work=$bench_work/remote
 mkdir -p "$work"
 trap '"$bench_root/tools/rgw-throwaway.sh" stop "$work/rgw" || true; bench_pg_stop' EXIT
 bench_pg_start "$docs"
+# A fresh server per round: RGW frees deleted objects only after its garbage collection (hours),
+# and the memstore OSD (8 GiB) fills up after a few rounds of 900 MiB copies.
+rgw_fresh() {
+  "$bench_root/tools/rgw-throwaway.sh" stop "$work/rgw" >/dev/null 2>&1 || true
+  rm -rf "$work/rgw"
+  eval "$("$bench_root/tools/rgw-throwaway.sh" start "$work/rgw")"
+  endpoint=$RGW_ENDPOINT
+  export RCLONE_CONFIG_RGW_ENDPOINT=$endpoint BACKUP_REMOTE_ENDPOINT=$endpoint
+  s3 s3 mb s3://offsite >/dev/null
+}
 eval "$("$bench_root/tools/rgw-throwaway.sh" start "$work/rgw")"
 endpoint=$RGW_ENDPOINT
 export AWS_ACCESS_KEY_ID=$RGW_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$RGW_SECRET_KEY AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
@@ -74,15 +84,20 @@ timed() {  # name command...
   total[$name]=$(echo "${total[$name]:-0} + $t" | bc -l)
   printf '  %-16s %8ss  (max RSS %s MiB)\n' "$name" "$(fmt_s "$t")" "$(( rss / 1024 ))" >&2
 }
-wipe() {
-  rclone purge rgw:offsite 2>/dev/null || true
-  # Open multipart uploads (of a killed push) go too.
+open_uploads() {  # "key id" lines of the bucket's open multipart uploads
   s3 s3api list-multipart-uploads --bucket offsite --output text --query 'Uploads[].[Key,UploadId]' 2>/dev/null |
-    while read -r key id; do [[ $key == None || -z $key ]] || s3 s3api abort-multipart-upload --bucket offsite --key "$key" --upload-id "$id"; done
+    grep -v '^None$' || true
+}
+wipe() {
+  # Open multipart uploads (of a killed push) go first, then every object.
+  while read -r key id; do
+    [[ -n $key ]] && s3 s3api abort-multipart-upload --bucket offsite --key "$key" --upload-id "$id" || true
+  done < <(open_uploads)
+  rclone purge rgw:offsite 2>/dev/null || true
   s3 s3 mb s3://offsite >/dev/null 2>&1 || true
 }
-rclone_default() { rclone copy "$work/files" rgw:offsite/rclone; }
-rclone_tuned() { rclone copy --transfers 2 --s3-upload-concurrency 8 --s3-chunk-size 16M "$work/files" rgw:offsite/rclone; }
+rclone_default() { timeout 600 rclone copy "$work/files" rgw:offsite/rclone; }
+rclone_tuned() { timeout 600 rclone copy --transfers 2 --s3-upload-concurrency 8 --s3-chunk-size 16M "$work/files" rgw:offsite/rclone; }
 ours_push() { BACKUP_DIR=$work/local "$backupctl" -q push --all; }
 # Both restores replace the database `target` (the previous one it keeps is dropped after, untimed).
 ours_restore_local() { CONFIRM=YES BACKUP_DIR=$work/local "$backupctl" -q restore db --target-db target --file "$dump"; }
@@ -101,6 +116,7 @@ export work dump backupctl
 resume_sent=0 resume_missing=0
 for r in $(seq 1 "$rounds"); do
   echo "round $r/$rounds" >&2
+  (( r == 1 )) || rgw_fresh
   for cmd in $( (( r % 2 )) && echo rclone_default rclone_tuned ours_push || echo ours_push rclone_tuned rclone_default); do
     wipe; timed "$cmd" "$cmd"
   done
@@ -108,9 +124,9 @@ for r in $(seq 1 "$rounds"); do
   for cmd in $( (( r % 2 )) && echo ours_restore_local ours_restore_remote || echo ours_restore_remote ours_restore_local); do
     timed "$cmd" "$cmd"; drop_previous
   done
-  # Killed at half the dump's parts, then resumed.
+  # Killed when half the set's parts (8 MiB each) have arrived, then resumed.
   wipe
-  parts=$(( ($(file_size "$dump") + 8388607) / 8388608 ))
+  parts=$(( ($(file_size "$dump") + 8388607) / 8388608 + ($(file_size "$archive") + 8388607) / 8388608 ))
   BACKUP_DIR=$work/local BACKUPCTL_FAULT="remote.part-sent#$(( parts / 2 ))" "$backupctl" -q push --all 2>/dev/null || true
   # What had arrived: the files completed (not their metas) and the parts of the open upload.
   done_bytes=$(s3 s3api list-objects-v2 --bucket offsite --prefix bench/ --output text \
@@ -121,7 +137,7 @@ for r in $(seq 1 "$rounds"); do
     [[ -z $key || $key == None ]] && continue
     p=$(s3 s3api list-parts --bucket offsite --key "$key" --upload-id "$id" --output text --query 'sum(Parts[].Size)')
     [[ $p =~ ^[0-9]+$ ]] && there=$(( there + p ))
-  done < <(s3 s3api list-multipart-uploads --bucket offsite --output text --query 'Uploads[].[Key,UploadId]' 2>/dev/null)
+  done < <(open_uploads)
   missing=$(( set_bytes - there ))
   sent=$(BACKUP_DIR=$work/local "$backupctl" push --all --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
   # The metas are not in set_bytes: a few KiB.

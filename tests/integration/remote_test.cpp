@@ -52,7 +52,9 @@ class Host {
     pg.create_database("archive");
     pg.psql("archive",
             "CREATE TABLE documents (id int PRIMARY KEY, title text); "
-            "INSERT INTO documents SELECT i, 'doc ' || i FROM generate_series(1, 5000) i");
+            "INSERT INTO documents SELECT i, 'doc ' || i FROM generate_series(1, 5000) i; "
+            "CREATE TABLE attachments (bucket text, object_key text); "
+            "INSERT INTO attachments VALUES ('attachments', '2026/scan.pdf'), ('attachments', 'note3.txt')");
     make_dirs(app() / "infra/monitoring", 0755);
     write_file_atomic(app() / "infra/env", "POSTGRES_PASSWORD=offsite-secret\n", 0600);
     write_file_atomic(app() / "infra/docker-compose.yml", "services:\n  api: {}\n", 0644);
@@ -184,7 +186,14 @@ TEST(OffSite, BackupAllGoesOffSiteEncryptedAndALostHostComesBackFromTheRemoteAlo
   fs::remove_all(host.app() / "infra");
   make_dirs(host.app(), 0755);
   PgCluster fresh;
+  // The checklist the restore runs: the rows and the attachments they reference.
+  TempDir checks("backupctl-checks");
+  write_file_atomic(checks.path() / "checks.toml",
+                    "[[check]]\nname = \"all documents\"\nkind = \"sql\"\nquery = \"SELECT count(*) FROM documents\"\n"
+                    "expect = \"5000\"\n\n[[check]]\nname = \"referenced attachments exist\"\nkind = \"objects\"\n"
+                    "query = \"SELECT bucket, object_key FROM attachments\"\nsample = 0\n");
   EnvList e = backup_env(fresh, "archive", host.backups());
+  e.emplace_back("CHECKS_FILE", (checks.path() / "checks.toml").string());
   e.insert(e.end(), {{"APP_ROOT", host.app().string()},
                      {"OBJECT_STORAGE", "disk"},
                      {"OBJECT_STORAGE_DIR", host.objects().string()},
@@ -194,6 +203,9 @@ TEST(OffSite, BackupAllGoesOffSiteEncryptedAndALostHostComesBackFromTheRemoteAlo
   e.insert(e.end(), remote.begin(), remote.end());
   CliResult restored = run_backupctl({"restore", "all", "--remote", "--set", "latest"}, e);
   ASSERT_EQ(restored.exit_code, 0) << restored.out << restored.err;
+  EXPECT_NE(restored.err.find("post-restore checklist"), std::string::npos) << restored.err;
+  EXPECT_NE(restored.err.find("PASS   all documents"), std::string::npos) << restored.err;
+  EXPECT_NE(restored.err.find("PASS   referenced attachments exist"), std::string::npos) << restored.err;
   EXPECT_EQ(fresh.psql("archive", "SELECT count(*), sum(id) FROM documents"), "5000|12502500\n");
   EXPECT_EQ(tree_digest(host.objects()), objects_before);
   std::string conf;
