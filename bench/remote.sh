@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark for issue 15: off-site copies to Ceph RGW (tools/rgw-throwaway.sh, memstore, a fresh
-# server per run), side by side in one run:
+# Benchmark for issue 15: off-site copies to Ceph RGW (tools/rgw-throwaway.sh, bluestore on a
+# sparse file, a fresh server for every copy), side by side in one run:
 #   push:    `backupctl push --all` of the benchmark set (the dump of the ≥ 1 GB archive database
 #            of bench/db_backup.sh and the attachment archive of bench/objects.sh's objects)
 #            against `rclone copy` of the same two files, with rclone's defaults and with the
@@ -20,17 +20,27 @@ command -v rclone >/dev/null || { echo "bench/remote.sh: rclone is missing: apt-
 
 work=$bench_work/remote
 mkdir -p "$work"
+# GB-sized copies: the OSD keeps them in a sparse file (bluestore), not in memory (memstore's
+# 8 GiB fill up; a full OSD makes every write wait).
+export RGW_OBJECTSTORE=bluestore
 trap '"$bench_root/tools/rgw-throwaway.sh" stop "$work/rgw" || true; bench_pg_stop' EXIT
 bench_pg_start "$docs"
-# A fresh server per round: RGW frees deleted objects only after its garbage collection (hours),
-# and the memstore OSD (8 GiB) fills up after a few rounds of 900 MiB copies.
+# A fresh server for every copy: RGW frees deleted objects only after its garbage collection
+# (hours), and its memstore OSD (8 GiB) is full after a few 900 MiB copies (writes then hang).
 rgw_fresh() {
   "$bench_root/tools/rgw-throwaway.sh" stop "$work/rgw" >/dev/null 2>&1 || true
   rm -rf "$work/rgw"
   eval "$("$bench_root/tools/rgw-throwaway.sh" start "$work/rgw")"
   endpoint=$RGW_ENDPOINT
+  # Each server has keys of its own.
   export RCLONE_CONFIG_RGW_ENDPOINT=$endpoint BACKUP_REMOTE_ENDPOINT=$endpoint
-  s3 s3 mb s3://offsite >/dev/null
+  export AWS_ACCESS_KEY_ID=$RGW_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$RGW_SECRET_KEY
+  export RCLONE_CONFIG_RGW_ACCESS_KEY_ID=$RGW_ACCESS_KEY RCLONE_CONFIG_RGW_SECRET_ACCESS_KEY=$RGW_SECRET_KEY
+  export BACKUP_REMOTE_ACCESS_KEY=$RGW_ACCESS_KEY BACKUP_REMOTE_SECRET_KEY=$RGW_SECRET_KEY
+  # A just-started gateway may refuse the first requests for a moment.
+  local i
+  for i in $(seq 1 40); do s3 s3 mb s3://offsite >/dev/null 2>&1 && return 0; sleep 0.5; done
+  echo "bench/remote.sh: cannot create the bucket on the fresh RGW" >&2; return 1
 }
 eval "$("$bench_root/tools/rgw-throwaway.sh" start "$work/rgw")"
 endpoint=$RGW_ENDPOINT
@@ -88,14 +98,8 @@ open_uploads() {  # "key id" lines of the bucket's open multipart uploads
   s3 s3api list-multipart-uploads --bucket offsite --output text --query 'Uploads[].[Key,UploadId]' 2>/dev/null |
     grep -v '^None$' || true
 }
-wipe() {
-  # Open multipart uploads (of a killed push) go first, then every object.
-  while read -r key id; do
-    [[ -n $key ]] && s3 s3api abort-multipart-upload --bucket offsite --key "$key" --upload-id "$id" || true
-  done < <(open_uploads)
-  rclone purge rgw:offsite 2>/dev/null || true
-  s3 s3 mb s3://offsite >/dev/null 2>&1 || true
-}
+# Each copy starts from an empty server (untimed).
+wipe() { rgw_fresh; }
 rclone_default() { timeout 600 rclone copy "$work/files" rgw:offsite/rclone; }
 rclone_tuned() { timeout 600 rclone copy --transfers 2 --s3-upload-concurrency 8 --s3-chunk-size 16M "$work/files" rgw:offsite/rclone; }
 ours_push() { BACKUP_DIR=$work/local "$backupctl" -q push --all; }
@@ -116,13 +120,13 @@ export work dump backupctl
 resume_sent=0 resume_missing=0
 for r in $(seq 1 "$rounds"); do
   echo "round $r/$rounds" >&2
-  (( r == 1 )) || rgw_fresh
   for cmd in $( (( r % 2 )) && echo rclone_default rclone_tuned ours_push || echo ours_push rclone_tuned rclone_default); do
     wipe; timed "$cmd" "$cmd"
-  done
-  # The restores read the copy the push just made.
-  for cmd in $( (( r % 2 )) && echo ours_restore_local ours_restore_remote || echo ours_restore_remote ours_restore_local); do
-    timed "$cmd" "$cmd"; drop_previous
+    [[ $cmd == ours_push ]] || continue
+    # The restores read the copy the push just made (before the next wipe).
+    for restore in $( (( r % 2 )) && echo ours_restore_local ours_restore_remote || echo ours_restore_remote ours_restore_local); do
+      timed "$restore" "$restore"; drop_previous
+    done
   done
   # Killed when half the set's parts (8 MiB each) have arrived, then resumed.
   wipe

@@ -7,6 +7,9 @@
 #   tools/rgw-throwaway.sh stop DIR           stop the daemons (DIR stays until removed)
 #   tools/rgw-throwaway.sh kill-rgw DIR       SIGKILL the gateway only (fault tests)
 #   tools/rgw-throwaway.sh start-rgw DIR      start the gateway again on its port
+# RGW_OBJECTSTORE=bluestore keeps the objects in a sparse file DIR/block instead (of
+# RGW_BLOCK_BYTES, 40 GiB): for benchmarks of GB-sized copies, which memstore's 8 GiB (and RGW's
+# garbage collection, which frees deleted objects only after hours) cannot hold.
 # The keys are fixed per DIR (RGW_ACCESS_KEY=backupctl-test, RGW_SECRET_KEY in DIR/secret_key).
 # Needs Debian's ceph-mon, ceph-osd, radosgw and ceph-common.
 set -euo pipefail
@@ -108,8 +111,11 @@ mon allow pool size one = true
 mon max pg per osd = 1000
 mon warn on pool no redundancy = false
 osd crush chooseleaf type = 0
-osd objectstore = memstore
-memstore device bytes = 8589934592
+$(if [[ ${RGW_OBJECTSTORE:-memstore} == bluestore ]]; then
+  printf 'osd objectstore = bluestore\nbluestore block path = %s/block\nbluestore block create = true\nbluestore block size = %s\nbluestore block db create = false\nbluestore block wal create = false\n' "$dir" "${RGW_BLOCK_BYTES:-42949672960}"
+else
+  printf 'osd objectstore = memstore\nmemstore device bytes = 8589934592\n'
+fi)
 osd memory target = 536870912
 paxos propose interval = 0.05
 paxos min wait = 0.01
