@@ -150,7 +150,7 @@ for r in $(seq 1 "$rounds"); do
 done
 
 echo
-echo "remote: Ceph RGW (memstore), set $(( set_bytes >> 20 )) MiB (dump + attachment archive), rounds: $rounds, machine: $(nproc) cores"
+echo "remote: Ceph RGW (${RGW_OBJECTSTORE:-memstore}), set $(( set_bytes >> 20 )) MiB (dump + attachment archive), rounds: $rounds, machine: $(nproc) cores"
 printf '%-62s %9s\n' "command" "wall (s)"
 printf '%-62s %9s\n' "rclone copy (defaults: --transfers 4, 4 x 5 MiB chunks)" "$(fmt_s "$(avg rclone_default)")"
 printf '%-62s %9s\n' "rclone copy --transfers 2 --s3-upload-concurrency 8 --s3-chunk-size 16M" "$(fmt_s "$(avg rclone_tuned)")"
