@@ -361,6 +361,17 @@ std::string fetched(const Config& config, const Args& args, const std::string& k
   return fetch_backup(config, *remote, kind + "/" + name, *progress).string();
 }
 
+// --remote --set ID|latest: the set file and its parts fetched into BACKUP_DIR; the same
+// arguments for the local command, naming the set by its id.
+Args with_set_fetched(const Config& config, const Args& args) {
+  auto remote = make_remote(config);
+  auto progress = make_progress(args.out);
+  Args local = args;
+  local.remote = false;
+  local.set = fetch_set(config, *remote, args.set, *progress);
+  return local;
+}
+
 int cmd_restore_db(const Config& config, const Args& args) {
   if (args.remote && !args.restore.file.empty()) {
     Args local = args;
@@ -587,15 +598,8 @@ int cmd_restore_config(const Config& config, const Args& args) {
 }
 
 int cmd_restore_all(const Config& config, const Args& args) {
-  if (args.remote) {
-    // Recovery from nothing: the set and its parts from the remote, then the local restore.
-    auto remote = make_remote(config);
-    auto progress = make_progress(args.out);
-    Args local = args;
-    local.remote = false;
-    local.set = fetch_set(config, *remote, args.set, *progress);
-    return cmd_restore_all(config, local);
-  }
+  // Recovery from nothing: the set and its parts from the remote, then the local restore.
+  if (args.remote) return cmd_restore_all(config, with_set_fetched(config, args));
   nlohmann::json set = find_set(config, args.set);
   auto part = [&](const char* kind) -> std::string {
     auto p = set_part_path(config, set, kind);
@@ -802,11 +806,7 @@ int cmd_check(const Config& config, const Args& args) {
 int cmd_rehearse(const Config& config, const Args& args) {
   if (args.remote) {
     // The monthly proof from the off-site copy: the set fetched from the remote, then rehearsed.
-    auto remote = make_remote(config);
-    auto progress = make_progress(args.out);
-    Args local = args;
-    local.remote = false;
-    local.set = fetch_set(config, *remote, args.set, *progress);
+    Args local = with_set_fetched(config, args);
     try {
       int rc = cmd_rehearse(config, local);
       RunState state = RunState::load(config.backup_dir);

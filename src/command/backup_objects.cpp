@@ -14,6 +14,7 @@
 #include "io/age.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
+#include "util/encoding.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
@@ -76,13 +77,7 @@ class DigestSink : public io::Sink {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_DigestFinal_ex(ctx, md, &len);
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-      out += digits[md[i] >> 4];
-      out += digits[md[i] & 15];
-    }
-    return out;
+    return hex_encode(md, len);
   }
   io::Sink* m_next;
   EVP_MD_CTX* m_sha;

@@ -115,11 +115,6 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
   report.remote = rc.url;
   auto listing = remote.list();
   std::atomic<std::uint64_t> sent{0};
-  std::uint64_t total = 0;
-  for (const auto& f : files) {
-    std::error_code ec;
-    total += fs::file_size(f, ec);
-  }
   progress.start("push to " + rc.url);
   auto put = [&](const fs::path& local, const std::string& name, const std::string& sha256) {
     PutResult r = remote.put(local, name, sha256, sent);
@@ -177,7 +172,6 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
     put(set, name, "");
   }
   progress.finish();
-  (void)total;
   return report;
 }
 
@@ -318,7 +312,6 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
     std::error_code ec;
     if (fs::exists(fs::symlink_status(to, ec))) {
       if (sha256.empty()) return;  // a companion already there
-      io::StringSink none;
       CatalogEntry have = catalog_entry(to);
       if (have.meta && have.meta->sha256 == sha256 && !have.damaged()) return;
       throw Error(ErrorCode::usage, to.string() + " exists and is not the remote's " + rname,

@@ -14,6 +14,7 @@
 
 #include "catalog/catalog.hpp"
 #include "io/age.hpp"
+#include "util/encoding.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
 #include "util/format.hpp"
@@ -45,22 +46,9 @@ std::uint64_t part_size_for(std::uint64_t size) {
   return std::max<std::uint64_t>(ObjectStore::kMinPartSize, (size + 9999) / 10000);
 }
 
-std::string hex(const unsigned char* md, unsigned int len) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += digits[md[i] >> 4];
-    out += digits[md[i] & 15];
-  }
-  return out;
-}
+std::string hex(const unsigned char* md, unsigned int len) { return hex_encode(md, len); }
 
-std::string md5_base64_of_digest(const unsigned char* md, unsigned int len) {
-  std::string out(4 * ((len + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), md, static_cast<int>(len));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
+std::string md5_base64_of_digest(const unsigned char* md, unsigned int len) { return base64_encode(md, len); }
 
 std::string digest_hex(const EVP_MD* md, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];

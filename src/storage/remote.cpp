@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "storage/s3/s3_store.hpp"
+#include "util/encoding.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
 #include "util/fs.hpp"
@@ -47,23 +48,6 @@ void require_plain(const std::string& name) {
   }
 }
 
-std::string to_hex(const unsigned char* md, unsigned int len) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += digits[md[i] >> 4];
-    out += digits[md[i] & 15];
-  }
-  return out;
-}
-
-std::string base64_of(const unsigned char* md, unsigned int len) {
-  std::string out(4 * ((len + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), md, static_cast<int>(len));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
 class Digest {
  public:
   explicit Digest(const EVP_MD* md) : m_md(md), m_ctx(EVP_MD_CTX_new()) { EVP_DigestInit_ex(m_ctx, md, nullptr); }
@@ -86,10 +70,10 @@ class Digest {
 };
 
 std::string hex_of(const std::string& raw) {
-  return to_hex(reinterpret_cast<const unsigned char*>(raw.data()), static_cast<unsigned int>(raw.size()));
+  return hex_encode(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
 }
 std::string base64_raw(const std::string& raw) {
-  return base64_of(reinterpret_cast<const unsigned char*>(raw.data()), static_cast<unsigned int>(raw.size()));
+  return base64_encode(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
 }
 
 // pread() until `n` bytes are read (or the end of the file).
@@ -197,15 +181,6 @@ class S3Remote : public Remote {
 
  private:
   static constexpr int kThreads = 4;
-
-  static std::string iso8601_utc(Clock::time_point t) {
-    std::time_t tt = Clock::to_time_t(t);
-    std::tm tm{};
-    ::gmtime_r(&tt, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-  }
 
   // One PUT: the server checks the body against its Content-MD5 and the signed sha256 (the
   // meta's, so what is stored is what the meta describes).

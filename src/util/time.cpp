@@ -14,6 +14,15 @@ std::string name_timestamp(Clock::time_point t) {
   return buf;
 }
 
+std::string iso8601_utc(Clock::time_point t) {
+  std::time_t tt = Clock::to_time_t(t);
+  std::tm tm{};
+  ::gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 std::string iso8601(Clock::time_point t) {
   std::time_t tt = Clock::to_time_t(t);
   std::tm tm{};

@@ -17,6 +17,9 @@ std::string name_timestamp(Clock::time_point t);
 // "2026-11-26T03:54:54+09:00" (local time with offset).
 std::string iso8601(Clock::time_point t);
 
+// "2027-01-01T00:00:00Z": UTC, as S3 headers want it (Object Lock's retain-until date).
+std::string iso8601_utc(Clock::time_point t);
+
 // Parses what iso8601() writes (and "Z" for UTC). nullopt when malformed.
 std::optional<Clock::time_point> parse_iso8601(std::string_view text);
 

@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "util/encoding.hpp"
 #include "util/error.hpp"
 #include "version.hpp"
 #include "util/signals.hpp"
@@ -71,13 +72,6 @@ std::string strip_quotes(std::string s) {
   return s;
 }
 
-std::string base64(const unsigned char* data, std::size_t n) {
-  std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
-  out.resize(static_cast<std::size_t>(len));
-  return out;
-}
-
 struct Digests {
   std::string sha256_hex;
   std::string md5_base64;
@@ -107,7 +101,7 @@ Digests digest(RewindableSource& body) {
     d.sha256_hex += hex[out[i] & 15];
   }
   EVP_DigestFinal_ex(md5, out, &len);
-  d.md5_base64 = base64(out, len);
+  d.md5_base64 = base64_encode(out, len);
   EVP_MD_CTX_free(sha);
   EVP_MD_CTX_free(md5);
   return d;
@@ -622,7 +616,7 @@ std::string md5_base64_of(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), md, &len, EVP_md5(), nullptr);
-  return base64(md, len);
+  return base64_encode(md, len);
 }
 
 namespace {
