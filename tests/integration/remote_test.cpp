@@ -422,9 +422,11 @@ TEST(OffSite, ObjectLockKeepsCopiesFromBeingDeleted) {
   auto v = nlohmann::json::parse(versions.out, nullptr, false);
   ASSERT_FALSE(v.is_discarded()) << versions.out << versions.err;
   std::string version = v["Versions"][0]["VersionId"];
-  RunResult del = s3.aws({"s3api", "delete-object", "--bucket", "locked", "--key", key, "--version-id", version});
+  // `--version-id=ID` in one word: RGW's ids may begin with '-', which awscli would take for an option.
+  RunResult del = s3.aws({"s3api", "delete-object", "--bucket", "locked", "--key", key, "--version-id=" + version});
   EXPECT_FALSE(del.status.ok()) << "a locked copy was deleted";
-  RunResult still = s3.aws({"s3api", "head-object", "--bucket", "locked", "--key", key, "--version-id", version});
+  EXPECT_NE(del.err.find("AccessDenied"), std::string::npos) << del.err;
+  RunResult still = s3.aws({"s3api", "head-object", "--bucket", "locked", "--key", key, "--version-id=" + version});
   EXPECT_TRUE(still.status.ok()) << still.err;
 }
 
