@@ -135,6 +135,7 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
                 const std::function<Outcome(Journal&)>& body) {
   BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl " + command);
   repair_interrupted_runs(config, true);
+  remove_stale_verify_scratch(config.backup_dir);
   Journal journal(config.backup_dir, command, journal_undo(config));
   RunState state = RunState::load(config.backup_dir);
   nlohmann::json event = {{"command", command},
@@ -350,6 +351,19 @@ int cmd_list(const Config& config, const Args& args) {
   return 0;
 }
 
+// A fetch from the remote writes into BACKUP_DIR: under its lock, journaled like a backup, so a
+// run killed mid-fetch leaves no .partial that the next fetch would take for another run's.
+template <class Fetch>
+auto journaled_fetch(const Config& config, Fetch&& fetch) {
+  BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl fetch");
+  repair_interrupted_runs(config, true);
+  Journal journal(config.backup_dir, "fetch", journal_undo(config));
+  Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
+  auto result = fetch();
+  unfinished.settle();
+  return result;
+}
+
 // restore … --remote --file NAME: the backup fetched from the remote into BACKUP_DIR first
 // (checked against its meta there), then restored like a local one.
 std::string fetched(const Config& config, const Args& args, const std::string& kind, const std::string& file) {
@@ -358,7 +372,7 @@ std::string fetched(const Config& config, const Args& args, const std::string& k
   auto remote = make_remote(config);
   auto progress = make_progress(args.out);
   std::string name = fs::path(file).filename().string();
-  return fetch_backup(config, *remote, kind + "/" + name, *progress).string();
+  return journaled_fetch(config, [&] { return fetch_backup(config, *remote, kind + "/" + name, *progress).string(); });
 }
 
 // --remote --set ID|latest: the set file and its parts fetched into BACKUP_DIR; the same
@@ -368,7 +382,7 @@ Args with_set_fetched(const Config& config, const Args& args) {
   auto progress = make_progress(args.out);
   Args local = args;
   local.remote = false;
-  local.set = fetch_set(config, *remote, args.set, *progress);
+  local.set = journaled_fetch(config, [&] { return fetch_set(config, *remote, args.set, *progress); });
   return local;
 }
 

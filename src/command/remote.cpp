@@ -3,10 +3,14 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "catalog/naming.hpp"
@@ -236,6 +240,7 @@ std::string remote_table(const std::vector<RemoteEntry>& entries) {
 
 std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress) {
   const std::string url = config.remote->url;
+  if (read_data) remove_stale_verify_scratch(config.backup_dir);
   auto listing = remote.list();
   std::vector<RemoteVerdict> out;
   for (const RemoteEntry& e : remote_catalog(config, remote)) {
@@ -297,6 +302,63 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
   return out;
 }
 
+namespace {
+
+struct FetchedFile {
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec mtime;
+  std::string sha256;
+};
+std::mutex g_fetched_mutex;
+std::map<std::string, FetchedFile> g_fetched;
+
+std::optional<struct stat> stat_of(const fs::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return std::nullopt;
+  return st;
+}
+
+void remember_fetched(const fs::path& file, const std::string& sha256) {
+  auto st = stat_of(file);
+  if (!st) return;
+  std::lock_guard<std::mutex> lock(g_fetched_mutex);
+  g_fetched[fs::absolute(file).lexically_normal().string()] = {st->st_dev, st->st_ino, st->st_size, st->st_mtim, sha256};
+}
+
+}  // namespace
+
+void remove_stale_verify_scratch(const fs::path& backup_dir) {
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator(backup_dir, ec)) {
+    const std::string name = de.path().filename().string();
+    const std::string prefix = ".remote-verify.";
+    if (!name.starts_with(prefix) || de.is_symlink(ec) || !de.is_directory(ec)) continue;
+    const std::string pid = name.substr(prefix.size());
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    // Its run is gone (a live one may be another verify at work).
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) == 0 || errno != ESRCH) continue;
+    std::error_code rm;
+    fs::remove_all(de.path(), rm);
+    if (!rm) spdlog::info("removed {}, left by a verify --remote --read-data that did not finish", de.path().string());
+  }
+}
+
+std::optional<std::string> fetched_sha256(const fs::path& file) {
+  auto st = stat_of(file);
+  if (!st) return std::nullopt;
+  std::lock_guard<std::mutex> lock(g_fetched_mutex);
+  auto it = g_fetched.find(fs::absolute(file).lexically_normal().string());
+  if (it == g_fetched.end()) return std::nullopt;
+  const FetchedFile& f = it->second;
+  if (f.dev != st->st_dev || f.ino != st->st_ino || f.size != st->st_size || f.mtime.tv_sec != st->st_mtim.tv_sec ||
+      f.mtime.tv_nsec != st->st_mtim.tv_nsec) {
+    return std::nullopt;
+  }
+  return f.sha256;
+}
+
 fs::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress) {
   const std::string file = fs::path(name).filename().string();
   auto parsed = parse_backup_filename(file);
@@ -329,6 +391,7 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
                   "the off-site copy is damaged; pick another backup (`backupctl list --remote`)");
     }
     sink->commit();
+    if (!sha256.empty()) remember_fetched(to, sha256);
   };
   const std::string roles = remote_roles(meta, name);  // checked before anything is written
   fetch_one(name, local, meta.sha256);
@@ -372,6 +435,8 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
               id == "latest" ? "no complete backup set on " + config.remote->url : "no backup set " + id + " on " + config.remote->url,
               "`backupctl list --remote` shows what is there; `backupctl push --all` copies what is here");
 }
+
+constexpr auto kUnfinishedCopyKept = std::chrono::hours(24 * 7);
 
 std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run) {
   const RemoteConfig& rc = *config.remote;
@@ -419,6 +484,17 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
     }
   }
   if (!dry_run && !doomed.empty()) remote.remove(doomed);
+  // Copies cut short that no push will resume: of a file just pruned, or untouched for a week
+  // (a push resumes within a day; the same rule as an S3 lifecycle's
+  // AbortIncompleteMultipartUpload).
+  if (!dry_run) {
+    std::set<std::string> gone(doomed.begin(), doomed.end());
+    for (const auto& name : remote.drop_unfinished([&](const std::string& name, Clock::time_point started) {
+           return gone.count(name) > 0 || started < now - kUnfinishedCopyKept;
+         })) {
+      spdlog::info("remote: dropped the unfinished copy of {}", name);
+    }
+  }
   return doomed;
 }
 

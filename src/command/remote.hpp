@@ -67,9 +67,17 @@ struct RemoteVerdict {
 // scratch folder under BACKUP_DIR removed after.
 std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress);
 
+// Removes the scratch folders (BACKUP_DIR/.remote-verify.<pid>) of verify --remote --read-data
+// runs that died (SIGKILL): each holds a downloaded backup. Those of live runs stay.
+void remove_stale_verify_scratch(const std::filesystem::path& backup_dir);
+
 // Brings a backup (file, companions, meta) from the remote into BACKUP_DIR/<kind>/, checked
 // against the remote meta's sha256, unless a good copy is there already. Returns its local path.
 std::filesystem::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress);
+
+// The sha256 fetch_backup() took of `file`'s bytes as this process wrote them, while the file is
+// still that one (same device, inode, size and mtime): a restore then need not hash it again.
+std::optional<std::string> fetched_sha256(const std::filesystem::path& file);
 
 // The set file `id` ("latest": the newest complete one) from the remote into BACKUP_DIR/sets/,
 // and every part it names. Returns the set's id.

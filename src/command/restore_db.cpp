@@ -10,6 +10,7 @@
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
 #include "command/backup_db.hpp"
+#include "command/remote.hpp"
 #include "io/age.hpp"
 #include "io/pipeline.hpp"
 #include "io/zstd.hpp"
@@ -238,8 +239,12 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   // zstd frames are then decoded by the restore itself, before the swap (or, --in-place, before
   // the drop: there they are decoded here).
   const ZstdScan zstd = plan.meta && !options.in_place ? ZstdScan::toc_only : ZstdScan::every_frame;
+  // A file this process just fetched from the remote was hashed as it arrived (restore --remote):
+  // then only its table of contents is read here.
+  std::string known_sha256;
+  if (zstd == ZstdScan::toc_only) known_sha256 = fetched_sha256(plan.file).value_or("");
   ArchiveScan scan = scan_db_archive(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress,
-                                     config.age_identity, zstd);
+                                     config.age_identity, zstd, known_sha256);
   progress.finish();
   plan.size = scan.size;
   plan.sha256 = scan.sha256;

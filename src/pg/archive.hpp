@@ -50,10 +50,15 @@ enum class ZstdScan {
 // REQUIRES: pg_restore is set for custom formats.
 // An encrypted file (.age) is hashed as stored, then its plaintext (decrypted with `identity`) is
 // checked the same way.
+//
+// With `known_sha256` (the digest the caller took of these very bytes as it wrote them: a
+// restore --remote's fetch), the file is read only as far as its table of contents, and the scan
+// reports that sha256 and the file's size: hashing it again would cost a pass over the file for
+// nothing new. The restore decodes (and age authenticates) every byte before the swap anyway.
 ArchiveScan scan_db_archive(const std::filesystem::path& file, DbFormat format,
                             const PgTool* pg_restore, Progress& progress,
                             const std::filesystem::path& identity = {},
-                            ZstdScan zstd = ZstdScan::every_frame);
+                            ZstdScan zstd = ZstdScan::every_frame, const std::string& known_sha256 = {});
 
 // Decodes every data block of a custom-format archive (.dump, .dump.zst; decrypted with
 // `identity`): each zlib stream inflated and checked (Adler-32), each table's COPY data read and

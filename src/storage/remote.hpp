@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,6 +20,7 @@
 
 #include "config/config.hpp"
 #include "io/pipeline.hpp"
+#include "util/time.hpp"
 
 namespace backupctl {
 
@@ -48,6 +50,11 @@ class Remote {
   // Streams the file into `sink` (not finished: the caller does).
   virtual void get(const std::string& name, io::Sink& sink) = 0;
   virtual void remove(const std::vector<std::string>& names) = 0;
+  // Unfinished copies (S3: open multipart uploads; folder: .partial files) of the names for which
+  // `abandoned(name, started)` says so are dropped; returns their names. A copy cut short that
+  // the next push no longer resumes (its file pruned meanwhile) would otherwise stay, paid for.
+  virtual std::vector<std::string> drop_unfinished(
+      const std::function<bool(const std::string& name, Clock::time_point started)>& abandoned) = 0;
 };
 
 // Whether `name` is one a remote holds: "<db|objects|config|sets>/<plain file name>". Names from a

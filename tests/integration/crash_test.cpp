@@ -508,4 +508,48 @@ TEST_F(Crash, ConfigApplyAtEveryPointIsAllOrNothing) {
   EXPECT_EQ(tree(), backed_up);
 }
 
+// The lost-host case (restore config --mode apply on a fresh machine): no config there, so no
+// safety backup; killed at each point, the machine is left as it was, with no config file (not
+// half of one), and the next apply puts all of it.
+TEST_F(Crash, ConfigApplyOnAFreshHostAtEveryPointIsAllOrNothing) {
+  TempDir app;
+  make_dirs(app.path() / "infra/monitoring");
+  write_file_atomic(app.path() / "infra/env", "POSTGRES_PASSWORD=backup\n", 0600);
+  write_file_atomic(app.path() / "infra/docker-compose.yml", "services: {}\n", 0644);
+  write_file_atomic(app.path() / "infra/monitoring/prometheus.yml", "scrape: backup\n", 0640);
+  EnvList e = env();
+  e.emplace_back("APP_ROOT", app.path().string());
+  CliResult b = run_backupctl({"backup", "config", "--json"}, e);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  std::string archive = nlohmann::json::parse(b.out)["path"];
+  const std::string env_file = read_file(app.path() / "infra/env");
+  auto files_there = [&] {
+    std::vector<std::string> out;
+    for (auto it = fs::recursive_directory_iterator(app.path()); it != fs::recursive_directory_iterator(); ++it) {
+      if (!it->is_directory()) out.push_back(fs::relative(it->path(), app.path()).string());
+    }
+    return out;
+  };
+  auto lose_the_host = [&] { fs::remove_all(app.path() / "infra"); };
+  const std::vector<std::string> args = {"restore", "config", "--mode", "apply", "--file", archive};
+  lose_the_host();
+  Points points = points_of(args, e);
+  // No backup.publish: nothing to keep, so no safety backup is made.
+  ASSERT_EQ(points, (Points{"restore-config.safety-backup", "restore-config.stage", "restore-config.apply",
+                            "restore-config.half-applied", "restore-config.commit"}));
+  for (const auto& point : points) {
+    lose_the_host();
+    kill_at(args, point, e);
+    next_command(e);
+    EXPECT_EQ(files_there(), std::vector<std::string>{}) << point << ": a killed apply left config behind";
+    expect_nothing_left(point);
+  }
+  lose_the_host();
+  CliResult applied = run_backupctl(args, e);
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_EQ(read_file(app.path() / "infra/env"), env_file);
+  EXPECT_EQ(fs::status(app.path() / "infra/env").permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_TRUE(fs::exists(app.path() / "infra/monitoring/prometheus.yml"));
+}
+
 }  // namespace backupctl::test

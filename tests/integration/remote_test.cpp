@@ -11,6 +11,7 @@
 
 #include "fixture.hpp"
 #include "s3_fixture.hpp"
+#include "storage/remote.hpp"
 #include "support/capture_server.hpp"
 #include "util/time.hpp"
 
@@ -279,6 +280,84 @@ TEST(OffSite, APushCutShortResumesWithoutSendingAgainWhatArrived) {
   EXPECT_FALSE(fs::exists(folder.path() / (name + ".partial")));
 }
 
+// Downloads killed half-way (SIGKILL after two 8 MiB ranges of the 40 MiB archive): a restore
+// --remote on a fresh host leaves no .partial behind it (the next command removes it, and the
+// rerun restores), a verify --read-data no scratch copy. Unfinished copies no push will resume
+// are dropped from the remote (S3: open multipart uploads of a pruned name), others kept.
+TEST(OffSite, KilledDownloadsLeaveNothingBehindAndAbandonedUploadsAreDropped) {
+  S3Server s3;
+  S3Store store(s3.settings());
+  store.create_bucket("fetch");
+  Host host;
+  const EnvList remote = s3_remote(s3, "s3://fetch/p");
+  CliResult made = run_backupctl({"backup", "objects", "--json"}, host.env(remote));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string name = fs::path(json_of(made)["path"].get<std::string>()).filename().string();
+  const std::string objects_before = tree_digest(host.objects());
+
+  TempDir fresh("backupctl-fresh");
+  EnvList e = host.env(remote);
+  std::erase_if(e, [](const auto& kv) { return kv.first == "BACKUP_DIR"; });
+  e.insert(e.end(), {{"BACKUP_DIR", fresh.path().string()}, {"CONFIRM", "YES"}});
+  EnvList killed = e;
+  killed.emplace_back("BACKUPCTL_FAULT", "remote.chunk-fetched#2");
+  const std::vector<std::string> restore = {"restore", "objects", "--remote", "--file", name};
+  CliResult cut = run_backupctl(restore, killed);
+  ASSERT_EQ(cut.exit_code, 128 + SIGKILL) << cut.err;
+  EXPECT_TRUE(fs::exists(fresh.path() / "objects" / (name + ".partial"))) << "the kill came before the download";
+  CliResult next = run_backupctl({"list"}, e);
+  EXPECT_EQ(next.exit_code, 0) << next.err;
+  EXPECT_FALSE(fs::exists(fresh.path() / "objects" / (name + ".partial"))) << "the killed fetch's .partial stayed";
+  EXPECT_TRUE(list_dir(fresh.path() / "journal").empty());
+  fs::remove_all(host.objects() / "attachments");
+  CliResult again = run_backupctl(restore, e);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(tree_digest(host.objects()), objects_before);
+
+  CliResult verify_cut = run_backupctl({"verify", "--remote", "--read-data"}, killed);
+  ASSERT_EQ(verify_cut.exit_code, 128 + SIGKILL) << verify_cut.err;
+  auto scratch = [&] {
+    std::vector<std::string> out;
+    for (const auto& n : list_dir(fresh.path())) {
+      if (n.starts_with(".remote-verify.")) out.push_back(n);
+    }
+    return out;
+  };
+  EXPECT_EQ(scratch().size(), 1u) << "the kill came before the download";
+  CliResult verified = run_backupctl({"verify", "--remote", "--read-data"}, e);
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_TRUE(scratch().empty()) << "the killed verify's download stayed: " << scratch().front();
+
+  // Two unfinished uploads: one of a name being pruned (dropped), one a push may still resume.
+  PutOptions none;
+  std::string part(5u << 20, 'x');
+  for (const char* key : {"p/objects/objects_disk_20200101_000000.tar.gz.age", "p/objects/objects_disk_20991231_000000.tar.gz.age"}) {
+    auto upload = store.start_multipart("fetch", key, none);
+    MemorySource body(part.data(), part.size());
+    upload->upload_part(1, body, "");
+    upload->keep_open();
+  }
+  Config config;
+  config.backup_dir = fresh.path();
+  RemoteConfig rc;
+  rc.url = "s3://fetch/p";
+  rc.bucket = "fetch";
+  rc.prefix = "p/";
+  rc.endpoint = s3.endpoint();
+  rc.access_key = s3.access_key();
+  rc.secret_key = s3.secret_key();
+  config.remote = rc;
+  auto r = make_remote(config);
+  auto dropped = r->drop_unfinished([](const std::string& n, Clock::time_point started) {
+    EXPECT_LT(std::chrono::abs(Clock::now() - started), std::chrono::hours(1)) << n << ": the start time was misread";
+    return n == "objects/objects_disk_20200101_000000.tar.gz.age";
+  });
+  EXPECT_EQ(dropped, std::vector<std::string>{"objects/objects_disk_20200101_000000.tar.gz.age"});
+  std::vector<std::string> open;
+  for (const auto& u : store.open_uploads("fetch", "p/")) open.push_back(u.key);
+  EXPECT_EQ(open, std::vector<std::string>{"p/objects/objects_disk_20991231_000000.tar.gz.age"});
+}
+
 // The S3 server dies in the middle of a push (slowed by BACKUP_REMOTE_BWLIMIT): one clear error;
 // once it is back, the rerun sends only the parts that had not arrived.
 TEST(OffSite, TheServerDyingMidPushIsOneErrorAndTheRerunSendsTheRest) {
@@ -376,7 +455,21 @@ TEST(OffSite, DamageRetentionRefusalsAndPingsOnAFolderRemote) {
     EXPECT_TRUE(hook.requests()[1].starts_with("POST /p/fail ")) << hook.requests()[1];
     EXPECT_NE(hook.requests()[1].find("gone"), std::string::npos) << hook.requests()[1];
   }
+  // Unfinished copies: of the name pruned (dropped), a week old (dropped), a fresh one (kept).
+  const fs::path doomed_partial = folder.path() / "db" / (dump + ".partial");
+  const fs::path old_partial = folder.path() / "objects" / "objects_disk_20261101_000000.tar.gz.age.partial";
+  const fs::path fresh_partial = folder.path() / "config" / "config_20261202_000000.tar.gz.age.partial";
+  make_dirs(folder.path() / "objects");
+  make_dirs(folder.path() / "config");
+  for (const auto& p : {doomed_partial, old_partial, fresh_partial}) write_file_atomic(p, "part", 0600);
+  {
+    auto week_ago = std::chrono::system_clock::now() - std::chrono::hours(24 * 8);
+    fs::last_write_time(old_partial, fs::file_time_type::clock::now() - (std::chrono::system_clock::now() - week_ago));
+  }
   ASSERT_EQ(run_backupctl({"backup", "db"}, host.env(remote)).exit_code, 0);
+  EXPECT_FALSE(fs::exists(doomed_partial)) << "the unfinished copy of a pruned name stayed";
+  EXPECT_FALSE(fs::exists(old_partial)) << "a week-old unfinished copy stayed";
+  EXPECT_TRUE(fs::exists(fresh_partial)) << "an unfinished copy a push may resume was dropped";
   std::vector<std::string> dumps;
   for (const auto& n : list_dir(folder.path() / "db")) {
     if (n.ends_with(".dump.age")) dumps.push_back(n);

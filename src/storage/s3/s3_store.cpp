@@ -169,6 +169,13 @@ std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
     curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code);
     t->to_sink = t->request->sink != nullptr && code >= 200 && code < 300;
     t->status_checked = true;
+    if (t->to_sink && t->request->range && code != 206) {
+      // The whole object instead of the bytes asked for: not one byte of it into the sink.
+      t->sink_error = std::make_exception_ptr(Error(ErrorCode::tool_failed,
+                                                    "the S3 server answered a ranged GET with the whole object",
+                                                    "the server does not support Range requests"));
+      return 0;
+    }
   }
   if (!t->to_sink) {
     t->response->body.append(data, len);
@@ -343,8 +350,10 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
     if (!m_settings.fixed_amz_date.empty()) {
       headers = curl_slist_append(headers, ("X-Amz-Date: " + m_settings.fixed_amz_date).c_str());
     }
-    if (resumed > 0) {
-      headers = curl_slist_append(headers, ("Range: bytes=" + std::to_string(resumed) + "-").c_str());
+    if (resumed > 0 || request.range) {
+      std::uint64_t first = (request.range ? request.range->first : 0) + resumed;
+      std::string last = request.range ? std::to_string(request.range->second) : "";
+      headers = curl_slist_append(headers, ("Range: bytes=" + std::to_string(first) + "-" + last).c_str());
     }
     // No "Expect:" header to turn off 100-continue: curl would sign the empty header it then does
     // not send, and a verifying server rejects the signature (caught by the AWS vectors test).
@@ -600,6 +609,17 @@ ObjectInfo S3Store::get_object(const std::string& bucket, const std::string& key
   return info_from(send(r, "cannot download " + bucket + "/" + key));
 }
 
+void S3Store::get_range(const std::string& bucket, const std::string& key, std::uint64_t first, std::uint64_t last,
+                        io::Sink& sink, const std::string& if_match) {
+  Request r;
+  r.bucket = bucket;
+  r.key = key;
+  r.sink = &sink;
+  r.range = std::make_pair(first, last);
+  if (!if_match.empty()) r.headers.push_back("If-Match: \"" + if_match + "\"");
+  send(r, fmt::format("cannot download bytes {}-{} of {}/{}", first, last, bucket, key));
+}
+
 ObjectInfo S3Store::head_object(const std::string& bucket, const std::string& key) {
   Request r;
   r.method = "HEAD";
@@ -773,21 +793,43 @@ std::unique_ptr<MultipartUpload> S3Store::start_multipart(const std::string& buc
   return std::make_unique<S3Multipart>(*this, bucket, key, id);
 }
 
+std::vector<S3Store::OpenUpload> S3Store::open_uploads(const std::string& bucket, const std::string& prefix) {
+  std::vector<OpenUpload> out;
+  std::string key_marker, id_marker;
+  for (;;) {
+    Request r;
+    r.bucket = bucket;
+    r.query = {{"uploads", ""}, {"prefix", prefix}};
+    if (!key_marker.empty()) r.query.emplace_back("key-marker", key_marker);
+    if (!id_marker.empty()) r.query.emplace_back("upload-id-marker", id_marker);
+    Response resp = send(r, "cannot list the open uploads of " + bucket + "/" + prefix);
+    pugi::xml_document doc;
+    if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
+      throw Error(ErrorCode::tool_failed, "cannot list the open uploads of " + bucket + "/" + prefix + ": the response is not XML");
+    }
+    auto result = doc.child("ListMultipartUploadsResult");
+    for (auto u : result.children("Upload")) {
+      out.push_back({u.child_value("Key"), u.child_value("UploadId"), u.child_value("Initiated")});
+    }
+    if (std::string(result.child_value("IsTruncated")) != "true") break;
+    std::string next_key = result.child_value("NextKeyMarker"), next_id = result.child_value("NextUploadIdMarker");
+    if (next_key.empty() || (next_key == key_marker && next_id == id_marker)) {
+      throw Error(ErrorCode::tool_failed, "cannot list the open uploads of " + bucket + "/" + prefix + ": a truncated listing without a marker");
+    }
+    key_marker = next_key;
+    id_marker = next_id;
+  }
+  return out;
+}
+
 std::optional<std::string> S3Store::open_upload(const std::string& bucket, const std::string& key) {
-  Request r;
-  r.bucket = bucket;
-  r.query = {{"uploads", ""}, {"prefix", key}};
-  Response resp = send(r, "cannot list the open uploads of " + bucket + "/" + key);
-  pugi::xml_document doc;
-  doc.load_buffer(resp.body.data(), resp.body.size());
   std::optional<std::string> newest;
   std::string newest_at;
-  for (auto u : doc.child("ListMultipartUploadsResult").children("Upload")) {
-    if (key != u.child_value("Key")) continue;  // a longer key with the same beginning
-    std::string at = u.child_value("Initiated");
-    if (!newest || at > newest_at) {
-      newest = u.child_value("UploadId");
-      newest_at = at;
+  for (const OpenUpload& u : open_uploads(bucket, key)) {
+    if (key != u.key) continue;  // a longer key with the same beginning
+    if (!newest || u.initiated > newest_at) {
+      newest = u.id;
+      newest_at = u.initiated;
     }
   }
   return newest;

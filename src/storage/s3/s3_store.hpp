@@ -45,6 +45,12 @@ class S3Store : public ObjectStore {
                     const std::function<void(const ObjectEntry&)>& each) override;
   ObjectInfo get_object(const std::string& bucket, const std::string& key, io::Sink& sink) override;
   ObjectInfo head_object(const std::string& bucket, const std::string& key) override;
+  // Bytes [first, last] of the object into `sink` (a dropped connection resumes within the range).
+  // With `if_match` (an ETag), an object replaced since is refused (412) rather than mixed in.
+  // A server that answers the whole object instead of the range is an error, caught before the
+  // sink sees a byte.
+  void get_range(const std::string& bucket, const std::string& key, std::uint64_t first, std::uint64_t last,
+                 io::Sink& sink, const std::string& if_match = {});
   void put_object(const std::string& bucket, const std::string& key, RewindableSource& body,
                   const PutOptions& options) override;
   std::unique_ptr<MultipartUpload> start_multipart(const std::string& bucket,
@@ -62,6 +68,13 @@ class S3Store : public ObjectStore {
     std::uint64_t size = 0;
   };
   std::optional<std::string> open_upload(const std::string& bucket, const std::string& key);
+  struct OpenUpload {
+    std::string key;
+    std::string id;
+    std::string initiated;  // ISO 8601, as the server says ("2026-12-02T07:33:02.000Z")
+  };
+  // Every open multipart upload of a key under `prefix`, all pages.
+  std::vector<OpenUpload> open_uploads(const std::string& bucket, const std::string& prefix);
   std::vector<Part> list_parts(const std::string& bucket, const std::string& key, const std::string& upload_id);
   std::unique_ptr<MultipartUpload> resume_multipart(const std::string& bucket, const std::string& key,
                                                     const std::string& upload_id, const std::vector<Part>& parts);
@@ -76,6 +89,7 @@ class S3Store : public ObjectStore {
     RewindableSource* body = nullptr;
     std::string payload_sha256;  // hex; empty: the hash of an empty body
     io::Sink* sink = nullptr;    // a 2xx response body goes here (else into Response::body)
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> range;  // GET bytes first..last (inclusive)
   };
   struct Response {
     long status = 0;
