@@ -2,12 +2,16 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <filesystem>
 #include <map>
 #include <mutex>
 #include <regex>
+#include <sstream>
 
 #include "service/compose.hpp"
 #include "util/env.hpp"
@@ -187,12 +191,34 @@ std::vector<std::string> in_container(const PgTool& tool, std::vector<std::strin
 
 }  // namespace
 
+// The folders of runs that died (SIGKILL: their ToolFiles never removed them). Each is named
+// after its run's pid on this host, so one whose run is gone is known; those of live runs stay.
+// Once per process, before its first folder.
+void remove_dead_runs_folders(const PgTool& tool) {
+  static std::atomic<bool> done{false};
+  if (done.exchange(true)) return;
+  RunResult found = run_command({.argv = in_container(tool, {"find", "/tmp", "-maxdepth", "1", "-type", "d", "-name", "backupctl.*"})});
+  if (!found.status.ok()) return;  // not worth failing the restore for
+  std::istringstream lines(found.out);
+  for (std::string dir; std::getline(lines, dir);) {
+    // "/tmp/backupctl.<pid>.<random>": anything else is not ours to judge.
+    static const std::regex ours(R"(/tmp/backupctl\.([0-9]{1,9})\.[A-Za-z0-9]{6})");
+    std::smatch m;
+    if (!std::regex_match(dir, m, ours)) continue;
+    if (::kill(static_cast<pid_t>(std::stol(m[1].str())), 0) == 0 || errno != ESRCH) continue;
+    RunResult rm = run_command({.argv = in_container(tool, {"rm", "-rf", dir})});
+    if (rm.status.ok()) spdlog::info("removed {} in the compose service, left by a run that was killed", dir);
+  }
+}
+
 std::string ToolFiles::place(const fs::path& file) {
   if (!m_tool.in_service()) return file.string();
   if (m_dir.empty()) {
-    RunResult r = run_command({.argv = in_container(m_tool, {"mktemp", "-d", "/tmp/backupctl.XXXXXX"})});
+    remove_dead_runs_folders(m_tool);
+    const std::string prefix = "/tmp/backupctl." + std::to_string(::getpid()) + ".";
+    RunResult r = run_command({.argv = in_container(m_tool, {"mktemp", "-d", prefix + "XXXXXX"})});
     std::string dir = r.out.substr(0, r.out.find('\n'));
-    if (!r.status.ok() || dir.rfind("/tmp/backupctl.", 0) != 0) {
+    if (!r.status.ok() || dir.rfind(prefix, 0) != 0) {
       throw Error(ErrorCode::tool_failed, "cannot make a temporary folder in the compose service: " + first_line(r.err),
                   "the service's container needs mktemp and a writable /tmp");
     }

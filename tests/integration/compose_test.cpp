@@ -320,13 +320,20 @@ TEST_F(ComposeStack, PgToolsInsideThePostgresService) {
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
   damage();
   e.emplace_back("CONFIRM", "YES");
+  // What a killed run left in the container (its pid gone), and a live run's folder (ours).
+  Child dead = Child::spawn({.argv = {"true"}});
+  const std::string dead_dir = "/tmp/backupctl." + std::to_string(dead.pid()) + ".Dead01";
+  dead.wait();
+  const std::string live_dir = "/tmp/backupctl." + std::to_string(::getpid()) + ".Live01";
+  ASSERT_TRUE(compose({"exec", "-T", "postgres", "mkdir", dead_dir, live_dir}).status.ok());
   CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(documents(), 40);
   expect_all_running("after a restore with the service's tools");
-  RunResult tmp = compose({"exec", "-T", "postgres", "ls", "/tmp"});
+  RunResult tmp = compose({"exec", "-T", "postgres", "find", "/tmp", "-maxdepth", "1", "-name", "backupctl.*"});
   ASSERT_TRUE(tmp.status.ok()) << tmp.err;
-  EXPECT_EQ(tmp.out.find("backupctl."), std::string::npos) << "left in the container: " << tmp.out;
+  EXPECT_EQ(tmp.out, live_dir + "\n")
+      << "in the container's /tmp: the killed run's folder must go, the live run's stay, the restore's own go";
 
   // auto: no tools on the host (an empty PG_BINDIR), so the service's.
   TempDir no_tools;
