@@ -19,9 +19,11 @@
 #include "io/atomic_file.hpp"
 #include "io/pipeline.hpp"
 #include "util/error.hpp"
+#include "util/fault.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
+#include "util/process.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
 
@@ -272,7 +274,7 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
         std::error_code ec;
         fs::remove_all(path, ec);
       }
-    } scratch_root{config.backup_dir / (".remote-verify." + std::to_string(::getpid()))};
+    } scratch_root{config.backup_dir / (".remote-verify." + run_tag())};
     std::error_code ec;
     fs::remove_all(scratch_root.path, ec);
     const fs::path dir = scratch_root.path / kind_name(e.kind);
@@ -335,10 +337,10 @@ void remove_stale_verify_scratch(const fs::path& backup_dir) {
     const std::string name = de.path().filename().string();
     const std::string prefix = ".remote-verify.";
     if (!name.starts_with(prefix) || de.is_symlink(ec) || !de.is_directory(ec)) continue;
-    const std::string pid = name.substr(prefix.size());
-    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    // Its run is gone (a live one may be another verify at work).
-    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) == 0 || errno != ESRCH) continue;
+    // Its run is gone (a live one may be another verify at work, here or in another container;
+    // a verify does not take two days, whatever container it ran in).
+    const auto age = fs::file_time_type::clock::now() - de.last_write_time(ec);
+    if (ec || (!run_is_gone(name.substr(prefix.size())) && age < std::chrono::hours(48))) continue;
     std::error_code rm;
     fs::remove_all(de.path(), rm);
     if (!rm) spdlog::info("removed {}, left by a verify --remote --read-data that did not finish", de.path().string());
@@ -376,6 +378,15 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
       if (sha256.empty()) return;  // a companion already there
       CatalogEntry have = catalog_entry(to);
       if (have.meta && have.meta->sha256 == sha256 && !have.damaged()) return;
+      // A run killed after the file was committed and before its meta was written: the file is
+      // the remote's when its bytes are (the meta below is then written from the remote's).
+      if (!have.meta && fs::is_regular_file(fs::symlink_status(to, ec))) {
+        const io::FileDigest d = io::digest_file(to.string());
+        if (d.sha256 == sha256) {
+          remember_fetched(to, sha256);
+          return;
+        }
+      }
       throw Error(ErrorCode::usage, to.string() + " exists and is not the remote's " + rname,
                   "move it away, then run again");
     }
@@ -391,11 +402,15 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
                   "the off-site copy is damaged; pick another backup (`backupctl list --remote`)");
     }
     sink->commit();
-    if (!sha256.empty()) remember_fetched(to, sha256);
+    if (!sha256.empty()) {
+      remember_fetched(to, sha256);
+      fault_point("remote.fetch-committed");  // the file is there, its meta not yet
+    }
   };
   const std::string roles = remote_roles(meta, name);  // checked before anything is written
-  fetch_one(name, local, meta.sha256);
+  // The companion first: once the backup file is there, only its meta is left to write.
   if (!roles.empty()) fetch_one(roles, dir / fs::path(roles).filename(), "");
+  fetch_one(name, local, meta.sha256);
   std::error_code ec;
   if (!fs::exists(local.string() + ".meta", ec)) write_meta(local.string() + ".meta", meta);
   spdlog::info("remote: {} is in {}", name, local.string());

@@ -192,7 +192,8 @@ std::vector<std::string> in_container(const PgTool& tool, std::vector<std::strin
 }  // namespace
 
 // The folders of runs that died (SIGKILL: their ToolFiles never removed them). Each is named
-// after its run's pid on this host, so one whose run is gone is known; those of live runs stay.
+// after its run (run_tag: pid namespace and pid), so one whose run is gone is known; those of live
+// runs, here or in another container, stay.
 // Once per process, before its first folder.
 void remove_dead_runs_folders(const PgTool& tool) {
   static std::atomic<bool> done{false};
@@ -201,11 +202,10 @@ void remove_dead_runs_folders(const PgTool& tool) {
   if (!found.status.ok()) return;  // not worth failing the restore for
   std::istringstream lines(found.out);
   for (std::string dir; std::getline(lines, dir);) {
-    // "/tmp/backupctl.<pid>.<random>": anything else is not ours to judge.
-    static const std::regex ours(R"(/tmp/backupctl\.([0-9]{1,9})\.[A-Za-z0-9]{6})");
+    // "/tmp/backupctl.<run tag>.<random>": anything else is not ours to judge.
+    static const std::regex ours(R"(/tmp/backupctl\.([0-9]{1,20}\.[0-9]{1,9})\.[A-Za-z0-9]{6})");
     std::smatch m;
-    if (!std::regex_match(dir, m, ours)) continue;
-    if (::kill(static_cast<pid_t>(std::stol(m[1].str())), 0) == 0 || errno != ESRCH) continue;
+    if (!std::regex_match(dir, m, ours) || !run_is_gone(m[1].str())) continue;
     RunResult rm = run_command({.argv = in_container(tool, {"rm", "-rf", dir})});
     if (rm.status.ok()) spdlog::info("removed {} in the compose service, left by a run that was killed", dir);
   }
@@ -215,7 +215,7 @@ std::string ToolFiles::place(const fs::path& file) {
   if (!m_tool.in_service()) return file.string();
   if (m_dir.empty()) {
     remove_dead_runs_folders(m_tool);
-    const std::string prefix = "/tmp/backupctl." + std::to_string(::getpid()) + ".";
+    const std::string prefix = "/tmp/backupctl." + run_tag() + ".";
     RunResult r = run_command({.argv = in_container(m_tool, {"mktemp", "-d", prefix + "XXXXXX"})});
     std::string dir = r.out.substr(0, r.out.find('\n'));
     if (!r.status.ok() || dir.rfind(prefix, 0) != 0) {

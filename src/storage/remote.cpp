@@ -12,6 +12,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include "storage/s3/s3_store.hpp"
@@ -45,6 +46,19 @@ bool plain_name(const std::string& name) {
 void require_plain(const std::string& name) {
   if (!plain_name(name)) {
     throw Error(ErrorCode::internal, "not a remote backup name: " + name, "this is a bug in backupctl");
+  }
+}
+
+// Starts `n` threads running `worker`. A thread that cannot be made (out of memory or threads)
+// stops the ones already running and is a clear error, not std::terminate in a destructor.
+template <class Worker, class Stop>
+void start_workers(std::vector<std::thread>& workers, std::uint64_t n, Worker& worker, Stop& stop) {
+  try {
+    for (std::uint64_t i = 0; i < n; ++i) workers.emplace_back(worker);
+  } catch (const std::system_error& e) {
+    stop();
+    throw Error(ErrorCode::io, std::string("cannot start a transfer thread: ") + e.what(),
+                "the host is out of memory or threads; try again when it is less busy");
   }
 }
 
@@ -242,7 +256,6 @@ class S3Remote : public Remote {
       }
     };
     std::vector<std::thread> workers;
-    for (std::uint64_t t = 0; t < std::min<std::uint64_t>(kThreads, chunks); ++t) workers.emplace_back(worker);
     auto stop = [&] {
       {
         std::lock_guard<std::mutex> lock(mutex);
@@ -251,6 +264,7 @@ class S3Remote : public Remote {
       cv.notify_all();
       for (auto& t : workers) t.join();
     };
+    start_workers(workers, std::min<std::uint64_t>(kThreads, chunks), worker, stop);
     try {
       for (std::uint64_t next = 0; next < chunks; ++next) {
         ChunkSink* chunk;
@@ -263,6 +277,7 @@ class S3Remote : public Remote {
         }
         sink.write(std::span<const char>(chunk->data.data(), chunk->data.size()));
         fault_point("remote.chunk-fetched");
+        check_interrupted();  // the ranges in flight may all be on their way already
         {
           std::lock_guard<std::mutex> lock(mutex);
           free_buffers.push_back(chunk);
@@ -401,7 +416,6 @@ class S3Remote : public Remote {
     };
     std::vector<std::thread> workers;
     const int threads = std::min(kThreads, count);
-    for (int i = 0; i < threads; ++i) workers.emplace_back(worker);
     auto stop = [&] {
       {
         std::lock_guard<std::mutex> lock(mutex);
@@ -410,6 +424,12 @@ class S3Remote : public Remote {
       cv.notify_all();
       for (auto& t : workers) t.join();
     };
+    try {
+      start_workers(workers, static_cast<std::uint64_t>(threads), worker, stop);
+    } catch (...) {
+      upload->keep_open();
+      throw;
+    }
 
     Digest sha(EVP_sha256());
     std::string md5s;  // the parts' raw MD5s, for the ETag the completed object must have

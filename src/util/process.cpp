@@ -382,4 +382,26 @@ std::string machine_hostname() {
   return buf;
 }
 
+namespace {
+std::string pid_namespace() {
+  struct stat st {};
+  // The namespace's inode: the same for every process in it, different in another container.
+  if (::stat("/proc/self/ns/pid", &st) != 0) return "0";
+  return std::to_string(st.st_ino);
+}
+}  // namespace
+
+std::string run_tag() { return pid_namespace() + "." + std::to_string(::getpid()); }
+
+bool run_is_gone(std::string_view tag) {
+  auto dot = tag.find('.');
+  if (dot == std::string_view::npos) return false;
+  std::string_view ns = tag.substr(0, dot), pid = tag.substr(dot + 1);
+  auto digits = [](std::string_view s, std::size_t max) {
+    return !s.empty() && s.size() <= max && s.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  if (!digits(ns, 20) || !digits(pid, 9) || ns != pid_namespace()) return false;
+  return ::kill(static_cast<pid_t>(std::stol(std::string(pid))), 0) != 0 && errno == ESRCH;
+}
+
 }  // namespace backupctl

@@ -107,4 +107,12 @@ std::string error_line(std::string_view stderr_text);
 // The last `lines` non-empty lines of `text`, joined with "\n".
 std::string last_lines(std::string_view text, std::size_t lines);
 
+// "<pid namespace>.<pid>" of this process: in the names of a run's scratch folders, so that the
+// next run can tell a killed run's leftovers from those of a live run. A pid alone cannot: two
+// containers sharing BACKUP_DIR or the postgres service each have their own pid 42.
+std::string run_tag();
+// Whether the run that `tag` (from run_tag) names is gone: a tag of this pid namespace whose pid
+// no longer exists. A tag of another namespace, or anything malformed, is never known to be gone.
+bool run_is_gone(std::string_view tag);
+
 }  // namespace backupctl

@@ -12,11 +12,14 @@
 #include <signal.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
+#include <sstream>
 #include <thread>
 
 #include "config/config.hpp"
 #include "fixture.hpp"
 #include "util/env.hpp"
+#include "util/process.hpp"
 
 namespace backupctl::test {
 
@@ -320,20 +323,30 @@ TEST_F(ComposeStack, PgToolsInsideThePostgresService) {
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
   damage();
   e.emplace_back("CONFIRM", "YES");
-  // What a killed run left in the container (its pid gone), and a live run's folder (ours).
+  // What a killed run left in the container (its pid gone), a live run's folder (ours), and the
+  // folder of a run in another pid namespace (another container) with a pid that is free here.
   Child dead = Child::spawn({.argv = {"true"}});
-  const std::string dead_dir = "/tmp/backupctl." + std::to_string(dead.pid()) + ".Dead01";
+  const std::string ns = run_tag().substr(0, run_tag().find('.'));
+  const std::string dead_dir = "/tmp/backupctl." + ns + "." + std::to_string(dead.pid()) + ".Dead01";
+  const std::string other_dir = "/tmp/backupctl.1" + ns + "." + std::to_string(dead.pid()) + ".Othr01";
   dead.wait();
-  const std::string live_dir = "/tmp/backupctl." + std::to_string(::getpid()) + ".Live01";
-  ASSERT_TRUE(compose({"exec", "-T", "postgres", "mkdir", dead_dir, live_dir}).status.ok());
+  const std::string live_dir = "/tmp/backupctl." + run_tag() + ".Live01";
+  ASSERT_TRUE(compose({"exec", "-T", "postgres", "mkdir", dead_dir, live_dir, other_dir}).status.ok());
   CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(documents(), 40);
   expect_all_running("after a restore with the service's tools");
   RunResult tmp = compose({"exec", "-T", "postgres", "find", "/tmp", "-maxdepth", "1", "-name", "backupctl.*"});
   ASSERT_TRUE(tmp.status.ok()) << tmp.err;
-  EXPECT_EQ(tmp.out, live_dir + "\n")
-      << "in the container's /tmp: the killed run's folder must go, the live run's stay, the restore's own go";
+  std::vector<std::string> left;
+  std::istringstream lines(tmp.out);
+  for (std::string l; std::getline(lines, l);) left.push_back(l);
+  std::sort(left.begin(), left.end());
+  std::vector<std::string> want = {live_dir, other_dir};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(left, want) << "in the container's /tmp: the killed run's folder must go, the live run's and the other "
+                           "container's stay, the restore's own go";
+  ASSERT_TRUE(compose({"exec", "-T", "postgres", "rm", "-r", live_dir, other_dir}).status.ok());
 
   // auto: no tools on the host (an empty PG_BINDIR), so the service's.
   TempDir no_tools;

@@ -526,7 +526,7 @@ TEST_F(Crash, ConfigApplyOnAFreshHostAtEveryPointIsAllOrNothing) {
   auto files_there = [&] {
     std::vector<std::string> out;
     for (auto it = fs::recursive_directory_iterator(app.path()); it != fs::recursive_directory_iterator(); ++it) {
-      if (!it->is_directory()) out.push_back(fs::relative(it->path(), app.path()).string());
+      out.push_back(fs::relative(it->path(), app.path()).string() + (it->is_directory() ? "/" : ""));
     }
     return out;
   };

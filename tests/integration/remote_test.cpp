@@ -302,6 +302,19 @@ TEST(OffSite, KilledDownloadsLeaveNothingBehindAndAbandonedUploadsAreDropped) {
   EnvList killed = e;
   killed.emplace_back("BACKUPCTL_FAULT", "remote.chunk-fetched#2");
   const std::vector<std::string> restore = {"restore", "objects", "--remote", "--file", name};
+  // SIGTERM or SIGHUP (the SSH session dropped) half-way: the run itself removes its download.
+  for (auto [sig, number] : {std::pair<const char*, int>{"TERM", SIGTERM}, {"HUP", SIGHUP}}) {
+    EnvList signalled = killed;
+    signalled.emplace_back("BACKUPCTL_FAULT_SIGNAL", sig);
+    for (const auto& argv : {restore, std::vector<std::string>{"verify", "--remote", "--read-data"}}) {
+      CliResult r = run_backupctl(argv, signalled);
+      EXPECT_EQ(r.exit_code, 128 + number) << sig << " " << argv[0] << ": " << r.err;
+      EXPECT_EQ(list_dir(fresh.path() / "objects"), std::vector<std::string>{}) << sig << " " << argv[0];
+      for (const auto& n : list_dir(fresh.path())) EXPECT_FALSE(n.starts_with(".remote-verify.")) << sig << " " << argv[0] << ": " << n;
+      EXPECT_TRUE(list_dir(fresh.path() / "journal").empty()) << sig << " " << argv[0];
+    }
+  }
+  EXPECT_EQ(tree_digest(host.objects()), objects_before) << "an interrupted fetch touched the live objects";
   CliResult cut = run_backupctl(restore, killed);
   ASSERT_EQ(cut.exit_code, 128 + SIGKILL) << cut.err;
   EXPECT_TRUE(fs::exists(fresh.path() / "objects" / (name + ".partial"))) << "the kill came before the download";
@@ -314,6 +327,36 @@ TEST(OffSite, KilledDownloadsLeaveNothingBehindAndAbandonedUploadsAreDropped) {
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(tree_digest(host.objects()), objects_before);
 
+  // Killed between the downloaded file and its meta: the rerun takes the file when its bytes
+  // are the remote's (and writes the meta); a file of other bytes under that name is refused.
+  TempDir fresh2("backupctl-fresh");
+  EnvList e2 = e;
+  std::erase_if(e2, [](const auto& kv) { return kv.first == "BACKUP_DIR"; });
+  e2.emplace_back("BACKUP_DIR", fresh2.path().string());
+  EnvList killed2 = e2;
+  killed2.emplace_back("BACKUPCTL_FAULT", "remote.fetch-committed");
+  CliResult cut2 = run_backupctl(restore, killed2);
+  ASSERT_EQ(cut2.exit_code, 128 + SIGKILL) << cut2.err;
+  const fs::path fetched = fresh2.path() / "objects" / name;
+  ASSERT_TRUE(fs::exists(fetched));
+  EXPECT_FALSE(fs::exists(fetched.string() + ".meta"));
+  fs::remove_all(host.objects() / "attachments");
+  CliResult after_cut = run_backupctl(restore, e2);
+  ASSERT_EQ(after_cut.exit_code, 0) << after_cut.err;
+  EXPECT_EQ(tree_digest(host.objects()), objects_before);
+  EXPECT_TRUE(fs::exists(fetched.string() + ".meta"));
+  fs::remove(fetched.string() + ".meta");
+  {
+    std::string other = read_file(fetched);
+    other[other.size() / 2] ^= 1;
+    fs::remove(fetched);
+    write_file_atomic(fetched, other, 0600);
+  }
+  CliResult refused = run_backupctl(restore, e2);
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("exists and is not the remote's"), std::string::npos) << refused.err;
+  EXPECT_EQ(tree_digest(host.objects()), objects_before);
+
   CliResult verify_cut = run_backupctl({"verify", "--remote", "--read-data"}, killed);
   ASSERT_EQ(verify_cut.exit_code, 128 + SIGKILL) << verify_cut.err;
   auto scratch = [&] {
@@ -324,9 +367,17 @@ TEST(OffSite, KilledDownloadsLeaveNothingBehindAndAbandonedUploadsAreDropped) {
     return out;
   };
   EXPECT_EQ(scratch().size(), 1u) << "the kill came before the download";
+  // Scratch of verifies in another container (another pid namespace): a recent one may be at
+  // work and stays, one two days old is left over and goes.
+  const fs::path other_recent = fresh.path() / ".remote-verify.1.4242", other_old = fresh.path() / ".remote-verify.2.4242";
+  fs::create_directories(other_recent / "db");
+  fs::create_directories(other_old / "db");
+  fs::last_write_time(other_old, fs::file_time_type::clock::now() - std::chrono::hours(49));
   CliResult verified = run_backupctl({"verify", "--remote", "--read-data"}, e);
   EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
-  EXPECT_TRUE(scratch().empty()) << "the killed verify's download stayed: " << scratch().front();
+  EXPECT_EQ(scratch(), std::vector<std::string>{other_recent.filename().string()})
+      << "the killed verify's download stays, or another container's live one went";
+  fs::remove_all(other_recent);
 
   // Two unfinished uploads: one of a name being pruned (dropped), one a push may still resume.
   PutOptions none;

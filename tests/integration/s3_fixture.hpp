@@ -24,6 +24,7 @@ class S3Server {
   const std::string& secret_key() const { return m_secret_key; }
 
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(m_port); }
+  int port() const { return m_port; }
 
   // backupctl's S3Store settings for this server (endpoint and keys), for tests that talk to it
   // in-process.

@@ -1,6 +1,7 @@
 // A loopback TCP forwarder: what a connection pooler or a second published port looks like to a
 // client, another port that reaches the same server. Accepts on a port of its own and relays each
-// connection to 127.0.0.1:<to>, both ways, until either side closes.
+// connection to 127.0.0.1:<to>, both ways, until either side closes. cut_after(n) drops one
+// connection once the server has sent n bytes on it: a network that fails mid-answer.
 #pragma once
 
 #include <poll.h>
@@ -33,6 +34,9 @@ class TcpForwarder {
   TcpForwarder& operator=(const TcpForwarder&) = delete;
 
   int port() const { return m_port; }
+  // The next connection to carry more than `bytes` from the server is cut there (once).
+  void cut_after(std::int64_t bytes) { m_cut_after = bytes; }
+  int cuts() const { return m_cuts; }
 
  private:
   void accept_loop() {
@@ -49,6 +53,7 @@ class TcpForwarder {
   }
   void relay(int a, int b) {
     char buf[65536];
+    std::int64_t from_server = 0;
     while (!m_stop) {
       pollfd fds[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
       if (::poll(fds, 2, 200) < 0) break;
@@ -57,9 +62,21 @@ class TcpForwarder {
         if (!fds[i].revents) continue;
         ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
         if (n <= 0) done = true;
-        for (ssize_t off = 0; !done && off < n;) {
+        if (i == 1 && n > 0) {
+          std::int64_t cut = m_cut_after.load();
+          if (cut >= 0 && from_server + n > cut && m_cut_after.compare_exchange_strong(cut, -1)) {
+            n = static_cast<ssize_t>(cut - from_server);
+            done = true;  // after writing what came before the cut
+            ++m_cuts;
+          }
+          from_server += n;
+        }
+        for (ssize_t off = 0; off < n;) {
           ssize_t w = ::write(fds[1 - i].fd, buf + off, static_cast<std::size_t>(n - off));
-          if (w <= 0) done = true;
+          if (w <= 0) {
+            done = true;
+            break;
+          }
           off += w;
         }
       }
@@ -73,6 +90,8 @@ class TcpForwarder {
   int m_fd = -1;
   int m_port = 0;
   std::atomic<bool> m_stop{false};
+  std::atomic<std::int64_t> m_cut_after{-1};
+  std::atomic<int> m_cuts{0};
   std::thread m_accept;
   std::list<std::thread> m_relays;
 };

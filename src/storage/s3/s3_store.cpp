@@ -463,6 +463,12 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
       // A 2xx whose body was cut short by the connection is caught by curl (PARTIAL_FILE).
       return response;
     }
+    if (request.sink && request.range && resumed == request.range->second - request.range->first + 1) {
+      // Every byte of the range arrived before the connection failed: asking again would ask
+      // for an empty range, which no server can answer.
+      response.status = 206;
+      return response;
+    }
     if (request.sink && t.delivered > 0 && attempt < m_settings.max_attempts) {
       spdlog::warn("s3: {} interrupted after {} bytes ({}); resuming", what, resumed, last_problem);
     } else if (attempt < m_settings.max_attempts) {
