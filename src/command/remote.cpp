@@ -311,6 +311,7 @@ struct FetchedFile {
   ino_t ino;
   off_t size;
   struct timespec mtime;
+  struct timespec ctime;  // no one can set it back (utimensat sets mtime, not ctime)
   std::string sha256;
 };
 std::mutex g_fetched_mutex;
@@ -326,7 +327,7 @@ void remember_fetched(const fs::path& file, const std::string& sha256) {
   auto st = stat_of(file);
   if (!st) return;
   std::lock_guard<std::mutex> lock(g_fetched_mutex);
-  g_fetched[fs::absolute(file).lexically_normal().string()] = {st->st_dev, st->st_ino, st->st_size, st->st_mtim, sha256};
+  g_fetched[fs::absolute(file).lexically_normal().string()] = {st->st_dev, st->st_ino, st->st_size, st->st_mtim, st->st_ctim, sha256};
 }
 
 }  // namespace
@@ -355,7 +356,8 @@ std::optional<std::string> fetched_sha256(const fs::path& file) {
   if (it == g_fetched.end()) return std::nullopt;
   const FetchedFile& f = it->second;
   if (f.dev != st->st_dev || f.ino != st->st_ino || f.size != st->st_size || f.mtime.tv_sec != st->st_mtim.tv_sec ||
-      f.mtime.tv_nsec != st->st_mtim.tv_nsec) {
+      f.mtime.tv_nsec != st->st_mtim.tv_nsec || f.ctime.tv_sec != st->st_ctim.tv_sec ||
+      f.ctime.tv_nsec != st->st_ctim.tv_nsec) {
     return std::nullopt;
   }
   return f.sha256;

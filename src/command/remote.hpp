@@ -77,7 +77,7 @@ void remove_stale_verify_scratch(const std::filesystem::path& backup_dir);
 std::filesystem::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress);
 
 // The sha256 fetch_backup() took of `file`'s bytes as this process wrote them, while the file is
-// still that one (same device, inode, size and mtime): a restore then need not hash it again.
+// still that one (same device, inode, size, mtime and ctime): a restore then need not hash it again.
 std::optional<std::string> fetched_sha256(const std::filesystem::path& file);
 
 // The set file `id` ("latest": the newest complete one) from the remote into BACKUP_DIR/sets/,
