@@ -323,9 +323,11 @@ std::optional<struct stat> stat_of(const fs::path& file) {
   return st;
 }
 
-void remember_fetched(const fs::path& file, const std::string& sha256) {
+// `written`: the file this run wrote (fstat of its descriptor): if another file is under the name
+// now (renamed over it by someone who can write the folder), nothing is remembered.
+void remember_fetched(const fs::path& file, const std::string& sha256, const struct stat& written) {
   auto st = stat_of(file);
-  if (!st) return;
+  if (!st || st->st_dev != written.st_dev || st->st_ino != written.st_ino) return;
   std::lock_guard<std::mutex> lock(g_fetched_mutex);
   g_fetched[fs::absolute(file).lexically_normal().string()] = {st->st_dev, st->st_ino, st->st_size, st->st_mtim, st->st_ctim, sha256};
 }
@@ -338,10 +340,12 @@ void remove_stale_verify_scratch(const fs::path& backup_dir) {
     const std::string name = de.path().filename().string();
     const std::string prefix = ".remote-verify.";
     if (!name.starts_with(prefix) || de.is_symlink(ec) || !de.is_directory(ec)) continue;
-    // Its run is gone (a live one may be another verify at work, here or in another container;
-    // a verify does not take two days, whatever container it ran in).
+    // Its run is gone. A live one may be another verify at work; one of another container or
+    // machine (whose processes this one cannot see) goes when two days old: no verify takes that.
+    const std::string tag = name.substr(prefix.size());
     const auto age = fs::file_time_type::clock::now() - de.last_write_time(ec);
-    if (ec || (!run_is_gone(name.substr(prefix.size())) && age < std::chrono::hours(48))) continue;
+    const bool gone = run_is_here(tag) ? run_is_gone(tag) : !ec && age >= std::chrono::hours(48);
+    if (!gone) continue;
     std::error_code rm;
     fs::remove_all(de.path(), rm);
     if (!rm) spdlog::info("removed {}, left by a verify --remote --read-data that did not finish", de.path().string());
@@ -382,12 +386,10 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
       if (have.meta && have.meta->sha256 == sha256 && !have.damaged()) return;
       // A run killed after the file was committed and before its meta was written: the file is
       // the remote's when its bytes are (the meta below is then written from the remote's).
-      if (!have.meta && fs::is_regular_file(fs::symlink_status(to, ec))) {
-        const io::FileDigest d = io::digest_file(to.string());
-        if (d.sha256 == sha256) {
-          remember_fetched(to, sha256);
-          return;
-        }
+      // Not remembered as fetched: the restore hashes it again, as any file it did not write.
+      if (!have.meta && have.size == meta.size && fs::is_regular_file(fs::symlink_status(to, ec)) &&
+          io::digest_file(to.string()).sha256 == sha256) {
+        return;
       }
       throw Error(ErrorCode::usage, to.string() + " exists and is not the remote's " + rname,
                   "move it away, then run again");
@@ -403,9 +405,11 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
       throw Error(ErrorCode::verification, rname + " on the remote does not match the sha256 of its meta",
                   "the off-site copy is damaged; pick another backup (`backupctl list --remote`)");
     }
+    struct stat written {};
+    const bool have_written = ::fstat(sink->fd(), &written) == 0;
     sink->commit();
     if (!sha256.empty()) {
-      remember_fetched(to, sha256);
+      if (have_written) remember_fetched(to, sha256, written);
       fault_point("remote.fetch-committed");  // the file is there, its meta not yet
     }
   };

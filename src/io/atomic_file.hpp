@@ -32,6 +32,8 @@ class AtomicFileSink : public Sink {
   const std::filesystem::path& final_path() const { return m_final; }
   const std::filesystem::path& partial_path() const { return m_partial; }
   std::uint64_t bytes_written() const { return m_written; }
+  // The .partial's descriptor (until commit or abort): to fstat the very file written.
+  int fd() const { return m_fd.get(); }
 
  private:
   AtomicFileSink(std::filesystem::path final_path, std::filesystem::path partial, Fd fd);

@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "service/compose.hpp"
@@ -192,20 +193,31 @@ std::vector<std::string> in_container(const PgTool& tool, std::vector<std::strin
 }  // namespace
 
 // The folders of runs that died (SIGKILL: their ToolFiles never removed them). Each is named
-// after its run (run_tag: pid namespace and pid), so one whose run is gone is known; those of live
-// runs, here or in another container, stay.
+// after its run (run_tag: boot, pid namespace and pid), so one whose run is gone is known; those
+// of live runs stay, and those of runs elsewhere (another container or machine) until two days old.
 // Once per process, before its first folder.
 void remove_dead_runs_folders(const PgTool& tool) {
   static std::atomic<bool> done{false};
   if (done.exchange(true)) return;
-  RunResult found = run_command({.argv = in_container(tool, {"find", "/tmp", "-maxdepth", "1", "-type", "d", "-name", "backupctl.*"})});
-  if (!found.status.ok()) return;  // not worth failing the restore for
-  std::istringstream lines(found.out);
-  for (std::string dir; std::getline(lines, dir);) {
-    // "/tmp/backupctl.<run tag>.<random>": anything else is not ours to judge.
-    static const std::regex ours(R"(/tmp/backupctl\.([0-9]{1,20}\.[0-9]{1,9})\.[A-Za-z0-9]{6})");
+  auto find = [&](std::vector<std::string> more) {
+    std::vector<std::string> argv = {"find", "/tmp", "-maxdepth", "1", "-type", "d", "-name", "backupctl.*"};
+    argv.insert(argv.end(), more.begin(), more.end());
+    RunResult r = run_command({.argv = in_container(tool, argv)});
+    std::set<std::string> out;
+    std::istringstream lines(r.out);
+    for (std::string dir; r.status.ok() && std::getline(lines, dir);) out.insert(dir);
+    return out;  // a failure is not worth failing the restore for
+  };
+  // Two days old: whatever run made it (in another container, or before run tags) is done.
+  const std::set<std::string> old = find({"-mmin", "+2880"});
+  for (const std::string& dir : find({})) {
+    // "/tmp/backupctl.<run tag>.<random>" (or "<pid>.<random>" of older versions): anything else
+    // is not ours to judge.
+    static const std::regex ours(R"(/tmp/backupctl\.(([0-9a-f]{8}\.[0-9]{1,20}\.)?[0-9]{1,9})\.[A-Za-z0-9]{6})");
     std::smatch m;
-    if (!std::regex_match(dir, m, ours) || !run_is_gone(m[1].str())) continue;
+    if (!std::regex_match(dir, m, ours)) continue;
+    const std::string tag = m[1].str();
+    if (!(run_is_here(tag) ? run_is_gone(tag) : old.count(dir) > 0)) continue;
     RunResult rm = run_command({.argv = in_container(tool, {"rm", "-rf", dir})});
     if (rm.status.ok()) spdlog::info("removed {} in the compose service, left by a run that was killed", dir);
   }

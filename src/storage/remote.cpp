@@ -12,7 +12,6 @@
 #include <deque>
 #include <mutex>
 #include <optional>
-#include <system_error>
 #include <thread>
 
 #include "storage/s3/s3_store.hpp"
@@ -54,8 +53,9 @@ void require_plain(const std::string& name) {
 template <class Worker, class Stop>
 void start_workers(std::vector<std::thread>& workers, std::uint64_t n, Worker& worker, Stop& stop) {
   try {
+    workers.reserve(n);
     for (std::uint64_t i = 0; i < n; ++i) workers.emplace_back(worker);
-  } catch (const std::system_error& e) {
+  } catch (const std::exception& e) {  // std::system_error, or std::bad_alloc
     stop();
     throw Error(ErrorCode::io, std::string("cannot start a transfer thread: ") + e.what(),
                 "the host is out of memory or threads; try again when it is less busy");
@@ -427,7 +427,15 @@ class S3Remote : public Remote {
     try {
       start_workers(workers, static_cast<std::uint64_t>(threads), worker, stop);
     } catch (...) {
-      upload->keep_open();
+      // Nothing was sent: a resumed upload keeps its parts, a new one goes.
+      if (result.resumed) {
+        upload->keep_open();
+      } else {
+        try {
+          upload->abort();
+        } catch (const Error&) {  // the thread error is the one to report; prune drops it later
+        }
+      }
       throw;
     }
 

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <chrono>
 #include <cstring>
@@ -383,24 +384,39 @@ std::string machine_hostname() {
 }
 
 namespace {
-std::string pid_namespace() {
+// "<boot>.<pid namespace>": what makes a pid mean one process. The boot id (its first 8 hex
+// digits) tells machines and boots apart (the host's pid namespace has the same inode on every
+// Linux machine; a folder can be shared over NFS); the namespace's inode tells containers of one
+// kernel apart. "" when /proc cannot tell.
+std::string pid_space() {
   struct stat st {};
-  // The namespace's inode: the same for every process in it, different in another container.
-  if (::stat("/proc/self/ns/pid", &st) != 0) return "0";
-  return std::to_string(st.st_ino);
+  if (::stat("/proc/self/ns/pid", &st) != 0) return "";
+  std::string boot;
+  if (FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re")) {
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof buf, f)) boot = std::string(buf).substr(0, 8);
+    std::fclose(f);
+  }
+  if (boot.size() != 8 || boot.find_first_not_of("0123456789abcdef") != std::string::npos) return "";
+  return boot + "." + std::to_string(st.st_ino);
 }
 }  // namespace
 
-std::string run_tag() { return pid_namespace() + "." + std::to_string(::getpid()); }
+std::string run_tag() {
+  static const std::string space = pid_space();
+  return (space.empty() ? "unknown.0" : space) + "." + std::to_string(::getpid());
+}
+
+bool run_is_here(std::string_view tag) {
+  static const std::string space = pid_space();
+  auto dot = tag.rfind('.');
+  return !space.empty() && dot != std::string_view::npos && tag.substr(0, dot) == space;
+}
 
 bool run_is_gone(std::string_view tag) {
-  auto dot = tag.find('.');
-  if (dot == std::string_view::npos) return false;
-  std::string_view ns = tag.substr(0, dot), pid = tag.substr(dot + 1);
-  auto digits = [](std::string_view s, std::size_t max) {
-    return !s.empty() && s.size() <= max && s.find_first_not_of("0123456789") == std::string_view::npos;
-  };
-  if (!digits(ns, 20) || !digits(pid, 9) || ns != pid_namespace()) return false;
+  if (!run_is_here(tag)) return false;
+  std::string_view pid = tag.substr(tag.rfind('.') + 1);
+  if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string_view::npos) return false;
   return ::kill(static_cast<pid_t>(std::stol(std::string(pid))), 0) != 0 && errno == ESRCH;
 }
 

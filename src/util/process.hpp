@@ -107,12 +107,16 @@ std::string error_line(std::string_view stderr_text);
 // The last `lines` non-empty lines of `text`, joined with "\n".
 std::string last_lines(std::string_view text, std::size_t lines);
 
-// "<pid namespace>.<pid>" of this process: in the names of a run's scratch folders, so that the
-// next run can tell a killed run's leftovers from those of a live run. A pid alone cannot: two
-// containers sharing BACKUP_DIR or the postgres service each have their own pid 42.
+// "<boot id>.<pid namespace>.<pid>" of this process (e.g. "3f2a9c1e.4026531836.4242"): in the
+// names of a run's scratch folders, so that the next run can tell a killed run's leftovers from
+// those of a live run. A pid alone cannot: two containers sharing BACKUP_DIR or the postgres
+// service each have their own pid 42, and so do two hosts sharing a folder over NFS.
 std::string run_tag();
-// Whether the run that `tag` (from run_tag) names is gone: a tag of this pid namespace whose pid
-// no longer exists. A tag of another namespace, or anything malformed, is never known to be gone.
+// Whether the run that `tag` (from run_tag) names is gone: a tag of this boot and pid namespace
+// whose pid no longer exists. A tag of another machine or namespace, or anything malformed, is
+// never known to be gone.
 bool run_is_gone(std::string_view tag);
+// Whether `tag` names a run of this boot and pid namespace (one whose liveness can be told).
+bool run_is_here(std::string_view tag);
 
 }  // namespace backupctl

@@ -323,15 +323,21 @@ TEST_F(ComposeStack, PgToolsInsideThePostgresService) {
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
   damage();
   e.emplace_back("CONFIRM", "YES");
-  // What a killed run left in the container (its pid gone), a live run's folder (ours), and the
-  // folder of a run in another pid namespace (another container) with a pid that is free here.
+  // What a killed run left in the container (its pid gone), a live run's folder (ours), the
+  // folder of a run in another pid namespace (another container) with a pid that is free here,
+  // and two-day-old ones: of that other namespace, and of a version before run tags (pid only).
   Child dead = Child::spawn({.argv = {"true"}});
-  const std::string ns = run_tag().substr(0, run_tag().find('.'));
-  const std::string dead_dir = "/tmp/backupctl." + ns + "." + std::to_string(dead.pid()) + ".Dead01";
-  const std::string other_dir = "/tmp/backupctl.1" + ns + "." + std::to_string(dead.pid()) + ".Othr01";
+  const std::string here = run_tag().substr(0, run_tag().rfind('.'));  // boot id and namespace
+  const std::string boot = here.substr(0, here.find('.'));
+  const std::string pid = std::to_string(dead.pid());
+  const std::string dead_dir = "/tmp/backupctl." + here + "." + pid + ".Dead01";
+  const std::string other_dir = "/tmp/backupctl." + boot + ".1." + pid + ".Othr01";
+  const std::string other_old = "/tmp/backupctl." + boot + ".1." + pid + ".Othr02";
+  const std::string untagged_old = "/tmp/backupctl." + pid + ".Oldv01";
   dead.wait();
   const std::string live_dir = "/tmp/backupctl." + run_tag() + ".Live01";
-  ASSERT_TRUE(compose({"exec", "-T", "postgres", "mkdir", dead_dir, live_dir, other_dir}).status.ok());
+  ASSERT_TRUE(compose({"exec", "-T", "postgres", "mkdir", dead_dir, live_dir, other_dir, other_old, untagged_old}).status.ok());
+  ASSERT_TRUE(compose({"exec", "-T", "postgres", "touch", "-d", "3 days ago", other_old, untagged_old}).status.ok());
   CliResult r = run_backupctl({"restore", "db", "--file", dump}, e);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(documents(), 40);
@@ -344,8 +350,8 @@ TEST_F(ComposeStack, PgToolsInsideThePostgresService) {
   std::sort(left.begin(), left.end());
   std::vector<std::string> want = {live_dir, other_dir};
   std::sort(want.begin(), want.end());
-  EXPECT_EQ(left, want) << "in the container's /tmp: the killed run's folder must go, the live run's and the other "
-                           "container's stay, the restore's own go";
+  EXPECT_EQ(left, want) << "in the container's /tmp: the killed run's folder and the two-day-old ones must go, the "
+                           "live run's and the other container's recent one stay, the restore's own go";
   ASSERT_TRUE(compose({"exec", "-T", "postgres", "rm", "-r", live_dir, other_dir}).status.ok());
 
   // auto: no tools on the host (an empty PG_BINDIR), so the service's.

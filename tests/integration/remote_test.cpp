@@ -369,7 +369,8 @@ TEST(OffSite, KilledDownloadsLeaveNothingBehindAndAbandonedUploadsAreDropped) {
   EXPECT_EQ(scratch().size(), 1u) << "the kill came before the download";
   // Scratch of verifies in another container (another pid namespace): a recent one may be at
   // work and stays, one two days old is left over and goes.
-  const fs::path other_recent = fresh.path() / ".remote-verify.1.4242", other_old = fresh.path() / ".remote-verify.2.4242";
+  const fs::path other_recent = fresh.path() / ".remote-verify.00000000.1.4242",
+                 other_old = fresh.path() / ".remote-verify.00000000.2.4242";
   fs::create_directories(other_recent / "db");
   fs::create_directories(other_old / "db");
   fs::last_write_time(other_old, fs::file_time_type::clock::now() - std::chrono::hours(49));
