@@ -69,7 +69,7 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
 
 // Removes the scratch folders (BACKUP_DIR/.remote-verify.<run tag>) of verify --remote --read-data
 // runs that died (SIGKILL): each holds a downloaded backup. Those of live runs stay; one of a run
-// in another container (pid namespace) goes when it is two days old.
+// in another container or on another machine goes when it is two days old.
 void remove_stale_verify_scratch(const std::filesystem::path& backup_dir);
 
 // Brings a backup (file, companions, meta) from the remote into BACKUP_DIR/<kind>/, checked

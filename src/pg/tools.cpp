@@ -208,8 +208,7 @@ void remove_dead_runs_folders(const PgTool& tool) {
     for (std::string dir; r.status.ok() && std::getline(lines, dir);) out.insert(dir);
     return out;  // a failure is not worth failing the restore for
   };
-  // Two days old: whatever run made it (in another container, or before run tags) is done.
-  const std::set<std::string> old = find({"-mmin", "+2880"});
+  std::vector<std::string> doomed, elsewhere;
   for (const std::string& dir : find({})) {
     // "/tmp/backupctl.<run tag>.<random>" (or "<pid>.<random>" of older versions): anything else
     // is not ours to judge.
@@ -217,7 +216,20 @@ void remove_dead_runs_folders(const PgTool& tool) {
     std::smatch m;
     if (!std::regex_match(dir, m, ours)) continue;
     const std::string tag = m[1].str();
-    if (!(run_is_here(tag) ? run_is_gone(tag) : old.count(dir) > 0)) continue;
+    if (!run_is_here(tag)) {
+      elsewhere.push_back(dir);
+    } else if (run_is_gone(tag)) {
+      doomed.push_back(dir);
+    }
+  }
+  if (!elsewhere.empty()) {
+    // Two days old: whatever run made it (in another container, or before run tags) is done.
+    const std::set<std::string> old = find({"-mmin", "+2880"});
+    for (const std::string& dir : elsewhere) {
+      if (old.count(dir)) doomed.push_back(dir);
+    }
+  }
+  for (const std::string& dir : doomed) {
     RunResult rm = run_command({.argv = in_container(tool, {"rm", "-rf", dir})});
     if (rm.status.ok()) spdlog::info("removed {} in the compose service, left by a run that was killed", dir);
   }

@@ -387,30 +387,31 @@ namespace {
 // "<boot>.<pid namespace>": what makes a pid mean one process. The boot id (its first 8 hex
 // digits) tells machines and boots apart (the host's pid namespace has the same inode on every
 // Linux machine; a folder can be shared over NFS); the namespace's inode tells containers of one
-// kernel apart. "" when /proc cannot tell.
-std::string pid_space() {
-  struct stat st {};
-  if (::stat("/proc/self/ns/pid", &st) != 0) return "";
-  std::string boot;
-  if (FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re")) {
-    char buf[64] = {};
-    if (std::fgets(buf, sizeof buf, f)) boot = std::string(buf).substr(0, 8);
-    std::fclose(f);
-  }
-  if (boot.size() != 8 || boot.find_first_not_of("0123456789abcdef") != std::string::npos) return "";
-  return boot + "." + std::to_string(st.st_ino);
+// kernel apart. "" when /proc cannot tell. Read once per process.
+const std::string& pid_space() {
+  static const std::string space = [] {
+    struct stat st {};
+    if (::stat("/proc/self/ns/pid", &st) != 0) return std::string();
+    std::string boot;
+    if (FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re")) {
+      char buf[64] = {};
+      if (std::fgets(buf, sizeof buf, f)) boot = std::string(buf).substr(0, 8);
+      std::fclose(f);
+    }
+    if (boot.size() != 8 || boot.find_first_not_of("0123456789abcdef") != std::string::npos) return std::string();
+    return boot + "." + std::to_string(st.st_ino);
+  }();
+  return space;
 }
 }  // namespace
 
 std::string run_tag() {
-  static const std::string space = pid_space();
-  return (space.empty() ? "unknown.0" : space) + "." + std::to_string(::getpid());
+  return (pid_space().empty() ? "unknown.0" : pid_space()) + "." + std::to_string(::getpid());
 }
 
 bool run_is_here(std::string_view tag) {
-  static const std::string space = pid_space();
   auto dot = tag.rfind('.');
-  return !space.empty() && dot != std::string_view::npos && tag.substr(0, dot) == space;
+  return !pid_space().empty() && dot != std::string_view::npos && tag.substr(0, dot) == pid_space();
 }
 
 bool run_is_gone(std::string_view tag) {

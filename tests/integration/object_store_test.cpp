@@ -235,20 +235,15 @@ TEST(S3Store, ARangedGetIsExactAndRefusesAReplacedObject) {
   S3Server server;
   S3Store store(server.settings());
   store.create_bucket("ranges");
-  std::string body(3000000, '\0');
-  std::mt19937 rng(3);
-  for (auto& c : body) c = static_cast<char>(rng());
-  MemorySource src(body.data(), body.size());
-  store.put_object("ranges", "k", src, {});
+  const std::string body = random_bytes(3000000, 3);
+  put(store, "ranges", "k", body);
   const std::string etag = store.head_object("ranges", "k").etag;
   for (auto [first, last] : {std::pair<std::uint64_t, std::uint64_t>{0, 0}, {1000, 1048575}, {2999000, 2999999}}) {
     io::StringSink got;
     store.get_range("ranges", "k", first, last, got, etag);
     EXPECT_EQ(got.data(), body.substr(first, last - first + 1)) << first << "-" << last;
   }
-  std::string other = "replaced";
-  MemorySource again(other.data(), other.size());
-  store.put_object("ranges", "k", again, {});
+  put(store, "ranges", "k", "replaced");
   io::StringSink got;
   try {
     store.get_range("ranges", "k", 0, 7, got, etag);
@@ -266,11 +261,8 @@ TEST(S3Store, ARangeCutOffMidwayResumesWhereItStopped) {
   S3Server server;
   S3Store direct(server.settings());
   direct.create_bucket("cut");
-  std::string body(3000000, '\0');
-  std::mt19937 rng(5);
-  for (auto& c : body) c = static_cast<char>(rng());
-  MemorySource src(body.data(), body.size());
-  direct.put_object("cut", "k", src, {});
+  const std::string body = random_bytes(3000000, 5);
+  put(direct, "cut", "k", body);
   const std::string etag = direct.head_object("cut", "k").etag;
   test::TcpForwarder network(server.port());
   S3Settings s = server.settings();
