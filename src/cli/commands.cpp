@@ -390,6 +390,18 @@ int cmd_restore_db(const Config& config, const Args& args) {
   if (args.remote && !args.restore.file.empty()) {
     Args local = args;
     local.remote = false;
+    // A swap restore reads the dump as it downloads (the load runs while the rest arrives, and
+    // nothing is stored locally); the swap waits for the whole file to match the remote meta.
+    // An --in-place restore drops the live database first: it takes the whole file, checked,
+    // before. A copy fetched earlier is restored from BACKUP_DIR.
+    const std::string name = fs::path(args.restore.file).filename().string();
+    std::error_code ec;
+    if (!args.restore.in_place && !fs::exists(fs::symlink_status(config.kind_dir("db") / name, ec))) {
+      IncomingBackup incoming(config, make_remote(config), "db/" + name);
+      local.restore.file = incoming.file();
+      local.restore.incoming = &incoming;
+      return cmd_restore_db(config, local);
+    }
     local.restore.file = fetched(config, args, "db", args.restore.file.string());
     return cmd_restore_db(config, local);
   }
@@ -403,8 +415,9 @@ int cmd_restore_db(const Config& config, const Args& args) {
   auto progress = make_progress(args.out);
   RestorePlan plan = plan_restore_db(config, target, args.restore, *progress);
   require_confirmation(config, args, plan.describe(), plan.to_json(),
-                       "make restore-db BACKUP_FILE=" + args.restore.file.string() +
-                           " CONFIRM=YES (or backupctl restore db --confirm)");
+                       args.restore.incoming ? "CONFIRM=YES backupctl restore db --remote --file " + args.restore.file.filename().string()
+                                             : "make restore-db BACKUP_FILE=" + args.restore.file.string() +
+                                                   " CONFIRM=YES (or backupctl restore db --confirm)");
   return bookkeeping(config, "restore db", "restore", [&](Journal& journal) {
     RestoreReport report = run_restore_db(config, target, plan, args.restore, journal, *progress);
     if (args.out.json) {

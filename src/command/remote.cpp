@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <map>
 #include <mutex>
@@ -367,15 +368,31 @@ std::optional<std::string> fetched_sha256(const fs::path& file) {
   return f.sha256;
 }
 
-fs::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress) {
+namespace {
+
+// The kind of the remote backup `name` ("db/archive_….dump"); anything else is refused.
+Kind remote_backup_kind(const std::string& name) {
   const std::string file = fs::path(name).filename().string();
   auto parsed = parse_backup_filename(file);
   if (!parsed || name != std::string(kind_name(parsed->kind)) + "/" + file) {
     throw Error(ErrorCode::usage, "'" + name + "' is not a backup file name",
                 "`backupctl list --remote` shows the backups there, e.g. db/archive_archive_20261201_031500.dump");
   }
+  return parsed->kind;
+}
+
+Error not_the_remotes(const std::string& name, const std::string& what) {
+  return Error(ErrorCode::verification, name + " on the remote " + what,
+               "the off-site copy is damaged or was replaced; pick another backup (`backupctl list --remote`)");
+}
+
+}  // namespace
+
+fs::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress) {
+  const std::string file = fs::path(name).filename().string();
+  const Kind kind = remote_backup_kind(name);
   Meta meta = remote_meta(remote, name + ".meta");
-  const fs::path dir = config.kind_dir(kind_name(parsed->kind));
+  const fs::path dir = config.kind_dir(kind_name(kind));
   make_dirs(dir);
   const fs::path local = dir / file;
   auto fetch_one = [&](const std::string& rname, const fs::path& to, const std::string& sha256) {
@@ -401,10 +418,7 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
     remote.get(rname, hash);
     hash.finish();
     progress.finish();
-    if (!sha256.empty() && hash.hex() != sha256) {
-      throw Error(ErrorCode::verification, rname + " on the remote does not match the sha256 of its meta",
-                  "the off-site copy is damaged; pick another backup (`backupctl list --remote`)");
-    }
+    if (!sha256.empty() && hash.hex() != sha256) throw not_the_remotes(rname, "does not match the sha256 of its meta");
     struct stat written {};
     const bool have_written = ::fstat(sink->fd(), &written) == 0;
     sink->commit();
@@ -421,6 +435,67 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
   if (!fs::exists(local.string() + ".meta", ec)) write_meta(local.string() + ".meta", meta);
   spdlog::info("remote: {} is in {}", name, local.string());
   return local;
+}
+
+IncomingBackup::IncomingBackup(const Config& config, std::unique_ptr<Remote> remote, const std::string& name)
+    : m_remote(std::move(remote)), m_name(name), m_origin(config.remote->url + "/" + name) {
+  const Kind kind = remote_backup_kind(name);
+  m_meta = remote_meta(*m_remote, name + ".meta");
+  const fs::path dir = config.kind_dir(kind_name(kind));
+  make_dirs(dir);  // the spool's place: the backups' file system has room for a backup
+  const std::string roles = remote_roles(m_meta, name);  // checked before anything is read
+  if (!roles.empty()) {
+    // SQL run as a superuser: whole and checked before anyone reads it.
+    io::StringSink bytes;
+    io::Sha256Sink hash(bytes);
+    m_remote->get(roles, hash);
+    hash.finish();
+    if (hash.hex() != json_string(m_meta.parts["roles"], "sha256")) throw not_the_remotes(roles, "does not match the sha256 in the meta");
+    m_roles = io::IncomingFile::create(dir / fs::path(roles).filename(), bytes.data().size(), dir);
+    m_roles->append(bytes.data());
+    m_roles->complete();
+  }
+  m_file = io::IncomingFile::create(dir / fs::path(name).filename(), m_meta.size, dir);
+  try {
+    m_thread = std::thread([this] { download(); });
+  } catch (const std::system_error& e) {
+    throw Error(ErrorCode::internal, std::string("cannot start the download: ") + e.what(), "the system is out of threads or memory");
+  }
+}
+
+void IncomingBackup::download() {
+  try {
+    const auto start = std::chrono::steady_clock::now();
+    io::IncomingSink spool(*m_file);
+    io::Sha256Sink hash(spool);
+    m_remote->get(m_name, hash);
+    hash.finish();
+    if (m_file->arrived() != m_meta.size) throw not_the_remotes(m_name, "is shorter than its meta says");
+    if (hash.hex() != m_meta.sha256) throw not_the_remotes(m_name, "does not match the sha256 of its meta");
+    m_file->complete();
+    spdlog::info("remote: {} arrived and matches its meta ({} in {})", m_name, human_bytes(m_meta.size),
+                 human_duration(seconds_since(start)));
+  } catch (...) {
+    m_file->fail(std::current_exception());
+  }
+}
+
+std::optional<fs::path> IncomingBackup::roles_file() const {
+  if (!m_roles) return std::nullopt;
+  return m_roles->name();
+}
+
+void IncomingBackup::wait() {
+  if (m_thread.joinable()) m_thread.join();
+  // The end is there only once the download completed: a reader of it rethrows the failure.
+  std::vector<char> byte(1);
+  m_file->read_at(m_file->size(), byte, nullptr);
+}
+
+IncomingBackup::~IncomingBackup() {
+  if (!m_thread.joinable()) return;
+  m_file->cancel();
+  m_thread.join();
 }
 
 std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress) {

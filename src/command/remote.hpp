@@ -11,11 +11,13 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "catalog/catalog.hpp"
+#include "io/incoming.hpp"
 #include "config/config.hpp"
 #include "storage/remote.hpp"
 #include "util/progress.hpp"
@@ -75,6 +77,39 @@ void remove_stale_verify_scratch(const std::filesystem::path& backup_dir);
 // Brings a backup (file, companions, meta) from the remote into BACKUP_DIR/<kind>/, checked
 // against the remote meta's sha256, unless a good copy is there already. Returns its local path.
 std::filesystem::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress);
+
+// A backup streamed from the remote for a restore that reads it as it arrives (`restore db
+// --remote`, `restore all --remote`): nothing is written to BACKUP_DIR. The remote meta is read
+// and checked first, and the roles file (small) comes whole, checked against it; then the file
+// downloads in a thread of its own into an io::IncomingFile registered as
+// BACKUP_DIR/<kind>/<file> (spooled there anonymously), checked against the meta's size and
+// sha256 at its end: a reader sees the end of the file only when it matched.
+class IncomingBackup {
+ public:
+  IncomingBackup(const Config& config, std::unique_ptr<Remote> remote, const std::string& name);
+  IncomingBackup(const IncomingBackup&) = delete;
+  IncomingBackup& operator=(const IncomingBackup&) = delete;
+  ~IncomingBackup();  // stops a download still running
+
+  const std::filesystem::path& file() const { return m_file->name(); }  // the name readers open
+  const Meta& meta() const { return m_meta; }
+  std::optional<std::filesystem::path> roles_file() const;
+  const std::string& origin() const { return m_origin; }  // the remote's URL of the file
+  // Waits for the end of the download; throws its error: Error(verification) for a copy that is
+  // not the one the meta describes, Error(interrupted) after a signal.
+  void wait();
+
+ private:
+  void download();
+
+  std::unique_ptr<Remote> m_remote;
+  std::string m_name;
+  std::string m_origin;
+  Meta m_meta;
+  std::shared_ptr<io::IncomingFile> m_roles;
+  std::shared_ptr<io::IncomingFile> m_file;
+  std::thread m_thread;
+};
 
 // The sha256 fetch_backup() took of `file`'s bytes as this process wrote them, while the file is
 // still that one (same device, inode, size, mtime and ctime): a restore then need not hash it again.

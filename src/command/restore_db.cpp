@@ -180,11 +180,15 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
                             const RestoreDbOptions& options, Progress& progress) {
   RestorePlan plan;
   plan.file = options.file;
+  plan.incoming = options.incoming;
   if (options.in_place && options.online) {
     throw Error(ErrorCode::usage, "--in-place and --online cannot be combined",
                 "--online needs room for a second copy; --in-place replaces the database directly");
   }
-  require_backup_file(plan.file, config.backup_dir, "db");
+  if (options.in_place && options.incoming) {
+    throw Error(ErrorCode::internal, "an --in-place restore cannot read a dump as it arrives");
+  }
+  if (!options.incoming) require_backup_file(plan.file, config.backup_dir, "db");
   auto format = db_format_of(plan.file);
   if (!format) {
     throw Error(ErrorCode::usage, "cannot restore " + plan.file.string() + ": unknown file type",
@@ -206,12 +210,10 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   fs::path meta_path = plan.file;
   meta_path += ".meta";
   std::error_code ec;
-  if (fs::exists(meta_path, ec)) {
+  if (options.incoming) {
+    plan.meta = options.incoming->meta();
+  } else if (fs::exists(meta_path, ec)) {
     plan.meta = read_meta(meta_path);
-    if (plan.meta->kind != "db") {
-      throw Error(ErrorCode::usage, plan.file.string() + " is a " + plan.meta->kind + " backup",
-                  "restore db takes a database backup");
-    }
   } else if (!options.allow_no_meta) {
     throw Error(ErrorCode::verification,
                 "no " + meta_path.filename().string() + ": the file's checksum cannot be checked",
@@ -220,6 +222,10 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   } else {
     spdlog::warn("restore: {} has no meta; restoring it unchecked (--allow-no-meta)",
                  plan.file.filename().string());
+  }
+  if (plan.meta && plan.meta->kind != "db") {
+    throw Error(ErrorCode::usage, plan.file.string() + " is a " + plan.meta->kind + " backup",
+                "restore db takes a database backup");
   }
   plan.format = sniffed_format(plan.file, plan.format, config.age_identity, plan.format_note);
 
@@ -241,8 +247,14 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   const ZstdScan zstd = plan.meta && !options.in_place ? ZstdScan::toc_only : ZstdScan::every_frame;
   // A file this process just fetched from the remote was hashed as it arrived (restore --remote):
   // then only its table of contents is read here.
+  // A dump streamed from the remote is checked against the remote meta's sha256 as it arrives:
+  // no reader sees its end before it matched, and the swap waits for that (run_restore_db).
   std::string known_sha256;
-  if (zstd == ZstdScan::toc_only) known_sha256 = fetched_sha256(plan.file).value_or("");
+  if (options.incoming) {
+    known_sha256 = plan.meta->sha256;
+  } else if (zstd == ZstdScan::toc_only) {
+    known_sha256 = fetched_sha256(plan.file).value_or("");
+  }
   ArchiveScan scan = scan_db_archive(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress,
                                      config.age_identity, zstd, known_sha256);
   progress.finish();
@@ -262,7 +274,8 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
                   "the file is damaged or was changed; nothing was touched; pick another backup "
                   "with `backupctl list`");
     }
-    plan.checksum_state = "sha256 matches the meta";
+    plan.checksum_state = options.incoming ? "sha256 checked against the remote meta as the dump arrives, before the swap"
+                                           : "sha256 matches the meta";
   } else {
     plan.checksum_state = "no meta to compare with (--allow-no-meta)";
   }
@@ -283,8 +296,9 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
     plan.target_size = bytes_pretty(
         conn.scalar("SELECT pg_database_size($1)::text", {plan.target_database}));
   }
-  plan.roles_file = roles_file_for(plan.file, plan.meta);
-  if (plan.roles_file && plan.meta && plan.meta->parts.contains("roles")) {
+  // A streamed dump's roles file came whole and was checked against the remote meta already.
+  plan.roles_file = options.incoming ? options.incoming->roles_file() : roles_file_for(plan.file, plan.meta);
+  if (!options.incoming && plan.roles_file && plan.meta && plan.meta->parts.contains("roles")) {
     // The roles file is SQL run as a superuser: check it against the .meta before using it.
     std::string want = json_string(plan.meta->parts["roles"], "sha256");
     if (want.empty() || io::digest_file(plan.roles_file->string()).sha256 != want) {
@@ -312,7 +326,11 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
 std::string RestorePlan::describe() const {
   std::string out = "restore plan (nothing has been changed):\n";
   std::string created = meta ? meta->created_at : "unknown (no meta)";
-  out += fmt::format("  file:       {}\n", file.string());
+  if (incoming) {
+    out += fmt::format("  file:       {} (read as it downloads; nothing is stored locally)\n", incoming->origin());
+  } else {
+    out += fmt::format("  file:       {}\n", file.string());
+  }
   out += fmt::format("  made:       {}{}\n", created,
                      meta && !meta->source.empty()
                          ? " from " + json_string(meta->source, "database", "?") + " on " +
@@ -348,6 +366,7 @@ std::string RestorePlan::describe() const {
 
 nlohmann::json RestorePlan::to_json() const {
   return {{"file", file.string()},
+          {"remote", incoming ? nlohmann::json(incoming->origin()) : nlohmann::json(nullptr)},
           {"format", db_format_name(format)},
           {"created_at", meta ? nlohmann::json(meta->created_at) : nlohmann::json(nullptr)},
           {"size", size},
@@ -387,7 +406,7 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
                              const RestoreDbOptions& options, Journal& journal, Progress& progress) {
   const auto t0 = SteadyClock::now();
   RestoreReport report;
-  report.file = plan.file;
+  report.file = plan.incoming ? fs::path(plan.incoming->origin()) : plan.file;
   report.target = plan.target_database;
   report.mode = plan.mode;
   Phases phases(report);
@@ -515,6 +534,13 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
       }
       set_tables(report, restored);
       report.rows_checked = loaded.archive.has_value();
+      if (plan.incoming) {
+        // The loader read every byte as it came, but only the download's end says they are the
+        // ones the meta describes: nothing is swapped in before it did.
+        journal.step("restore-db.remote-checked");
+        phases.start("download check");
+        plan.incoming->wait();
+      }
     } catch (const Error& e) {
       if (e.code() == ErrorCode::interrupted) throw;
       throw Error(e.code(), e.what(),

@@ -22,8 +22,14 @@
 
 namespace backupctl {
 
+class IncomingBackup;
+
 struct RestoreDbOptions {
   std::filesystem::path file;
+  // The dump streamed from the remote as the restore reads it (restore db --remote); `file` is
+  // then its IncomingBackup::file(). Swap modes only: the live database is not touched before
+  // every byte arrived and matched the remote meta. Not owned.
+  IncomingBackup* incoming = nullptr;
   std::string target_db;       // empty: the configured database (PGDATABASE / DATABASE_URL)
   bool in_place = false;       // drop and recreate (after a safety dump) instead of swapping
   bool online = false;         // services keep running until the swap
@@ -37,6 +43,7 @@ struct RestoreDbOptions {
 // checked, the server was asked about the target and the roles.
 struct RestorePlan {
   std::filesystem::path file;
+  IncomingBackup* incoming = nullptr;  // RestoreDbOptions::incoming
   DbFormat format = DbFormat::custom;
   std::optional<Meta> meta;
   std::uint64_t size = 0;
@@ -88,7 +95,7 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
 
 // Carries out a plan, as a short list of named steps, each announced in the journal first (and a
 // fault point of that name): restore-db.stop-services, .roles, .create-side, .load, .analyze,
-// .swap (one transaction: swap.before-commit inside it), .start-services, .prune-previous; for
+// (.remote-checked: a streamed dump arrived whole and matched its meta), .swap (one transaction: swap.before-commit inside it), .start-services, .prune-previous; for
 // --in-place: .safety-dump, .drop, .create, .load. Each change is a journal entry before it is
 // made (services, side_database, swap, in_place, temp_dir), so an error, a signal or a crash at
 // any point leaves the live database whole: the old one, or the restored one once the swap

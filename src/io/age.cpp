@@ -2,6 +2,7 @@
 
 #include <csignal>
 
+#include "io/incoming.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 
@@ -80,13 +81,40 @@ void AgeEncryptSink::finish() {
 }
 
 AgeDecryptSource::AgeDecryptSource(const std::filesystem::path& file, const std::filesystem::path& identity)
-    : m_child(spawn_age({"age", "-d", "-i", identity.string(), file.string()}, Stdio::null)), m_file(file) {}
+    : m_child(IncomingFile::find(file) ? spawn_age({"age", "-d", "-i", identity.string()}, Stdio::pipe)
+                                       : spawn_age({"age", "-d", "-i", identity.string(), file.string()}, Stdio::null)),
+      m_file(file) {
+  auto incoming = IncomingFile::find(file);
+  if (!incoming) return;
+  auto source = incoming->open(&m_stop);
+  m_feeder = std::thread([this, source = std::move(source)] {
+    try {
+      ChildStdinSink sink(m_child.stdin_pipe(), "age");
+      copy(*source, sink);
+    } catch (...) {
+      m_feed_error = std::current_exception();
+    }
+    m_child.stdin_pipe().reset();  // age sees the end (and fails on a cut-off stream)
+  });
+}
+
+AgeDecryptSource::~AgeDecryptSource() {
+  if (!m_feeder.joinable()) return;
+  m_stop = true;
+  if (!m_done) m_child.kill(SIGTERM);  // a feeder blocked on a full pipe gets EPIPE
+  m_feeder.join();
+}
 
 std::size_t AgeDecryptSource::read(std::span<char> buf) {
   if (m_done) return 0;
   std::size_t n = m_child.read_output(buf);
   if (n > 0) return n;
   m_done = true;
+  if (m_feeder.joinable()) {
+    m_feeder.join();
+    // The download's own error (a damaged copy, a signal) says more than age's "unexpected EOF".
+    if (m_feed_error) std::rethrow_exception(m_feed_error);
+  }
   ExitStatus status = m_child.wait();
   if (!status.ok()) {
     std::string why = error_line(m_child.stderr_tail());
@@ -99,6 +127,7 @@ std::size_t AgeDecryptSource::read(std::span<char> buf) {
 
 std::unique_ptr<Source> open_plaintext(const std::filesystem::path& file, const std::filesystem::path& identity) {
   if (!is_encrypted(file)) {
+    if (auto incoming = IncomingFile::find(file)) return incoming->open();
     struct OwnedFdSource : public Source {
       explicit OwnedFdSource(const std::filesystem::path& p) : fd(open_read(p)), src(fd.get(), p.string()) {}
       std::size_t read(std::span<char> buf) override { return src.read(buf); }

@@ -4,6 +4,8 @@
 // beyond public recipients and the identity file's path.
 #pragma once
 
+#include <atomic>
+#include <exception>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -33,16 +35,21 @@ class AgeEncryptSink : public Sink {
 };
 
 // The plaintext of an age-encrypted file, from `age -d -i <identity> <file>`. At the end it checks
-// age's exit: a wrong key is Error(verification) with a hint about BACKUP_AGE_IDENTITY.
+// age's exit: a wrong key is Error(verification) with a hint about BACKUP_AGE_IDENTITY. A file
+// still arriving (io/incoming.hpp) is fed to age's stdin by a thread of its own as it comes.
 class AgeDecryptSource : public Source {
  public:
   AgeDecryptSource(const std::filesystem::path& file, const std::filesystem::path& identity);
+  ~AgeDecryptSource() override;
   std::size_t read(std::span<char> buf) override;
 
  private:
   Child m_child;
   std::filesystem::path m_file;
   bool m_done = false;
+  std::atomic<bool> m_stop{false};
+  std::exception_ptr m_feed_error;
+  std::thread m_feeder;
 };
 
 // A file's plaintext: the file itself, or its decryption when it ends in ".age". Throws

@@ -6,6 +6,7 @@
 
 #include "io/age.hpp"
 #include "io/gzip.hpp"
+#include "io/incoming.hpp"
 #include "io/zstd.hpp"
 #include "pg/custom_archive.hpp"
 #include "pg/connection.hpp"
@@ -59,9 +60,15 @@ std::string run_pg_restore(const PgTool& pg_restore, std::vector<std::string> ar
                            const std::function<void(io::Sink&)>& feed, std::string_view what) {
   MemFile out("pg_restore-out"), err("pg_restore-err");
   SpawnOptions spawn{.argv = pg_restore.argv(args)};
+  // A file still arriving is not on disk under its name: pg_restore reads it on stdin as it comes.
+  std::function<void(io::Sink&)> incoming_feed;
+  if (!feed && io::is_incoming(file)) {
+    incoming_feed = [&](io::Sink& to_pg_restore) { io::copy(*io::IncomingFile::find(file)->open(), to_pg_restore); };
+  }
+  const std::function<void(io::Sink&)>& feeder = feed ? feed : incoming_feed;
   // A pg_restore in the compose service cannot open a file of this host: it reads it on stdin.
   Fd whole;
-  if (feed) {
+  if (feeder) {
     spawn.in = Stdio::pipe;
   } else if (pg_restore.in_service()) {
     whole = open_read(file);
@@ -72,9 +79,9 @@ std::string run_pg_restore(const PgTool& pg_restore, std::vector<std::string> ar
   spawn.out_fd = out.fd();
   spawn.err_fd = err.fd();
   Child child = Child::spawn(spawn);
-  if (feed) {
+  if (feeder) {
     io::ChildStdinSink sink(child.stdin_pipe(), "pg_restore");
-    feed(sink);
+    feeder(sink);
   }
   ExitStatus status = child.wait();
   if (!status.ok()) {
@@ -141,7 +148,8 @@ ArchiveScan scan_db_archive(const fs::path& file, DbFormat format, const PgTool*
     }
     scan.toc = run_pg_restore(*pg_restore, {"--create", "--list"}, file, feed,
                               "the archive's table of contents does not read");
-    scan.size = fs::file_size(file);
+    auto incoming = io::IncomingFile::find(file);
+    scan.size = incoming ? incoming->size() : fs::file_size(file);
     scan.sha256 = known_sha256;
     scan.toc_entries = count_toc_entries(scan.toc);
     return scan;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "io/age.hpp"
+#include "io/incoming.hpp"
 #include "io/pipeline.hpp"
 #include "io/zstd.hpp"
 #include "pg/background_analyze.hpp"
@@ -198,9 +199,10 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
   if (is_custom(dump.format) && jobs > 1 && streamable(dump)) {
     rows = load_custom_parallel(dump, pg_restore, target, db, jobs, progress, scratch);
   } else if (dump.format == DbFormat::custom_zst || (dump.format == DbFormat::custom && io::is_encrypted(dump.file)) ||
-             (dump.format == DbFormat::custom && pg_restore.in_service())) {
+             (dump.format == DbFormat::custom && (pg_restore.in_service() || io::is_incoming(dump.file)))) {
     // From a pipe pg_restore works through the archive in order: no --jobs. (A pg_restore in
-    // the compose service cannot read the file on this host: it gets it through the pipe too.)
+    // the compose service cannot read the file on this host, and a file still arriving is not
+    // on disk under its name: they go through the pipe too.)
     run_pg_program(pg_restore, {"--dbname=" + db, "--exit-on-error", "--no-password"}, target, inflate_into, lost);
   } else if (dump.format == DbFormat::custom) {
     run_pg_program(pg_restore,

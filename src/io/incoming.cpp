@@ -1,0 +1,178 @@
+#include "io/incoming.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <map>
+
+#include "util/error.hpp"
+#include "util/signals.hpp"
+
+namespace backupctl::io {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::mutex g_registry_mutex;
+std::map<std::string, std::weak_ptr<IncomingFile>> g_registry;
+
+std::string key_of(const fs::path& name) {
+  return fs::absolute(name).lexically_normal().string();
+}
+
+// An anonymous file in `dir`: O_TMPFILE where the file system has it, else a file unlinked
+// right after it is made (a kill between the two leaves a `.incoming.*` file; no file system
+// backupctl runs on here lacks O_TMPFILE).
+Fd anonymous_file(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0) return Fd(fd);
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+    throw_errno("cannot make a spool file in " + dir.string());
+  std::string templ = (dir / ".incoming.XXXXXX").string();
+  fd = ::mkostemp(templ.data(), O_CLOEXEC);
+  if (fd < 0) throw_errno("cannot make a spool file in " + dir.string());
+  ::unlink(templ.c_str());
+  return Fd(fd);
+}
+
+class IncomingSource : public Source {
+ public:
+  IncomingSource(std::shared_ptr<IncomingFile> file, const std::atomic<bool>* stop)
+      : m_file(std::move(file)), m_stop(stop) {}
+  std::size_t read(std::span<char> buf) override {
+    std::size_t n = m_file->read_at(m_offset, buf, m_stop);
+    m_offset += n;
+    return n;
+  }
+
+ private:
+  std::shared_ptr<IncomingFile> m_file;
+  const std::atomic<bool>* m_stop;
+  std::uint64_t m_offset = 0;
+};
+
+}  // namespace
+
+IncomingFile::IncomingFile(fs::path name, std::uint64_t size, Fd spool)
+    : m_name(std::move(name)), m_size(size), m_spool(std::move(spool)) {}
+
+std::shared_ptr<IncomingFile> IncomingFile::create(const fs::path& name, std::uint64_t size,
+                                                   const fs::path& spool_dir) {
+  std::shared_ptr<IncomingFile> file(new IncomingFile(name, size, anonymous_file(spool_dir)));
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  auto& slot = g_registry[key_of(name)];
+  if (!slot.expired()) {
+    throw Error(ErrorCode::usage,
+                name.filename().string() + " is already being fetched by this run",
+                "name each backup once");
+  }
+  slot = file;
+  return file;
+}
+
+std::shared_ptr<IncomingFile> IncomingFile::find(const fs::path& name) {
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  auto it = g_registry.find(key_of(name));
+  return it == g_registry.end() ? nullptr : it->second.lock();
+}
+
+IncomingFile::~IncomingFile() {
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  auto it = g_registry.find(key_of(m_name));
+  if (it != g_registry.end() && it->second.expired()) g_registry.erase(it);
+}
+
+void IncomingFile::append(std::span<const char> data) {
+  if (m_cancelled)
+    throw Error(ErrorCode::interrupted,
+                "the download of " + m_name.filename().string() + " was stopped");
+  std::uint64_t at;
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    at = m_arrived;
+  }
+  if (data.size() > m_size - at) {
+    throw Error(ErrorCode::verification,
+                m_name.filename().string() + " on the remote is longer than its meta says (" +
+                    std::to_string(m_size) + " bytes)",
+                "the off-site copy is damaged or was replaced; pick another backup (`backupctl "
+                "list --remote`)");
+  }
+  for (std::size_t done = 0; done < data.size();) {
+    ssize_t n = ::pwrite(m_spool.get(), data.data() + done, data.size() - done,
+                         static_cast<off_t>(at + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("cannot write the spool of " + m_name.filename().string());
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_arrived = at + data.size();
+  }
+  m_grew.notify_all();
+}
+
+void IncomingFile::complete() {
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_arrived != m_size)
+      throw Error(ErrorCode::internal, "an incoming file completed before its end");
+    m_complete = true;
+  }
+  m_grew.notify_all();
+}
+
+void IncomingFile::fail(std::exception_ptr why) {
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (!m_failure) m_failure = std::move(why);
+  }
+  m_grew.notify_all();
+}
+
+void IncomingFile::cancel() {
+  m_cancelled = true;
+}
+
+std::uint64_t IncomingFile::arrived() const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return m_arrived;
+}
+
+std::unique_ptr<Source> IncomingFile::open(const std::atomic<bool>* stop) {
+  return std::make_unique<IncomingSource>(shared_from_this(), stop);
+}
+
+std::size_t IncomingFile::read_at(std::uint64_t offset, std::span<char> buf,
+                                  const std::atomic<bool>* stop) {
+  std::uint64_t available;
+  {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    for (;;) {
+      if (m_failure) std::rethrow_exception(m_failure);
+      if (offset < m_arrived) break;
+      if (m_complete) return 0;
+      // A signal, or a consumer that went away, ends the wait: the writer may be slow or stuck.
+      m_grew.wait_for(lock, std::chrono::milliseconds(100));
+      lock.unlock();
+      check_interrupted();
+      if (stop && *stop)
+        throw Error(ErrorCode::interrupted, "stopped reading " + m_name.filename().string());
+      lock.lock();
+    }
+    available = m_arrived - offset;
+  }
+  std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), available));
+  for (;;) {
+    ssize_t n = ::pread(m_spool.get(), buf.data(), want, static_cast<off_t>(offset));
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) throw_errno("cannot read the spool of " + m_name.filename().string());
+  }
+}
+
+}  // namespace backupctl::io
