@@ -8,8 +8,9 @@
 #            --s3-chunk-size 16M); the bucket is emptied between commands (untimed).
 #   resume:  a push killed (SIGKILL) when half the dump's parts have arrived, then the rerun:
 #            the bytes it sends against the bytes that were missing.
-#   restore: `restore db --remote` into an empty BACKUP_DIR (fetch + restore) against
-#            `restore db` of the same file from local disk.
+#   restore: `restore db --remote` into an empty BACKUP_DIR (the dump read as it downloads: the
+#            load runs while the rest arrives) against `restore db` of the same file from local
+#            disk.
 # Reports wall times, the ratios, and backupctl's peak RSS (/usr/bin/time).
 #   bench/remote.sh [ROUNDS] [DOCS]          (needs rclone; root to drop the page cache)
 set -euo pipefail
@@ -156,7 +157,7 @@ printf '%-62s %9s\n' "rclone copy (defaults: --transfers 4, 4 x 5 MiB chunks)" "
 printf '%-62s %9s\n' "rclone copy --transfers 2 --s3-upload-concurrency 8 --s3-chunk-size 16M" "$(fmt_s "$(avg rclone_tuned)")"
 printf '%-62s %9s\n' "backupctl push --all" "$(fmt_s "$(avg ours_push)")"
 printf '%-62s %9s\n' "backupctl restore db (local file)" "$(fmt_s "$(avg ours_restore_local)")"
-printf '%-62s %9s\n' "backupctl restore db --remote (fetch + restore)" "$(fmt_s "$(avg ours_restore_remote)")"
+printf '%-62s %9s\n' "backupctl restore db --remote (streamed)" "$(fmt_s "$(avg ours_restore_remote)")"
 echo
 best=$(avg rclone_tuned); [[ $(echo "$(avg rclone_default) < $best" | bc -l) == 1 ]] && best=$(avg rclone_default)
 echo "push: $(ratio "$best" "$(avg ours_push)")x the best rclone (target >= 1)"

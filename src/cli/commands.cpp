@@ -377,12 +377,12 @@ std::string fetched(const Config& config, const Args& args, const std::string& k
 
 // --remote --set ID|latest: the set file and its parts fetched into BACKUP_DIR; the same
 // arguments for the local command, naming the set by its id.
-Args with_set_fetched(const Config& config, const Args& args) {
+Args with_set_fetched(const Config& config, const Args& args, const std::set<std::string>& streamed = {}) {
   auto remote = make_remote(config);
   auto progress = make_progress(args.out);
   Args local = args;
   local.remote = false;
-  local.set = journaled_fetch(config, [&] { return fetch_set(config, *remote, args.set, *progress); });
+  local.set = journaled_fetch(config, [&] { return fetch_set(config, *remote, args.set, *progress, streamed); });
   return local;
 }
 
@@ -624,9 +624,9 @@ int cmd_restore_config(const Config& config, const Args& args) {
   });
 }
 
-int cmd_restore_all(const Config& config, const Args& args) {
-  // Recovery from nothing: the set and its parts from the remote, then the local restore.
-  if (args.remote) return cmd_restore_all(config, with_set_fetched(config, args));
+// restore all of a set in BACKUP_DIR; its database dump is `incoming` when that is set (read
+// from the remote as it downloads).
+int restore_all(const Config& config, const Args& args, IncomingBackup* incoming) {
   nlohmann::json set = find_set(config, args.set);
   auto part = [&](const char* kind) -> std::string {
     auto p = set_part_path(config, set, kind);
@@ -644,7 +644,8 @@ int cmd_restore_all(const Config& config, const Args& args) {
   std::optional<RestorePlan> db_plan;
   std::optional<ObjectsPlan> objects_plan;
   RestoreDbOptions db_options;
-  db_options.file = db;
+  db_options.file = incoming ? incoming->file() : fs::path(db);
+  db_options.incoming = incoming;
   RestoreObjectsOptions objects_options;
   objects_options.file = objects;
   std::unique_ptr<ObjectStore> store;
@@ -689,6 +690,19 @@ int cmd_restore_all(const Config& config, const Args& args) {
     post_restore_checks(config, "to go back: CONFIRM=YES backupctl restore undo (and restore an earlier objects backup)");
     return Outcome{};
   });
+}
+
+int cmd_restore_all(const Config& config, const Args& args) {
+  if (!args.remote) return restore_all(config, args, nullptr);
+  // Recovery from nothing: the set file and its attachments and config backups from the remote;
+  // its database dump is read as it downloads (unless a copy of it is here already).
+  Args local = with_set_fetched(config, args, {"db"});
+  std::unique_ptr<IncomingBackup> db;
+  std::error_code ec;
+  if (auto p = set_part_path(config, find_set(config, local.set), "db"); p && !fs::exists(fs::symlink_status(*p, ec))) {
+    db = std::make_unique<IncomingBackup>(config, make_remote(config), "db/" + p->filename().string());
+  }
+  return restore_all(config, local, db.get());
 }
 
 int cmd_prune(const Config& config, const Args& args) {

@@ -383,7 +383,8 @@ Kind remote_backup_kind(const std::string& name) {
 
 Error not_the_remotes(const std::string& name, const std::string& what) {
   return Error(ErrorCode::verification, name + " on the remote " + what,
-               "the off-site copy is damaged or was replaced; pick another backup (`backupctl list --remote`)");
+               "the off-site copy is damaged or was replaced (nothing was restored from it); pick another backup "
+               "(`backupctl list --remote`)");
 }
 
 }  // namespace
@@ -498,7 +499,8 @@ IncomingBackup::~IncomingBackup() {
   m_thread.join();
 }
 
-std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress) {
+std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress,
+                      const std::set<std::string>& streamed) {
   auto listing = remote.list();
   std::vector<std::string> sets;
   for (const auto& [name, f] : listing) {
@@ -520,6 +522,10 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
       const auto& p = j["parts"][kind];
       if (!p.is_object() || p.contains("error")) continue;
       std::string file = fs::path(json_string(p, "file", json_string(p, "path"))).filename().string();
+      if (streamed.count(kind)) {
+        remote_backup_kind(std::string(kind) + "/" + file);  // a name the set should not give is refused here too
+        continue;
+      }
       fetch_backup(config, remote, std::string(kind) + "/" + file, progress);
     }
     const fs::path dir = config.backup_dir / "sets";

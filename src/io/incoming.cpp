@@ -150,6 +150,7 @@ std::unique_ptr<Source> IncomingFile::open(const std::atomic<bool>* stop) {
 
 std::size_t IncomingFile::read_at(std::uint64_t offset, std::span<char> buf,
                                   const std::atomic<bool>* stop) {
+  check_interrupted();  // as every Source of a file does: a restore stops at its next read
   std::uint64_t available;
   {
     std::unique_lock<std::mutex> lock(m_mutex);

@@ -206,6 +206,46 @@ TEST_F(Crash, RestoreDbAtEveryPoint) {
   }
 }
 
+// restore db --remote: the dump read as it downloads (from a folder remote; nothing is stored in
+// BACKUP_DIR) and checked against the remote meta before the swap. Killed at each point, or
+// interrupted by SIGTERM or SIGHUP, the live database is the old one until the swap committed.
+TEST_F(Crash, RestoreDbFromTheRemoteAtEveryPoint) {
+  TempDir offsite("backupctl-offsite");
+  EnvList e = env();
+  e.insert(e.end(), {{"BACKUP_REMOTE_URL", "file://" + offsite.path().string()}, {"BACKUP_REMOTE_ALLOW_PLAINTEXT", "yes"}});
+  CliResult pushed = run_backupctl({"push", "--all"}, e);
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  for (const auto& n : list_dir(dump.parent_path())) fs::remove(dump.parent_path() / n);  // only the remote has it
+  const std::vector<std::string> args = {"restore", "db", "--remote", "--file", dump.filename().string()};
+  reset_live();
+  Points points = points_of(args, e);
+  ASSERT_EQ(points, (Points{"restore-db.stop-services", "restore-db.roles", "restore-db.create-side", "restore-db.load",
+                            "restore-db.analyze", "restore-db.remote-checked", "restore-db.swap", "swap.before-commit",
+                            "restore-db.start-services", "restore-db.prune-previous"}));
+  for (const auto& point : points) {
+    reset_live();
+    kill_at(args, point, e);
+    next_command(e);
+    bool committed = point == "restore-db.start-services" || point == "restore-db.prune-previous";
+    expect_live(committed ? 1000 : 100, point);
+    writer.expect_running();
+    expect_nothing_left(point);
+    EXPECT_EQ(list_dir(dump.parent_path()), std::vector<std::string>{}) << point << ": the streamed dump was stored";
+  }
+  for (auto [sig, number] : {std::pair<const char*, int>{"TERM", SIGTERM}, {"HUP", SIGHUP}}) {
+    for (const char* point : {"restore-db.load", "restore-db.remote-checked"}) {
+      reset_live();
+      EnvList signalled = e;
+      signalled.insert(signalled.end(), {{"BACKUPCTL_FAULT", point}, {"BACKUPCTL_FAULT_SIGNAL", sig}});
+      CliResult r = run_backupctl(args, signalled);
+      EXPECT_EQ(r.exit_code, 128 + number) << sig << " at " << point << ": " << r.err;
+      expect_live(100, point);
+      writer.expect_running();
+      expect_nothing_left(std::string(sig) + " at " + point);
+    }
+  }
+}
+
 TEST_F(Crash, RestoreDbInPlaceAtEveryPoint) {
   const std::vector<std::string> args = {"restore", "db", "--in-place", "--file", dump.string()};
   reset_live();
