@@ -96,6 +96,13 @@ step "off-site copy   (BACKUP_REMOTE_URL: the set went to a second folder; liste
 "$bin" verify --remote --read-data
 done_step
 
+step "restore from the off-site copy   (as a new host would: an empty BACKUP_DIR, the dump read as it downloads, into a scratch database)"
+offsite_dump=$(basename "$(ls "$demo"/offsite/db/*.dump | head -n 1)")
+BACKUP_DIR=$demo/new-host CONFIRM=YES "$bin" restore db --remote --file "$offsite_dump" --target-db archive_offsite
+echo "documents in archive_offsite: $(psql -X -A -t -c 'SELECT count(*) FROM documents' archive_offsite); files stored in the new host's BACKUP_DIR/db: $(ls -A "$demo/new-host/db" | wc -l)"
+psql -X -q -c "DROP DATABASE archive_offsite" postgres
+done_step
+
 step "an incident   (ingest_jobs dropped, 5 attachment files deleted, infra/env edited)"
 psql -X -q -c "DROP TABLE ingest_jobs" archive
 "$app_bin" delete-attachments --count 5
