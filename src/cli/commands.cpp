@@ -377,7 +377,8 @@ std::string fetched(const Config& config, const Args& args, const std::string& k
 
 // --remote --set ID|latest: the set file and its parts fetched into BACKUP_DIR; the same
 // arguments for the local command, naming the set by its id.
-Args with_set_fetched(const Config& config, const Args& args, const std::set<std::string>& streamed = {}) {
+Args with_set_fetched(const Config& config, const Args& args,
+                      const std::function<bool(const std::string&)>& streamed = {}) {
   auto remote = make_remote(config);
   auto progress = make_progress(args.out);
   Args local = args;
@@ -386,17 +387,24 @@ Args with_set_fetched(const Config& config, const Args& args, const std::set<std
   return local;
 }
 
+// Whether a database restore reads the dump `name` (on the remote) as it downloads: the load runs
+// while the rest arrives, nothing is stored locally, and the swap waits for the whole file to
+// match the remote meta. Only a custom-format dump (its table of contents comes first: the plan
+// needs no more), only into a side database (an --in-place restore drops the live database
+// first: it takes the whole file, checked, before), and not one in BACKUP_DIR already (restored
+// from there, after fetch_backup's check that it is the remote's).
+bool streams_from_remote(const Config& config, const std::string& name, bool in_place) {
+  auto format = db_format_of(name);
+  std::error_code ec;
+  return !in_place && format && is_custom(*format) && !fs::exists(fs::symlink_status(config.kind_dir("db") / name, ec));
+}
+
 int cmd_restore_db(const Config& config, const Args& args) {
   if (args.remote && !args.restore.file.empty()) {
     Args local = args;
     local.remote = false;
-    // A swap restore reads the dump as it downloads (the load runs while the rest arrives, and
-    // nothing is stored locally); the swap waits for the whole file to match the remote meta.
-    // An --in-place restore drops the live database first: it takes the whole file, checked,
-    // before. A copy fetched earlier is restored from BACKUP_DIR.
     const std::string name = fs::path(args.restore.file).filename().string();
-    std::error_code ec;
-    if (!args.restore.in_place && !fs::exists(fs::symlink_status(config.kind_dir("db") / name, ec))) {
+    if (streams_from_remote(config, name, args.restore.in_place)) {
       IncomingBackup incoming(config, make_remote(config), "db/" + name);
       local.restore.file = incoming.file();
       local.restore.incoming = &incoming;
@@ -696,12 +704,14 @@ int cmd_restore_all(const Config& config, const Args& args) {
   if (!args.remote) return restore_all(config, args, nullptr);
   // Recovery from nothing: the set file and its attachments and config backups from the remote;
   // its database dump is read as it downloads (unless a copy of it is here already).
-  Args local = with_set_fetched(config, args, {"db"});
+  std::string streamed;
+  Args local = with_set_fetched(config, args, [&](const std::string& name) {
+    if (!name.starts_with("db/") || !streams_from_remote(config, name.substr(3), false)) return false;
+    streamed = name;
+    return true;
+  });
   std::unique_ptr<IncomingBackup> db;
-  std::error_code ec;
-  if (auto p = set_part_path(config, find_set(config, local.set), "db"); p && !fs::exists(fs::symlink_status(*p, ec))) {
-    db = std::make_unique<IncomingBackup>(config, make_remote(config), "db/" + p->filename().string());
-  }
+  if (!streamed.empty()) db = std::make_unique<IncomingBackup>(config, make_remote(config), streamed);
   return restore_all(config, local, db.get());
 }
 

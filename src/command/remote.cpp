@@ -51,9 +51,15 @@ std::vector<fs::path> companions(const fs::path& file, const Meta& meta) {
 
 // A meta read from the remote: input someone else may have written. It must describe the file
 // of that name, a backup name of that folder.
+// What backupctl writes as a meta or a roles file is far smaller: anything larger is not read
+// into memory.
+constexpr std::uint64_t kRemoteMetaLimit = 1u << 20;
+constexpr std::uint64_t kRemoteRolesLimit = 64u << 20;
+
 Meta remote_meta(Remote& remote, const std::string& meta_name) {
   io::StringSink sink;
-  remote.get(meta_name, sink);
+  io::LimitSink limited(sink, kRemoteMetaLimit, meta_name + " on the remote");
+  remote.get(meta_name, limited);
   auto j = nlohmann::json::parse(sink.data(), nullptr, false);
   if (j.is_discarded()) {
     throw Error(ErrorCode::verification, meta_name + " on the remote is not JSON", "push the backup again");
@@ -77,7 +83,7 @@ std::string remote_roles(const Meta& meta, const std::string& backup_name) {
   std::string roles = json_string(meta.parts["roles"], "file");
   if (roles.empty()) return "";
   std::string name = backup_name.substr(0, backup_name.find('/')) + "/" + roles;
-  if (!remote_name_ok(name) || roles.ends_with(".meta")) {
+  if (!remote_name_ok(name) || roles.ends_with(".meta") || name == backup_name) {
     throw Error(ErrorCode::verification, "the remote meta of " + backup_name + " names \"" + roles + "\" as its roles file: not followed",
                 "the remote's meta was changed; push the backup again");
   }
@@ -448,7 +454,8 @@ IncomingBackup::IncomingBackup(const Config& config, std::unique_ptr<Remote> rem
   if (!roles.empty()) {
     // SQL run as a superuser: whole and checked before anyone reads it.
     io::StringSink bytes;
-    io::Sha256Sink hash(bytes);
+    io::LimitSink limited(bytes, kRemoteRolesLimit, roles + " on the remote");
+    io::Sha256Sink hash(limited);
     m_remote->get(roles, hash);
     hash.finish();
     if (hash.hex() != json_string(m_meta.parts["roles"], "sha256")) throw not_the_remotes(roles, "does not match the sha256 in the meta");
@@ -500,7 +507,7 @@ IncomingBackup::~IncomingBackup() {
 }
 
 std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress,
-                      const std::set<std::string>& streamed) {
+                      const std::function<bool(const std::string&)>& streamed) {
   auto listing = remote.list();
   std::vector<std::string> sets;
   for (const auto& [name, f] : listing) {
@@ -521,12 +528,10 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
       if (!j.contains("parts") || !j["parts"].is_object() || !j["parts"].contains(kind)) continue;
       const auto& p = j["parts"][kind];
       if (!p.is_object() || p.contains("error")) continue;
-      std::string file = fs::path(json_string(p, "file", json_string(p, "path"))).filename().string();
-      if (streamed.count(kind)) {
-        remote_backup_kind(std::string(kind) + "/" + file);  // a name the set should not give is refused here too
-        continue;
-      }
-      fetch_backup(config, remote, std::string(kind) + "/" + file, progress);
+      const std::string name = std::string(kind) + "/" + fs::path(json_string(p, "file", json_string(p, "path"))).filename().string();
+      remote_backup_kind(name);  // a name the set should not give is refused before anything is fetched
+      if (streamed && streamed(name)) continue;
+      fetch_backup(config, remote, name, progress);
     }
     const fs::path dir = config.backup_dir / "sets";
     make_dirs(dir);

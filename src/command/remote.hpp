@@ -10,7 +10,7 @@
 
 #include <filesystem>
 #include <optional>
-#include <set>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -117,10 +117,10 @@ class IncomingBackup {
 std::optional<std::string> fetched_sha256(const std::filesystem::path& file);
 
 // The set file `id` ("latest": the newest complete one) from the remote into BACKUP_DIR/sets/,
-// and every part it names but those of the kinds in `streamed` (a restore reads those from the
-// remote as they download: IncomingBackup). Returns the set's id.
+// and every part it names but those `streamed` says a restore will read from the remote as they
+// download (IncomingBackup; called with the part's remote name, "db/…"). Returns the set's id.
 std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress,
-                      const std::set<std::string>& streamed = {});
+                      const std::function<bool(const std::string& name)>& streamed = {});
 
 // The remote's retention: BACKUP_REMOTE_RETENTION_DAYS with the local rules per source (never
 // the newest copy that verified). With BACKUP_REMOTE_OBJECT_LOCK_DAYS nothing is deleted:

@@ -245,10 +245,10 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   // zstd frames are then decoded by the restore itself, before the swap (or, --in-place, before
   // the drop: there they are decoded here).
   const ZstdScan zstd = plan.meta && !options.in_place ? ZstdScan::toc_only : ZstdScan::every_frame;
-  // A file this process just fetched from the remote was hashed as it arrived (restore --remote):
-  // then only its table of contents is read here.
-  // A dump streamed from the remote is checked against the remote meta's sha256 as it arrives:
-  // no reader sees its end before it matched, and the swap waits for that (run_restore_db).
+  // A file this process just fetched from the remote was hashed as it arrived (rehearse
+  // --remote), and a dump streamed from the remote is checked against the remote meta's sha256 as
+  // it arrives (no reader sees its end before it matched; the swap waits for that): then only the
+  // table of contents is read here.
   std::string known_sha256;
   if (options.incoming) {
     known_sha256 = plan.meta->sha256;
@@ -352,7 +352,9 @@ std::string RestorePlan::describe() const {
   }
   if (stops_services) {
     out += fmt::format("  services:   {} ({})\n", services,
-                       mode == "online swap" ? "only around the swap" : "during the restore");
+                       mode == "online swap" ? "only around the swap"
+                       : incoming            ? "during the restore, which follows the download"
+                                             : "during the restore");
   } else {
     out += fmt::format("  services:   {}\n", services);
   }

@@ -52,6 +52,15 @@ void ChildStdinSink::write(std::span<const char> data) {
   }
 }
 
+void LimitSink::write(std::span<const char> data) {
+  m_bytes += data.size();
+  if (m_bytes > m_limit) {
+    throw Error(ErrorCode::verification, m_what + " is larger than " + std::to_string(m_limit >> 20) + " MiB: not read",
+                "it is not what backupctl writes there; check who else writes to that place");
+  }
+  m_next.write(data);
+}
+
 Sha256Sink::Sha256Sink(Sink& next) : m_next(next), m_ctx(EVP_MD_CTX_new()) {
   if (m_ctx == nullptr ||
       EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(m_ctx), EVP_sha256(), nullptr) != 1) {

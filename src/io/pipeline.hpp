@@ -170,6 +170,21 @@ class CountSink : public Sink {
   std::uint64_t m_bytes = 0;
 };
 
+// Passes on at most `limit` bytes; more is Error(verification) naming `what` (a small file
+// someone else wrote, read into memory: a meta, a roles file).
+class LimitSink : public Sink {
+ public:
+  LimitSink(Sink& next, std::uint64_t limit, std::string what) : m_next(next), m_limit(limit), m_what(std::move(what)) {}
+  void write(std::span<const char> data) override;
+  void finish() override { m_next.finish(); }
+
+ private:
+  Sink& m_next;
+  std::uint64_t m_limit;
+  std::string m_what;
+  std::uint64_t m_bytes = 0;
+};
+
 // Called during copy() with the number of bytes read from the source so far.
 using ProgressFn = std::function<void(std::uint64_t)>;
 

@@ -239,6 +239,12 @@ void CustomArchiveInflater::run(io::Source& in) {
     }
   }
 
+  // A reader of the output that stopped (a pg_restore that failed and closed its stdin) ends the
+  // run at once: reading on would only wait for the rest of the input (a download) to discard it.
+  struct OutputClosed {};
+  auto check_output = [&](const ArchiveTocEntry* tap_entry) {
+    if (!tap_entry && !m_out.wants_more()) throw OutputClosed{};
+  };
   // Data blocks.
   std::vector<char> in_chunk;
   std::vector<char> out(kOutChunk);
@@ -312,6 +318,7 @@ void CustomArchiveInflater::run(io::Source& in) {
         r.exact(in_chunk.data(), n);
         piece(in_chunk.data(), n);
         left -= n;
+        check_output(tap_entry);
       }
     }
     if (z && !ended) throw malformed("a compressed data block ends early");
@@ -323,7 +330,9 @@ void CustomArchiveInflater::run(io::Source& in) {
       w.integer(0);
     }
   };
+  try {
   for (;;) {
+    check_output(nullptr);
     int type = r.byte_or_eof();
     if (type < 0) break;
     int id = static_cast<int>(r.integer(isz));
@@ -346,6 +355,9 @@ void CustomArchiveInflater::run(io::Source& in) {
     } else {
       throw malformed("unknown data block type " + std::to_string(type));
     }
+  }
+  } catch (const OutputClosed&) {
+    return;  // the reader's own error says what went wrong
   }
   m_out.finish();
 }

@@ -188,9 +188,16 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
   const std::string lost = "the database was not changed";
   LoadedRows rows;
   auto report = [&](std::uint64_t n) { progress.update(n); };
-  // Feeds pg_restore the archive with its data uncompressed, counting rows on the way.
+  // Feeds pg_restore the archive with its data uncompressed, counting rows on the way; an archive
+  // version backupctl's reader does not know (pg_dump 16+) goes as it is (pg_restore reads it from
+  // a pipe in order; the rows are then counted after the load).
   auto inflate_into = [&](io::Sink& sink) {
+    const bool known = streamable(dump);
     CustomArchiveStream stream(dump, report);
+    if (!known) {
+      io::copy(*stream.source, sink);
+      return;
+    }
     CustomArchiveInflater inflater(sink);
     inflater.run(*stream.source);
     rows.archive = rows_of(inflater);

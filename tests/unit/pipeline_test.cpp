@@ -187,4 +187,24 @@ TEST(AtomicFile, DiskFullIsAnIoErrorWithAHint) {
   }
 }
 
+// A meta or roles file someone else wrote is read into memory only up to a limit.
+TEST(LimitSink, PassesUpToItsLimitAndRefusesMore) {
+  StringSink out;
+  LimitSink limited(out, 2u << 20, "db/x.dump.meta on the remote");
+  StringSource small(std::string(1u << 20, 'a'), 65536);
+  copy(small, limited);
+  EXPECT_EQ(out.data().size(), 1u << 20);
+  StringSink out2;
+  LimitSink limited2(out2, 2u << 20, "db/x.dump.meta on the remote");
+  StringSource big(std::string(3u << 20, 'a'), 65536);
+  try {
+    copy(big, limited2);
+    FAIL() << "a 3 MiB file passed a 2 MiB limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::verification);
+    EXPECT_NE(std::string(e.what()).find("db/x.dump.meta on the remote is larger than 2 MiB"), std::string::npos) << e.what();
+  }
+  EXPECT_LE(out2.data().size(), 2u << 20);
+}
+
 }  // namespace backupctl::io

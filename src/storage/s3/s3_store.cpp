@@ -1,6 +1,7 @@
 #include "storage/s3/s3_store.hpp"
 
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -135,6 +136,9 @@ void ack_now(int fd) {
 int on_socket_open(void* slot, curl_socket_t fd, curlsocktype) {
   *static_cast<int*>(slot) = fd;
   ack_now(fd);
+  // libcurl 7.88 does not make its sockets close-on-exec: a pg_restore or age started while a
+  // download runs (restore db --remote) would inherit the connection.
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   return CURL_SOCKOPT_OK;
 }
 
