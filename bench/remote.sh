@@ -29,7 +29,7 @@ bench_pg_start "$docs"
 # A fresh server for every copy: RGW frees deleted objects only after its garbage collection
 # (hours), and its memstore OSD (8 GiB) is full after a few 900 MiB copies (writes then hang).
 rgw_fresh() {
-  "$bench_root/tools/rgw-throwaway.sh" stop "$work/rgw" >/dev/null 2>&1 || true
+  "$bench_root/tools/rgw-throwaway.sh" discard "$work/rgw" >/dev/null 2>&1 || true
   rm -rf "$work/rgw"
   eval "$("$bench_root/tools/rgw-throwaway.sh" start "$work/rgw")"
   endpoint=$RGW_ENDPOINT

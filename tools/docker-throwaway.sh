@@ -6,12 +6,12 @@
 # uses, and caches each as a `docker save` tarball between runs (outside the tree).
 #   tools/docker-throwaway.sh start DIR          start; prints `export DOCKER_HOST=unix://DIR/docker.sock`
 #   tools/docker-throwaway.sh stop DIR           stop it (by its PID), unmount what it left
-#   tools/docker-throwaway.sh image DIR NAME CONTEXT_DIR [DOCKERFILE]
+#   tools/docker-throwaway.sh image DIR NAME CONTEXT_DIR [DOCKERFILE [TARGET]]
 #                                                NAME built from CONTEXT_DIR/Dockerfile (or
-#                                                DOCKERFILE) on backupctl-test/debian12 (FROM it,
-#                                                or passed as the BASE and RUNTIME_BASE build
-#                                                args), loaded from the cache when nothing in the
-#                                                context changed
+#                                                DOCKERFILE; up to its stage TARGET) on
+#                                                backupctl-test/debian12 (FROM it, or passed as
+#                                                the BASE and RUNTIME_BASE build args), loaded
+#                                                from the cache when nothing in the context changed
 # The cache: $BACKUPCTL_TEST_CACHE, default ${XDG_CACHE_HOME:-$HOME/.cache}/backupctl-test.
 # Needs Debian's docker.io and debootstrap (tools/install-deps.sh), and root.
 set -euo pipefail
@@ -79,9 +79,10 @@ case "$cmd" in
       while read -r m; do umount -l "$m" 2>/dev/null || true; done
     ;;
   image)
-    name=${3:?usage: docker-throwaway.sh image DIR NAME CONTEXT_DIR [DOCKERFILE]}
-    context=$(realpath "${4:?usage: docker-throwaway.sh image DIR NAME CONTEXT_DIR [DOCKERFILE]}")
+    name=${3:?usage: docker-throwaway.sh image DIR NAME CONTEXT_DIR [DOCKERFILE [TARGET]]}
+    context=$(realpath "${4:?usage: docker-throwaway.sh image DIR NAME CONTEXT_DIR [DOCKERFILE [TARGET]]}")
     dockerfile=$(realpath "${5:-$context/Dockerfile}")
+    target=${6:-}
     export DOCKER_HOST=unix://$dir/docker.sock
     mkdir -p "$cache"
     base=backupctl-test/debian12
@@ -108,12 +109,12 @@ case "$cmd" in
       exec 8>&-
       "$docker" import "$cache/debian12-rootfs.tar" "$base" >/dev/null
     fi
-    # The cache key: the Dockerfile and every file of the build context (of a git checkout: the
-    # tracked files, as committed plus any change not committed).
+    # The cache key: the Dockerfile, the target and every file of the build context (of a git
+    # checkout: the tracked files under CONTEXT_DIR, as committed plus any change not committed).
     if git -C "$context" rev-parse --show-toplevel >/dev/null 2>&1; then
-      key=$( { sha256sum "$dockerfile"; git -C "$context" ls-files -s; git -C "$context" diff HEAD; } | sha256sum | cut -c1-16)
+      key=$( { sha256sum "$dockerfile"; echo "target=$target"; git -C "$context" ls-files -s; git -C "$context" diff HEAD -- .; } | sha256sum | cut -c1-16)
     else
-      key=$( { sha256sum "$dockerfile"; cd "$context" && find . -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
+      key=$( { sha256sum "$dockerfile"; echo "target=$target"; cd "$context" && find . -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
     fi
     saved=$cache/$(echo "$name" | tr '/:' '__')-$key.tar
     if [[ ! -s $saved ]]; then
@@ -127,7 +128,7 @@ case "$cmd" in
       # --network host: with --bridge=none a build has no network otherwise, and apt-get update
       # then fails with exit 0.
       if ! "$docker" build -q --network host -f "$dockerfile" --build-arg BASE=$base --build-arg RUNTIME_BASE=$base \
-          -t "$name" "$context" >"$saved.log" 2>&1; then
+          ${target:+--target "$target"} -t "$name" "$context" >"$saved.log" 2>&1; then
         echo "docker-throwaway: building $name failed; see $saved.log" >&2
         tail -n 5 "$saved.log" >&2
         exit 1

@@ -5,6 +5,8 @@
 #   tools/rgw-throwaway.sh start DIR [PORT]   set up and start; prints export lines:
 #                                             RGW_ENDPOINT, RGW_ACCESS_KEY, RGW_SECRET_KEY
 #   tools/rgw-throwaway.sh stop DIR           stop the daemons (DIR stays until removed)
+#   tools/rgw-throwaway.sh discard DIR        SIGKILL the daemons, for a server whose data goes
+#                                             next (a test's: stop waits ~5 s for the OSD)
 #   tools/rgw-throwaway.sh kill-rgw DIR       SIGKILL the gateway only (fault tests)
 #   tools/rgw-throwaway.sh start-rgw DIR      start the gateway again on its port
 # RGW_OBJECTSTORE=bluestore keeps the objects in a sparse file DIR/block instead (of
@@ -14,8 +16,8 @@
 # Needs Debian's ceph-mon, ceph-osd, radosgw and ceph-common.
 set -euo pipefail
 
-cmd=${1:?usage: rgw-throwaway.sh start|stop|kill-rgw|start-rgw DIR [PORT]}
-dir=$(realpath -m "${2:?usage: rgw-throwaway.sh start|stop|kill-rgw|start-rgw DIR [PORT]}")
+cmd=${1:?usage: rgw-throwaway.sh start|stop|discard|kill-rgw|start-rgw DIR [PORT]}
+dir=$(realpath -m "${2:?usage: rgw-throwaway.sh start|stop|discard|kill-rgw|start-rgw DIR [PORT]}")
 conf=$dir/ceph.conf
 access_key=backupctl-test
 
@@ -162,6 +164,9 @@ CONF
     ;;
   stop)
     for d in rgw osd mon; do stop_daemon "$d"; done
+    ;;
+  discard)
+    for d in rgw osd mon; do stop_daemon "$d" KILL; done
     ;;
   kill-rgw)
     stop_daemon rgw KILL

@@ -22,7 +22,7 @@ export API_URL=http://127.0.0.1:$API_PORT
 cleanup() {
   "$root/examples/archive-app/appctl.sh" stop "$work/run" >/dev/null 2>&1 || true
   "$root/examples/archive-app/appctl.sh" stop "$work/staging-run" >/dev/null 2>&1 || true
-  [[ -n "$rgw_dir" ]] && "$root/tools/rgw-throwaway.sh" stop "$rgw_dir" >/dev/null 2>&1
+  [[ -n "$rgw_dir" ]] && "$root/tools/rgw-throwaway.sh" discard "$rgw_dir" >/dev/null 2>&1
   "$root/tools/pg-throwaway.sh" stop "$work/pg" >/dev/null 2>&1 || true
   rm -rf "$work"
 }

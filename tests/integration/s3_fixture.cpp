@@ -33,7 +33,8 @@ S3Server::S3Server() : m_dir("backupctl-s3") {
 }
 
 S3Server::~S3Server() {
-  run_command({.argv = {rgw_script().string(), "stop", (m_dir.path() / "rgw").string()}});
+  // The data goes with the directory: no clean shutdown to wait for.
+  run_command({.argv = {rgw_script().string(), "discard", (m_dir.path() / "rgw").string()}});
 }
 
 S3Settings S3Server::settings() const {
