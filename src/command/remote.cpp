@@ -472,6 +472,9 @@ IncomingBackup::IncomingBackup(const Config& config, std::unique_ptr<Remote> rem
 }
 
 void IncomingBackup::download() {
+  // Once the restore gives up (cancel()), the transfers end within a second, not when the server
+  // next sends something: the destructor waits for this thread.
+  StopScope stop_when_cancelled(m_file->cancel_flag());
   try {
     const auto start = std::chrono::steady_clock::now();
     io::IncomingSink spool(*m_file);

@@ -50,6 +50,7 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   void fail(std::exception_ptr why);  // readers throw `why` from now on
   void cancel();                      // nobody will read on: the writer should stop
   bool cancelled() const { return m_cancelled; }
+  const std::atomic<bool>* cancel_flag() const { return &m_cancelled; }  // for a StopScope
   std::uint64_t arrived() const;
 
   // The readers' side: a Source from the first byte. `stop`, when set, ends a wait with

@@ -228,7 +228,9 @@ class S3Remote : public Remote {
     std::map<std::uint64_t, ChunkSink*> ready;
     std::uint64_t next_to_take = 0;
     std::exception_ptr failure;
+    const std::atomic<bool>* caller_stop = current_stop();
     auto worker = [&] {
+      StopScope stop_with_the_caller(caller_stop);  // a caller that gives up ends the ranges in flight
       for (;;) {
         std::uint64_t i;
         ChunkSink* chunk;

@@ -18,6 +18,9 @@ namespace {
 std::atomic<int> g_signal{0};
 std::atomic<int> g_shield_depth{0};
 int g_pipe[2] = {-1, -1};
+thread_local const std::atomic<bool>* t_stop = nullptr;
+
+bool stopped_here() { return t_stop != nullptr && t_stop->load(); }
 
 void record(int sig) {
   int expected = 0;
@@ -84,7 +87,9 @@ std::string signal_name(int sig) {
 
 int interrupt_fd() { return g_shield_depth.load() > 0 ? -1 : g_pipe[0]; }
 
-bool interrupt_pending() { return g_shield_depth.load() == 0 && g_signal.load() != 0; }
+bool interrupt_pending() {
+  return g_shield_depth.load() == 0 && (g_signal.load() != 0 || stopped_here());
+}
 
 InterruptShield::InterruptShield() { ++g_shield_depth; }
 InterruptShield::~InterruptShield() { --g_shield_depth; }
@@ -98,6 +103,12 @@ void check_interrupted() {
                 hint + "what this run had begun was cleaned up or put back; run the command again "
                        "when ready (in tmux or screen if the session may drop)");
   }
+  if (stopped_here()) throw Error(ErrorCode::interrupted, "stopped: the work this was for was given up");
 }
+
+StopScope::StopScope(const std::atomic<bool>* flag) : m_outer(t_stop) { t_stop = flag; }
+StopScope::~StopScope() { t_stop = m_outer; }
+
+const std::atomic<bool>* current_stop() { return t_stop; }
 
 }  // namespace backupctl

@@ -6,6 +6,7 @@
 // stopped services started again, the journal's pending entries walked back.
 #pragma once
 
+#include <atomic>
 #include <string>
 
 namespace backupctl {
@@ -40,5 +41,24 @@ class InterruptShield {
   InterruptShield(const InterruptShield&) = delete;
   InterruptShield& operator=(const InterruptShield&) = delete;
 };
+
+// A stop for one piece of work rather than the whole run: while a StopScope is up in a thread,
+// interrupt_pending() and check_interrupted() there also report `*flag` once someone set it (a
+// restore that gave up while its download thread runs on: the download's transfers then end
+// within a second, where a slow or stalled server would hold them for minutes). Threads that
+// work for that thread carry it on: StopScope(current_stop()).
+class StopScope {
+ public:
+  explicit StopScope(const std::atomic<bool>* flag);
+  ~StopScope();
+  StopScope(const StopScope&) = delete;
+  StopScope& operator=(const StopScope&) = delete;
+
+ private:
+  const std::atomic<bool>* m_outer;
+};
+
+// The flag of this thread's innermost StopScope, or null.
+const std::atomic<bool>* current_stop();
 
 }  // namespace backupctl

@@ -14,6 +14,9 @@
 #include "s3_fixture.hpp"
 #include "storage/remote.hpp"
 #include "support/capture_server.hpp"
+#include "support/tcp_forwarder.hpp"
+#include "util/error.hpp"
+#include "util/signals.hpp"
 #include "util/time.hpp"
 
 namespace backupctl::test {
@@ -414,6 +417,62 @@ TEST(OffSite, KilledDownloadsLeaveNothingBehindAndAbandonedUploadsAreDropped) {
   std::vector<std::string> open;
   for (const auto& u : store.open_uploads("fetch", "p/")) open.push_back(u.key);
   EXPECT_EQ(open, std::vector<std::string>{"p/objects/objects_disk_20991231_000000.tar.gz.age"});
+}
+
+// A restore that gives up (its load failed) while the download hangs on a server that stopped
+// sending mid-range does not wait for that server: the download's ranges end within a second or
+// two of the stop (IncomingBackup's destructor waits for them), where curl's own limit (no byte
+// for 60 s, then retries) would have held the error back for minutes.
+TEST(OffSite, AGivenUpDownloadEndsAtOnceThoughTheServerHangs) {
+  S3Server s3;
+  S3Store store(s3.settings());
+  store.create_bucket("hang");
+  const std::string name = "db/archive_archive_20260101_000000.dump";
+  {
+    std::string bytes(40u << 20, 'd');  // ranged: five 8 MiB ranges, several at a time
+    PutOptions none;
+    MemorySource body(bytes.data(), bytes.size());
+    store.put_object("hang", "p/" + name, body, none);
+  }
+  test::TcpForwarder network(s3.port());
+  Config config;
+  RemoteConfig rc;
+  rc.url = "s3://hang/p";
+  rc.bucket = "hang";
+  rc.prefix = "p/";
+  rc.endpoint = "http://127.0.0.1:" + std::to_string(network.port());
+  rc.access_key = s3.access_key();
+  rc.secret_key = s3.secret_key();
+  config.remote = rc;
+  auto remote = make_remote(config);
+  network.stall_after(12u << 20);
+
+  std::atomic<bool> stop{false};
+  io::NullSink null;
+  io::CountSink got(null);
+  std::exception_ptr failure;
+  std::thread download([&] {
+    StopScope scope(&stop);
+    try {
+      remote->get(name, got);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  });
+  ASSERT_TRUE(wait_for([&] { return network.stalled(); }, 60)) << "the download never reached the stall";
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // every range in flight now waits on the server
+  const auto stopped = std::chrono::steady_clock::now();
+  stop = true;
+  download.join();
+  const auto took = std::chrono::steady_clock::now() - stopped;
+  EXPECT_LT(took, std::chrono::seconds(10)) << "the download waited for the hung server";
+  EXPECT_LT(got.bytes(), 40u << 20) << "the whole object arrived: the server never hung";
+  ASSERT_TRUE(failure) << "a stopped download must not look finished";
+  try {
+    std::rethrow_exception(failure);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::interrupted) << e.what();
+  }
 }
 
 // The S3 server dies in the middle of a push (slowed by BACKUP_REMOTE_BWLIMIT): one clear error;

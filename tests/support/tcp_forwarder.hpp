@@ -2,6 +2,8 @@
 // client, another port that reaches the same server. Accepts on a port of its own and relays each
 // connection to 127.0.0.1:<to>, both ways, until either side closes. cut_after(n) drops one
 // connection once the server has sent n bytes on it: a network that fails mid-answer.
+// stall_after(n) stops relaying the server's bytes (on every connection, the connections kept
+// open) once it has sent n in all: a server or network that hangs mid-answer.
 #pragma once
 
 #include <poll.h>
@@ -37,6 +39,11 @@ class TcpForwarder {
   // The next connection to carry more than `bytes` from the server is cut there (once).
   void cut_after(std::int64_t bytes) { m_cut_after = bytes; }
   int cuts() const { return m_cuts; }
+  void stall_after(std::int64_t bytes) { m_stall_after = bytes; }
+  bool stalled() const {
+    const std::int64_t at = m_stall_after.load();
+    return at >= 0 && m_from_servers.load() >= at;
+  }
 
  private:
   void accept_loop() {
@@ -55,7 +62,8 @@ class TcpForwarder {
     char buf[65536];
     std::int64_t from_server = 0;
     while (!m_stop) {
-      pollfd fds[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+      // Stalled: the server's bytes wait in the socket (one read may go past the mark).
+      pollfd fds[2] = {{a, POLLIN, 0}, {b, static_cast<short>(stalled() ? 0 : POLLIN), 0}};
       if (::poll(fds, 2, 200) < 0) break;
       bool done = false;
       for (int i = 0; i < 2 && !done; ++i) {
@@ -70,6 +78,7 @@ class TcpForwarder {
             ++m_cuts;
           }
           from_server += n;
+          m_from_servers += n;
         }
         for (ssize_t off = 0; off < n;) {
           ssize_t w = ::write(fds[1 - i].fd, buf + off, static_cast<std::size_t>(n - off));
@@ -92,6 +101,8 @@ class TcpForwarder {
   std::atomic<bool> m_stop{false};
   std::atomic<std::int64_t> m_cut_after{-1};
   std::atomic<int> m_cuts{0};
+  std::atomic<std::int64_t> m_stall_after{-1};
+  std::atomic<std::int64_t> m_from_servers{0};
   std::thread m_accept;
   std::list<std::thread> m_relays;
 };
