@@ -24,8 +24,13 @@ build-asan: deps
 
 # Unit and integration tests (a real PostgreSQL, a real S3 server, a real docker engine), then all
 # of them but the docker ones (label `docker`, see tests/CMakeLists.txt) again built with
-# AddressSanitizer + UndefinedBehaviorSanitizer.
-test: build build-asan
+# AddressSanitizer + UndefinedBehaviorSanitizer. The compose tests' images are made beside the
+# two builds (tools/warm-test-images.sh: network-bound work beside CPU-bound).
+test: deps
+	@mkdir -p $(BUILD_DIR); tools/warm-test-images.sh >$(BUILD_DIR)/warm-images.log 2>&1 & warm=$$!; \
+	  $(MAKE) --no-print-directory build build-asan; built=$$?; \
+	  wait $$warm || echo "make test: the compose tests' images were not made ahead (see $(BUILD_DIR)/warm-images.log); they make them" >&2; \
+	  exit $$built
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS) -LE docker
