@@ -419,10 +419,11 @@ TEST(OffSite, KilledDownloadsLeaveNothingBehindAndAbandonedUploadsAreDropped) {
   EXPECT_EQ(open, std::vector<std::string>{"p/objects/objects_disk_20991231_000000.tar.gz.age"});
 }
 
-// A restore that gives up (its load failed) while the download hangs on a server that stopped
-// sending mid-range does not wait for that server: the download's ranges end within a second or
-// two of the stop (IncomingBackup's destructor waits for them), where curl's own limit (no byte
-// for 60 s, then retries) would have held the error back for minutes.
+// A download given up while it hangs on a server that stopped sending mid-range does not wait
+// for that server: its ranges end within a second or two of the stop, where curl's own limit (no
+// byte for 60 s, then retries) held them for minutes. This is the stop a streamed restore that
+// failed gives its download (IncomingBackup::download runs under a StopScope on the spool's
+// cancel flag, which its destructor sets before it waits for the thread).
 TEST(OffSite, AGivenUpDownloadEndsAtOnceThoughTheServerHangs) {
   S3Server s3;
   S3Store store(s3.settings());
@@ -459,7 +460,11 @@ TEST(OffSite, AGivenUpDownloadEndsAtOnceThoughTheServerHangs) {
       failure = std::current_exception();
     }
   });
-  ASSERT_TRUE(wait_for([&] { return network.stalled(); }, 60)) << "the download never reached the stall";
+  if (!wait_for([&] { return network.stalled(); }, 60)) {
+    stop = true;
+    download.join();
+    FAIL() << "the download never reached the stall";
+  }
   std::this_thread::sleep_for(std::chrono::seconds(2));  // every range in flight now waits on the server
   const auto stopped = std::chrono::steady_clock::now();
   stop = true;
