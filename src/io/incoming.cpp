@@ -1,8 +1,10 @@
 #include "io/incoming.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <map>
@@ -38,12 +40,21 @@ Fd anonymous_file(const fs::path& dir) {
   return Fd(fd);
 }
 
+// Dropped bytes go in whole granules: a punch per 4 MiB read, not per read() call.
+constexpr std::uint64_t kDropGranule = 4u << 20;
+
+}  // namespace
+
+// An open reader: its position holds back the dropping and, after release_as_read(), the writer.
 class IncomingSource : public Source {
  public:
   IncomingSource(std::shared_ptr<IncomingFile> file, const std::atomic<bool>* stop)
-      : m_file(std::move(file)), m_stop(stop) {}
+      : m_file(std::move(file)), m_stop(stop), m_position(m_file->add_reader()) {}
+  ~IncomingSource() override { m_file->remove_reader(m_position); }
+  IncomingSource(const IncomingSource&) = delete;
+  IncomingSource& operator=(const IncomingSource&) = delete;
   std::size_t read(std::span<char> buf) override {
-    std::size_t n = m_file->read_at(m_offset, buf, m_stop);
+    std::size_t n = m_file->read(m_position, m_offset, buf, m_stop);
     m_offset += n;
     return n;
   }
@@ -51,10 +62,9 @@ class IncomingSource : public Source {
  private:
   std::shared_ptr<IncomingFile> m_file;
   const std::atomic<bool>* m_stop;
+  std::uint64_t* m_position;
   std::uint64_t m_offset = 0;
 };
-
-}  // namespace
 
 IncomingFile::IncomingFile(fs::path name, std::uint64_t size, Fd spool)
     : m_name(std::move(name)), m_size(size), m_spool(std::move(spool)) {}
@@ -91,7 +101,22 @@ void IncomingFile::append(std::span<const char> data) {
                 "the download of " + m_name.filename().string() + " was stopped");
   std::uint64_t at;
   {
-    std::lock_guard<std::mutex> lock(m_mutex);
+    std::unique_lock<std::mutex> lock(m_mutex);
+    // A window ahead of the slowest reader: wait for it (unless a reader waits for bytes, which
+    // would wait for this writer in turn).
+    auto ahead = [&] {
+      if (m_window == 0 || m_readers.empty() || m_waiting > 0) return false;
+      return m_arrived - *std::min_element(m_readers.begin(), m_readers.end()) >= m_window;
+    };
+    while (ahead()) {
+      m_room.wait_for(lock, std::chrono::milliseconds(100));
+      lock.unlock();
+      if (m_cancelled)
+        throw Error(ErrorCode::interrupted,
+                    "the download of " + m_name.filename().string() + " was stopped");
+      check_interrupted();
+      lock.lock();
+    }
     at = m_arrived;
   }
   if (data.size() > m_size - at) {
@@ -148,18 +173,68 @@ std::unique_ptr<Source> IncomingFile::open(const std::atomic<bool>* stop) {
   return std::make_unique<IncomingSource>(shared_from_this(), stop);
 }
 
-std::size_t IncomingFile::read_at(std::uint64_t offset, std::span<char> buf,
-                                  const std::atomic<bool>* stop) {
+void IncomingFile::release_as_read(std::uint64_t window) {
+  {
+    std::unique_lock<std::mutex> lock(m_mutex);
+    m_window = std::max<std::uint64_t>(window, 1);
+    drop_read_bytes(lock);
+  }
+  m_room.notify_all();
+}
+
+std::uint64_t IncomingFile::spooled() const {
+  struct stat st{};
+  if (::fstat(m_spool.get(), &st) != 0) throw_errno("cannot stat the spool of " + m_name.filename().string());
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+std::uint64_t* IncomingFile::add_reader() {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return &m_readers.emplace_back(0);
+}
+
+void IncomingFile::remove_reader(std::uint64_t* reader) {
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_readers.remove_if([&](const std::uint64_t& r) { return &r == reader; });
+  }
+  m_room.notify_all();
+}
+
+void IncomingFile::drop_read_bytes(std::unique_lock<std::mutex>& lock) {
+  if (m_window == 0 || m_readers.empty()) return;
+  const std::uint64_t floor = *std::min_element(m_readers.begin(), m_readers.end()) / kDropGranule * kDropGranule;
+  if (floor <= m_dropped) return;
+  const std::uint64_t from = m_dropped;
+  m_dropped = floor;  // from now on a read there fails, before the bytes are gone
+  lock.unlock();
+  // Without hole punching (a file system that lacks it) the bytes stay on disk; they are dropped
+  // all the same: no reader gets them.
+  ::fallocate(m_spool.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+              static_cast<off_t>(floor - from));
+  lock.lock();
+}
+
+std::size_t IncomingFile::read(std::uint64_t* reader, std::uint64_t offset, std::span<char> buf,
+                               const std::atomic<bool>* stop) {
   check_interrupted();  // as every Source of a file does: a restore stops at its next read
   std::uint64_t available;
   {
     std::unique_lock<std::mutex> lock(m_mutex);
+    if (offset < m_dropped) {
+      throw Error(ErrorCode::internal,
+                  m_name.filename().string() + " was read again after its bytes were dropped",
+                  "a file fetched while it is read is read once: report this");
+    }
     for (;;) {
       if (m_failure) std::rethrow_exception(m_failure);
       if (offset < m_arrived) break;
       if (m_complete) return 0;
       // A signal, or a consumer that went away, ends the wait: the writer may be slow or stuck.
+      ++m_waiting;
+      m_room.notify_all();  // a writer holding back for the window goes on
       m_grew.wait_for(lock, std::chrono::milliseconds(100));
+      --m_waiting;
       lock.unlock();
       check_interrupted();
       if (stop && *stop)
@@ -169,11 +244,26 @@ std::size_t IncomingFile::read_at(std::uint64_t offset, std::span<char> buf,
     available = m_arrived - offset;
   }
   std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), available));
+  std::size_t got;
   for (;;) {
     ssize_t n = ::pread(m_spool.get(), buf.data(), want, static_cast<off_t>(offset));
-    if (n >= 0) return static_cast<std::size_t>(n);
+    if (n >= 0) {
+      got = static_cast<std::size_t>(n);
+      break;
+    }
     if (errno != EINTR) throw_errno("cannot read the spool of " + m_name.filename().string());
   }
+  if (reader) {
+    bool moved_on;
+    {
+      std::unique_lock<std::mutex> lock(m_mutex);
+      *reader = offset + got;
+      moved_on = m_window > 0;
+      if (moved_on) drop_read_bytes(lock);
+    }
+    if (moved_on) m_room.notify_all();
+  }
+  return got;
 }
 
 }  // namespace backupctl::io

@@ -202,6 +202,9 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
     inflater.run(*stream.source);
     rows.archive = rows_of(inflater);
   };
+  // A dump still arriving from the remote is read once from here on, in order: the download keeps
+  // a window ahead of the load instead of spooling the whole file (io/incoming.hpp).
+  if (auto incoming = io::IncomingFile::find(dump.file)) incoming->release_as_read();
   progress.start("restore " + dump.file.filename().string());
   if (is_custom(dump.format) && jobs > 1 && streamable(dump)) {
     rows = load_custom_parallel(dump, pg_restore, target, db, jobs, progress, scratch);

@@ -117,4 +117,89 @@ TEST(IncomingFile, TheWriterIsHeldToTheSizeAndToACancel) {
   EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 
+// The load of a restore reads the dump once: after release_as_read() the spool keeps a window
+// ahead of the reader instead of the whole file, and the bytes read are gone from the disk.
+TEST(IncomingFile, ReadOnceTheSpoolStaysAWindowAheadOfTheReader) {
+  TempDir dir;
+  constexpr std::uint64_t kWindow = 8u << 20;
+  const std::string data = pattern(40u << 20);
+  auto file = IncomingFile::create(dir.path() / "w.dump", data.size(), dir.path());
+  auto reader = file->open();
+  file->release_as_read(kWindow);
+  std::atomic<std::uint64_t> most_ahead{0}, most_spooled{0};
+  std::atomic<std::uint64_t> read_so_far{0};
+  std::thread writer([&] {
+    for (std::size_t at = 0; at < data.size(); at += 1u << 20) {
+      file->append(std::span<const char>(data.data() + at, 1u << 20));
+      most_ahead = std::max<std::uint64_t>(most_ahead, file->arrived() - read_so_far);
+      most_spooled = std::max<std::uint64_t>(most_spooled, file->spooled());
+    }
+    file->complete();
+  });
+  std::string got;
+  std::vector<char> buf(300000);
+  for (std::size_t n; (n = reader->read(buf)) > 0;) {
+    got.append(buf.data(), n);
+    read_so_far = got.size();
+    if (got.size() % (4u << 20) < buf.size()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  writer.join();
+  EXPECT_EQ(got, data);
+  // The writer may add one append (1 MiB) to a window it was within, and the reader's count here
+  // lags its position by one read.
+  EXPECT_LE(most_ahead, kWindow + (1u << 20) + buf.size());
+  // The window, the bytes of the reader's granule not yet dropped (4 MiB) and one append.
+  EXPECT_LE(most_spooled, kWindow + (5u << 20) + buf.size()) << "the spool grew to the whole file";
+  EXPECT_LE(file->spooled(), 5u << 20) << "what was read is still on disk";
+  // A reader opened now cannot read the dropped bytes: it is refused, not given holes (zeros).
+  EXPECT_EQ(code_of([&] { read_all(*file->open()); }), ErrorCode::internal);
+}
+
+TEST(IncomingFile, ReadOnceAWaitingReaderIsNeverHeldUpByTheWindow) {
+  TempDir dir;
+  const std::string data = pattern(6u << 20);
+  auto file = IncomingFile::create(dir.path() / "v.dump", data.size(), dir.path());
+  // A reader that stays at the start and one that reads to the end: the writer goes past the
+  // window while the second waits for bytes (else each would wait for the other).
+  auto idle = file->open();
+  file->release_as_read(1u << 20);
+  std::thread writer([&] {
+    for (std::size_t at = 0; at < data.size(); at += 65536) file->append(std::span<const char>(data.data() + at, 65536));
+    file->complete();
+  });
+  EXPECT_EQ(read_all(*file->open()), data);
+  writer.join();
+  std::vector<char> buf(10);
+  EXPECT_EQ(idle->read(buf), 10u) << "the idle reader's bytes were dropped";
+}
+
+TEST(IncomingFile, ReadOnceAWriterHeldByTheWindowStopsOnACancelOrWhenTheReaderGoes) {
+  TempDir dir;
+  const std::string chunk = pattern(1u << 20);
+  auto file = IncomingFile::create(dir.path() / "u.dump", 10u << 20, dir.path());
+  auto reader = file->open();
+  file->release_as_read(2u << 20);
+  file->append(chunk);
+  file->append(chunk);
+  // The window is full: the next append waits, and the reader going away lets it on.
+  std::thread closer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    reader.reset();
+  });
+  file->append(chunk);
+  closer.join();
+  EXPECT_EQ(file->arrived(), 3u << 20);
+  // A new reader at 0 (nothing was dropped: no reader had read): the window is full again, and a
+  // cancel ends the wait.
+  auto again = file->open();
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    file->cancel();
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(code_of([&] { file->append(chunk); }), ErrorCode::interrupted);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  canceller.join();
+}
+
 }  // namespace backupctl::io

@@ -51,6 +51,10 @@ std::string uri_encode(std::string_view text, bool keep_slash) {
 
 namespace {
 
+// curl's receive buffer (its default is 16 KiB; libcurl takes up to 10 MiB since 7.88) and send
+// buffer (default 64 KiB, at most 2 MiB): one of each per connection.
+constexpr long kCurlBufferSize = 512 * 1024;
+constexpr long kCurlUploadBufferSize = 1024 * 1024;
 constexpr const char* kEmptySha256 =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -384,6 +388,10 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    // Bodies move in large reads and writes: with curl's 16 KiB default a 600 MiB restore from
+    // the remote took ~44,000 recv() calls, each after a poll() (6,000 of each with 512 KiB).
+    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, kCurlBufferSize);
+    curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, kCurlUploadBufferSize);
     // Like every S3 client: servers log it, and operators filter on it.
     curl_easy_setopt(c, CURLOPT_USERAGENT, user_agent().c_str());
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
