@@ -9,6 +9,7 @@
 #include "s3_fixture.hpp"
 #include "storage/disk/disk_store.hpp"
 #include "storage/s3/s3_store.hpp"
+#include "support/capture_server.hpp"
 #include "support/tcp_forwarder.hpp"
 #include "util/error.hpp"
 
@@ -274,6 +275,51 @@ TEST(S3Store, ARangeCutOffMidwayResumesWhereItStopped) {
   EXPECT_EQ(network.cuts(), 1) << "the connection was not cut: the test proves nothing";
   EXPECT_EQ(got.data().size(), 2500000u);
   EXPECT_TRUE(got.data() == body.substr(100000, 2500000)) << "the resumed range is not the object's bytes";
+}
+
+// A server (or whoever answers in its place) that says every page of a listing is truncated and
+// names the same next page again would keep the client asking forever: the second such page is
+// an error, for each of the three paged listings.
+TEST(S3Store, AListingThatRepeatsItsNextPageIsAnErrorNotALoop) {
+  struct Case {
+    const char* what;
+    std::string page;
+    std::function<void(S3Store&)> list;
+  };
+  const std::vector<Case> cases = {
+      {"objects",
+       "<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>t1</NextContinuationToken>"
+       "<Contents><Key>a</Key><Size>1</Size><ETag>\"e\"</ETag></Contents></ListBucketResult>",
+       [](S3Store& s) { s.list_objects("b", "", [](const ObjectEntry&) {}); }},
+      {"open uploads",
+       "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated><NextKeyMarker>k</NextKeyMarker>"
+       "<NextUploadIdMarker>u</NextUploadIdMarker></ListMultipartUploadsResult>",
+       [](S3Store& s) { s.open_uploads("b", "p/"); }},
+      {"parts",
+       "<ListPartsResult><IsTruncated>true</IsTruncated><NextPartNumberMarker>1</NextPartNumberMarker>"
+       "<Part><PartNumber>1</PartNumber><ETag>\"e\"</ETag><Size>5</Size></Part></ListPartsResult>",
+       [](S3Store& s) { s.list_parts("b", "k", "id"); }},
+      {"parts, no marker at all",
+       "<ListPartsResult><IsTruncated>true</IsTruncated></ListPartsResult>",
+       [](S3Store& s) { s.list_parts("b", "k", "id"); }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    CaptureServer server("HTTP/1.1 200 OK", 3, c.page);
+    S3Settings settings;
+    settings.endpoint = "http://127.0.0.1:" + std::to_string(server.port());
+    settings.access_key = "a";
+    settings.secret_key = "b";
+    settings.max_attempts = 1;
+    S3Store store(settings);
+    try {
+      c.list(store);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::tool_failed);
+      EXPECT_NE(std::string(e.what()).find("names no next page"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(S3Store, EndpointDownFailsAfterBoundedRetries) {

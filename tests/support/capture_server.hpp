@@ -1,7 +1,8 @@
 // A loopback HTTP server for tests that need the exact request a client sent: it accepts one
-// connection, reads one whole request (headers and a Content-Length body), answers with an empty
-// `status_line` response and keeps the request. Used by the SigV4 unit tests (the Authorization
-// header libcurl sent) and the notification test (the webhook's body).
+// connection, reads one whole request (headers and a Content-Length body), answers with a
+// `status_line` response (its body `reply_body`, empty by default) and keeps the request. Used by
+// the SigV4 unit tests (the Authorization header libcurl sent), the notification test (the
+// webhook's body) and a crafted S3 listing.
 #pragma once
 
 #include <unistd.h>
@@ -20,8 +21,8 @@ namespace backupctl::test {
 class CaptureServer {
  public:
   // `count` requests, one after another (pings: start, then the end).
-  explicit CaptureServer(std::string status_line = "HTTP/1.1 200 OK", int count = 1)
-      : m_status_line(std::move(status_line)), m_count(count) {
+  explicit CaptureServer(std::string status_line = "HTTP/1.1 200 OK", int count = 1, std::string reply_body = {})
+      : m_status_line(std::move(status_line)), m_reply_body(std::move(reply_body)), m_count(count) {
     m_fd = listen_on_loopback(m_port, 4);
     m_thread = std::thread([this] {
       for (int i = 0; i < m_count; ++i) serve_one();
@@ -92,12 +93,14 @@ class CaptureServer {
       if (req.size() - hdr - 4 >= want) break;
     }
     if (!req.empty()) m_requests.push_back(req);
-    const std::string reply = m_status_line + "\r\nContent-Length: 0\r\n\r\n";
+    const std::string reply = m_status_line + "\r\nContent-Length: " + std::to_string(m_reply_body.size()) +
+                              "\r\n\r\n" + m_reply_body;
     [[maybe_unused]] ssize_t w = ::write(c, reply.data(), reply.size());
     ::close(c);
   }
 
   std::string m_status_line;
+  std::string m_reply_body;
   int m_fd = -1;
   int m_port = 0;
   std::thread m_thread;

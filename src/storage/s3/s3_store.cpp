@@ -566,21 +566,48 @@ void S3Store::delete_bucket(const std::string& bucket) {
   send(r, "cannot delete bucket " + bucket);
 }
 
-void S3Store::list_objects(const std::string& bucket, const std::string& prefix,
-                           const std::function<void(const ObjectEntry&)>& each) {
-  std::string token;
+namespace {
+
+using QueryParams = std::vector<std::pair<std::string, std::string>>;
+
+// Pages through an S3 listing whose XML root is `root`: `page` takes a page's entries and returns
+// the query parameters that ask for the next page (the markers its answer names). The request is
+// sent with the first page's query plus those, until a page is not truncated. A truncated page
+// that names no next page, or the one just read, is an error: a server repeating a marker would
+// otherwise keep the client asking forever.
+void for_each_page(S3Store& store, S3Store::Request request, const char* root, const std::string& what,
+                   const std::function<QueryParams(const pugi::xml_node&)>& page) {
+  const QueryParams first = request.query;
+  QueryParams markers;
   for (;;) {
-    Request r;
-    r.bucket = bucket;
-    r.query = {{"list-type", "2"}, {"max-keys", "1000"}};
-    if (!prefix.empty()) r.query.emplace_back("prefix", prefix);
-    if (!token.empty()) r.query.emplace_back("continuation-token", token);
-    Response resp = send(r, "cannot list bucket " + bucket);
+    request.query = first;
+    request.query.insert(request.query.end(), markers.begin(), markers.end());
+    S3Store::Response resp = store.send(request, what);
     pugi::xml_document doc;
     if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
-      throw Error(ErrorCode::tool_failed, "cannot list bucket " + bucket + ": the response is not XML");
+      throw Error(ErrorCode::tool_failed, what + ": the response is not XML", "check BACKUP_REMOTE_ENDPOINT / S3_ENDPOINT: is it an S3 server?");
     }
-    auto result = doc.child("ListBucketResult");
+    pugi::xml_node result = doc.child(root);
+    QueryParams next = page(result);
+    if (std::string(result.child_value("IsTruncated")) != "true") return;
+    std::erase_if(next, [](const auto& param) { return param.second.empty(); });
+    if (next.empty() || next == markers) {
+      throw Error(ErrorCode::tool_failed, what + ": the server says the listing goes on but names no next page",
+                  "the S3 server is misbehaving; check its logs");
+    }
+    markers = std::move(next);
+  }
+}
+
+}  // namespace
+
+void S3Store::list_objects(const std::string& bucket, const std::string& prefix,
+                           const std::function<void(const ObjectEntry&)>& each) {
+  Request r;
+  r.bucket = bucket;
+  r.query = {{"list-type", "2"}, {"max-keys", "1000"}};
+  if (!prefix.empty()) r.query.emplace_back("prefix", prefix);
+  for_each_page(*this, r, "ListBucketResult", "cannot list bucket " + bucket, [&](const pugi::xml_node& result) {
     for (auto c : result.children("Contents")) {
       ObjectEntry e;
       e.key = c.child_value("Key");
@@ -589,10 +616,8 @@ void S3Store::list_objects(const std::string& bucket, const std::string& prefix,
       e.last_modified = c.child_value("LastModified");
       each(e);
     }
-    if (std::string(result.child_value("IsTruncated")) != "true") break;
-    token = result.child_value("NextContinuationToken");
-    if (token.empty()) throw Error(ErrorCode::tool_failed, "cannot list bucket " + bucket + ": truncated listing without a continuation token");
-  }
+    return QueryParams{{"continuation-token", result.child_value("NextContinuationToken")}};
+  });
 }
 
 namespace {
@@ -814,30 +839,17 @@ std::unique_ptr<MultipartUpload> S3Store::start_multipart(const std::string& buc
 
 std::vector<S3Store::OpenUpload> S3Store::open_uploads(const std::string& bucket, const std::string& prefix) {
   std::vector<OpenUpload> out;
-  std::string key_marker, id_marker;
-  for (;;) {
-    Request r;
-    r.bucket = bucket;
-    r.query = {{"uploads", ""}, {"prefix", prefix}};
-    if (!key_marker.empty()) r.query.emplace_back("key-marker", key_marker);
-    if (!id_marker.empty()) r.query.emplace_back("upload-id-marker", id_marker);
-    Response resp = send(r, "cannot list the open uploads of " + bucket + "/" + prefix);
-    pugi::xml_document doc;
-    if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
-      throw Error(ErrorCode::tool_failed, "cannot list the open uploads of " + bucket + "/" + prefix + ": the response is not XML");
-    }
-    auto result = doc.child("ListMultipartUploadsResult");
-    for (auto u : result.children("Upload")) {
-      out.push_back({u.child_value("Key"), u.child_value("UploadId"), u.child_value("Initiated")});
-    }
-    if (std::string(result.child_value("IsTruncated")) != "true") break;
-    std::string next_key = result.child_value("NextKeyMarker"), next_id = result.child_value("NextUploadIdMarker");
-    if (next_key.empty() || (next_key == key_marker && next_id == id_marker)) {
-      throw Error(ErrorCode::tool_failed, "cannot list the open uploads of " + bucket + "/" + prefix + ": a truncated listing without a marker");
-    }
-    key_marker = next_key;
-    id_marker = next_id;
-  }
+  Request r;
+  r.bucket = bucket;
+  r.query = {{"uploads", ""}, {"prefix", prefix}};
+  for_each_page(*this, r, "ListMultipartUploadsResult", "cannot list the open uploads of " + bucket + "/" + prefix,
+                [&](const pugi::xml_node& result) {
+                  for (auto u : result.children("Upload")) {
+                    out.push_back({u.child_value("Key"), u.child_value("UploadId"), u.child_value("Initiated")});
+                  }
+                  return QueryParams{{"key-marker", result.child_value("NextKeyMarker")},
+                                     {"upload-id-marker", result.child_value("NextUploadIdMarker")}};
+                });
   return out;
 }
 
@@ -857,30 +869,21 @@ std::optional<std::string> S3Store::open_upload(const std::string& bucket, const
 std::vector<S3Store::Part> S3Store::list_parts(const std::string& bucket, const std::string& key,
                                                const std::string& upload_id) {
   std::vector<Part> out;
-  std::string marker;
-  for (;;) {
-    Request r;
-    r.bucket = bucket;
-    r.key = key;
-    r.query = {{"uploadId", upload_id}};
-    if (!marker.empty()) r.query.emplace_back("part-number-marker", marker);
-    Response resp = send(r, "cannot list the parts of " + bucket + "/" + key);
-    pugi::xml_document doc;
-    if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
-      throw Error(ErrorCode::tool_failed, "cannot list the parts of " + bucket + "/" + key + ": the response is not XML");
-    }
-    auto result = doc.child("ListPartsResult");
-    for (auto p : result.children("Part")) {
-      Part part;
-      part.number = std::atoi(p.child_value("PartNumber"));
-      part.etag = strip_quotes(p.child_value("ETag"));
-      part.size = std::strtoull(p.child_value("Size"), nullptr, 10);
-      if (part.number > 0) out.push_back(part);
-    }
-    if (std::string(result.child_value("IsTruncated")) != "true") break;
-    marker = result.child_value("NextPartNumberMarker");
-    if (marker.empty()) break;
-  }
+  Request r;
+  r.bucket = bucket;
+  r.key = key;
+  r.query = {{"uploadId", upload_id}};
+  for_each_page(*this, r, "ListPartsResult", "cannot list the parts of " + bucket + "/" + key,
+                [&](const pugi::xml_node& result) {
+                  for (auto p : result.children("Part")) {
+                    Part part;
+                    part.number = std::atoi(p.child_value("PartNumber"));
+                    part.etag = strip_quotes(p.child_value("ETag"));
+                    part.size = std::strtoull(p.child_value("Size"), nullptr, 10);
+                    if (part.number > 0) out.push_back(part);
+                  }
+                  return QueryParams{{"part-number-marker", result.child_value("NextPartNumberMarker")}};
+                });
   std::sort(out.begin(), out.end(), [](const Part& a, const Part& b) { return a.number < b.number; });
   return out;
 }
