@@ -40,6 +40,11 @@ Fd anonymous_file(const fs::path& dir) {
   return Fd(fd);
 }
 
+Error read_after_drop(const fs::path& name) {
+  return Error(ErrorCode::internal, name.filename().string() + " was read after its bytes were dropped",
+               "a file fetched while it is read is read once (IncomingFile::release_as_read): report this");
+}
+
 // Dropped bytes go in whole granules: a punch per 4 MiB read, not per read() call.
 constexpr std::uint64_t kDropGranule = 4u << 20;
 
@@ -221,11 +226,7 @@ std::size_t IncomingFile::read(std::uint64_t* reader, std::uint64_t offset, std:
   std::uint64_t available;
   {
     std::unique_lock<std::mutex> lock(m_mutex);
-    if (offset < m_dropped) {
-      throw Error(ErrorCode::internal,
-                  m_name.filename().string() + " was read again after its bytes were dropped",
-                  "a file fetched while it is read is read once: report this");
-    }
+    if (offset < m_dropped) throw read_after_drop(m_name);
     for (;;) {
       if (m_failure) std::rethrow_exception(m_failure);
       if (offset < m_arrived) break;
@@ -253,7 +254,11 @@ std::size_t IncomingFile::read(std::uint64_t* reader, std::uint64_t offset, std:
     }
     if (errno != EINTR) throw_errno("cannot read the spool of " + m_name.filename().string());
   }
-  if (reader) {
+  if (!reader) {
+    // Nobody held these bytes back: they count only if no drop reached them during the read.
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (offset < m_dropped) throw read_after_drop(m_name);
+  } else {
     bool moved_on;
     {
       std::unique_lock<std::mutex> lock(m_mutex);
