@@ -9,7 +9,7 @@
 #include "s3_fixture.hpp"
 #include "storage/disk/disk_store.hpp"
 #include "storage/s3/s3_store.hpp"
-#include "support/capture_server.hpp"
+#include "support/s3_capture.hpp"
 #include "support/tcp_forwarder.hpp"
 #include "util/error.hpp"
 
@@ -306,12 +306,7 @@ TEST(S3Store, AListingThatRepeatsItsNextPageIsAnErrorNotALoop) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
     CaptureServer server("HTTP/1.1 200 OK", 3, c.page);
-    S3Settings settings;
-    settings.endpoint = "http://127.0.0.1:" + std::to_string(server.port());
-    settings.access_key = "a";
-    settings.secret_key = "b";
-    settings.max_attempts = 1;
-    S3Store store(settings);
+    S3Store store(capture_settings(server));
     try {
       c.list(store);
       ADD_FAILURE() << "no error";

@@ -647,7 +647,7 @@ TEST(Monitoring, MetricsStatusAndAFailureNotification) {
   EnvList failing = e;
   failing.emplace_back("PGDATABASE", "gone");
   failing.emplace_back("BACKUP_NOTIFY_URL",
-                       "http://127.0.0.1:" + std::to_string(hook.port()) + "/hooks/backup?token=hook-token-5");
+                       hook.url() + "/hooks/backup?token=hook-token-5");
   failing.emplace_back("PGPASSWORD", "pg-password-3");
   EXPECT_EQ(run_backupctl({"backup", "db"}, failing).exit_code, 4);
   auto event = nlohmann::json::parse(hook.body());

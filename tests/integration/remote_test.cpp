@@ -539,7 +539,7 @@ TEST(OffSite, DamageRetentionRefusalsAndPingsOnAFolderRemote) {
   {
     CaptureServer hook("HTTP/1.1 200 OK", 2);
     EnvList e = host.env(remote);
-    e.emplace_back("BACKUP_PING_URL", "http://127.0.0.1:" + std::to_string(hook.port()) + "/ping/abc-123");
+    e.emplace_back("BACKUP_PING_URL", hook.url() + "/ping/abc-123");
     CliResult db = run_backupctl({"backup", "db"}, e);
     ASSERT_EQ(db.exit_code, 0) << db.err;
     const auto& reqs = hook.requests();
@@ -570,7 +570,7 @@ TEST(OffSite, DamageRetentionRefusalsAndPingsOnAFolderRemote) {
   {
     CaptureServer hook("HTTP/1.1 200 OK", 2);
     EnvList e = host.env(remote);
-    e.emplace_back("BACKUP_PING_URL", "http://127.0.0.1:" + std::to_string(hook.port()) + "/p");
+    e.emplace_back("BACKUP_PING_URL", hook.url() + "/p");
     e.emplace_back("PGDATABASE", "gone");
     EXPECT_NE(run_backupctl({"backup", "db"}, e).exit_code, 0);
     ASSERT_EQ(hook.requests().size(), 2u);

@@ -43,6 +43,7 @@ class CaptureServer {
   CaptureServer& operator=(const CaptureServer&) = delete;
 
   int port() const { return m_port; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(m_port); }
   // The whole request as received; waits for it.
   const std::string& request() {
     if (m_thread.joinable()) m_thread.join();

@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "storage/s3/s3_store.hpp"
-#include "support/capture_server.hpp"
+#include "support/s3_capture.hpp"
 #include "util/error.hpp"
 
 namespace backupctl {
@@ -99,13 +99,8 @@ TEST(S3Keys, AreSentByteForByteNeverAsPaths) {
            {"./a/./b", "/staging/./a/./b"},
            {"a b/..%/c", "/staging/a%20b/..%25/c"},
            {"/leading//double", "/staging//leading//double"}}) {
-    CaptureServer server;
-    S3Settings s;
-    s.endpoint = "http://127.0.0.1:" + std::to_string(server.port());
-    s.access_key = "k";
-    s.secret_key = "s";
-    s.max_attempts = 1;
-    S3Store store(s);
+    test::CaptureServer server;
+    S3Store store(test::capture_settings(server));
     std::string body = "x";
     MemorySource src(body.data(), body.size());
     store.put_object("staging", key, src, {});

@@ -585,7 +585,7 @@ void for_each_page(S3Store& store, S3Store::Request request, const char* root, c
     S3Store::Response resp = store.send(request, what);
     pugi::xml_document doc;
     if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
-      throw Error(ErrorCode::tool_failed, what + ": the response is not XML", "check BACKUP_REMOTE_ENDPOINT / S3_ENDPOINT: is it an S3 server?");
+      throw Error(ErrorCode::tool_failed, what + ": the response is not XML", "is MINIO_ENDPOINT (or BACKUP_REMOTE_ENDPOINT) an S3 server?");
     }
     pugi::xml_node result = doc.child(root);
     QueryParams next = page(result);
