@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cerrno>
 #include <map>
@@ -19,6 +20,7 @@
 #include "command/verify.hpp"
 #include "io/atomic_file.hpp"
 #include "io/pipeline.hpp"
+#include "util/env.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
 #include "util/format.hpp"
@@ -463,7 +465,11 @@ IncomingBackup::IncomingBackup(const Config& config, std::unique_ptr<Remote> rem
     m_roles->append(bytes.data());
     m_roles->complete();
   }
-  m_file = io::IncomingFile::create(dir / fs::path(name).filename(), m_meta.size, dir);
+  // Tests shrink the spool's window (BACKUPCTL_SPOOL_WINDOW, bytes) so that a dump of a few MiB
+  // goes through every state a GB-sized one does: held back before the load, dropped during it.
+  std::uint64_t window = io::IncomingFile::kWindow;
+  if (auto w = env_value("BACKUPCTL_SPOOL_WINDOW")) window = std::max<std::uint64_t>(std::strtoull(w->c_str(), nullptr, 10), 1);
+  m_file = io::IncomingFile::create(dir / fs::path(name).filename(), m_meta.size, dir, window);
   try {
     m_thread = std::thread([this] { download(); });
   } catch (const std::system_error& e) {
@@ -497,10 +503,12 @@ std::optional<fs::path> IncomingBackup::roles_file() const {
 }
 
 void IncomingBackup::wait() {
-  if (m_thread.joinable()) m_thread.join();
-  // The end is there only once the download completed: a reader of it rethrows the failure.
+  // The end is there only once the download completed: a reader of it rethrows the failure. The
+  // read comes first: a reader waiting for bytes lets on a download the spool's window holds
+  // back, which a join alone would wait for forever.
   std::vector<char> byte(1);
   m_file->read_at(m_file->size(), byte, nullptr);
+  if (m_thread.joinable()) m_thread.join();
 }
 
 IncomingBackup::~IncomingBackup() {

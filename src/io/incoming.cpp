@@ -71,12 +71,12 @@ class IncomingSource : public Source {
   std::uint64_t m_offset = 0;
 };
 
-IncomingFile::IncomingFile(fs::path name, std::uint64_t size, Fd spool)
-    : m_name(std::move(name)), m_size(size), m_spool(std::move(spool)) {}
+IncomingFile::IncomingFile(fs::path name, std::uint64_t size, Fd spool, std::uint64_t window)
+    : m_name(std::move(name)), m_size(size), m_spool(std::move(spool)), m_window(std::max<std::uint64_t>(window, 1)) {}
 
 std::shared_ptr<IncomingFile> IncomingFile::create(const fs::path& name, std::uint64_t size,
-                                                   const fs::path& spool_dir) {
-  std::shared_ptr<IncomingFile> file(new IncomingFile(name, size, anonymous_file(spool_dir)));
+                                                   const fs::path& spool_dir, std::uint64_t window) {
+  std::shared_ptr<IncomingFile> file(new IncomingFile(name, size, anonymous_file(spool_dir), window));
   std::lock_guard<std::mutex> lock(g_registry_mutex);
   auto& slot = g_registry[key_of(name)];
   if (!slot.expired()) {
@@ -107,11 +107,16 @@ void IncomingFile::append(std::span<const char> data) {
   std::uint64_t at;
   {
     std::unique_lock<std::mutex> lock(m_mutex);
-    // A window ahead of the slowest reader: wait for it (unless a reader waits for bytes, which
-    // would wait for this writer in turn).
+    // A window in: wait for the readers (unless one waits for bytes, which would wait for this
+    // writer in turn). Its start: the first byte until the last reader is open (a new reader
+    // starts there), then the slowest reader.
     auto ahead = [&] {
-      if (m_window == 0 || m_readers.empty() || m_waiting > 0) return false;
-      return m_arrived - *std::min_element(m_readers.begin(), m_readers.end()) >= m_window;
+      if (m_waiting > 0) return false;
+      std::uint64_t start = 0;
+      if (m_released) {
+        start = m_readers.empty() ? m_dropped : *std::min_element(m_readers.begin(), m_readers.end());
+      }
+      return m_arrived - start >= m_window;
     };
     while (ahead()) {
       m_room.wait_for(lock, std::chrono::milliseconds(100));
@@ -178,10 +183,10 @@ std::unique_ptr<Source> IncomingFile::open(const std::atomic<bool>* stop) {
   return std::make_unique<IncomingSource>(shared_from_this(), stop);
 }
 
-void IncomingFile::release_as_read(std::uint64_t window) {
+void IncomingFile::release_as_read() {
   {
     std::unique_lock<std::mutex> lock(m_mutex);
-    m_window = std::max<std::uint64_t>(window, 1);
+    m_released = true;
     drop_read_bytes(lock);
   }
   m_room.notify_all();
@@ -207,7 +212,7 @@ void IncomingFile::remove_reader(std::uint64_t* reader) {
 }
 
 void IncomingFile::drop_read_bytes(std::unique_lock<std::mutex>& lock) {
-  if (m_window == 0 || m_readers.empty()) return;
+  if (!m_released || m_readers.empty()) return;
   const std::uint64_t floor = *std::min_element(m_readers.begin(), m_readers.end()) / kDropGranule * kDropGranule;
   if (floor <= m_dropped) return;
   const std::uint64_t from = m_dropped;
@@ -263,7 +268,7 @@ std::size_t IncomingFile::read(std::uint64_t* reader, std::uint64_t offset, std:
     {
       std::unique_lock<std::mutex> lock(m_mutex);
       *reader = offset + got;
-      moved_on = m_window > 0;
+      moved_on = m_released;
       if (moved_on) drop_read_bytes(lock);
     }
     if (moved_on) m_room.notify_all();

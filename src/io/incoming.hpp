@@ -6,13 +6,15 @@
 // and wait for the rest; a child that would read the path itself (pg_restore, age) is fed through
 // a pipe instead (is_incoming()).
 //
-// Once the last reader of the file is open (the load of a restore reads the dump once, in order),
-// release_as_read() turns the spool into a window: the bytes every open reader has passed are
-// dropped from it (punched out), and the writer waits while it is a window ahead of the slowest
-// reader. The spool then holds tens of MiB instead of the whole dump: a restore from the remote
-// needs no free space the size of the dump, and its writes land in the pages the dropped bytes
-// freed instead of new ones (on this project's VMs a page the kernel has not used for a while
-// costs ~7 us at first touch: 1.1 s of a 600 MiB restore's 2 s of system time).
+// The spool is a window (64 MiB), not the whole file. Until the last reader of the file is open
+// (the load of a restore, which reads the dump once, in order), the writer stops a window from
+// the first byte, where every new reader starts, unless a reader waits for more (the plan's
+// `pg_restore --list` reads the table of contents, a few KiB to MiB). From release_as_read() on,
+// the bytes every open reader has passed are dropped (punched out of the spool) and the writer
+// keeps a window ahead of the slowest reader. So a restore from the remote needs no free space
+// the size of the dump, and the spool's writes land in the pages the dropped bytes freed instead
+// of new ones (on this project's VMs a page the kernel has not used for a while costs ~7 us at
+// first touch: 1.1 s of a 600 MiB restore's 2 s of system time).
 //
 // A reader sees the end of the file only once the writer declared every byte arrived and checked
 // (complete()); a download that failed is thrown at every reader from then on. So a reader that
@@ -38,10 +40,12 @@ namespace backupctl::io {
 class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
  public:
   // Registers `name` for `size` bytes, spooled in an anonymous file in `spool_dir` (on the
-  // backups' file system: it holds the file until the process ends). Throws Error(usage) when
+  // backups' file system) of at most about `window` bytes (see above). Throws Error(usage) when
   // another IncomingFile has that name.
+  static constexpr std::uint64_t kWindow = 64u << 20;
   static std::shared_ptr<IncomingFile> create(const std::filesystem::path& name, std::uint64_t size,
-                                              const std::filesystem::path& spool_dir);
+                                              const std::filesystem::path& spool_dir,
+                                              std::uint64_t window = kWindow);
   // The file registered under `name`, or null.
   static std::shared_ptr<IncomingFile> find(const std::filesystem::path& name);
 
@@ -53,8 +57,8 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   std::uint64_t size() const { return m_size; }
 
   // The writer's side (one thread). append() throws Error(verification) past size(), and
-  // Error(interrupted) once cancel() was called. After release_as_read() it first waits while it
-  // is `window` bytes ahead of the slowest open reader (never while a reader waits for bytes).
+  // Error(interrupted) once cancel() was called. It first waits while the spool holds a window
+  // (see above; never while a reader waits for bytes).
   void append(std::span<const char> data);
   void complete();                    // REQUIRES: size() bytes arrived and were checked
   void fail(std::exception_ptr why);  // readers throw `why` from now on
@@ -63,11 +67,10 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   const std::atomic<bool>* cancel_flag() const { return &m_cancelled; }  // for a StopScope
   std::uint64_t arrived() const;
 
-  // From now on bytes every open reader has read are dropped, and the writer keeps within
-  // `window` bytes of the slowest reader (see above). A reader opened later that reads a dropped
-  // byte gets Error(internal): call this when the readers open from now on are the last ones.
-  static constexpr std::uint64_t kWindow = 64u << 20;
-  void release_as_read(std::uint64_t window = kWindow);
+  // From now on bytes every open reader has read are dropped, and the writer keeps within the
+  // window of the slowest reader (see above). A reader opened later that reads a dropped byte
+  // gets Error(internal): call this when the readers open from now on are the last ones.
+  void release_as_read();
   // The bytes the spool holds on disk (its allocated blocks).
   std::uint64_t spooled() const;
 
@@ -83,7 +86,7 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
 
  private:
   friend class IncomingSource;
-  IncomingFile(std::filesystem::path name, std::uint64_t size, Fd spool);
+  IncomingFile(std::filesystem::path name, std::uint64_t size, Fd spool, std::uint64_t window);
   // read_at() for an open reader (`reader`, whose position it advances), or for none.
   std::size_t read(std::uint64_t* reader, std::uint64_t offset, std::span<char> buf,
                    const std::atomic<bool>* stop);
@@ -100,11 +103,12 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   bool m_complete = false;
   std::exception_ptr m_failure;
   std::atomic<bool> m_cancelled{false};
-  // Guarded by m_mutex: the open readers' positions, how many wait for bytes, the window (0
-  // before release_as_read()), and the bytes dropped from the front.
+  const std::uint64_t m_window;
+  // Guarded by m_mutex: the open readers' positions, how many wait for bytes, whether
+  // release_as_read() was called, and the bytes dropped from the front.
   std::list<std::uint64_t> m_readers;
   int m_waiting = 0;
-  std::uint64_t m_window = 0;
+  bool m_released = false;
   std::uint64_t m_dropped = 0;
   std::condition_variable m_room;  // a reader moved on or began to wait
 };

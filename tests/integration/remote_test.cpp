@@ -736,6 +736,9 @@ TEST(OffSite, ARestoreFromTheRemoteLoadsAsItDownloadsAndSwapsInOnlyWhatMatchedTh
   EnvList e = host.env(remote);
   std::erase_if(e, [](const auto& kv) { return kv.first == "BACKUP_DIR"; });
   e.emplace_back("BACKUP_DIR", fresh.path().string());
+  // A 1 MiB spool window (64 MiB by default): the download is held back while the plan reads the
+  // table of contents and kept 1 MiB ahead of the load, whose read bytes are dropped.
+  e.emplace_back("BACKUPCTL_SPOOL_WINDOW", std::to_string(1u << 20));
   EnvList confirmed = e;
   confirmed.emplace_back("CONFIRM", "YES");
   auto live = [&] { return host.pg.psql("archive", "SELECT (SELECT count(*) FROM documents) || ' ' || (SELECT count(*) FROM pages)"); };
@@ -804,7 +807,8 @@ TEST(OffSite, ARestoreFromTheRemoteLoadsAsItDownloadsAndSwapsInOnlyWhatMatchedTh
   TempDir folder("backupctl-offsite");
   EnvList plain = host.env({{"BACKUP_REMOTE_URL", "file://" + folder.path().string()},
                             {"BACKUP_REMOTE_ALLOW_PLAINTEXT", "yes"},
-                            {"BACKUP_DB_COMPRESSION", "none"}});
+                            {"BACKUP_DB_COMPRESSION", "none"},
+                            {"BACKUPCTL_SPOOL_WINDOW", std::to_string(1u << 20)}});
   std::erase_if(plain, [](const auto& kv) { return kv.first == "BACKUP_AGE_RECIPIENTS" || kv.first == "BACKUP_DIR"; });
   EnvList plain_local = plain;
   plain_local.emplace_back("BACKUP_DIR", host.backups().string());

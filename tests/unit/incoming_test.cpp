@@ -123,9 +123,9 @@ TEST(IncomingFile, ReadOnceTheSpoolStaysAWindowAheadOfTheReader) {
   TempDir dir;
   constexpr std::uint64_t kWindow = 8u << 20;
   const std::string data = pattern(40u << 20);
-  auto file = IncomingFile::create(dir.path() / "w.dump", data.size(), dir.path());
+  auto file = IncomingFile::create(dir.path() / "w.dump", data.size(), dir.path(), kWindow);
   auto reader = file->open();
-  file->release_as_read(kWindow);
+  file->release_as_read();
   std::atomic<std::uint64_t> most_ahead{0}, most_spooled{0};
   std::atomic<std::uint64_t> read_so_far{0};
   std::thread writer([&] {
@@ -158,11 +158,11 @@ TEST(IncomingFile, ReadOnceTheSpoolStaysAWindowAheadOfTheReader) {
 TEST(IncomingFile, ReadOnceAWaitingReaderIsNeverHeldUpByTheWindow) {
   TempDir dir;
   const std::string data = pattern(6u << 20);
-  auto file = IncomingFile::create(dir.path() / "v.dump", data.size(), dir.path());
+  auto file = IncomingFile::create(dir.path() / "v.dump", data.size(), dir.path(), 1u << 20);
   // A reader that stays at the start and one that reads to the end: the writer goes past the
   // window while the second waits for bytes (else each would wait for the other).
   auto idle = file->open();
-  file->release_as_read(1u << 20);
+  file->release_as_read();
   std::thread writer([&] {
     for (std::size_t at = 0; at < data.size(); at += 65536) file->append(std::span<const char>(data.data() + at, 65536));
     file->complete();
@@ -173,33 +173,59 @@ TEST(IncomingFile, ReadOnceAWaitingReaderIsNeverHeldUpByTheWindow) {
   EXPECT_EQ(idle->read(buf), 10u) << "the idle reader's bytes were dropped";
 }
 
-TEST(IncomingFile, ReadOnceAWriterHeldByTheWindowStopsOnACancelOrWhenTheReaderGoes) {
+TEST(IncomingFile, ReadOnceAWriterHeldByTheWindowGoesOnAsTheReaderMovesAndStopsOnACancel) {
   TempDir dir;
   const std::string chunk = pattern(1u << 20);
-  auto file = IncomingFile::create(dir.path() / "u.dump", 10u << 20, dir.path());
+  auto file = IncomingFile::create(dir.path() / "u.dump", 10u << 20, dir.path(), 2u << 20);
   auto reader = file->open();
-  file->release_as_read(2u << 20);
+  file->release_as_read();
   file->append(chunk);
   file->append(chunk);
-  // The window is full: the next append waits, and the reader going away lets it on.
-  std::thread closer([&] {
+  // The window is full: the next append waits until the reader has read 1 MiB.
+  std::thread mover([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    reader.reset();
-  });
-  file->append(chunk);
-  closer.join();
-  EXPECT_EQ(file->arrived(), 3u << 20);
-  // A new reader at 0 (nothing was dropped: no reader had read): the window is full again, and a
-  // cancel ends the wait.
-  auto again = file->open();
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    file->cancel();
+    std::vector<char> buf(1u << 20);
+    EXPECT_EQ(reader->read(buf), buf.size());
   });
   const auto t0 = std::chrono::steady_clock::now();
+  file->append(chunk);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(90)) << "it did not wait";
+  mover.join();
+  EXPECT_EQ(file->arrived(), 3u << 20);
+  // Full again; a reader closing does not let it on (the load may not be open yet), a cancel does.
+  reader.reset();
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    file->cancel();
+  });
+  const auto t1 = std::chrono::steady_clock::now();
   EXPECT_EQ(code_of([&] { file->append(chunk); }), ErrorCode::interrupted);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_GE(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(190)) << "it did not wait";
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(5));
   canceller.join();
+  EXPECT_EQ(file->arrived(), 3u << 20);
+}
+
+// Before the last reader is open every new reader starts at the first byte: the writer stops a
+// window in, goes on while a reader asks for more (the plan's table of contents may be longer
+// than the window), and nothing is dropped.
+TEST(IncomingFile, BeforeTheLoadTheWriterStopsAWindowInUnlessAReaderAsksForMore) {
+  TempDir dir;
+  const std::string data = pattern(8u << 20);
+  auto file = IncomingFile::create(dir.path() / "t.dump", data.size(), dir.path(), 2u << 20);
+  std::thread writer([&] {
+    try {
+      for (std::size_t at = 0; at < data.size(); at += 1u << 20) file->append(std::span<const char>(data.data() + at, 1u << 20));
+      file->complete();
+    } catch (const Error& e) {
+      ADD_FAILURE() << e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(file->arrived(), 2u << 20) << "the writer did not stop a window in";
+  EXPECT_EQ(read_all(*file->open()), data);
+  writer.join();
+  EXPECT_EQ(read_all(*file->open()), data) << "a reader after the first one";
 }
 
 }  // namespace backupctl::io
