@@ -101,9 +101,10 @@ IncomingFile::~IncomingFile() {
 }
 
 void IncomingFile::append(std::span<const char> data) {
-  if (m_cancelled)
-    throw Error(ErrorCode::interrupted,
-                "the download of " + m_name.filename().string() + " was stopped");
+  auto stopped = [&] {
+    return Error(ErrorCode::interrupted, "the download of " + m_name.filename().string() + " was stopped");
+  };
+  if (m_cancelled) throw stopped();
   std::uint64_t at;
   {
     std::unique_lock<std::mutex> lock(m_mutex);
@@ -121,9 +122,7 @@ void IncomingFile::append(std::span<const char> data) {
     while (ahead()) {
       m_room.wait_for(lock, std::chrono::milliseconds(100));
       lock.unlock();
-      if (m_cancelled)
-        throw Error(ErrorCode::interrupted,
-                    "the download of " + m_name.filename().string() + " was stopped");
+      if (m_cancelled) throw stopped();
       check_interrupted();
       lock.lock();
     }
