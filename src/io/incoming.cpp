@@ -108,11 +108,11 @@ void IncomingFile::append(std::span<const char> data) {
   std::uint64_t at;
   {
     std::unique_lock<std::mutex> lock(m_mutex);
-    // A window in: wait for the readers (unless one waits for bytes, which would wait for this
-    // writer in turn). Its start: the first byte until the last reader is open (a new reader
-    // starts there), then the slowest reader.
+    // A window in: wait for the readers, unless one asked for bytes not yet here (it waits for
+    // this writer in turn). Its start: the first byte until the last reader is open (a new
+    // reader starts there), then the slowest reader.
     auto ahead = [&] {
-      if (m_waiting > 0) return false;
+      if (m_arrived < m_wanted) return false;
       std::uint64_t start = 0;
       if (m_released) {
         start = m_readers.empty() ? m_dropped : *std::min_element(m_readers.begin(), m_readers.end());
@@ -236,10 +236,11 @@ std::size_t IncomingFile::read(std::uint64_t* reader, std::uint64_t offset, std:
       if (offset < m_arrived) break;
       if (m_complete) return 0;
       // A signal, or a consumer that went away, ends the wait: the writer may be slow or stuck.
-      ++m_waiting;
-      m_room.notify_all();  // a writer holding back for the window goes on
+      if (offset >= m_wanted) {
+        m_wanted = offset + 1;
+        m_room.notify_all();  // a writer holding back for the window goes on
+      }
       m_grew.wait_for(lock, std::chrono::milliseconds(100));
-      --m_waiting;
       lock.unlock();
       check_interrupted();
       if (stop && *stop)

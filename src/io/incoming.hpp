@@ -104,13 +104,14 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   std::exception_ptr m_failure;
   std::atomic<bool> m_cancelled{false};
   const std::uint64_t m_window;
-  // Guarded by m_mutex: the open readers' positions, how many wait for bytes, whether
-  // release_as_read() was called, and the bytes dropped from the front.
+  // Guarded by m_mutex: the open readers' positions, the end of the furthest byte a reader has
+  // waited for (the writer is not held back before it), whether release_as_read() was called,
+  // and the bytes dropped from the front.
   std::list<std::uint64_t> m_readers;
-  int m_waiting = 0;
+  std::uint64_t m_wanted = 0;
   bool m_released = false;
   std::uint64_t m_dropped = 0;
-  std::condition_variable m_room;  // a reader moved on or began to wait
+  std::condition_variable m_room;  // a reader moved on, went away, or asked for more
 };
 
 // Whether `file` is an IncomingFile (then nothing is on disk under that name).

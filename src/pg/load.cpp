@@ -30,14 +30,19 @@ namespace fs = std::filesystem;
 namespace {
 
 // The custom-format archive of `dump` as a stream: decrypted, decompressed (.dump.zst), its bytes
-// read reported to `report`.
+// read reported to `report`. The load's stream is the dump's last reader: a dump still arriving
+// from the remote drops what it has read from then on (io/incoming.hpp).
 struct CustomArchiveStream {
+  enum class Reader { probe, last };
   std::unique_ptr<io::Source> plain;
   std::optional<io::ProgressSource> counted;
   std::optional<io::ZstdSource> unzstd;
   io::Source* source = nullptr;
-  CustomArchiveStream(const DumpSource& dump, std::function<void(std::uint64_t)> report) {
+  CustomArchiveStream(const DumpSource& dump, std::function<void(std::uint64_t)> report, Reader reader) {
     plain = io::open_plaintext(dump.file, dump.identity);
+    if (reader == Reader::last) {
+      if (auto incoming = io::IncomingFile::find(dump.file)) incoming->release_as_read();
+    }
     source = &counted.emplace(*plain, std::move(report));
     if (dump.format == DbFormat::custom_zst) source = &unzstd.emplace(*source);
   }
@@ -45,7 +50,7 @@ struct CustomArchiveStream {
 
 // Whether the archive's version is one CustomArchiveInflater reads (formats 1.12-1.14: pg_dump up to 15).
 bool streamable(const DumpSource& dump) {
-  CustomArchiveStream s(dump, nullptr);
+  CustomArchiveStream s(dump, nullptr, CustomArchiveStream::Reader::probe);
   auto header = read_custom_archive_header(*s.source);
   return header && CustomArchiveInflater::supports(header->vmaj, header->vmin);
 }
@@ -88,7 +93,7 @@ LoadedRows load_custom_parallel(const DumpSource& dump, const PgTool& pg_restore
     run_pg_program(pg_restore, args, target, nullptr, lost, pgoptions);
   };
 
-  CustomArchiveStream stream(dump, [&](std::uint64_t n) { progress.update(n); });
+  CustomArchiveStream stream(dump, [&](std::uint64_t n) { progress.update(n); }, CustomArchiveStream::Reader::last);
   CustomArchiveInflater inflater(toc_sink);
   std::optional<BackgroundAnalyzer> analyzer;  // outlives the loader, which hands it tables
   std::optional<ParallelCopyLoader> loader;
@@ -191,9 +196,10 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
   // Feeds pg_restore the archive with its data uncompressed, counting rows on the way; an archive
   // version backupctl's reader does not know (pg_dump 16+) goes as it is (pg_restore reads it from
   // a pipe in order; the rows are then counted after the load).
+  // One look at the archive's version (for an encrypted dump each look starts an age).
+  const bool known = is_custom(dump.format) && streamable(dump);
   auto inflate_into = [&](io::Sink& sink) {
-    const bool known = streamable(dump);
-    CustomArchiveStream stream(dump, report);
+    CustomArchiveStream stream(dump, report, CustomArchiveStream::Reader::last);
     if (!known) {
       io::copy(*stream.source, sink);
       return;
@@ -202,11 +208,8 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
     inflater.run(*stream.source);
     rows.archive = rows_of(inflater);
   };
-  // A dump still arriving from the remote is read once from here on, in order: the download keeps
-  // a window ahead of the load instead of spooling the whole file (io/incoming.hpp).
-  if (auto incoming = io::IncomingFile::find(dump.file)) incoming->release_as_read();
   progress.start("restore " + dump.file.filename().string());
-  if (is_custom(dump.format) && jobs > 1 && streamable(dump)) {
+  if (jobs > 1 && known) {
     rows = load_custom_parallel(dump, pg_restore, target, db, jobs, progress, scratch);
   } else if (dump.format == DbFormat::custom_zst || (dump.format == DbFormat::custom && io::is_encrypted(dump.file)) ||
              (dump.format == DbFormat::custom && (pg_restore.in_service() || io::is_incoming(dump.file)))) {

@@ -277,6 +277,54 @@ TEST(S3Store, ARangeCutOffMidwayResumesWhereItStopped) {
   EXPECT_TRUE(got.data() == body.substr(100000, 2500000)) << "the resumed range is not the object's bytes";
 }
 
+// Each of the three paged listings asks for the next page with the markers the last one named,
+// and returns the entries of every page.
+TEST(S3Store, ListingsAskForTheNextPageWithItsMarkersAndKeepEveryPage) {
+  auto second_request_line = [](CaptureServer& server) {
+    const std::string& r = server.requests().at(1);
+    return r.substr(0, r.find("\r\n"));
+  };
+  {
+    CaptureServer server("HTTP/1.1 200 OK",
+                         {"<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>t/1+</NextContinuationToken>"
+                          "<Contents><Key>a</Key><Size>1</Size><ETag>\"e\"</ETag></Contents></ListBucketResult>",
+                          "<ListBucketResult><IsTruncated>false</IsTruncated>"
+                          "<Contents><Key>b</Key><Size>2</Size><ETag>\"f\"</ETag></Contents></ListBucketResult>"});
+    S3Store store(capture_settings(server));
+    std::vector<std::string> keys;
+    store.list_objects("bk", "", [&](const ObjectEntry& e) { keys.push_back(e.key); });
+    EXPECT_EQ(keys, (std::vector<std::string>{"a", "b"}));
+    EXPECT_NE(second_request_line(server).find("continuation-token=t%2F1%2B&"), std::string::npos) << second_request_line(server);
+  }
+  {
+    CaptureServer server("HTTP/1.1 200 OK",
+                         {"<ListMultipartUploadsResult><IsTruncated>true</IsTruncated><NextKeyMarker>p/k</NextKeyMarker>"
+                          "<NextUploadIdMarker>u1</NextUploadIdMarker><Upload><Key>p/k</Key><UploadId>u1</UploadId></Upload>"
+                          "</ListMultipartUploadsResult>",
+                          "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>"
+                          "<Upload><Key>p/k</Key><UploadId>u2</UploadId></Upload></ListMultipartUploadsResult>"});
+    S3Store store(capture_settings(server));
+    auto uploads = store.open_uploads("bk", "p/");
+    ASSERT_EQ(uploads.size(), 2u);
+    EXPECT_EQ(uploads[1].id, "u2");
+    EXPECT_NE(second_request_line(server).find("key-marker=p%2Fk&"), std::string::npos) << second_request_line(server);
+    EXPECT_NE(second_request_line(server).find("upload-id-marker=u1"), std::string::npos) << second_request_line(server);
+  }
+  {
+    CaptureServer server("HTTP/1.1 200 OK",
+                         {"<ListPartsResult><IsTruncated>true</IsTruncated><NextPartNumberMarker>1</NextPartNumberMarker>"
+                          "<Part><PartNumber>1</PartNumber><ETag>\"e\"</ETag><Size>5</Size></Part></ListPartsResult>",
+                          "<ListPartsResult><IsTruncated>false</IsTruncated>"
+                          "<Part><PartNumber>2</PartNumber><ETag>\"f\"</ETag><Size>6</Size></Part></ListPartsResult>"});
+    S3Store store(capture_settings(server));
+    auto parts = store.list_parts("bk", "k", "id");
+    ASSERT_EQ(parts.size(), 2u);
+    EXPECT_EQ(parts[1].number, 2);
+    EXPECT_EQ(parts[1].size, 6u);
+    EXPECT_NE(second_request_line(server).find("part-number-marker=1&"), std::string::npos) << second_request_line(server);
+  }
+}
+
 // A server (or whoever answers in its place) that says every page of a listing is truncated and
 // names the same next page again would keep the client asking forever: the second such page is
 // an error, for each of the three paged listings.

@@ -807,8 +807,7 @@ TEST(OffSite, ARestoreFromTheRemoteLoadsAsItDownloadsAndSwapsInOnlyWhatMatchedTh
   TempDir folder("backupctl-offsite");
   EnvList plain = host.env({{"BACKUP_REMOTE_URL", "file://" + folder.path().string()},
                             {"BACKUP_REMOTE_ALLOW_PLAINTEXT", "yes"},
-                            {"BACKUP_DB_COMPRESSION", "none"},
-                            {"BACKUPCTL_SPOOL_WINDOW", std::to_string(1u << 20)}});
+                            {"BACKUP_DB_COMPRESSION", "none"}});
   std::erase_if(plain, [](const auto& kv) { return kv.first == "BACKUP_AGE_RECIPIENTS" || kv.first == "BACKUP_DIR"; });
   EnvList plain_local = plain;
   plain_local.emplace_back("BACKUP_DIR", host.backups().string());

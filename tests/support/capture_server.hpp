@@ -22,7 +22,12 @@ class CaptureServer {
  public:
   // `count` requests, one after another (pings: start, then the end).
   explicit CaptureServer(std::string status_line = "HTTP/1.1 200 OK", int count = 1, std::string reply_body = {})
-      : m_status_line(std::move(status_line)), m_reply_body(std::move(reply_body)), m_count(count) {
+      : CaptureServer(std::move(status_line), std::vector<std::string>(static_cast<std::size_t>(count), reply_body)) {}
+  // One request per body, each answered with its body (pages of a listing).
+  CaptureServer(std::string status_line, std::vector<std::string> reply_bodies)
+      : m_status_line(std::move(status_line)),
+        m_reply_bodies(std::move(reply_bodies)),
+        m_count(static_cast<int>(m_reply_bodies.size())) {
     m_fd = listen_on_loopback(m_port, 4);
     m_thread = std::thread([this] {
       for (int i = 0; i < m_count; ++i) serve_one();
@@ -94,14 +99,15 @@ class CaptureServer {
       if (req.size() - hdr - 4 >= want) break;
     }
     if (!req.empty()) m_requests.push_back(req);
-    const std::string reply = m_status_line + "\r\nContent-Length: " + std::to_string(m_reply_body.size()) +
-                              "\r\n\r\n" + m_reply_body;
+    const std::string& body = m_reply_bodies[m_served++];
+    const std::string reply = m_status_line + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
     [[maybe_unused]] ssize_t w = ::write(c, reply.data(), reply.size());
     ::close(c);
   }
 
   std::string m_status_line;
-  std::string m_reply_body;
+  std::vector<std::string> m_reply_bodies;
+  std::size_t m_served = 0;
   int m_fd = -1;
   int m_port = 0;
   std::thread m_thread;

@@ -207,6 +207,31 @@ TEST(IncomingFile, ReadOnceAWriterHeldByTheWindowGoesOnAsTheReaderMovesAndStopsO
   EXPECT_EQ(file->arrived(), 3u << 20);
 }
 
+// IncomingBackup::wait() after a load that stopped reading early: the writer is held by the
+// window (its last reader is gone), and a read of the end lets it finish instead of waiting on it.
+TEST(IncomingFile, ReadOnceAReadOfTheEndLetsAHeldWriterFinish) {
+  TempDir dir;
+  const std::string data = pattern(8u << 20);
+  auto file = IncomingFile::create(dir.path() / "s.dump", data.size(), dir.path(), 2u << 20);
+  auto reader = file->open();
+  file->release_as_read();
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (std::size_t at = 0; at < data.size(); at += 1u << 20) file->append(std::span<const char>(data.data() + at, 1u << 20));
+    file->complete();
+    done = true;
+  });
+  std::vector<char> buf(1u << 20);
+  EXPECT_EQ(reader->read(buf), buf.size());
+  reader.reset();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(done) << "the window did not hold the writer";
+  std::vector<char> byte(1);
+  EXPECT_EQ(file->read_at(file->size(), byte, nullptr), 0u);  // the end: every byte, completed
+  EXPECT_EQ(file->arrived(), data.size());
+  writer.join();
+}
+
 // Before the last reader is open every new reader starts at the first byte: the writer stops a
 // window in, goes on while a reader asks for more (the plan's table of contents may be longer
 // than the window), and nothing is dropped.
