@@ -8,7 +8,7 @@
 //
 // The spool is a window (64 MiB), not the whole file. Until the last reader of the file is open
 // (the load of a restore, which reads the dump once, in order), the writer stops a window from
-// the first byte, where every new reader starts, unless a reader waits for more (the plan's
+// the first byte, where every new reader starts, unless a reader asks for more (the plan's
 // `pg_restore --list` reads the table of contents, a few KiB to MiB). From release_as_read() on,
 // the bytes every open reader has passed are dropped (punched out of the spool) and the writer
 // keeps a window ahead of the slowest reader. So a restore from the remote needs no free space
@@ -58,7 +58,7 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
 
   // The writer's side (one thread). append() throws Error(verification) past size(), and
   // Error(interrupted) once cancel() was called. It first waits while the spool holds a window
-  // (see above; never while a reader waits for bytes).
+  // (see above; never before a byte a reader has asked for).
   void append(std::span<const char> data);
   void complete();                    // REQUIRES: size() bytes arrived and were checked
   void fail(std::exception_ptr why);  // readers throw `why` from now on
