@@ -39,6 +39,13 @@ std::string pattern(std::size_t n) {
   return s;
 }
 
+// The writer's side of a download: `data` in `chunk`-byte appends, then complete().
+void append_all(IncomingFile& file, const std::string& data, std::size_t chunk) {
+  for (std::size_t at = 0; at < data.size(); at += chunk)
+    file.append(std::span<const char>(data.data() + at, std::min(chunk, data.size() - at)));
+  file.complete();
+}
+
 }  // namespace
 
 TEST(IncomingFile, AReaderGetsTheBytesAsTheyArriveAndItsEndOnlyOnceComplete) {
@@ -164,10 +171,7 @@ TEST(IncomingFile, ReadOnceAWaitingReaderIsNeverHeldUpByTheWindow) {
   // window while the second waits for bytes (else each would wait for the other).
   auto idle = file->open();
   file->release_as_read();
-  std::thread writer([&] {
-    for (std::size_t at = 0; at < data.size(); at += 65536) file->append(std::span<const char>(data.data() + at, 65536));
-    file->complete();
-  });
+  std::thread writer([&] { append_all(*file, data, 65536); });
   EXPECT_EQ(read_all(*file->open()), data);
   writer.join();
   std::vector<char> buf(10);
@@ -217,8 +221,7 @@ TEST(IncomingFile, ReadOnceAReadOfTheEndLetsAHeldWriterFinish) {
   file->release_as_read();
   std::atomic<bool> done{false};
   std::thread writer([&] {
-    for (std::size_t at = 0; at < data.size(); at += 1u << 20) file->append(std::span<const char>(data.data() + at, 1u << 20));
-    file->complete();
+    append_all(*file, data, 1u << 20);
     done = true;
   });
   std::vector<char> buf(1u << 20);
@@ -241,8 +244,7 @@ TEST(IncomingFile, BeforeTheLoadTheWriterStopsAWindowInUnlessAReaderAsksForMore)
   auto file = IncomingFile::create(dir.path() / "t.dump", data.size(), dir.path(), 2u << 20);
   std::thread writer([&] {
     try {
-      for (std::size_t at = 0; at < data.size(); at += 1u << 20) file->append(std::span<const char>(data.data() + at, 1u << 20));
-      file->complete();
+      append_all(*file, data, 1u << 20);
     } catch (const Error& e) {
       ADD_FAILURE() << e.what();
     }
