@@ -504,8 +504,8 @@ std::optional<fs::path> IncomingBackup::roles_file() const {
 
 void IncomingBackup::wait() {
   // The end is there only once the download completed: a reader of it rethrows the failure. The
-  // read comes first: a reader waiting for bytes lets on a download the spool's window holds
-  // back, which a join alone would wait for forever.
+  // read comes first: a reader asking for bytes lets on a download the spool's window holds back,
+  // which a join alone would wait for forever.
   std::vector<char> byte(1);
   m_file->read_at(m_file->size(), byte, nullptr);
   if (m_thread.joinable()) m_thread.join();

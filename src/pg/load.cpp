@@ -193,11 +193,11 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
   const std::string lost = "the database was not changed";
   LoadedRows rows;
   auto report = [&](std::uint64_t n) { progress.update(n); };
+  // One look at the archive's version (for an encrypted dump each look starts an age).
+  const bool known = is_custom(dump.format) && streamable(dump);
   // Feeds pg_restore the archive with its data uncompressed, counting rows on the way; an archive
   // version backupctl's reader does not know (pg_dump 16+) goes as it is (pg_restore reads it from
   // a pipe in order; the rows are then counted after the load).
-  // One look at the archive's version (for an encrypted dump each look starts an age).
-  const bool known = is_custom(dump.format) && streamable(dump);
   auto inflate_into = [&](io::Sink& sink) {
     CustomArchiveStream stream(dump, report, CustomArchiveStream::Reader::last);
     if (!known) {
