@@ -120,6 +120,8 @@ int run_cli(int argc, char** argv) {
                            "keep services running until the swap (seconds of downtime)");
   restore_db_cmd->add_flag("--allow-no-meta", args.restore.allow_no_meta,
                            "accept a dump without .meta (made elsewhere)");
+  restore_db_cmd->add_flag("--allow-other-database", args.restore.allow_other_database,
+                           "restore a dump of another database than PGDATABASE over it");
   restore_db_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
   restore_db_cmd->add_flag("--remote", args.remote, "--file names a backup on BACKUP_REMOTE_URL: fetched first");
   auto* restore_objects_cmd =
@@ -144,6 +146,8 @@ int run_cli(int argc, char** argv) {
   auto* restore_all_cmd =
       restore->add_subcommand("all", "restore the db and attachments of a backup set");
   restore_all_cmd->add_option("--set", args.set, "a set id, or latest (default)");
+  restore_all_cmd->add_flag("--allow-other-database", args.restore.allow_other_database,
+                            "the set's dump may be of another database than PGDATABASE (with --set ID)");
   restore_all_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
   restore_all_cmd->add_flag("--remote", args.remote, "the set on BACKUP_REMOTE_URL (recovery from nothing)");
   auto* restore_undo_cmd =

@@ -83,6 +83,7 @@ struct Outcome {
   // A successful backup's files, copied off-site after it (BACKUP_REMOTE_URL, unless --no-remote).
   bool copy_off_site = false;
   std::vector<fs::path> push_files, push_sets;
+  std::string event_file;  // the file the notification names (default: the first success's)
 };
 
 // BACKUP_PING_URL, the healthchecks.io convention: URL/start when a scheduled run begins, URL on
@@ -172,7 +173,11 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
     if (o.copy_off_site && o.exit == 0 && config.remote) copy_off_site(config, o, state);
     event["ok"] = o.exit == 0;
     if (!o.failures.empty()) event["error"] = o.failures.front().second;
-    if (!o.successes.empty()) event["file"] = std::get<3>(o.successes.front());
+    if (!o.event_file.empty()) {
+      event["file"] = o.event_file;
+    } else if (!o.successes.empty()) {
+      event["file"] = std::get<3>(o.successes.front());
+    }
     finish();
     return o.exit;
   } catch (const Error& e) {
@@ -383,7 +388,8 @@ Args with_set_fetched(const Config& config, const Args& args,
   auto progress = make_progress(args.out);
   Args local = args;
   local.remote = false;
-  local.set = journaled_fetch(config, [&] { return fetch_set(config, *remote, args.set, *progress, streamed); });
+  const SetScope scope = set_scope(config, PgTarget::from_environment());
+  local.set = journaled_fetch(config, [&] { return fetch_set(config, *remote, args.set, scope, *progress, streamed); });
   return local;
 }
 
@@ -584,6 +590,7 @@ int cmd_backup_all(const Config& config, const Args& args) {
     o.copy_off_site = !args.no_remote;
     for (const auto& [k, secs, size, file] : o.successes) o.push_files.emplace_back(file);
     o.push_sets.push_back(set.file);
+    o.event_file = set.file.string();  // the set, not its first part
     return o;
   });
 }
@@ -635,7 +642,8 @@ int cmd_restore_config(const Config& config, const Args& args) {
 // restore all of a set in BACKUP_DIR; its database dump is `incoming` when that is set (read
 // from the remote as it downloads).
 int restore_all(const Config& config, const Args& args, IncomingBackup* incoming) {
-  nlohmann::json set = find_set(config, args.set);
+  PgTarget target = PgTarget::from_environment();
+  nlohmann::json set = find_set(config, args.set, set_scope(config, target));
   auto part = [&](const char* kind) -> std::string {
     auto p = set_part_path(config, set, kind);
     return p ? p->string() : "";
@@ -647,11 +655,11 @@ int restore_all(const Config& config, const Args& args, IncomingBackup* incoming
         "set " + json_string(set, "set_id", "?") + " has neither a database nor an attachments backup",
         "pick another set");
   }
-  PgTarget target = PgTarget::from_environment();
   auto progress = make_progress(args.out);
   std::optional<RestorePlan> db_plan;
   std::optional<ObjectsPlan> objects_plan;
   RestoreDbOptions db_options;
+  db_options.allow_other_database = args.restore.allow_other_database;
   db_options.file = incoming ? incoming->file() : fs::path(db);
   db_options.incoming = incoming;
   RestoreObjectsOptions objects_options;
@@ -914,13 +922,12 @@ int cmd_push(const Config& config, const Args& args) {
   return bookkeeping(config, "push", "remote", [&](Journal&) {
     std::vector<fs::path> files, sets;
     if (!args.push_set.empty()) {
-      nlohmann::json set = find_set(config, args.push_set);
+      fs::path set_file;
+      nlohmann::json set = find_set(config, args.push_set, set_scope(config, PgTarget::from_environment()), &set_file);
       for (const char* kind : {"db", "objects", "config"}) {
         if (auto p = set_part_path(config, set, kind)) files.push_back(*p);
       }
-      sets.push_back(config.backup_dir / "sets" / ("set_" + json_string(set, "set_id").substr(0, 15) + ".json"));
-      std::error_code ec;
-      if (!fs::exists(sets.back(), ec)) sets.clear();
+      sets.push_back(set_file);
     } else {
       every_local_backup(config, files, sets);
     }

@@ -104,7 +104,7 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
   // Before anything changes: the staging database can never be the live one, however the URL
   // spells it (localhost or 127.0.0.1, options, a pooler's port).
   refuse_live_target(live, staging, config.staging_database_url.empty() ? "the staging database" : "STAGING_DATABASE_URL");
-  json set = find_set(config, set_id);
+  json set = find_set(config, set_id, set_scope(config, live));
   report.set_id = json_string(set, "set_id", set_id);
   json j = {{"set_id", report.set_id}, {"started_at", iso8601(Clock::now())}, {"steps", json::array()}};
   auto step = [&](const std::string& name, bool ok, const std::string& detail, double seconds) {

@@ -17,6 +17,7 @@
 
 #include "catalog/naming.hpp"
 #include "command/prune.hpp"
+#include "command/sets.hpp"
 #include "command/verify.hpp"
 #include "io/atomic_file.hpp"
 #include "io/pipeline.hpp"
@@ -517,40 +518,74 @@ IncomingBackup::~IncomingBackup() {
   m_thread.join();
 }
 
-std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress,
-                      const std::function<bool(const std::string&)>& streamed) {
+namespace {
+
+// Why the remote set `set` cannot be restored from the remote ("" when it can): a part it names
+// whose file or meta is not there (a push that did not finish, or a set file sent before its
+// parts by an older version).
+std::string missing_on_remote(const Config& config, const nlohmann::json& set, const std::map<std::string, RemoteFile>& listing) {
+  for (const char* kind : {"db", "objects", "config"}) {
+    auto p = set_part_path(config, set, kind);
+    if (!p) continue;
+    const std::string name = std::string(kind) + "/" + p->filename().string();
+    if (!listing.count(name) || !listing.count(name + ".meta")) return "its " + name + " is not on the remote";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string fetch_set(const Config& config, Remote& remote, const std::string& id, const SetScope& scope,
+                      Progress& progress, const std::function<bool(const std::string&)>& streamed) {
   auto listing = remote.list();
   std::vector<std::string> sets;
   for (const auto& [name, f] : listing) {
     if (name.starts_with("sets/") && is_set_name(name.substr(5))) sets.push_back(name);
   }
   std::sort(sets.rbegin(), sets.rend());
+  std::vector<std::string> skipped;
   for (const auto& name : sets) {
     io::StringSink sink;
-    remote.get(name, sink);
+    io::LimitSink limited(sink, kRemoteMetaLimit, name + " on the remote");
+    remote.get(name, limited);
     auto j = nlohmann::json::parse(sink.data(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) continue;
-    auto complete = j.find("complete");
-    auto sid = j.find("set_id");
-    bool match = id == "latest" ? complete != j.end() && complete->is_boolean() && complete->get<bool>()
-                                : sid != j.end() && sid->is_string() && sid->get<std::string>() == id;
-    if (!match) continue;
+    const std::string set_id = json_string(j, "set_id", name);
+    if (id != "latest") {
+      if (set_id != id) continue;
+      if (std::string missing = missing_on_remote(config, j, listing); !missing.empty()) {
+        throw Error(ErrorCode::not_found, "set " + id + " on " + config.remote->describe() + " is incomplete: " + missing,
+                    "push it again from the host that made it (`backupctl push --set " + id +
+                        "`), or pick another set (`backupctl list --remote`)");
+      }
+    } else {
+      std::string why = why_not_latest(j, scope);
+      if (why.empty()) why = missing_on_remote(config, j, listing);
+      if (!why.empty()) {
+        skipped.push_back("set " + set_id + ": " + why);
+        continue;
+      }
+      for (const auto& s : skipped) spdlog::warn("latest on the remote: skipped the newer {}", s);
+    }
     for (const char* kind : {"db", "objects", "config"}) {
-      if (!j.contains("parts") || !j["parts"].is_object() || !j["parts"].contains(kind)) continue;
-      const auto& p = j["parts"][kind];
-      if (!p.is_object() || p.contains("error")) continue;
-      const std::string name = std::string(kind) + "/" + fs::path(json_string(p, "file", json_string(p, "path"))).filename().string();
-      remote_backup_kind(name);  // a name the set should not give is refused before anything is fetched
-      if (streamed && streamed(name)) continue;
-      fetch_backup(config, remote, name, progress);
+      auto p = set_part_path(config, j, kind);  // a name the set should not give is refused before anything is fetched
+      if (!p) continue;
+      const std::string part = std::string(kind) + "/" + p->filename().string();
+      if (streamed && streamed(part)) continue;
+      fetch_backup(config, remote, part, progress);
     }
     const fs::path dir = config.backup_dir / "sets";
     make_dirs(dir);
     write_file_atomic(dir / fs::path(name).filename(), sink.data(), 0600);
     return json_string(j, "set_id");
   }
+  if (id != "latest") {
+    throw Error(ErrorCode::not_found, "no backup set " + id + " on " + config.remote->describe(),
+                "`backupctl list --remote` shows what is there; `backupctl push --all` copies what is here");
+  }
   throw Error(ErrorCode::not_found,
-              id == "latest" ? "no complete backup set on " + config.remote->url : "no backup set " + id + " on " + config.remote->url,
+              "no complete backup set of database " + scope.database + " on " + config.remote->describe() +
+                  (skipped.empty() ? "" : " (skipped " + skipped.front() + (skipped.size() > 1 ? fmt::format(", and {} more", skipped.size() - 1) : "") + ")"),
               "`backupctl list --remote` shows what is there; `backupctl push --all` copies what is here");
 }
 

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "catalog/catalog.hpp"
+#include "command/sets.hpp"
 #include "io/incoming.hpp"
 #include "config/config.hpp"
 #include "storage/remote.hpp"
@@ -116,11 +117,14 @@ class IncomingBackup {
 // still that one (same device, inode, size, mtime and ctime): a restore then need not hash it again.
 std::optional<std::string> fetched_sha256(const std::filesystem::path& file);
 
-// The set file `id` ("latest": the newest complete one) from the remote into BACKUP_DIR/sets/,
-// and every part it names but those `streamed` says a restore will read from the remote as they
-// download (IncomingBackup; called with the part's remote name, "db/…"). Returns the set's id.
-std::string fetch_set(const Config& config, Remote& remote, const std::string& id, Progress& progress,
-                      const std::function<bool(const std::string& name)>& streamed = {});
+// The set file `id` from the remote into BACKUP_DIR/sets/, and every part it names but those
+// `streamed` says a restore will read from the remote as they download (IncomingBackup; called
+// with the part's remote name, "db/…"). Returns the set's id. "latest" is the newest set of
+// `scope` (sets.hpp) whose parts are all on the remote with their metas; the newer ones skipped
+// are logged, and named when none is left. A set named by id whose parts are not all there is
+// refused before anything is fetched.
+std::string fetch_set(const Config& config, Remote& remote, const std::string& id, const SetScope& scope,
+                      Progress& progress, const std::function<bool(const std::string& name)>& streamed = {});
 
 // The remote's retention: BACKUP_REMOTE_RETENTION_DAYS with the local rules per source (never
 // the newest copy that verified). With BACKUP_REMOTE_OBJECT_LOCK_DAYS nothing is deleted:

@@ -287,6 +287,22 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
     }
     plan.source_database = db->name;
   }
+  // A dump of another database (two databases backed up to one BACKUP_DIR or remote) is never
+  // swapped into this one by mistake: only with --allow-other-database, and the plan says so.
+  // The archive's DATABASE entry decides; a plain SQL dump has only its meta's word.
+  const PgTarget& configured = options.live ? *options.live : target;
+  std::string source = plan.source_database;
+  if (source.empty() && plan.meta) source = json_string(plan.meta->source, "database");
+  if (!source.empty() && source != configured.dbname()) {
+    if (!options.allow_other_database) {
+      throw Error(ErrorCode::usage,
+                  plan.file.filename().string() + " is a dump of database " + source + ", not of " + configured.dbname() +
+                      " (PGDATABASE / DATABASE_URL): not restored",
+                  "to restore it over " + plan.target_database + " anyway: --allow-other-database; to restore " + source +
+                      ": PGDATABASE=" + source);
+    }
+    plan.other_database = source;
+  }
 
   // 3. The server: the target, its size, the roles the backup needs.
   PgTarget maintenance = maintenance_target(target);
@@ -340,6 +356,11 @@ std::string RestorePlan::describe() const {
   if (!format_note.empty()) out += fmt::format("  format:     {}\n", format_note);
   out += fmt::format("  checksum:   {}\n", checksum_state);
   if (toc_entries > 0) out += fmt::format("  contents:   {} TOC entries, database {}\n", toc_entries, source_database);
+  if (!other_database.empty()) {
+    out += fmt::format("  CAUTION:    this is a dump of database {}, another database than the configured one; it "
+                       "replaces {} (--allow-other-database)\n",
+                       other_database, target_database);
+  }
   out += fmt::format("  target:     database {} on the server ({})\n", target_database,
                      target_exists ? "exists, " + target_size : "does not exist yet");
   if (mode == "in-place") {
@@ -376,6 +397,7 @@ nlohmann::json RestorePlan::to_json() const {
           {"checksum", checksum_state},
           {"toc_entries", toc_entries},
           {"source_database", source_database},
+          {"other_database", !other_database.empty()},
           {"target_database", target_database},
           {"target_exists", target_exists},
           {"mode", mode},

@@ -34,6 +34,7 @@ struct RestoreDbOptions {
   bool in_place = false;       // drop and recreate (after a safety dump) instead of swapping
   bool online = false;         // services keep running until the swap
   bool allow_no_meta = false;  // accept a dump made elsewhere, without a .meta
+  bool allow_other_database = false;  // accept a dump of another database than the configured one
   // The live database, when the restore goes elsewhere (a rehearsal's staging database on a
   // server of its own): the target must not be it. Default: the configured one.
   std::optional<PgTarget> live;
@@ -52,6 +53,7 @@ struct RestorePlan {
   int toc_entries = 0;
   std::string toc;
   std::string source_database;  // the database the dump was made from ("" for .sql)
+  std::string other_database;   // that database, when it is not the configured one (allowed by a flag)
   std::string target_database;
   bool target_exists = false;
   std::string target_size;       // pretty, when it exists

@@ -14,6 +14,7 @@
 #include "config/config.hpp"
 #include "pg/target.hpp"
 #include "util/progress.hpp"
+#include "util/time.hpp"
 
 namespace backupctl {
 
@@ -27,8 +28,25 @@ struct SetResult {
 // Never throws for a failing part (see SetResult::ok and json["parts"][kind]["error"]).
 SetResult backup_all(const Config& config, const PgTarget& target, Progress& progress);
 
-// The set file of `id` ("latest": the newest complete set). Throws Error(not_found).
-nlohmann::json find_set(const Config& config, const std::string& id);
+// What `latest` means: the newest complete set of the configured database (PGDATABASE /
+// DATABASE_URL) and attachments store (OBJECT_STORAGE), never another database's set that
+// shares BACKUP_DIR or the remote, and never one dated ahead of this host's clock.
+struct SetScope {
+  std::string database;       // the configured database
+  std::string objects_label;  // "minio" or "disk"
+  Clock::time_point now;
+};
+SetScope set_scope(const Config& config, const PgTarget& target);
+
+// Why `set` is not a candidate for `latest` in `scope` ("" when it is): not complete, a part of
+// another database or store, or dated in the future (made with a wrong clock).
+std::string why_not_latest(const nlohmann::json& set, const SetScope& scope);
+
+// The set file of `id` ("latest": the newest set why_not_latest() takes; the newer ones it
+// skipped are logged). Throws Error(not_found) naming what was skipped.
+// `file`, when given, is set to the set file's path.
+nlohmann::json find_set(const Config& config, const std::string& id, const SetScope& scope,
+                        std::filesystem::path* file = nullptr);
 
 // Where a set's part `kind` ("db", "objects", "config") is: BACKUP_DIR/<kind>/<its file name>. Set
 // files name their members relative to BACKUP_DIR (older ones by absolute path: only the file

@@ -26,6 +26,12 @@ std::optional<Clock::time_point> parse_iso8601(std::string_view text);
 // Parses "YYYYMMDD_HHMMSS" as local time. nullopt when malformed.
 std::optional<Clock::time_point> parse_name_timestamp(std::string_view text);
 
+// A backup (or set) dated more than this ahead of this host's clock was made with a wrong clock:
+// clocks kept by NTP agree within a second, and a container has its host's. Such a backup is
+// never "latest", never the newest for the staleness check, and `status` fails on it.
+inline constexpr std::chrono::minutes kClockTolerance{10};
+inline bool dated_in_future(Clock::time_point t, Clock::time_point now) { return t > now + kClockTolerance; }
+
 // Seconds between two steady-clock points, as a double.
 double seconds_since(std::chrono::steady_clock::time_point start);
 

@@ -1,5 +1,7 @@
 #include "fixture.hpp"
 
+#include <cstdlib>
+
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -158,7 +160,10 @@ CliResult run_backupctl(const std::vector<std::string>& args, const EnvList& env
 }
 
 Child spawn_backupctl(const std::vector<std::string>& args, const EnvList& env) {
-  std::vector<std::string> argv = {BACKUPCTL_BIN};
+  // BACKUPCTL_TEST_BIN runs the tests against another build (an older one: does a new test fail
+  // without its fix?).
+  const char* other = std::getenv("BACKUPCTL_TEST_BIN");
+  std::vector<std::string> argv = {other && *other ? other : BACKUPCTL_BIN};
   argv.insert(argv.end(), args.begin(), args.end());
   // Start from an empty environment: nothing of the developer's shell (PG*, BACKUP_*) leaks in.
   EnvList full;

@@ -318,7 +318,7 @@ TEST_F(Fuzz, MetasSetsManifestsAndJournalsThroughListStatusPruneRestoreAllAndRep
     });
     expect_clear(what + " (status)", [&] { backup_status(c, Clock::now()); });
     expect_clear(what + " (set)", [&] {
-      nlohmann::json set = find_set(c, "latest");
+      nlohmann::json set = find_set(c, "latest", SetScope{"archive", "disk", Clock::now()});
       for (const char* kind : {"db", "objects", "config"}) set_part_path(c, set, kind);
     });
     expect_clear(what + " (manifest)", [&] {
