@@ -27,6 +27,8 @@ struct CatalogEntry {
   bool damaged() const { return meta && size != meta->size; }
   // Verified and not damaged since: what retention and status may count on.
   bool verified_ok() const { return verify_state() == "ok"; }
+  // Dated ahead of `now` by more than the clocks' tolerance: made with a wrong clock (util/time).
+  bool wrong_clock(Clock::time_point now) const { return dated_in_future(time, now); }
   // The source a backup is of, for retention per source: the database (db), the store label and
   // location (objects), or "" (config).
   std::string source() const;

@@ -163,6 +163,9 @@ int run_cli(int argc, char** argv) {
   auto* prune_cmd =
       app.add_subcommand("prune", "delete backups past retention (also after each backup)");
   prune_cmd->add_flag("--dry-run", args.dry_run, "say what would be deleted, delete nothing");
+  prune_cmd->add_flag("--wrong-clock", args.wrong_clock,
+                      "delete only the backups dated ahead of this host's clock, here and on the remote (CONFIRM=YES)");
+  prune_cmd->add_flag("--confirm", args.confirm, "the same as CONFIRM=YES");
   auto* status_cmd =
       app.add_subcommand("status", "the newest good backups; exit 10 when one is too old");
   auto* repair_cmd = app.add_subcommand(

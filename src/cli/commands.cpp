@@ -724,44 +724,54 @@ int cmd_restore_all(const Config& config, const Args& args) {
 }
 
 int cmd_prune(const Config& config, const Args& args) {
-  auto run = [&](Journal* journal) {
+  // --wrong-clock: only the backups dated ahead of this host's clock, locally and on the remote;
+  // they are a judgement call (each holds real data of a moment no one knows), so CONFIRM=YES.
+  const PruneWhat what = args.wrong_clock ? PruneWhat::wrong_clock : PruneWhat::retention;
+  auto run = [&](Journal* journal, bool dry_run) {
     // The databases kept by restores live on the server: checked when one is configured.
     std::optional<PgTarget> pg;
-    if (env_value("DATABASE_URL") || env_value("PGHOST") || env_value("PGDATABASE")) {
+    if (what == PruneWhat::retention && (env_value("DATABASE_URL") || env_value("PGHOST") || env_value("PGDATABASE"))) {
       try {
         pg = PgTarget::from_environment();
       } catch (const Error&) {
       }
     }
-    PruneResult r = prune(config, args.dry_run, pg, Clock::now(), journal);
+    PruneResult r = prune(config, dry_run, pg, Clock::now(), journal, what);
     // The remote's retention too, when there is one (BACKUP_REMOTE_RETENTION_DAYS).
     if (config.remote) {
       auto remote = make_remote(config);
-      for (const auto& name : prune_remote(config, *remote, args.dry_run)) {
+      for (const auto& name : prune_remote(config, *remote, dry_run, what)) {
         if (name.ends_with(".meta")) continue;
         r.deleted.push_back({config.remote->url + "/" + name,
-                             fmt::format("older than BACKUP_REMOTE_RETENTION_DAYS={}", config.remote->retention_days)});
+                             what == PruneWhat::wrong_clock
+                                 ? std::string("dated ahead of this host's clock (--wrong-clock)")
+                                 : fmt::format("older than BACKUP_REMOTE_RETENTION_DAYS={}", config.remote->retention_days)});
       }
     }
     if (args.out.json) {
       nlohmann::json d = nlohmann::json::array(), k = nlohmann::json::array();
       for (const auto& a : r.deleted) d.push_back({{"what", a.what}, {"reason", a.reason}});
       for (const auto& a : r.kept) k.push_back({{"what", a.what}, {"reason", a.reason}});
-      print_json({{"ok", true}, {"dry_run", args.dry_run}, {"deleted", d}, {"kept", k}});
+      print_json({{"ok", true}, {"dry_run", dry_run}, {"deleted", d}, {"kept", k}});
     } else {
       if (r.deleted.empty()) std::cout << "nothing to prune\n";
       for (const auto& a : r.deleted) {
-        std::cout << fmt::format("{} {}  ({})\n", args.dry_run ? "would delete" : "deleted", a.what,
-                                 a.reason);
+        std::cout << fmt::format("{} {}  ({})\n", dry_run ? "would delete" : "deleted", a.what, a.reason);
       }
       for (const auto& a : r.kept) std::cout << fmt::format("kept {}  ({})\n", a.what, a.reason);
     }
-    return Outcome{};
+    return r;
   };
-  if (args.dry_run) return run(nullptr).exit;
+  if (args.dry_run) return run(nullptr, true), 0;
+  if (what == PruneWhat::wrong_clock && !config.confirmed && !args.confirm) {
+    if (run(nullptr, true).deleted.empty()) return 0;
+    throw Error(ErrorCode::confirmation_required, "not confirmed: nothing was deleted",
+                "to delete them: CONFIRM=YES backupctl prune --wrong-clock");
+  }
   return bookkeeping(config, "prune", "prune", [&](Journal& journal) {
     journal.step("prune.delete");
-    return run(&journal);
+    run(&journal, false);
+    return Outcome{};
   });
 }
 
@@ -788,6 +798,7 @@ int cmd_status(const Config& config, const Args& args) {
     }
   }
   if (!pending.empty()) return exit_status(ErrorCode::repair_needed);
+  if (r.wrong_clock) return exit_status(ErrorCode::wrong_clock);
   return r.stale ? exit_status(ErrorCode::stale) : 0;
 }
 

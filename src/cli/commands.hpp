@@ -35,6 +35,7 @@ struct Args {
   bool confirm = false;
   // prune
   bool dry_run = false;
+  bool wrong_clock = false;  // prune --wrong-clock
   // schedule
   bool cron = false;
   bool systemd = false;

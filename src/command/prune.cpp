@@ -8,6 +8,7 @@
 #include <set>
 
 #include "catalog/catalog.hpp"
+#include "catalog/health.hpp"
 #include "catalog/naming.hpp"
 #include "command/sets.hpp"
 #include "pg/connection.hpp"
@@ -47,13 +48,15 @@ std::string source_label(const CatalogEntry& e) {
 // Decides, for the backups of one source (newest first), which are kept and why.
 std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
                                                           const std::vector<const CatalogEntry*>& list,
-                                                          Clock::time_point future) {
+                                                          Clock::time_point now) {
   std::map<const CatalogEntry*, std::string> keep;
   int newest = 0, verified = 0;
   std::set<std::string> days, weeks, months;
   for (const CatalogEntry* e : list) {
-    if (e->time > future) {
-      keep[e] = "dated in the future";
+    // Neither deleted (a clock problem is no reason to) nor counted among the newest (it would
+    // take the place of a backup made at the right time).
+    if (e->wrong_clock(now)) {
+      keep[e] = "dated in the future: made with a wrong clock (`backupctl prune --wrong-clock`)";
       continue;
     }
     if (newest < config.keep_min) {
@@ -81,10 +84,9 @@ std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
 }
 
 PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarget>& pg,
-                  Clock::time_point now, Journal* journal) {
+                  Clock::time_point now, Journal* journal, PruneWhat what) {
   PruneResult result;
   const auto cutoff = now - std::chrono::hours(24) * config.retention_days;
-  const auto future = now + std::chrono::minutes(5);
   std::vector<CatalogEntry> entries = scan_catalog(config.backup_dir);
   std::set<fs::path> remaining;
   std::vector<std::pair<std::vector<fs::path>, std::string>> doomed;  // files of one backup, why
@@ -95,16 +97,33 @@ PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarg
   std::map<std::pair<Kind, std::string>, std::vector<const CatalogEntry*>> sources;
   for (const auto& e : entries) sources[{e.kind, e.source()}].push_back(&e);  // newest first
   for (const auto& [source, list] : sources) {
-    auto keep = kept_of_source(config, list, future);
+    auto keep = kept_of_source(config, list, now);
     for (const CatalogEntry* e : list) {
-      if (e->time >= cutoff) {
-        remaining.insert(e->path);
-        continue;
-      }
-      if (auto k = keep.find(e); k != keep.end()) {
-        result.kept.push_back({e->path.string(), k->second + " of the " + source_label(*e)});
-        remaining.insert(e->path);
-        continue;
+      std::string why;
+      if (what == PruneWhat::wrong_clock) {
+        if (!e->wrong_clock(now)) {
+          remaining.insert(e->path);
+          continue;
+        }
+        why = "dated " + iso8601(e->time) + ", ahead of this host's clock (--wrong-clock)";
+      } else {
+        if (e->time >= cutoff) {
+          remaining.insert(e->path);
+          continue;
+        }
+        if (auto k = keep.find(e); k != keep.end()) {
+          result.kept.push_back({e->path.string(), k->second + " of the " + source_label(*e)});
+          remaining.insert(e->path);
+          continue;
+        }
+        // Not copied off-site yet (the remote fails, or was added since): kept until it is, or
+        // until the remote would not keep it either (catalog/health.hpp).
+        if (needs_remote_copy(config, *e, now)) {
+          result.kept.push_back({e->path.string(), "not on " + config.remote->url + " yet (`backupctl push --all`)"});
+          remaining.insert(e->path);
+          continue;
+        }
+        why = fmt::format("older than BACKUP_RETENTION_DAYS={} ({})", config.retention_days, iso8601(e->time).substr(0, 10));
       }
       // Only the backup's own files: the file (a backup name inside BACKUP_DIR/<kind>, as
       // scan_catalog found it), its meta, and the roles file its meta names beside it. A meta
@@ -117,8 +136,7 @@ PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarg
           spdlog::warn("prune: {}", err.what());
         }
       }
-      doomed.emplace_back(std::move(files), fmt::format("older than BACKUP_RETENTION_DAYS={} ({})",
-                                                        config.retention_days, iso8601(e->time).substr(0, 10)));
+      doomed.emplace_back(std::move(files), why);
     }
   }
 

@@ -4,7 +4,8 @@
 // when it is one of the BACKUP_KEEP_MIN newest, one of the BACKUP_KEEP_MIN newest that verified
 // (and is not damaged since: its size is the meta's), the newest of one of
 // the last BACKUP_KEEP_DAILY days / BACKUP_KEEP_WEEKLY weeks / BACKUP_KEEP_MONTHLY months, younger
-// than BACKUP_RETENTION_DAYS, or dated in the future (a clock problem is not a reason to delete).
+// than BACKUP_RETENTION_DAYS, dated in the future (a clock problem is not a reason to delete), or
+// not yet copied to BACKUP_REMOTE_URL (while the remote would keep it).
 // Everything else goes, with its meta and companions. Also removed: stale .partial and temporary
 // files (no backup runs: the caller holds the lock), roles files whose dump is gone, set files
 // whose parts are all gone, and `<db>__pre_restore_*` databases older than
@@ -45,9 +46,14 @@ struct PruneResult {
 // (the time limit itself is the caller's). Shared by the local and the remote prune.
 std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
                                                           const std::vector<const CatalogEntry*>& list,
-                                                          Clock::time_point future);
+                                                          Clock::time_point now);
+
+// What a prune deletes: what the retention rules allow (a backup that needs an off-site copy and
+// has none is kept), or only the backups dated ahead of this host's clock (`prune
+// --wrong-clock`: made with a wrong clock, they are never `latest` and `status` fails on them).
+enum class PruneWhat { retention, wrong_clock };
 
 PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarget>& pg,
-                  Clock::time_point now, Journal* journal = nullptr);
+                  Clock::time_point now, Journal* journal = nullptr, PruneWhat what = PruneWhat::retention);
 
 }  // namespace backupctl

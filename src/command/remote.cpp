@@ -591,7 +591,7 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
 
 constexpr auto kUnfinishedCopyKept = std::chrono::hours(24 * 7);
 
-std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run) {
+std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run, PruneWhat what) {
   const RemoteConfig& rc = *config.remote;
   if (rc.object_lock_days > 0) {
     spdlog::info("remote: BACKUP_REMOTE_OBJECT_LOCK_DAYS is set: the bucket's lifecycle expires old copies, not prune");
@@ -619,9 +619,9 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
   for (const auto& e : as_local) sources[{e.kind, e.source()}].push_back(&e);
   std::vector<std::string> doomed;
   for (const auto& [source, list] : sources) {
-    auto keep = kept_of_source(c, list, now + std::chrono::minutes(5));
+    auto keep = kept_of_source(c, list, now);
     for (const CatalogEntry* e : list) {
-      if (e->time >= cutoff || keep.count(e)) continue;
+      if (what == PruneWhat::wrong_clock ? !e->wrong_clock(now) : e->time >= cutoff || keep.count(e)) continue;
       std::string name = e->path.string();
       std::string dir = name.substr(0, name.find('/'));
       // The meta first: a file without its meta is an unfinished copy, never one that looks whole.
@@ -632,19 +632,22 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
       } catch (const Error& err) {
         spdlog::warn("remote: {}", err.what());
       }
-      spdlog::info("remote: {}{} (older than BACKUP_REMOTE_RETENTION_DAYS={})", dry_run ? "would delete " : "deleting ",
-                   name, rc.retention_days);
+      spdlog::info("remote: {}{} ({})", dry_run ? "would delete " : "deleting ", name,
+                   what == PruneWhat::wrong_clock ? "dated ahead of this host's clock"
+                                                  : fmt::format("older than BACKUP_REMOTE_RETENTION_DAYS={}", rc.retention_days));
     }
   }
   if (!dry_run && !doomed.empty()) remote.remove(doomed);
-  // Copies cut short that no push will resume: of a file just pruned, or untouched for a week
-  // (a push resumes within a day; the same rule as an S3 lifecycle's
+  // Copies cut short that no push will resume: of a file just pruned here or there, or untouched
+  // for a week (a push resumes within a day; the same rule as an S3 lifecycle's
   // AbortIncompleteMultipartUpload).
   if (!dry_run) {
     std::set<std::string> gone(doomed.begin(), doomed.end());
     try {
       for (const auto& name : remote.drop_unfinished([&](const std::string& name, Clock::time_point started) {
-             return gone.count(name) > 0 || started < now - kUnfinishedCopyKept;
+             std::error_code ec;
+             return gone.count(name) > 0 || started < now - kUnfinishedCopyKept ||
+                    !fs::exists(fs::symlink_status(config.backup_dir / name, ec));
            })) {
         spdlog::info("remote: dropped the unfinished copy of {}", name);
       }

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "catalog/catalog.hpp"
+#include "command/prune.hpp"
 #include "command/sets.hpp"
 #include "io/incoming.hpp"
 #include "config/config.hpp"
@@ -129,6 +130,8 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
 // The remote's retention: BACKUP_REMOTE_RETENTION_DAYS with the local rules per source (never
 // the newest copy that verified). With BACKUP_REMOTE_OBJECT_LOCK_DAYS nothing is deleted:
 // the bucket's lifecycle expires the copies once their lock ends.
-std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run);
+// PruneWhat::wrong_clock deletes only the copies dated ahead of this host's clock.
+std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run,
+                                      PruneWhat what = PruneWhat::retention);
 
 }  // namespace backupctl

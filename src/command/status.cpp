@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "catalog/catalog.hpp"
+#include "catalog/health.hpp"
 #include "monitor/state.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
@@ -15,29 +16,32 @@ StatusReport backup_status(const Config& config, Clock::time_point now) {
   StatusReport r;
   RunState state = RunState::load(config.backup_dir);
   auto entries = scan_catalog(config.backup_dir);
+  const CatalogHealth health = catalog_health(config, entries, now);
   nlohmann::json kinds = nlohmann::json::object();
-  for (Kind kind : {Kind::db, Kind::objects, Kind::config}) {
+  for (const auto& [kind, h] : health.kinds) {
     std::string name(kind_name(kind));
-    nlohmann::json k = {{"backups", 0}, {"newest", nullptr}, {"stale", true}};
-    int count = 0;
-    for (const auto& e : entries) {
-      if (e.kind != kind) continue;
-      ++count;
-      // Damaged (its size is not the meta's) or failed its last verify: not good, whatever it was.
-      bool good = e.meta && !e.damaged() && !(e.meta->verification && !e.meta->verification->ok);
-      if (!good || !k["newest"].is_null()) continue;
-      double age_h = std::chrono::duration<double>(now - e.time).count() / 3600.0;
-      k["newest"] = {{"file", e.path.string()}, {"created_at", e.meta->created_at}, {"age_hours", age_h},
-                     {"size", e.size}, {"verified", e.verify_state()}};
+    nlohmann::json k = {{"backups", h.count}, {"newest", nullptr}, {"stale", true}};
+    if (const CatalogEntry* e = h.newest_good) {
+      double age_h = std::chrono::duration<double>(now - e->time).count() / 3600.0;
+      k["newest"] = {{"file", e->path.string()}, {"created_at", e->meta->created_at}, {"age_hours", age_h},
+                     {"size", e->size}, {"verified", e->verify_state()}};
       k["stale"] = age_h > config.max_age_hours;
     }
-    k["backups"] = count;
     if (state.json().contains("last_failure") && state.json()["last_failure"].contains(name)) {
       k["last_failure"] = state.json()["last_failure"][name];
     }
     r.stale = r.stale || k["stale"].get<bool>();
     kinds[name] = k;
   }
+  // Backups dated ahead of this host's clock were made with a wrong clock: they are not the
+  // newest (above), not `latest`, and status fails on them until they are dealt with.
+  nlohmann::json wrong_clock = nlohmann::json::array();
+  for (const CatalogEntry* e : health.wrong_clock) {
+    wrong_clock.push_back({{"file", e->path.string()},
+                           {"created_at", e->meta ? e->meta->created_at : iso8601(e->time)},
+                           {"ahead_hours", std::chrono::duration<double>(e->time - now).count() / 3600.0}});
+  }
+  r.wrong_clock = !wrong_clock.empty();
   // The off-site copy: its newest copy (recorded in the local metas as each arrived, checked by
   // the remote against its digests) is held to BACKUP_MAX_AGE_HOURS like the backups: copies that
   // stop arriving make status stale.
@@ -45,20 +49,14 @@ StatusReport backup_status(const Config& config, Clock::time_point now) {
   if (config.remote) {
     const std::string& url = config.remote->url;
     nlohmann::json newest = nullptr;
-    std::string newest_at;
-    for (const auto& e : entries) {
-      if (!e.meta) continue;
-      auto it = e.meta->other.find("remote_copies");
-      if (it == e.meta->other.end() || !it->is_object() || !it->contains(url)) continue;
-      std::string at = json_string((*it)[url], "at");
-      auto t = parse_iso8601(at);
-      if (!t || at <= newest_at) continue;
-      newest_at = at;
-      newest = {{"file", e.path.string()}, {"copied_at", at},
-                {"age_hours", std::chrono::duration<double>(now - *t).count() / 3600.0}};
+    if (health.newest_copy) {
+      newest = {{"file", health.newest_copy->path.string()}, {"copied_at", iso8601(health.newest_copy_at)},
+                {"age_hours", std::chrono::duration<double>(now - health.newest_copy_at).count() / 3600.0}};
     }
     bool stale = newest.is_null() || newest["age_hours"].get<double>() > config.max_age_hours;
-    remote = {{"url", url}, {"newest_copy", newest}, {"stale", stale}};
+    nlohmann::json waiting = nlohmann::json::array();
+    for (const CatalogEntry* e : health.not_on_remote) waiting.push_back(e->path.string());
+    remote = {{"url", url}, {"newest_copy", newest}, {"stale", stale}, {"not_copied", waiting}};
     auto from_state = [&](const char* section, const char* kind) {
       const auto& j = state.json();
       return j.is_object() && j.contains(section) && j[section].contains(kind) ? j[section][kind] : nlohmann::json(nullptr);
@@ -70,11 +68,12 @@ StatusReport backup_status(const Config& config, Clock::time_point now) {
     remote["last_rehearsal_failure"] = from_state("last_failure", "remote_rehearsal");
     r.stale = r.stale || stale;
   }
-  r.json = {{"ok", !r.stale},
+  r.json = {{"ok", !r.stale && !r.wrong_clock},
             {"remote", remote},
             {"max_age_hours", config.max_age_hours},
             {"backup_dir", config.backup_dir.string()},
             {"kinds", kinds},
+            {"wrong_clock", wrong_clock},
             {"last_verify", state.json().is_object() && state.json().contains("last_verify") ? state.json()["last_verify"] : nlohmann::json(nullptr)},
             {"last_rehearsal", state.json().is_object() && state.json().contains("last_rehearsal") ? state.json()["last_rehearsal"] : nlohmann::json(nullptr)}};
   return r;
@@ -103,13 +102,19 @@ std::string StatusReport::describe() const {
   if (json.contains("remote") && !json["remote"].is_null()) {
     const auto& rm = json["remote"];
     std::string line = rm["newest_copy"].is_null()
-                           ? std::string("no copy yet (`backupctl push`)")
+                           ? std::string("no copy made from this BACKUP_DIR yet (`backupctl push`; `backupctl list "
+                                         "--remote` shows what the remote holds)")
                            : fmt::format("newest copy {} h old ({})", static_cast<int>(rm["newest_copy"]["age_hours"].get<double>()),
                                          json_string(rm["newest_copy"], "file"));
     out += fmt::format("  {:<8} {:<6} {}: {}\n", "remote", rm["stale"].get<bool>() ? "STALE" : "ok", json_string(rm, "url"), line);
     if (!rm["last_failure"].is_null()) {
       out += fmt::format("           last failure {}: {}\n", json_string(rm["last_failure"], "at"),
                          json_string(rm["last_failure"], "error"));
+    }
+    if (rm.contains("not_copied") && !rm["not_copied"].empty()) {
+      out += fmt::format("           {} backup(s) not on the remote yet, kept here until they are "
+                         "(`backupctl push --all`), e.g. {}\n",
+                         rm["not_copied"].size(), rm["not_copied"][0].get<std::string>());
     }
     if (!rm["last_verify"].is_null()) out += fmt::format("           last verify --read-data: {}\n", json_string(rm["last_verify"], "at"));
     if (!rm["last_rehearsal"].is_null()) {
@@ -118,6 +123,16 @@ std::string StatusReport::describe() const {
     if (!rm["last_rehearsal_failure"].is_null()) {
       out += fmt::format("           last failed rehearsal from the remote: {}\n", json_string(rm["last_rehearsal_failure"], "at"));
     }
+  }
+  for (const auto& w : json["wrong_clock"]) {
+    out += fmt::format("  WRONG CLOCK: {} is dated {}, {:.1f} h ahead of this host's clock: it is not \"latest\" "
+                       "and not counted as the newest\n",
+                       json_string(w, "file"), json_string(w, "created_at"), w["ahead_hours"].get<double>());
+  }
+  if (!json["wrong_clock"].empty()) {
+    out += "  made with a wrong clock: fix the clock (timedatectl set-ntp true), make a new backup (`backupctl backup all`), "
+           "then `CONFIRM=YES backupctl prune --wrong-clock` deletes them (to keep one, move it and its .meta out of "
+           "BACKUP_DIR first)\n";
   }
   if (!json["last_verify"].is_null()) {
     out += fmt::format("  last verify: {} ({})\n", json_string(json["last_verify"], "at"),

@@ -15,6 +15,7 @@ namespace backupctl {
 struct StatusReport {
   nlohmann::json json;
   bool stale = false;
+  bool wrong_clock = false;  // a backup dated ahead of this host's clock (exit 13)
   std::string describe() const;
 };
 

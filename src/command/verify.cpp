@@ -148,9 +148,10 @@ VerifyVerdict verify_backup(const Config& config, const fs::path& file, Progress
 
 std::vector<fs::path> select_backups(const Config& config, VerifySelection which) {
   std::vector<fs::path> out;
-  std::set<Kind> seen;
+  std::set<std::pair<Kind, std::string>> seen;
+  const auto now = Clock::now();
   for (const CatalogEntry& e : scan_catalog(config.backup_dir)) {
-    if (which == VerifySelection::latest && !seen.insert(e.kind).second) continue;
+    if (which == VerifySelection::latest && (e.wrong_clock(now) || !seen.insert({e.kind, e.source()}).second)) continue;
     out.push_back(e.path);
   }
   return out;

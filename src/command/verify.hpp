@@ -30,7 +30,8 @@ VerifyVerdict verify_backup(const Config& config, const std::filesystem::path& f
 
 enum class VerifySelection { all, latest };
 
-// The files `verify --all` (every backup) or `--latest` (the newest of each kind) checks.
+// The files `verify --all` (every backup) or `--latest` (the newest of each source: each
+// database, each attachments store, the config; never one made with a wrong clock) checks.
 std::vector<std::filesystem::path> select_backups(const Config& config, VerifySelection which);
 
 }  // namespace backupctl

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "catalog/catalog.hpp"
+#include "catalog/health.hpp"
 #include "config/config.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
@@ -73,7 +74,6 @@ std::string render_metrics(const Config& config, const RunState& state) {
     out += fmt::format("{}{{profile=\"{}\"{}}} {}\n", name, profile, labels, value);
   };
   std::vector<CatalogEntry> entries = scan_catalog(config.backup_dir);
-  const char* kinds[] = {"db", "objects", "config"};
 
   const nlohmann::json& successes = json_object(j, "last_success");
   const nlohmann::json& failures = json_object(j, "last_failure");
@@ -93,30 +93,24 @@ std::string render_metrics(const Config& config, const RunState& state) {
   for (const auto& [kind, v] : failures.items()) {
     sample("backupctl_last_failure_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), unix_seconds(json_string(v, "at")));
   }
+  const CatalogHealth health = catalog_health(config, entries, Clock::now());
   if (config.remote) {
     family("backupctl_remote_newest_copy_timestamp_seconds", "When the newest off-site copy arrived (0: none).");
-    double newest = 0;
-    for (const auto& e : entries) {
-      if (!e.meta) continue;
-      auto it = e.meta->other.find("remote_copies");
-      if (it == e.meta->other.end() || !it->is_object() || !it->contains(config.remote->url)) continue;
-      newest = std::max(newest, unix_seconds(json_string((*it)[config.remote->url], "at")));
-    }
+    double newest = health.newest_copy ? std::chrono::duration<double>(health.newest_copy_at.time_since_epoch()).count() : 0;
     sample("backupctl_remote_newest_copy_timestamp_seconds", fmt::format(",remote=\"{}\"", config.remote->url), newest);
+    family("backupctl_backups_not_on_remote", "Backups that have no off-site copy yet (kept here until they do).");
+    sample("backupctl_backups_not_on_remote", fmt::format(",remote=\"{}\"", config.remote->url),
+           static_cast<double>(health.not_on_remote.size()));
   }
+  family("backupctl_backups_wrong_clock", "Backups dated ahead of this host's clock (made with a wrong clock).");
+  sample("backupctl_backups_wrong_clock", "", static_cast<double>(health.wrong_clock.size()));
   family("backupctl_newest_backup_timestamp_seconds", "Creation time of the newest good backup of a kind.");
   family("backupctl_backups", "Backups of a kind in BACKUP_DIR.");
-  for (const char* kind : kinds) {
-    int count = 0;
-    double newest = 0;
-    for (const auto& e : entries) {
-      if (kind_name(e.kind) != kind) continue;
-      ++count;
-      bool good = e.meta && !e.damaged() && !(e.meta->verification && !e.meta->verification->ok);
-      if (good && newest == 0) newest = std::chrono::duration<double>(e.time.time_since_epoch()).count();
-    }
-    sample("backupctl_newest_backup_timestamp_seconds", fmt::format(",kind=\"{}\"", kind), newest);
-    sample("backupctl_backups", fmt::format(",kind=\"{}\"", kind), count);
+  for (const auto& [kind, h] : health.kinds) {
+    const std::string labels = fmt::format(",kind=\"{}\"", kind_name(kind));
+    double newest = h.newest_good ? std::chrono::duration<double>(h.newest_good->time.time_since_epoch()).count() : 0;
+    sample("backupctl_newest_backup_timestamp_seconds", labels, newest);
+    sample("backupctl_backups", labels, h.count);
   }
   family("backupctl_last_verify_timestamp_seconds", "Unix time of the last `backupctl verify`.");
   family("backupctl_last_verify_ok", "1 when the last verify found every file good.");

@@ -20,6 +20,7 @@ int exit_status(ErrorCode code) {
     case ErrorCode::check_failed: return 11;
     case ErrorCode::interrupted: return 130;
     case ErrorCode::repair_needed: return 12;
+    case ErrorCode::wrong_clock: return 13;
   }
   return 1;
 }
@@ -39,6 +40,7 @@ std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::check_failed: return "check_failed";
     case ErrorCode::interrupted: return "interrupted";
     case ErrorCode::repair_needed: return "repair_needed";
+    case ErrorCode::wrong_clock: return "wrong_clock";
   }
   return "internal";
 }

@@ -22,6 +22,7 @@ enum class ErrorCode {
   check_failed,           // the post-restore checklist (or a rehearsal) found a problem
   interrupted,            // SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE on our output
   repair_needed,          // an interrupted run's journal could not be repaired (`backupctl repair`)
+  wrong_clock,            // `status`: a backup is dated ahead of this host's clock
 };
 
 class Error : public std::runtime_error {

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
+
 #include "fixture.hpp"
 #include "stack_host.hpp"
 #include "util/fs.hpp"
@@ -15,6 +17,30 @@ namespace {
 
 // The live rows of `db` on `pg`: "count|sum(id)".
 std::string rows(const PgCluster& pg, const std::string& db) { return pg.psql(db, "SELECT count(*), sum(id) FROM documents"); }
+
+// backupctl (and pg_dump, age: the children inherit it) under a clock `offset` off ("+30d"),
+// through Debian's libfaketime.
+EnvList faked_clock(EnvList env, const std::string& offset) {
+  env.emplace_back("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
+  env.emplace_back("FAKETIME", offset);
+  // The sanitizer build's runtime must come first among the libraries, unless told otherwise.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  env.emplace_back("ASAN_OPTIONS", std::string(asan ? asan : "") + (asan && *asan ? ":" : "") + "verify_asan_link_order=0");
+  return env;
+}
+
+// A fresh host's environment: its own cluster and BACKUP_DIR, the age key of `host`, `remote`.
+EnvList fresh_host_env(const PgCluster& fresh, const TempDir& dir, const Host& host, const EnvList& remote) {
+  EnvList e = backup_env(fresh, "archive", dir.path() / "backups");
+  e.insert(e.end(), {{"APP_ROOT", (dir.path() / "app").string()},
+                     {"OBJECT_STORAGE", "disk"},
+                     {"OBJECT_STORAGE_DIR", (dir.path() / "objects").string()},
+                     {"SERVICE_CONTROL", "none"},
+                     {"BACKUP_AGE_IDENTITY", host.key().string()},
+                     {"CONFIRM", "YES"}});
+  e.insert(e.end(), remote.begin(), remote.end());
+  return e;
+}
 
 }  // namespace
 
@@ -67,18 +93,74 @@ TEST(Latest, IsTheNewestSetOfTheConfiguredDatabaseNeverAnothers) {
   // A new host with nothing but the remote: latest is archive's set there too.
   PgCluster fresh;
   TempDir fresh_dir("backupctl-fresh");
-  EnvList e = backup_env(fresh, "archive", fresh_dir.path() / "backups");
-  e.insert(e.end(), {{"APP_ROOT", (fresh_dir.path() / "app").string()},
-                     {"OBJECT_STORAGE", "disk"},
-                     {"OBJECT_STORAGE_DIR", (fresh_dir.path() / "objects").string()},
-                     {"SERVICE_CONTROL", "none"},
-                     {"BACKUP_AGE_IDENTITY", host.key().string()},
-                     {"CONFIRM", "YES"}});
-  e.insert(e.end(), remote.begin(), remote.end());
-  CliResult recovered = run_backupctl({"restore", "all", "--remote", "--set", "latest"}, e);
+  CliResult recovered = run_backupctl({"restore", "all", "--remote", "--set", "latest"}, fresh_host_env(fresh, fresh_dir, host, remote));
   ASSERT_EQ(recovered.exit_code, 0) << recovered.out << recovered.err;
   EXPECT_EQ(rows(fresh, "archive"), before) << "latest on the remote restored another database's set";
   EXPECT_NE(recovered.err.find("skipped the newer set " + other_set), std::string::npos) << recovered.err;
+}
+
+// A set made while the clock ran 30 days ahead, then one made after the clock was fixed: the
+// second is `latest` (locally and on the remote), the first is not counted as the newest (the
+// staleness check still sees the real newest), status fails (exit 13) naming it and what to do,
+// retention keeps it, verify --latest passes it over, and `prune --wrong-clock` (CONFIRM=YES)
+// deletes it here and on the remote, after which status is ok again.
+TEST(Latest, ABackupMadeWithAWrongClockIsNeverLatestAndStatusFailsUntilHandled) {
+  Host host(64 << 10);
+  TempDir remote_dir("backupctl-remote");
+  const EnvList remote = {{"BACKUP_REMOTE_URL", "file://" + remote_dir.path().string()}};
+  const EnvList env = host.env(remote);
+  host.pg.psql("archive", "DELETE FROM documents WHERE id > 100");
+  CliResult ahead = run_backupctl({"backup", "all", "--json"}, faked_clock(env, "+30d"));
+  ASSERT_EQ(ahead.exit_code, 0) << ahead.err;
+  const std::string ahead_dump = json_of(ahead)["set"]["parts"]["db"]["file"];
+  host.pg.psql("archive", "INSERT INTO documents SELECT i, 'doc ' || i FROM generate_series(101, 5000) i");
+  CliResult right = run_backupctl({"backup", "all", "--json"}, env);
+  ASSERT_EQ(right.exit_code, 0) << right.err;
+  const std::string right_dump = json_of(right)["set"]["parts"]["db"]["file"];
+  ASSERT_GT(ahead_dump, right_dump) << "the wrong clock's name sorts as the newer";
+
+  CliResult status = run_backupctl({"status", "--json"}, env);
+  EXPECT_EQ(status.exit_code, 13) << status.out << status.err;
+  auto st = json_of(status);
+  EXPECT_EQ(st["ok"], false);
+  EXPECT_EQ(st["wrong_clock"].size(), 3u) << status.out;
+  EXPECT_EQ(fs::path(st["kinds"]["db"]["newest"]["file"].get<std::string>()).filename(), right_dump) << status.out;
+  EXPECT_EQ(st["kinds"]["db"]["stale"], false) << status.out;
+  CliResult text = run_backupctl({"status"}, env);
+  EXPECT_NE(text.out.find("WRONG CLOCK: " + (host.backups() / "db" / ahead_dump).string()), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("CONFIRM=YES backupctl prune --wrong-clock"), std::string::npos) << text.out;
+
+  host.pg.psql("archive", "DELETE FROM documents");
+  CliResult restored = run_backupctl({"restore", "all", "--set", "latest"}, with(env, "CONFIRM", "YES"));
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_EQ(rows(host.pg, "archive"), "5000|12502500\n") << "latest restored the set of the wrong clock";
+  PgCluster fresh;
+  TempDir fresh_dir("backupctl-fresh");
+  CliResult recovered = run_backupctl({"restore", "all", "--remote", "--set", "latest"}, fresh_host_env(fresh, fresh_dir, host, remote));
+  ASSERT_EQ(recovered.exit_code, 0) << recovered.err;
+  EXPECT_EQ(rows(fresh, "archive"), "5000|12502500\n") << "latest on the remote is the set of the wrong clock";
+
+  CliResult verified = run_backupctl({"verify", "--latest", "--json"}, env);
+  ASSERT_EQ(verified.exit_code, 0) << verified.err;
+  for (const auto& r : json_of(verified)["results"]) {
+    EXPECT_EQ(r["file"].get<std::string>().find(ahead_dump), std::string::npos) << "verify --latest took " << r["file"];
+  }
+  CliResult pruned = run_backupctl({"prune"}, with(env, "BACKUP_KEEP_MIN", "1"));
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.err;
+  EXPECT_TRUE(fs::exists(host.backups() / "db" / ahead_dump)) << "retention deleted the backup of the wrong clock";
+
+  CliResult asked = run_backupctl({"prune", "--wrong-clock"}, env);
+  EXPECT_EQ(asked.exit_code, 9) << asked.err;
+  EXPECT_NE(asked.out.find("would delete " + (host.backups() / "db" / ahead_dump).string()), std::string::npos) << asked.out;
+  EXPECT_TRUE(fs::exists(host.backups() / "db" / ahead_dump));
+  CliResult handled = run_backupctl({"prune", "--wrong-clock"}, with(env, "CONFIRM", "YES"));
+  ASSERT_EQ(handled.exit_code, 0) << handled.err;
+  EXPECT_FALSE(fs::exists(host.backups() / "db" / ahead_dump));
+  EXPECT_FALSE(fs::exists(remote_dir.path() / "db" / ahead_dump)) << "the remote's copy stayed";
+  EXPECT_TRUE(fs::exists(host.backups() / "db" / right_dump));
+  EXPECT_TRUE(fs::exists(remote_dir.path() / "db" / right_dump));
+  CliResult again = run_backupctl({"status"}, env);
+  EXPECT_EQ(again.exit_code, 0) << again.out << again.err;
 }
 
 }  // namespace backupctl::test

@@ -473,13 +473,18 @@ TEST(OffSite, DamageRetentionRefusalsAndPingsOnAFolderRemote) {
     EXPECT_TRUE(hook.requests()[1].starts_with("POST /p/fail ")) << hook.requests()[1];
     EXPECT_NE(hook.requests()[1].find("gone"), std::string::npos) << hook.requests()[1];
   }
-  // Unfinished copies: of the name pruned (dropped), a week old (dropped), a fresh one (kept).
+  // Unfinished copies: of the name pruned (dropped), a week old (dropped), of a name no longer
+  // here (dropped), a fresh one of a backup here (kept: a push may resume it).
+  CliResult config_backup = run_backupctl({"backup", "config", "--no-remote", "--json"}, host.env(remote));
+  ASSERT_EQ(config_backup.exit_code, 0) << config_backup.err;
+  const std::string config_name = fs::path(json_of(config_backup)["path"].get<std::string>()).filename();
   const fs::path doomed_partial = folder.path() / "db" / (dump + ".partial");
   const fs::path old_partial = folder.path() / "objects" / "objects_disk_20261101_000000.tar.gz.age.partial";
-  const fs::path fresh_partial = folder.path() / "config" / "config_20261202_000000.tar.gz.age.partial";
+  const fs::path gone_partial = folder.path() / "config" / "config_20261202_000000.tar.gz.age.partial";
+  const fs::path fresh_partial = folder.path() / "config" / (config_name + ".partial");
   make_dirs(folder.path() / "objects");
   make_dirs(folder.path() / "config");
-  for (const auto& p : {doomed_partial, old_partial, fresh_partial}) write_file_atomic(p, "part", 0600);
+  for (const auto& p : {doomed_partial, old_partial, gone_partial, fresh_partial}) write_file_atomic(p, "part", 0600);
   {
     auto week_ago = std::chrono::system_clock::now() - std::chrono::hours(24 * 8);
     fs::last_write_time(old_partial, fs::file_time_type::clock::now() - (std::chrono::system_clock::now() - week_ago));
@@ -487,6 +492,7 @@ TEST(OffSite, DamageRetentionRefusalsAndPingsOnAFolderRemote) {
   ASSERT_EQ(run_backupctl({"backup", "db"}, host.env(remote)).exit_code, 0);
   EXPECT_FALSE(fs::exists(doomed_partial)) << "the unfinished copy of a pruned name stayed";
   EXPECT_FALSE(fs::exists(old_partial)) << "a week-old unfinished copy stayed";
+  EXPECT_FALSE(fs::exists(gone_partial)) << "the unfinished copy of a backup pruned here stayed";
   EXPECT_TRUE(fs::exists(fresh_partial)) << "an unfinished copy a push may resume was dropped";
   std::vector<std::string> dumps;
   for (const auto& n : list_dir(folder.path() / "db")) {

@@ -1,0 +1,45 @@
+#include "catalog/health.hpp"
+
+#include "util/json.hpp"
+
+namespace backupctl {
+
+std::optional<Clock::time_point> copied_at(const CatalogEntry& e, const std::string& url) {
+  if (!e.meta) return std::nullopt;
+  auto it = e.meta->other.find("remote_copies");
+  if (it == e.meta->other.end() || !it->is_object() || !it->contains(url) || !(*it)[url].is_object()) return std::nullopt;
+  // A record without a readable time is still a copy (it went up): dated at the epoch.
+  return parse_iso8601(json_string((*it)[url], "at")).value_or(Clock::time_point{});
+}
+
+bool needs_remote_copy(const Config& config, const CatalogEntry& e, Clock::time_point now) {
+  if (!config.remote || !e.meta || e.damaged()) return false;
+  if (e.time < now - std::chrono::hours(24) * config.remote->retention_days) return false;
+  return !copied_at(e, config.remote->url);
+}
+
+CatalogHealth catalog_health(const Config& config, const std::vector<CatalogEntry>& entries, Clock::time_point now) {
+  CatalogHealth h;
+  for (Kind k : {Kind::db, Kind::objects, Kind::config}) h.kinds[k];
+  for (const CatalogEntry& e : entries) {  // newest first
+    auto& k = h.kinds[e.kind];
+    ++k.count;
+    if (e.wrong_clock(now)) {
+      h.wrong_clock.push_back(&e);
+      continue;
+    }
+    // Damaged (its size is not the meta's) or failed its last verify: not good, whatever it was.
+    const bool good = e.meta && !e.damaged() && !(e.meta->verification && !e.meta->verification->ok);
+    if (good && !k.newest_good) k.newest_good = &e;
+    if (!config.remote) continue;
+    if (needs_remote_copy(config, e, now)) h.not_on_remote.push_back(&e);
+    // A copy recorded by a wrong clock is not the newest either.
+    if (auto at = copied_at(e, config.remote->url); at && !dated_in_future(*at, now) && (!h.newest_copy || *at > h.newest_copy_at)) {
+      h.newest_copy = &e;
+      h.newest_copy_at = *at;
+    }
+  }
+  return h;
+}
+
+}  // namespace backupctl
