@@ -162,15 +162,28 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
     Outcome o = body(journal);
     for (const auto& [k, secs, size, file] : o.successes) state.record_success(k, secs, size, file);
     for (const auto& [k, error] : o.failures) state.record_failure(k, error);
+    // The off-site copy first, then the local retention: a backup the copy just sent may then
+    // go by the rules; one that never reached the remote is kept (prune.hpp). A failed copy
+    // fails the run after the retention ran.
+    std::optional<Error> copy_failed;
+    if (o.copy_off_site && o.exit == 0 && config.remote) {
+      try {
+        copy_off_site(config, o, state);
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::interrupted) throw;
+        copy_failed = e;
+      }
+    }
     if (o.prune_after && o.exit == 0) {
       try {
         journal.step("prune.delete");
         prune(config, false, std::nullopt, Clock::now(), &journal);
       } catch (const Error& e) {
+        if (e.code() == ErrorCode::interrupted) throw;
         spdlog::warn("retention after the backup failed: {}", e.what());
       }
     }
-    if (o.copy_off_site && o.exit == 0 && config.remote) copy_off_site(config, o, state);
+    if (copy_failed) throw *copy_failed;
     event["ok"] = o.exit == 0;
     if (!o.failures.empty()) event["error"] = o.failures.front().second;
     if (!o.event_file.empty()) {
@@ -955,11 +968,12 @@ int cmd_push(const Config& config, const Args& args) {
     if (r.failed.empty()) prune_remote(config, *remote, false);
     if (args.out.json) {
       print_json({{"ok", r.failed.empty()}, {"remote", r.remote}, {"sent", r.sent}, {"present", r.present},
-                  {"bytes", r.bytes}, {"failed", r.failed}});
+                  {"bytes", r.bytes}, {"failed", r.failed}, {"skipped", r.skipped}});
     } else {
       std::cout << fmt::format("push to {}: {} file(s) copied ({}), {} already there\n", r.remote, r.sent.size(),
                                human_bytes(r.bytes), r.present.size());
       for (const auto& f : r.failed) std::cout << "  NOT COPIED: " << f << "\n";
+      for (const auto& f : r.skipped) std::cout << "  not sent: " << f << "\n";
     }
     if (!r.failed.empty()) spdlog::error("push: {} backup(s) not copied", r.failed.size());
     return o;

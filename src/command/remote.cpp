@@ -117,6 +117,30 @@ void every_local_backup(const Config& config, std::vector<fs::path>& files, std:
   std::sort(set_files.begin(), set_files.end());
 }
 
+namespace {
+
+// The local backups the remote's retention would delete as soon as they arrived (older than
+// BACKUP_REMOTE_RETENTION_DAYS and not kept by its rules): a push does not send them, or every
+// push would send and delete them again.
+std::set<fs::path> beyond_remote_retention(const Config& config, Clock::time_point now) {
+  Config c = config;
+  c.retention_days = config.remote->retention_days;
+  const auto cutoff = now - std::chrono::hours(24) * c.retention_days;
+  const auto entries = scan_catalog(config.backup_dir);
+  std::map<std::pair<Kind, std::string>, std::vector<const CatalogEntry*>> sources;
+  for (const auto& e : entries) sources[{e.kind, e.source()}].push_back(&e);
+  std::set<fs::path> out;
+  for (const auto& [source, list] : sources) {
+    auto keep = kept_of_source(c, list, now);
+    for (const CatalogEntry* e : list) {
+      if (e->time < cutoff && !keep.count(e)) out.insert(e->path);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 PushReport push(const Config& config, Remote& remote, const std::vector<fs::path>& files,
                 const std::vector<fs::path>& set_files, Progress& progress) {
   const RemoteConfig& rc = *config.remote;
@@ -130,6 +154,7 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
   PushReport report;
   report.remote = rc.url;
   auto listing = remote.list();
+  const std::set<fs::path> too_old = beyond_remote_retention(config, Clock::now());
   std::atomic<std::uint64_t> sent{0};
   progress.start("push to " + rc.url);
   auto put = [&](const fs::path& local, const std::string& name, const std::string& sha256) {
@@ -161,6 +186,11 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
     auto there = listing.find(name);
     if (there != listing.end() && there->second.size == e.meta->size && listing.count(name + ".meta")) {
       report.present.push_back(name);
+      continue;
+    }
+    if (too_old.count(file)) {
+      report.skipped.push_back(name + ": older than BACKUP_REMOTE_RETENTION_DAYS=" + std::to_string(rc.retention_days) +
+                               " (the remote's retention would delete it)");
       continue;
     }
     PutResult copied = put(file, name, e.meta->sha256);

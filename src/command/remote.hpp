@@ -33,6 +33,7 @@ struct PushReport {
   std::vector<std::string> present;  // names already there
   std::uint64_t bytes = 0;           // bytes sent
   std::vector<std::string> failed;   // "name: why"
+  std::vector<std::string> skipped;  // "name: why" (not sent, and not a failure)
 };
 
 // Copies what the remote lacks of `files` (backup files of BACKUP_DIR: each with its

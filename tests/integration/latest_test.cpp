@@ -18,30 +18,6 @@ namespace {
 // The live rows of `db` on `pg`: "count|sum(id)".
 std::string rows(const PgCluster& pg, const std::string& db) { return pg.psql(db, "SELECT count(*), sum(id) FROM documents"); }
 
-// backupctl (and pg_dump, age: the children inherit it) under a clock `offset` off ("+30d"),
-// through Debian's libfaketime.
-EnvList faked_clock(EnvList env, const std::string& offset) {
-  env.emplace_back("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
-  env.emplace_back("FAKETIME", offset);
-  // The sanitizer build's runtime must come first among the libraries, unless told otherwise.
-  const char* asan = std::getenv("ASAN_OPTIONS");
-  env.emplace_back("ASAN_OPTIONS", std::string(asan ? asan : "") + (asan && *asan ? ":" : "") + "verify_asan_link_order=0");
-  return env;
-}
-
-// A fresh host's environment: its own cluster and BACKUP_DIR, the age key of `host`, `remote`.
-EnvList fresh_host_env(const PgCluster& fresh, const TempDir& dir, const Host& host, const EnvList& remote) {
-  EnvList e = backup_env(fresh, "archive", dir.path() / "backups");
-  e.insert(e.end(), {{"APP_ROOT", (dir.path() / "app").string()},
-                     {"OBJECT_STORAGE", "disk"},
-                     {"OBJECT_STORAGE_DIR", (dir.path() / "objects").string()},
-                     {"SERVICE_CONTROL", "none"},
-                     {"BACKUP_AGE_IDENTITY", host.key().string()},
-                     {"CONFIRM", "YES"}});
-  e.insert(e.end(), remote.begin(), remote.end());
-  return e;
-}
-
 }  // namespace
 
 // Two databases backed up to one BACKUP_DIR and one remote, `other` last: `latest` for

@@ -1,5 +1,6 @@
 #include "stack_host.hpp"
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -92,6 +93,30 @@ EnvList s3_remote(const S3Server& s3, const std::string& url) {
           {"BACKUP_REMOTE_ENDPOINT", s3.endpoint()},
           {"BACKUP_REMOTE_ACCESS_KEY", s3.access_key()},
           {"BACKUP_REMOTE_SECRET_KEY", s3.secret_key()}};
+}
+
+// backupctl (and pg_dump, age: the children inherit it) under a clock `offset` off ("+30d"),
+// through Debian's libfaketime.
+EnvList faked_clock(EnvList env, const std::string& offset) {
+  env.emplace_back("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
+  env.emplace_back("FAKETIME", offset);
+  // The sanitizer build's runtime must come first among the libraries, unless told otherwise.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  env.emplace_back("ASAN_OPTIONS", std::string(asan ? asan : "") + (asan && *asan ? ":" : "") + "verify_asan_link_order=0");
+  return env;
+}
+
+// A fresh host's environment: its own cluster and BACKUP_DIR, the age key of `host`, `remote`.
+EnvList fresh_host_env(const PgCluster& fresh, const TempDir& dir, const Host& host, const EnvList& remote) {
+  EnvList e = backup_env(fresh, "archive", dir.path() / "backups");
+  e.insert(e.end(), {{"APP_ROOT", (dir.path() / "app").string()},
+                     {"OBJECT_STORAGE", "disk"},
+                     {"OBJECT_STORAGE_DIR", (dir.path() / "objects").string()},
+                     {"SERVICE_CONTROL", "none"},
+                     {"BACKUP_AGE_IDENTITY", host.key().string()},
+                     {"CONFIRM", "YES"}});
+  e.insert(e.end(), remote.begin(), remote.end());
+  return e;
 }
 
 EnvList with(EnvList env, const std::string& name, const std::string& value) {

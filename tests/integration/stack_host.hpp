@@ -50,6 +50,14 @@ class Host {
 // BACKUP_REMOTE_* for a bucket of `s3` (url "s3://bucket/prefix").
 EnvList s3_remote(const S3Server& s3, const std::string& url);
 
+// backupctl (and pg_dump, age: the children inherit it) under a clock `offset` off ("+30d"),
+// through Debian's libfaketime.
+EnvList faked_clock(EnvList env, const std::string& offset);
+
+// A fresh host's environment: its own cluster and BACKUP_DIR (in `dir`), the age key of `host`,
+// `remote`, CONFIRM=YES.
+EnvList fresh_host_env(const PgCluster& fresh, const TempDir& dir, const Host& host, const EnvList& remote);
+
 // `env` with `name` set to `value` (replaced when it was there).
 EnvList with(EnvList env, const std::string& name, const std::string& value);
 
