@@ -13,6 +13,8 @@ packages=(
   libtomlplusplus-dev libcpp-httplib-dev
   # runtime tools the tool drives, and what the tests and demo need
   postgresql-15 postgresql-client-15 zstd util-linux procps time bc gzip curl
+  # backups made with a clock that is off (the tests of "latest" and retention)
+  faketime
   # the S3 test server (Ceph's RADOS Gateway) and the independent S3 client
   ceph-mon ceph-osd radosgw ceph-common awscli
   # the container engine, both compose front ends' tests and the base image of the test stack
