@@ -93,6 +93,8 @@ int run_cli(int argc, char** argv) {
   auto* push_cmd = app.add_subcommand("push", "copy to BACKUP_REMOTE_URL what it lacks (resumes a copy cut short)");
   push_cmd->add_option("--set", args.push_set, "only this backup set (an id, or latest)");
   push_cmd->add_flag("--all", args.all, "every backup and set (the default)");
+  push_cmd->add_flag("--take-over", args.take_over,
+                     "this BACKUP_DIR replaces the one that wrote to the remote (a host rebuilt from it)");
 
   auto* verify = app.add_subcommand("verify", "check backups against their metas");
   verify->add_option("files", args.files, "backup files to check");

@@ -957,7 +957,7 @@ int cmd_push(const Config& config, const Args& args) {
     }
     auto progress = make_progress(args.out);
     const auto start = std::chrono::steady_clock::now();
-    PushReport r = push(config, *remote, files, sets, *progress);
+    PushReport r = push(config, *remote, files, sets, *progress, args.take_over ? TakeOver::yes : TakeOver::no);
     Outcome o;
     if (r.failed.empty()) {
       o.successes.emplace_back("remote", seconds_since(start), r.bytes, r.remote);

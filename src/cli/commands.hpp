@@ -46,6 +46,7 @@ struct Args {
   bool no_remote = false;  // backup --no-remote: no off-site copy this time
   bool read_data = false;  // verify --remote --read-data
   std::string push_set;    // push --set ID
+  bool take_over = false;  // push --take-over: this BACKUP_DIR writes to the remote from now on
   // repair
   bool discard = false;
   RepairOutcome repair;  // what the repair at start-up found and did

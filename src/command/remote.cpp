@@ -17,6 +17,7 @@
 
 #include "catalog/naming.hpp"
 #include "command/prune.hpp"
+#include "command/remote_owner.hpp"
 #include "command/sets.hpp"
 #include "command/verify.hpp"
 #include "io/atomic_file.hpp"
@@ -93,6 +94,32 @@ std::string remote_roles(const Meta& meta, const std::string& backup_name) {
   return name;
 }
 
+// "sha256 ab12cd34…, made on host H at T": whose a backup is, from its meta.
+std::string made_by(const Meta& meta) {
+  return "sha256 " + meta.sha256.substr(0, 12) + "…, made on host " + (meta.hostname.empty() ? "?" : meta.hostname) + " at " +
+         (meta.created_at.empty() ? "?" : meta.created_at);
+}
+
+// A remote bucket that is one of the attachment buckets on the same server: a later `restore
+// objects --mode exact` would delete the copies, and every objects backup would hold them.
+void warn_if_remote_is_attachments(const Config& config) {
+  const RemoteConfig& rc = *config.remote;
+  if (rc.type != RemoteConfig::Type::s3 || config.object_storage != ObjectStorage::minio) return;
+  auto host_of = [](std::string url) {
+    if (auto p = url.find("://"); p != std::string::npos) url = url.substr(p + 3);
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    return url;
+  };
+  if (host_of(rc.endpoint) != host_of(config.minio_endpoint)) return;
+  const bool listed = config.minio_buckets.empty() ||
+                      std::find(config.minio_buckets.begin(), config.minio_buckets.end(), rc.bucket) != config.minio_buckets.end();
+  if (!listed) return;
+  spdlog::warn("remote: the bucket {} of BACKUP_REMOTE_URL is also an attachment bucket ({}): every objects backup "
+               "holds the copies, and `restore objects --mode exact` would delete them; give the copies a bucket of "
+               "their own (and list the attachment buckets in MINIO_BUCKETS)",
+               rc.bucket, config.minio_buckets.empty() ? "MINIO_BUCKETS is empty: all buckets" : "MINIO_BUCKETS");
+}
+
 std::string copy_etag(const Meta& meta, const std::string& remote) {
   auto it = meta.other.find("remote_copies");
   if (it == meta.other.end() || !it->is_object() || !it->contains(remote) || !(*it)[remote].is_object()) return "";
@@ -142,7 +169,7 @@ std::set<fs::path> beyond_remote_retention(const Config& config, Clock::time_poi
 }  // namespace
 
 PushReport push(const Config& config, Remote& remote, const std::vector<fs::path>& files,
-                const std::vector<fs::path>& set_files, Progress& progress) {
+                const std::vector<fs::path>& set_files, Progress& progress, TakeOver take_over) {
   const RemoteConfig& rc = *config.remote;
   if (config.age_recipients.empty() && !rc.allow_plaintext) {
     throw Error(ErrorCode::usage,
@@ -151,10 +178,13 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
                 "set BACKUP_AGE_RECIPIENTS (age-keygen makes a key; keep the identity off this host), or "
                 "BACKUP_REMOTE_ALLOW_PLAINTEXT=yes for a remote you trust as much as this host");
   }
+  require_remote_owner(config, remote, take_over);
+  warn_if_remote_is_attachments(config);
   PushReport report;
   report.remote = rc.url;
   auto listing = remote.list();
   const std::set<fs::path> too_old = beyond_remote_retention(config, Clock::now());
+  const std::string owner_id = backup_dir_id(config.backup_dir);
   std::atomic<std::uint64_t> sent{0};
   progress.start("push to " + rc.url);
   auto put = [&](const fs::path& local, const std::string& name, const std::string& sha256) {
@@ -165,6 +195,16 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
     spdlog::info("remote: {} {} ({})", r.resumed ? "resumed" : "copied", name, human_bytes(r.sent));
     return r;
   };
+  // What this push put, to be read back at its end: a push reports success only for copies that
+  // are its own bytes (another host writing to the same names between our check and our write
+  // is caught here).
+  struct Copy {
+    std::string name;
+    std::uint64_t size;
+    std::string etag;
+    std::string sha256;
+  };
+  std::vector<Copy> copies;
   for (const fs::path& file : files) {
     check_interrupted();
     CatalogEntry e = catalog_entry(file);
@@ -184,9 +224,25 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
       continue;
     }
     auto there = listing.find(name);
-    if (there != listing.end() && there->second.size == e.meta->size && listing.count(name + ".meta")) {
-      report.present.push_back(name);
-      continue;
+    if (listing.count(name + ".meta")) {
+      // A backup of this name is there: this one (same sha256), or another never overwritten.
+      std::string foreign;
+      try {
+        Meta theirs = remote_meta(remote, name + ".meta");
+        if (theirs.sha256 != e.meta->sha256) foreign = made_by(theirs);
+      } catch (const Error& err) {
+        if (err.code() == ErrorCode::interrupted) throw;
+        foreign = err.what();
+      }
+      if (!foreign.empty()) {
+        report.failed.push_back(name + ": the remote holds another backup of this name (" + foreign +
+                                "): not overwritten; does another host push to " + rc.url + "?");
+        continue;
+      }
+      if (there != listing.end() && there->second.size == e.meta->size) {
+        report.present.push_back(name);
+        continue;
+      }
     }
     if (too_old.count(file)) {
       report.skipped.push_back(name + ": older than BACKUP_REMOTE_RETENTION_DAYS=" + std::to_string(rc.retention_days) +
@@ -201,21 +257,73 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
     if (!meta.other.contains("remote_copies") || !meta.other["remote_copies"].is_object()) {
       meta.other["remote_copies"] = nlohmann::json::object();
     }
-    meta.other["remote_copies"][rc.url] = {{"at", iso8601(Clock::now())}, {"size", meta.size}, {"etag", copied.etag}};
+    meta.other["remote_copies"][rc.url] = {
+        {"at", iso8601(Clock::now())}, {"size", meta.size}, {"etag", copied.etag}, {"by", owner_id}};
     const fs::path meta_path = file.string() + ".meta";
     write_meta(meta_path, meta);
     put(meta_path, name + ".meta", "");
+    copies.push_back({name, meta.size, copied.etag, meta.sha256});
   }
+  // A set goes up only once every backup it names is there (with its meta): a set on the remote
+  // is one that `restore all --remote` can restore.
+  std::set<std::string> on_remote(report.sent.begin(), report.sent.end());
+  for (const auto& [name, f] : listing) on_remote.insert(name);
   for (const fs::path& set : set_files) {
     check_interrupted();
     const std::string name = "sets/" + set.filename().string();
-    std::error_code ec;
-    auto there = listing.find(name);
-    if (there != listing.end() && there->second.size == fs::file_size(set, ec)) {
-      report.present.push_back(name);
+    const std::string mine = read_file(set);
+    auto j = nlohmann::json::parse(mine, nullptr, false);
+    std::string missing;
+    try {
+      for (const char* kind : {"db", "objects", "config"}) {
+        auto p = j.is_object() ? set_part_path(config, j, kind) : std::nullopt;
+        const std::string part = p ? std::string(kind) + "/" + p->filename().string() : "";
+        if (p && missing.empty() && (!on_remote.count(part) || !on_remote.count(part + ".meta"))) missing = part;
+      }
+    } catch (const Error& err) {
+      missing = err.what();
+    }
+    if (!missing.empty()) {
+      report.failed.push_back(name + ": not sent: " + missing + " is not on the remote");
+      continue;
+    }
+    if (listing.count(name)) {
+      io::StringSink theirs;
+      io::LimitSink limited(theirs, kRemoteMetaLimit, name + " on the remote");
+      remote.get(name, limited);
+      if (theirs.data() == mine) {
+        report.present.push_back(name);
+      } else {
+        report.failed.push_back(name + ": the remote holds another set of this name (set " +
+                                json_string(nlohmann::json::parse(theirs.data(), nullptr, false), "set_id", "?") +
+                                "): not overwritten; does another host push to " + rc.url + "?");
+      }
       continue;
     }
     put(set, name, "");
+  }
+  // Read back: each copy this push made is still its own (size, ETag, and the meta's sha256).
+  if (!copies.empty()) {
+    fault_point("remote.pushed");
+    auto after = remote.list();
+    for (const Copy& c : copies) {
+      auto f = after.find(c.name);
+      std::string why;
+      if (f == after.end() || f->second.size != c.size || (!c.etag.empty() && !f->second.etag.empty() && f->second.etag != c.etag)) {
+        why = "its bytes there are not the ones sent";
+      } else {
+        try {
+          Meta theirs = remote_meta(remote, c.name + ".meta");
+          if (theirs.sha256 != c.sha256) why = "its meta there is another backup's (" + made_by(theirs) + ")";
+        } catch (const Error& err) {
+          if (err.code() == ErrorCode::interrupted) throw;
+          why = err.what();
+        }
+      }
+      if (why.empty()) continue;
+      report.failed.push_back(c.name + ": replaced on the remote during this push: " + why +
+                              "; does another host push to " + rc.url + "?");
+    }
   }
   progress.finish();
   return report;
@@ -294,7 +402,24 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
       out.push_back(v);
       continue;
     }
-    std::string etag = copy_etag(*e.meta, url);
+    // This BACKUP_DIR's own record of the copy, where it has one: a copy another host put under
+    // the same name (with a meta of its own) is not this host's backup.
+    std::optional<Meta> local;
+    std::error_code ec;
+    if (const fs::path mine = config.backup_dir / (e.name + ".meta"); fs::is_regular_file(fs::symlink_status(mine, ec))) {
+      try {
+        local = read_meta(mine);
+      } catch (const Error& err) {
+        if (err.code() == ErrorCode::interrupted) throw;
+      }
+    }
+    if (local && local->sha256 != e.meta->sha256) {
+      v.detail = "not this host's backup: the remote's is " + made_by(*e.meta) + ", this BACKUP_DIR's sha256 " +
+                 local->sha256.substr(0, 12) + "… (another host pushes to " + url + "?)";
+      out.push_back(v);
+      continue;
+    }
+    std::string etag = copy_etag(local && !copy_etag(*local, url).empty() ? *local : *e.meta, url);
     if (!etag.empty() && !e.file->etag.empty() && etag != e.file->etag) {
       v.detail = "ETag " + e.file->etag + " is not the copy's " + etag + " (changed on the remote)";
       out.push_back(v);
@@ -315,7 +440,6 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
         fs::remove_all(path, ec);
       }
     } scratch_root{config.backup_dir / (".remote-verify." + run_tag())};
-    std::error_code ec;
     fs::remove_all(scratch_root.path, ec);
     const fs::path dir = scratch_root.path / kind_name(e.kind);
     make_dirs(dir);
@@ -627,6 +751,9 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
     spdlog::info("remote: BACKUP_REMOTE_OBJECT_LOCK_DAYS is set: the bucket's lifecycle expires old copies, not prune");
     return {};
   }
+  // Deleting is for the remote's writer only: another host's prune would apply its rules to
+  // this host's copies.
+  if (!dry_run) require_remote_owner(config, remote);
   Config c = config;
   c.retention_days = rc.retention_days;
   const auto now = Clock::now();

@@ -19,6 +19,7 @@
 
 #include "catalog/catalog.hpp"
 #include "command/prune.hpp"
+#include "command/remote_owner.hpp"
 #include "command/sets.hpp"
 #include "io/incoming.hpp"
 #include "config/config.hpp"
@@ -40,8 +41,14 @@ struct PushReport {
 // companions and meta) and `set_files`. Refuses plaintext backups unless
 // BACKUP_REMOTE_ALLOW_PLAINTEXT=yes. Throws on the first failure after finishing nothing half:
 // what was sent stays (a rerun resumes).
+//
+// The remote must be this BACKUP_DIR's (remote_owner.hpp; `take_over` claims it from another).
+// A name the remote holds with another backup's meta (another sha256) is never overwritten, a
+// set file goes up only after every backup it names, and what was sent is read back at the end:
+// a push reports a copy only when the remote holds its bytes.
 PushReport push(const Config& config, Remote& remote, const std::vector<std::filesystem::path>& files,
-                const std::vector<std::filesystem::path>& set_files, Progress& progress);
+                const std::vector<std::filesystem::path>& set_files, Progress& progress,
+                TakeOver take_over = TakeOver::no);
 
 // What `push --all` sends: every backup with a meta, and every set file.
 void every_local_backup(const Config& config, std::vector<std::filesystem::path>& files,

@@ -31,8 +31,10 @@ namespace {
 constexpr const char* kDirs[] = {"db", "objects", "config", "sets"};
 
 // A remote name is "<db|objects|config|sets>/<file>": one plain file name below one of the four
-// folders. A listing is input someone else may have written: anything else is not ours.
+// folders (or the owner record at the root). A listing is input someone else may have written:
+// anything else is not ours.
 bool plain_name(const std::string& name) {
+  if (name == kRemoteOwnerName) return true;
   auto slash = name.find('/');
   if (slash == std::string::npos) return false;
   std::string dir = name.substr(0, slash), file = name.substr(slash + 1);
@@ -684,7 +686,23 @@ std::string expected_etag(const fs::path& file, std::uint64_t part_size) {
 std::unique_ptr<Remote> make_remote(const Config& config) {
   if (!config.remote) throw Error(ErrorCode::usage, "no remote: BACKUP_REMOTE_URL is not set", "set BACKUP_REMOTE_URL=s3://bucket/prefix or file:///path");
   const RemoteConfig& r = *config.remote;
-  if (r.type == RemoteConfig::Type::folder) return std::make_unique<FolderRemote>(r);
+  if (r.type == RemoteConfig::Type::folder) {
+    // A copy in BACKUP_DIR (or one that holds it) is no copy, and the remote's retention there
+    // would delete local backups: refused by what the folders are, not how they are spelled (a
+    // link or a bind mount to BACKUP_DIR is BACKUP_DIR).
+    const FolderRelation rel = folder_relation(r.dir, config.backup_dir);
+    if (rel != FolderRelation::apart) {
+      throw Error(ErrorCode::usage,
+                  "BACKUP_REMOTE_URL " + r.url +
+                      (rel == FolderRelation::same         ? " is BACKUP_DIR itself"
+                       : rel == FolderRelation::a_inside_b ? " is inside BACKUP_DIR"
+                                                           : " holds BACKUP_DIR") +
+                      " (" + config.backup_dir.string() + "): a copy there is lost with the backups, and the remote's "
+                      "retention would delete them",
+                  "point BACKUP_REMOTE_URL at a folder on another disk or machine (its mount here)");
+    }
+    return std::make_unique<FolderRemote>(r);
+  }
   if (r.access_key.empty() || r.secret_key.empty()) {
     throw Error(ErrorCode::usage, "the S3 remote " + r.url + " needs BACKUP_REMOTE_ACCESS_KEY and BACKUP_REMOTE_SECRET_KEY",
                 "a key of the off-site account (put and read; see README: off-site copies)");

@@ -57,9 +57,13 @@ class Remote {
       const std::function<bool(const std::string& name, Clock::time_point started)>& abandoned) = 0;
 };
 
-// Whether `name` is one a remote holds: "<db|objects|config|sets>/<plain file name>". Names from a
-// listing or a meta are input someone else may have written: anything else is not followed.
+// Whether `name` is one a remote holds: "<db|objects|config|sets>/<plain file name>", or
+// kRemoteOwnerName at its root. Names from a listing or a meta are input someone else may have
+// written: anything else is not followed.
 bool remote_name_ok(const std::string& name);
+
+// The remote's owner record (command/remote_owner.hpp), at the remote's root.
+inline constexpr const char* kRemoteOwnerName = "backupctl-owner.json";
 
 // REQUIRES: config.remote. Throws Error(usage) for settings that cannot work (an S3 remote
 // without keys).

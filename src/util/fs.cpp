@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <random>
+#include <vector>
 
 #include "util/error.hpp"
 
@@ -130,6 +132,51 @@ std::string MemFile::read_all() const {
     off += n;
   }
   return out;
+}
+
+namespace {
+
+using FileId = std::pair<dev_t, ino_t>;
+
+std::optional<FileId> id_of(const fs::path& p) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return std::nullopt;
+  return FileId{st.st_dev, st.st_ino};
+}
+
+// The ids of `p` (or its nearest existing parent) and of every folder above it.
+std::vector<FileId> chain_of(const fs::path& p) {
+  std::error_code ec;
+  fs::path at = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  if (ec) at = fs::absolute(p).lexically_normal();
+  std::vector<FileId> out;
+  for (;;) {
+    if (auto id = id_of(at)) out.push_back(*id);
+    if (at == at.root_path() || at.empty()) break;
+    at = at.parent_path();
+  }
+  return out;
+}
+
+}  // namespace
+
+FolderRelation folder_relation(const fs::path& a, const fs::path& b) {
+  const std::vector<FileId> ca = chain_of(a), cb = chain_of(b);
+  const auto ida = id_of(a), idb = id_of(b);
+  if (ida && idb && *ida == *idb) return FolderRelation::same;
+  auto has = [](const std::vector<FileId>& chain, const std::optional<FileId>& id) {
+    return id && std::find(chain.begin(), chain.end(), *id) != chain.end();
+  };
+  if (has(ca, idb)) return FolderRelation::a_inside_b;
+  if (has(cb, ida)) return FolderRelation::b_inside_a;
+  // `a` is (a bind mount of) one of `b`'s subfolders.
+  std::error_code ec;
+  if (ida && idb) {
+    for (const auto& de : fs::directory_iterator(b, ec)) {
+      if (de.is_directory(ec) && !de.is_symlink(ec) && id_of(de.path()) == ida) return FolderRelation::a_inside_b;
+    }
+  }
+  return FolderRelation::apart;
 }
 
 }  // namespace backupctl

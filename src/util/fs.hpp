@@ -23,6 +23,13 @@ void fsync_dir(const fs::path& dir);
 // fsync of the directory. Readers see the old content or the new one, never a mix.
 void write_file_atomic(const fs::path& path, std::string_view content, mode_t mode = 0600);
 
+// How folder `a` stands to folder `b` by what they are on disk, not by their spelling: the device
+// and inode of each folder along each path (symbolic links resolved; a bind mount of a folder is
+// that folder), and of `b`'s own subfolders (a bind mount of one of them elsewhere). A path that
+// does not exist yet is judged by its nearest existing parent.
+enum class FolderRelation { apart, same, a_inside_b, b_inside_a };
+FolderRelation folder_relation(const fs::path& a, const fs::path& b);
+
 // Reads a whole (small) file.
 std::string read_file(const fs::path& path);
 

@@ -27,18 +27,6 @@ namespace {
 
 const fs::path kSource = BACKUPCTL_SOURCE_DIR;
 
-std::string process_state(pid_t pid) {
-  std::string stat;
-  try {
-    stat = read_file(fs::path("/proc") / std::to_string(pid) / "stat");
-  } catch (const std::exception&) {
-    return "";
-  }
-  auto close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() ? std::string(1, stat[close + 2])
-                                                               : "";
-}
-
 class ComposeStack : public ::testing::Test {
  protected:
   TempDir root;

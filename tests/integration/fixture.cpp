@@ -250,4 +250,15 @@ std::vector<pid_t> child_pids(pid_t parent, const std::string& comm) {
   return out;
 }
 
+std::string process_state(pid_t pid) {
+  std::string stat;
+  try {
+    stat = read_file(fs::path("/proc") / std::to_string(pid) / "stat");
+  } catch (const std::exception&) {
+    return "";
+  }
+  auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() ? std::string(1, stat[close + 2]) : "";
+}
+
 }  // namespace backupctl::test

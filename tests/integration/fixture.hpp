@@ -92,6 +92,9 @@ fs::path sql_file(const std::string& name);
 // Waits up to `seconds` for pred() to become true, polling every 5 ms.
 bool wait_for(const std::function<bool()>& pred, double seconds);
 
+// The state letter of process `pid` in /proc ("R", "S", "T" for stopped, ...); "" when gone.
+std::string process_state(pid_t pid);
+
 // The pids of processes whose parent is `parent` and whose command name is `comm`.
 std::vector<pid_t> child_pids(pid_t parent, const std::string& comm);
 

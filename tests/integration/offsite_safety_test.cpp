@@ -6,9 +6,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <signal.h>
+
+#include <functional>
+
 #include "fixture.hpp"
+#include "s3_fixture.hpp"
 #include "stack_host.hpp"
+#include "storage/s3/s3_store.hpp"
 #include "util/fs.hpp"
+#include "util/process.hpp"
 
 namespace backupctl::test {
 
@@ -85,6 +92,147 @@ TEST(OffSiteRetention, ABackupThatNeverReachedTheRemoteIsNotDeletedLocally) {
   }
   EXPECT_FALSE(fs::exists(remote_dir / "db" / older_name));
   EXPECT_TRUE(fs::exists(host.backups() / "db" / older_name));
+}
+
+// Two hosts with the same settings push to one remote, on a folder and on Ceph RGW: the first
+// claims it; the second's copy is refused, naming the first, and nothing of the first's is
+// touched. A host that replaces the first (--take-over) still never overwrites a copy of the same
+// name with other bytes (backups of the same second on both hosts), and says whose it is. A
+// copy replaced behind the first host's back fails its `verify --remote` (the remote's meta
+// alone said OK), and one replaced while its push runs fails that push.
+TEST(OffSiteOwner, TwoHostsPushingToOneRemoteNeverOverwriteEachOther) {
+  S3Server s3;
+  S3Store(s3.settings()).create_bucket("shared");
+  TempDir folder("backupctl-remote");
+  Host a(16 << 10), b(16 << 10);
+  b.pg.psql("archive", "DELETE FROM documents WHERE id > 7");
+  struct Kind {
+    std::string label;
+    EnvList remote;
+    std::function<std::string(const std::string&)> read;  // a remote file's bytes ("" when absent)
+    std::function<void(const std::string&, const std::string&)> write;
+  };
+  std::vector<Kind> kinds = {
+      {"folder",
+       {{"BACKUP_REMOTE_URL", "file://" + folder.path().string()}},
+       [&](const std::string& n) { return fs::exists(folder.path() / n) ? read_file(folder.path() / n) : std::string(); },
+       [&](const std::string& n, const std::string& bytes) { write_file_atomic(folder.path() / n, bytes, 0600); }},
+      {"s3",
+       s3_remote(s3, "s3://shared/prod"),
+       [&](const std::string& n) {
+         auto files = bucket_files(s3, "shared", "prod/");
+         return files.count(n) ? files[n] : std::string();
+       },
+       [&](const std::string& n, const std::string& bytes) {
+         S3Store store(s3.settings());
+         MemorySource body(bytes.data(), bytes.size());
+         store.put_object("shared", "prod/" + n, body, PutOptions{});
+       }},
+  };
+  for (const Kind& k : kinds) {
+    SCOPED_TRACE(k.label);
+    // The same second on both hosts: the same file names (the clock set back for the backups
+    // only: S3 refuses requests signed with a clock that is off).
+    const std::string second = k.label == "s3" ? "@2026-12-01 03:16:00" : "@2026-12-01 03:15:00";
+    CliResult made_a = run_backupctl({"backup", "db", "--no-remote", "--json"}, faked_clock(a.env(k.remote), second));
+    ASSERT_EQ(made_a.exit_code, 0) << made_a.err;
+    const std::string name = "db/" + fs::path(json_of(made_a)["path"].get<std::string>()).filename().string();
+    CliResult pushed_a = run_backupctl({"push"}, a.env(k.remote));
+    ASSERT_EQ(pushed_a.exit_code, 0) << pushed_a.err;
+    const std::string a_bytes = k.read(name), a_meta = k.read(name + ".meta");
+    ASSERT_FALSE(a_bytes.empty());
+    CliResult made_b = run_backupctl({"backup", "db", "--no-remote"}, faked_clock(b.env(k.remote), second));
+    ASSERT_EQ(made_b.exit_code, 0) << made_b.err;
+    ASSERT_TRUE(fs::exists(b.backups() / name)) << "not the same second: " << made_b.err;
+    CliResult pushed_b = run_backupctl({"push"}, b.env(k.remote));
+    EXPECT_NE(pushed_b.exit_code, 0) << pushed_b.err;
+    const CliResult& refused = pushed_b;
+    EXPECT_NE(refused.err.find("is written by another BACKUP_DIR: host"), std::string::npos) << refused.err;
+    EXPECT_NE(refused.err.find(a.backups().string()), std::string::npos) << refused.err;
+    EXPECT_NE(refused.err.find("--take-over"), std::string::npos) << refused.err;
+    EXPECT_EQ(k.read(name), a_bytes);
+    EXPECT_EQ(k.read(name + ".meta"), a_meta);
+    CliResult prune_b = run_backupctl({"prune"}, b.env(k.remote));
+    EXPECT_NE(prune_b.exit_code, 0) << "another host's prune ran on the remote: " << prune_b.err;
+
+    CliResult taken = run_backupctl({"push", "--take-over", "--json"}, b.env(k.remote));
+    EXPECT_NE(taken.exit_code, 0) << taken.out;
+    EXPECT_NE(taken.out.find(name + ": the remote holds another backup of this name (sha256 "), std::string::npos) << taken.out;
+    EXPECT_EQ(k.read(name), a_bytes) << "a copy of the same name was overwritten";
+    EXPECT_EQ(k.read(name + ".meta"), a_meta);
+    CliResult back = run_backupctl({"push", "--take-over"}, a.env(k.remote));
+    EXPECT_EQ(back.exit_code, 0) << back.err;
+
+    // Replaced behind A's back (as a push of an older version would have): verify --remote reads
+    // A's own record, not only the remote's meta.
+    const std::string b_dump = (b.backups() / name).string();
+    k.write(name, read_file(b_dump));
+    k.write(name + ".meta", read_file(b_dump + ".meta"));
+    CliResult verify = run_backupctl({"verify", "--remote"}, a.env(k.remote));
+    EXPECT_NE(verify.exit_code, 0) << verify.out;
+    EXPECT_NE(verify.out.find("FAIL  " + name + "  not this host's backup"), std::string::npos) << verify.out;
+    k.write(name, a_bytes);
+    k.write(name + ".meta", a_meta);
+
+    // Replaced while A's push runs (stopped after its copies, before it reads them back).
+    CliResult next = run_backupctl({"backup", "config", "--no-remote", "--json"}, a.env(k.remote));
+    ASSERT_EQ(next.exit_code, 0) << next.err;
+    const std::string conf = "config/" + fs::path(json_of(next)["path"].get<std::string>()).filename().string();
+    Child push = spawn_backupctl({"push"}, with(with(a.env(k.remote), "BACKUPCTL_FAULT", "remote.pushed"), "BACKUPCTL_FAULT_SIGNAL", "STOP"));
+    ASSERT_TRUE(wait_for([&] { return process_state(push.pid()) == "T"; }, 60)) << "the push never reached its read-back";
+    k.write(conf, "other bytes");
+    ::kill(push.pid(), SIGCONT);
+    std::string out = push.drain();
+    EXPECT_FALSE(push.wait().ok()) << out;
+    EXPECT_NE(out.find("NOT COPIED: " + conf + ": replaced on the remote during this push"), std::string::npos) << out;
+  }
+}
+
+// The remote is BACKUP_DIR, a folder inside it, one that holds it, or a link or bind mount to
+// it: refused before anything is written, and nothing deleted (the remote's retention used to
+// delete local backups that way). A remote bucket that is an attachment bucket is warned about.
+TEST(OffSiteOwner, TheRemoteCanNeverBeBackupDirItself) {
+  Host host(16 << 10);
+  CliResult made = run_backupctl({"backup", "db", "--no-remote", "--json"}, host.env({}));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string before = tree_digest(host.backups() / "db");
+  TempDir links("backupctl-links");
+  fs::create_directory_symlink(host.backups(), links.path() / "link");
+  TempDir bind("backupctl-bind");
+  const bool mounted = run_command({.argv = {"mount", "--bind", host.backups().string(), bind.path().string()}}).status.ok();
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {host.backups().string(), "is BACKUP_DIR itself"},
+      {host.backups().string() + "/./", "is BACKUP_DIR itself"},
+      {(links.path() / "link").string(), "is BACKUP_DIR itself"},
+      {(host.backups() / "offsite").string(), "is inside BACKUP_DIR"},
+      {(links.path() / "link" / "db").string(), "is inside BACKUP_DIR"},
+      {host.dir.path().string(), "holds BACKUP_DIR"},
+  };
+  if (mounted) cases.emplace_back(bind.path().string(), "is BACKUP_DIR itself");
+  for (const auto& [dir, says] : cases) {
+    EnvList e = host.env({{"BACKUP_REMOTE_URL", "file://" + dir}, {"BACKUP_REMOTE_RETENTION_DAYS", "1"}});
+    for (const auto& argv : {std::vector<std::string>{"push", "--all"}, std::vector<std::string>{"prune"}}) {
+      CliResult r = run_backupctl(argv, e);
+      EXPECT_EQ(r.exit_code, 2) << dir << " " << argv[0] << ": " << r.err;
+      EXPECT_NE(r.err.find(says), std::string::npos) << dir << ": " << r.err;
+    }
+    EXPECT_EQ(tree_digest(host.backups() / "db"), before) << dir;
+  }
+  if (mounted) {
+    EXPECT_TRUE(run_command({.argv = {"umount", bind.path().string()}}).status.ok());
+  }
+  EXPECT_TRUE(mounted) << "mount --bind is not possible here: the bind mount case did not run";
+
+  // S3: the remote bucket is one of the attachment buckets (MINIO_BUCKETS empty: all of them).
+  S3Server s3;
+  S3Store(s3.settings()).create_bucket("attachments");
+  EnvList e = host.env(s3_remote(s3, "s3://attachments/offsite"));
+  e = with(with(with(with(e, "OBJECT_STORAGE", "minio"), "MINIO_ENDPOINT", s3.endpoint()), "MINIO_ACCESS_KEY", s3.access_key()),
+           "MINIO_SECRET_KEY", s3.secret_key());
+  CliResult pushed = run_backupctl({"push"}, e);
+  EXPECT_EQ(pushed.exit_code, 0) << pushed.err;
+  EXPECT_NE(pushed.err.find("the bucket attachments of BACKUP_REMOTE_URL is also an attachment bucket"), std::string::npos)
+      << pushed.err;
 }
 
 }  // namespace backupctl::test
