@@ -236,9 +236,26 @@ std::string folder_problem(const std::string& key) {
   return "";
 }
 
+// A '.' or '..' segment of a key ('/' or '\\' apart: servers on Windows split on both), or "".
+// S3 and MinIO take a key byte for byte (MinIO refuses such names), but a server that resolves
+// dot segments in the request path (s3rver; an nginx in front of MinIO whose proxy_pass carries
+// a URI) would climb out of the target prefix, even into another bucket; encoding cannot help
+// (those decode %2E first). So no such key is ever sent, whatever the server.
+std::string dot_segment(const std::string& key) {
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t end = key.find_first_of("/\\", start);
+    std::string seg = key.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (seg == "." || seg == "..") return seg;
+    if (end == std::string::npos) return "";
+    start = end + 1;
+  }
+}
+
 // Object keys are data, never paths: every placement is checked before anything is written. Bucket
-// names must be plain names; a folder target must be able to hold every key as a file (no '.',
-// '..' or empty segments, and no key that is also the folder of another: "a" and "a/b").
+// names must be plain names; no key may have a '.' or '..' segment (dot_segment); a folder target
+// must be able to hold every key as a file (no empty segments, and no key that is also the folder
+// of another: "a" and "a/b").
 void check_placements(const ObjectStore& store, const ObjectsPlan& plan) {
   auto refuse = [&](const std::string& what, const std::string& hint) {
     throw Error(ErrorCode::usage, "cannot restore " + plan.file.filename().string() + " into " + plan.target + ": " + what,
@@ -250,7 +267,22 @@ void check_placements(const ObjectStore& store, const ObjectsPlan& plan) {
   for (const auto& o : plan.scan.manifest.objects) {
     if (!plain_bucket_name(o.bucket)) refuse("the backup names a bucket \"" + o.bucket + "\"", "the manifest is damaged or forged");
   }
-  if (store.label() != "disk") return;  // S3 keeps any key byte for byte (CURLOPT_PATH_AS_IS)
+  if (store.label() != "disk") {
+    std::size_t climbing = 0;
+    std::string first_climbing;
+    for (const auto& o : plan.scan.manifest.objects) {
+      if (std::string seg = dot_segment(o.key); !seg.empty() && climbing++ == 0) first_climbing = o.bucket + "/" + o.key;
+    }
+    if (climbing > 0) {
+      refuse(fmt::format("{} of its keys have a '.' or '..' segment, first: {}; a server that resolves them would "
+                         "write outside {}",
+                         climbing, first_climbing, plan.target),
+             "such keys are never sent (MinIO refuses them anyway); to have them, extract the archive with tar "
+             "(README: stock tools) and upload them by hand");
+    }
+    return;  // S3 keeps any other key byte for byte (CURLOPT_PATH_AS_IS)
+  }
+  // A folder: every key must be a file path there (folder_problem refuses '.' and '..' too).
   std::set<std::string> files, folders;
   std::size_t bad = 0;
   std::string first;
