@@ -255,7 +255,16 @@ void post_restore_checks(const Config& config, const std::string& undo) {
 int cmd_verify_remote(const Config& config, const Args& args) {
   auto remote = make_remote(config);
   auto progress = make_progress(args.out);
-  auto verdicts = verify_remote(config, *remote, args.read_data, *progress);
+  // --read-data writes into BACKUP_DIR (a scratch copy of each backup in turn): under its lock and
+  // journaled, as every run that writes there.
+  std::optional<BackupLock> lock;
+  std::optional<Journal> journal;
+  if (args.read_data) {
+    lock.emplace(BackupLock::acquire(config.backup_dir, "backupctl verify --remote --read-data"));
+    repair_interrupted_runs(config, true);
+    journal.emplace(config.backup_dir, "verify --remote --read-data", journal_undo(config));
+  }
+  auto verdicts = verify_remote(config, *remote, args.read_data, *progress, journal ? &*journal : nullptr);
   nlohmann::json results = nlohmann::json::array();
   bool all_ok = !verdicts.empty();
   for (const auto& v : verdicts) {
@@ -396,13 +405,14 @@ std::string fetched(const Config& config, const Args& args, const std::string& k
 // --remote --set ID|latest: the set file and its parts fetched into BACKUP_DIR; the same
 // arguments for the local command, naming the set by its id.
 Args with_set_fetched(const Config& config, const Args& args,
-                      const std::function<bool(const std::string&)>& streamed = {}) {
+                      const std::function<bool(const std::string&)>& streamed = {},
+                      FetchCheck check = FetchCheck::reuse_local) {
   auto remote = make_remote(config);
   auto progress = make_progress(args.out);
   Args local = args;
   local.remote = false;
   const SetScope scope = set_scope(config, PgTarget::from_environment());
-  local.set = journaled_fetch(config, [&] { return fetch_set(config, *remote, args.set, scope, *progress, streamed); });
+  local.set = journaled_fetch(config, [&] { return fetch_set(config, *remote, args.set, scope, *progress, streamed, check); });
   return local;
 }
 
@@ -889,8 +899,10 @@ int cmd_check(const Config& config, const Args& args) {
 int cmd_rehearse(const Config& config, const Args& args) {
   if (args.remote) {
     // The monthly proof from the off-site copy: the set fetched from the remote, then rehearsed.
-    Args local = with_set_fetched(config, args);
+    // What is here already is used only once the remote's bytes were read and matched the same
+    // sha256: the proof is of the off-site copy.
     try {
+      Args local = with_set_fetched(config, args, {}, FetchCheck::remote_bytes);
       int rc = cmd_rehearse(config, local);
       RunState state = RunState::load(config.backup_dir);
       state.record_success("remote_rehearsal", 0, 0, local.set);

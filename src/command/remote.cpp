@@ -60,6 +60,14 @@ std::vector<fs::path> companions(const fs::path& file, const Meta& meta) {
 constexpr std::uint64_t kRemoteMetaLimit = 1u << 20;
 constexpr std::uint64_t kRemoteRolesLimit = 64u << 20;
 
+// What a roles file may be: the size its meta records, else the limit.
+std::uint64_t roles_limit(const Meta& meta) {
+  if (meta.parts.contains("roles") && meta.parts["roles"].is_object()) {
+    return std::min<std::uint64_t>(json_uint(meta.parts["roles"], "size", kRemoteRolesLimit), kRemoteRolesLimit);
+  }
+  return kRemoteRolesLimit;
+}
+
 Meta remote_meta(Remote& remote, const std::string& meta_name) {
   io::StringSink sink;
   io::LimitSink limited(sink, kRemoteMetaLimit, meta_name + " on the remote");
@@ -388,9 +396,18 @@ std::string remote_table(const std::vector<RemoteEntry>& entries) {
   return out;
 }
 
-std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress) {
+std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress,
+                                         Journal* journal) {
   const std::string url = config.remote->url;
-  if (read_data) remove_stale_verify_scratch(config.backup_dir);
+  // --read-data downloads into a scratch folder under BACKUP_DIR (its disk holds backups; /tmp
+  // may be RAM), journaled: a run killed there leaves it to the next command's repair.
+  const fs::path scratch_root = config.backup_dir / (".remote-verify." + run_tag());
+  Journal::Entry scratch;
+  if (read_data) {
+    if (!journal) throw Error(ErrorCode::internal, "verify --read-data needs a journal");
+    remove_stale_verify_scratch(config.backup_dir);
+    scratch = journal->add("temp_dir", {{"path", scratch_root.string()}});
+  }
   auto listing = remote.list();
   std::vector<RemoteVerdict> out;
   for (const RemoteEntry& e : remote_catalog(config, remote)) {
@@ -431,31 +448,27 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
       out.push_back(v);
       continue;
     }
-    // Every byte: downloaded into a scratch folder, checked as `verify` checks a local backup.
-    // The scratch folder is under BACKUP_DIR (its disk holds backups; /tmp may be RAM).
-    struct Scratch {
-      fs::path path;
-      ~Scratch() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-      }
-    } scratch_root{config.backup_dir / (".remote-verify." + run_tag())};
-    fs::remove_all(scratch_root.path, ec);
-    const fs::path dir = scratch_root.path / kind_name(e.kind);
+    // Every byte: downloaded into the scratch folder, checked as `verify` checks a local backup,
+    // each file no larger than its meta says (a server sending more fills nothing).
+    std::error_code rm;
+    fs::remove_all(scratch_root, rm);
+    const fs::path dir = scratch_root / kind_name(e.kind);
     make_dirs(dir);
     const std::string file = fs::path(e.name).filename().string();
     try {
-      auto fetch = [&](const std::string& name, const fs::path& to) {
+      auto fetch = [&](const std::string& name, const fs::path& to, std::uint64_t limit) {
         auto sink = io::AtomicFileSink::try_create(to);
         if (!sink) throw Error(ErrorCode::internal, "scratch file exists: " + to.string());
-        remote.get(name, *sink);
+        io::LimitSink limited(*sink, limit, name + " on the remote");
+        remote.get(name, limited);
         sink->commit();
       };
-      fetch(e.name, dir / file);
-      fetch(e.name + ".meta", dir / (file + ".meta"));
+      fetch(e.name, dir / file, e.meta->size);
+      fetch(e.name + ".meta", dir / (file + ".meta"), kRemoteMetaLimit);
       if (std::string roles = remote_roles(*e.meta, e.name); !roles.empty() && listing.count(roles)) {
-        fetch(roles, dir / fs::path(roles).filename());
+        fetch(roles, dir / fs::path(roles).filename(), roles_limit(*e.meta));
       }
+      journal->step("remote-verify.fetched");
       VerifyVerdict lv = verify_backup(config, dir / file, progress, false);
       v.ok = lv.ok;
       v.detail = lv.detail;
@@ -463,9 +476,10 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
       if (err.code() == ErrorCode::interrupted) throw;
       v.detail = err.what();
     }
+    fs::remove_all(scratch_root, rm);
     out.push_back(v);
   }
-  return out;
+  return out;  // `scratch`, unsettled, removes the folder
 }
 
 namespace {
@@ -552,19 +566,40 @@ Error not_the_remotes(const std::string& name, const std::string& what) {
 
 }  // namespace
 
-fs::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress) {
+fs::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress,
+                      FetchCheck check) {
   const std::string file = fs::path(name).filename().string();
   const Kind kind = remote_backup_kind(name);
   Meta meta = remote_meta(remote, name + ".meta");
   const fs::path dir = config.kind_dir(kind_name(kind));
   make_dirs(dir);
   const fs::path local = dir / file;
-  auto fetch_one = [&](const std::string& rname, const fs::path& to, const std::string& sha256) {
+  // FetchCheck::remote_bytes with a good local copy: the remote's bytes are read and hashed (no
+  // more than the meta's size), so what is proven is the off-site copy, not this one.
+  auto check_remote = [&](const std::string& rname, const std::string& sha256, std::uint64_t limit) {
+    io::NullSink null;
+    io::LimitSink limited(null, limit, rname + " on the remote");
+    io::Sha256Sink hash(limited);
+    progress.start("read " + rname);
+    remote.get(rname, hash);
+    hash.finish();
+    progress.finish();
+    if (hash.hex() != sha256) throw not_the_remotes(rname, "does not match the sha256 of its meta");
+    spdlog::info("remote: {} matches its meta (read from the remote; the copy here is the same)", rname);
+  };
+  auto fetch_one = [&](const std::string& rname, const fs::path& to, const std::string& sha256, std::uint64_t limit) {
     std::error_code ec;
+    const bool companion = rname != name;
     if (fs::exists(fs::symlink_status(to, ec))) {
-      if (sha256.empty()) return;  // a companion already there
+      if (companion) {  // a companion already there (checked against the meta by its reader)
+        if (check == FetchCheck::remote_bytes) check_remote(rname, sha256, limit);
+        return;
+      }
       CatalogEntry have = catalog_entry(to);
-      if (have.meta && have.meta->sha256 == sha256 && !have.damaged()) return;
+      if (have.meta && have.meta->sha256 == sha256 && !have.damaged()) {
+        if (check == FetchCheck::remote_bytes) check_remote(rname, sha256, limit);
+        return;
+      }
       // A run killed after the file was committed and before its meta was written: the file is
       // the remote's when its bytes are (the meta below is then written from the remote's).
       // Not remembered as fetched: the restore hashes it again, as any file it did not write.
@@ -577,7 +612,8 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
     }
     auto sink = io::AtomicFileSink::try_create(to);
     if (!sink) throw Error(ErrorCode::usage, to.string() + ".partial exists: another run is fetching it", "wait for it, or remove the .partial");
-    io::Sha256Sink hash(*sink);
+    io::LimitSink limited(*sink, limit, rname + " on the remote");
+    io::Sha256Sink hash(limited);
     progress.start("fetch " + rname);
     remote.get(rname, hash);
     hash.finish();
@@ -586,15 +622,18 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
     struct stat written {};
     const bool have_written = ::fstat(sink->fd(), &written) == 0;
     sink->commit();
-    if (!sha256.empty()) {
+    if (!companion) {
       if (have_written) remember_fetched(to, sha256, written);
       fault_point("remote.fetch-committed");  // the file is there, its meta not yet
     }
   };
   const std::string roles = remote_roles(meta, name);  // checked before anything is written
-  // The companion first: once the backup file is there, only its meta is left to write.
-  if (!roles.empty()) fetch_one(roles, dir / fs::path(roles).filename(), "");
-  fetch_one(name, local, meta.sha256);
+  // The companion first: once the backup file is there, only its meta is left to write. Its
+  // sha256 is checked by its reader (the restore) against the meta, as a local one's.
+  if (!roles.empty()) {
+    fetch_one(roles, dir / fs::path(roles).filename(), json_string(meta.parts["roles"], "sha256"), roles_limit(meta));
+  }
+  fetch_one(name, local, meta.sha256, meta.size);
   std::error_code ec;
   if (!fs::exists(local.string() + ".meta", ec)) write_meta(local.string() + ".meta", meta);
   spdlog::info("remote: {} is in {}", name, local.string());
@@ -690,7 +729,7 @@ std::string missing_on_remote(const Config& config, const nlohmann::json& set, c
 }  // namespace
 
 std::string fetch_set(const Config& config, Remote& remote, const std::string& id, const SetScope& scope,
-                      Progress& progress, const std::function<bool(const std::string&)>& streamed) {
+                      Progress& progress, const std::function<bool(const std::string&)>& streamed, FetchCheck check) {
   auto listing = remote.list();
   std::vector<std::string> sets;
   for (const auto& [name, f] : listing) {
@@ -726,7 +765,7 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
       if (!p) continue;
       const std::string part = std::string(kind) + "/" + p->filename().string();
       if (streamed && streamed(part)) continue;
-      fetch_backup(config, remote, part, progress);
+      fetch_backup(config, remote, part, progress, check);
     }
     const fs::path dir = config.backup_dir / "sets";
     make_dirs(dir);

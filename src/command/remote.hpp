@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "catalog/catalog.hpp"
+#include "catalog/journal.hpp"
 #include "command/prune.hpp"
 #include "command/remote_owner.hpp"
 #include "command/sets.hpp"
@@ -75,19 +76,29 @@ struct RemoteVerdict {
   bool ok = false;
   std::string detail;
 };
-// Listing: each file there, of its meta's size and (S3) ETag. `read_data`: each file downloaded
-// and checked like `verify` checks a local one (sha256, then the archive read through), in a
-// scratch folder under BACKUP_DIR removed after.
-std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress);
+// Listing: each file there, of its meta's size and (S3) ETag, and of this BACKUP_DIR's own meta
+// where it has one. `read_data`: each file downloaded and checked like `verify` checks a local
+// one (sha256, then the archive read through), in a scratch folder under BACKUP_DIR removed after
+// (a journal entry: a run killed there leaves it to the next command's repair).
+// REQUIRES with read_data: the caller holds the BackupLock, and `journal` is its run's.
+std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress,
+                                         Journal* journal = nullptr);
 
 // Removes the scratch folders (BACKUP_DIR/.remote-verify.<run tag>) of verify --remote --read-data
 // runs that died (SIGKILL): each holds a downloaded backup. Those of live runs stay; one of a run
 // in another container or on another machine goes when it is two days old.
 void remove_stale_verify_scratch(const std::filesystem::path& backup_dir);
 
+// What a fetch proves when a good copy is in BACKUP_DIR already: nothing more (the local copy is
+// used), or that the remote's bytes match the meta too (read and hashed, not stored): what a
+// rehearsal from the remote must prove.
+enum class FetchCheck { reuse_local, remote_bytes };
+
 // Brings a backup (file, companions, meta) from the remote into BACKUP_DIR/<kind>/, checked
-// against the remote meta's sha256, unless a good copy is there already. Returns its local path.
-std::filesystem::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress);
+// against the remote meta's sha256, unless a good copy is there already. No file is taken
+// larger than the meta says. Returns its local path.
+std::filesystem::path fetch_backup(const Config& config, Remote& remote, const std::string& name, Progress& progress,
+                                   FetchCheck check = FetchCheck::reuse_local);
 
 // A backup streamed from the remote for a restore that reads it as it arrives (`restore db
 // --remote`, `restore all --remote`): nothing is written to BACKUP_DIR. The remote meta is read
@@ -133,7 +144,8 @@ std::optional<std::string> fetched_sha256(const std::filesystem::path& file);
 // are logged, and named when none is left. A set named by id whose parts are not all there is
 // refused before anything is fetched.
 std::string fetch_set(const Config& config, Remote& remote, const std::string& id, const SetScope& scope,
-                      Progress& progress, const std::function<bool(const std::string& name)>& streamed = {});
+                      Progress& progress, const std::function<bool(const std::string& name)>& streamed = {},
+                      FetchCheck check = FetchCheck::reuse_local);
 
 // The remote's retention: BACKUP_REMOTE_RETENTION_DAYS with the local rules per source (never
 // the newest copy that verified). With BACKUP_REMOTE_OBJECT_LOCK_DAYS nothing is deleted:

@@ -171,14 +171,15 @@ std::string repair_in_place(const Config& config, const json& d) {
 }
 
 // backupctl's own temporary folders: under the temporary directory with our prefix, or the
-// staging folders of rehearsals in BACKUP_DIR.
+// staging folders of rehearsals and the scratch folders of verify --remote --read-data in
+// BACKUP_DIR.
 bool own_temp_dir(const Config& config, const fs::path& p) {
   if (!p.is_absolute() || p.lexically_normal() != p) return false;
   const char* tmp = std::getenv("TMPDIR");
   fs::path root = tmp && *tmp ? fs::path(tmp) : fs::path("/tmp");
   std::string name = p.filename().string();
   if (p.parent_path() == root.lexically_normal() && name.starts_with("backupctl")) return true;
-  return p.parent_path() == config.backup_dir && name.starts_with(".rehearsal-");
+  return p.parent_path() == config.backup_dir && (name.starts_with(".rehearsal-") || name.starts_with(".remote-verify."));
 }
 
 std::string repair_temp_dir(const Config& config, const json& d) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "util/error.hpp"
+#include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/process.hpp"
 #include "util/signals.hpp"
@@ -55,7 +56,8 @@ void ChildStdinSink::write(std::span<const char> data) {
 void LimitSink::write(std::span<const char> data) {
   m_bytes += data.size();
   if (m_bytes > m_limit) {
-    throw Error(ErrorCode::verification, m_what + " is larger than " + std::to_string(m_limit >> 20) + " MiB: not read",
+    throw Error(ErrorCode::verification,
+                m_what + " is larger than " + human_bytes(m_limit) + " (" + std::to_string(m_limit) + " bytes): not read",
                 "it is not what backupctl writes there; check who else writes to that place");
   }
   m_next.write(data);

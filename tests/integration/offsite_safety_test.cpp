@@ -8,6 +8,7 @@
 
 #include <signal.h>
 
+#include <fstream>
 #include <functional>
 
 #include "fixture.hpp"
@@ -15,6 +16,7 @@
 #include "stack_host.hpp"
 #include "storage/s3/s3_store.hpp"
 #include "util/fs.hpp"
+#include "util/json.hpp"
 #include "util/process.hpp"
 
 namespace backupctl::test {
@@ -233,6 +235,100 @@ TEST(OffSiteOwner, TheRemoteCanNeverBeBackupDirItself) {
   EXPECT_EQ(pushed.exit_code, 0) << pushed.err;
   EXPECT_NE(pushed.err.find("the bucket attachments of BACKUP_REMOTE_URL is also an attachment bucket"), std::string::npos)
       << pushed.err;
+}
+
+// `rehearse --remote` on the host that made the backups proves the off-site copy: it reads the
+// remote's bytes (it used to rehearse the local files and record "rehearsal from the remote:
+// passed" with the remote's dump damaged).
+TEST(OffSiteReads, ARehearsalFromTheRemoteReadsTheRemotesBytes) {
+  Host host(16 << 10);
+  TempDir remote_dir("backupctl-remote");
+  const EnvList env = host.env({{"BACKUP_REMOTE_URL", "file://" + remote_dir.path().string()}});
+  CliResult made = run_backupctl({"backup", "all", "--json"}, env);
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string dump = json_of(made)["set"]["parts"]["db"]["file"];
+  CliResult good = run_backupctl({"rehearse", "--remote"}, env);
+  ASSERT_EQ(good.exit_code, 0) << good.out << good.err;
+  EXPECT_NE(good.err.find("db/" + dump + " matches its meta (read from the remote"), std::string::npos) << good.err;
+  flip_byte(remote_dir.path() / "db" / dump, 2000);
+  CliResult bad = run_backupctl({"rehearse", "--remote", "--json"}, env);
+  EXPECT_EQ(bad.exit_code, 5) << bad.out << bad.err;
+  EXPECT_NE(bad.err.find("db/" + dump + " on the remote does not match the sha256 of its meta"), std::string::npos) << bad.err;
+  auto st = json_of(run_backupctl({"status", "--json"}, env));
+  EXPECT_FALSE(st["remote"]["last_rehearsal_failure"].is_null()) << st.dump();
+  EXPECT_NE(json_string(st["remote"]["last_rehearsal_failure"], "error").find("does not match the sha256 of its meta"),
+            std::string::npos)
+      << st.dump();
+}
+
+// A server that sends more than a meta says (a folder and Ceph RGW, each file 40 MiB longer
+// than its meta): a fetch and verify --remote --read-data stop at the meta's size and fill
+// nothing; they used to write it all (4 GB in 8 s) before the checksum failed. verify
+// --read-data holds the lock, and one killed mid-way leaves its scratch copy to the next
+// command, whatever it is.
+TEST(OffSiteReads, AServerSendingMoreThanTheMetaSaysFillsNothing) {
+  S3Server s3;
+  S3Store store(s3.settings());
+  store.create_bucket("offsite");
+  TempDir folder("backupctl-remote");
+  Host host(16 << 10);
+  const std::string padding(40u << 20, 'x');
+  struct Kind {
+    std::string label;
+    EnvList remote;
+    std::function<void(const std::string&)> grow;
+  };
+  std::vector<Kind> kinds = {
+      {"folder", {{"BACKUP_REMOTE_URL", "file://" + folder.path().string()}},
+       [&](const std::string& n) {
+         std::ofstream f(folder.path() / n, std::ios::app | std::ios::binary);
+         f << padding;
+       }},
+      {"s3", s3_remote(s3, "s3://offsite/p"),
+       [&](const std::string& n) {
+         io::StringSink have;
+         store.get_object("offsite", "p/" + n, have);
+         std::string bytes = have.take() + padding;
+         MemorySource body(bytes.data(), bytes.size());
+         store.put_object("offsite", "p/" + n, body, PutOptions{});
+       }},
+  };
+  for (const Kind& k : kinds) {
+    SCOPED_TRACE(k.label);
+    const EnvList env = host.env(k.remote);
+    CliResult made = run_backupctl({"backup", "objects", "--json"}, env);
+    ASSERT_EQ(made.exit_code, 0) << made.err;
+    const std::string file = fs::path(json_of(made)["path"].get<std::string>()).filename();
+    TempDir fresh("backupctl-fresh");
+    const EnvList e = with(with(env, "BACKUP_DIR", fresh.path().string()), "CONFIRM", "YES");
+    // Under the lock: another run is refused while it reads; killed, its scratch copy goes with
+    // the next command, whatever it is.
+    Child reading = spawn_backupctl({"verify", "--remote", "--read-data"},
+                                    with(with(e, "BACKUPCTL_FAULT", "remote-verify.fetched"), "BACKUPCTL_FAULT_SIGNAL", "STOP"));
+    ASSERT_TRUE(wait_for([&] { return process_state(reading.pid()) == "T"; }, 60)) << "the verify never fetched";
+    CliResult second = run_backupctl({"backup", "config", "--no-remote"}, e);
+    EXPECT_EQ(second.exit_code, 8) << second.err;
+    EXPECT_NE(second.err.find("backupctl verify --remote --read-data"), std::string::npos) << second.err;
+    ::kill(reading.pid(), SIGKILL);
+    reading.wait();
+    bool left = false;
+    for (const auto& n : list_dir(fresh.path())) left = left || n.starts_with(".remote-verify.");
+    EXPECT_TRUE(left) << "the kill came before the scratch copy";
+    CliResult next = run_backupctl({"list"}, e);
+    EXPECT_EQ(next.exit_code, 0) << next.err;
+    for (const auto& n : list_dir(fresh.path())) EXPECT_FALSE(n.starts_with(".remote-verify.")) << n << " stayed after the next command";
+    EXPECT_TRUE(list_dir(fresh.path() / "journal").empty());
+
+    k.grow("objects/" + file);
+    CliResult fetched = run_backupctl({"restore", "objects", "--remote", "--file", file}, e);
+    EXPECT_EQ(fetched.exit_code, 5) << fetched.err;
+    EXPECT_NE(fetched.err.find("objects/" + file + " on the remote is larger than"), std::string::npos) << fetched.err;
+    EXPECT_TRUE(list_dir(fresh.path() / "objects").empty()) << testing::PrintToString(list_dir(fresh.path() / "objects"));
+    CliResult verified = run_backupctl({"verify", "--remote", "--read-data"}, e);
+    EXPECT_NE(verified.exit_code, 0) << verified.out;
+    EXPECT_NE(verified.out.find("FAIL  objects/" + file + "  size differs"), std::string::npos) << verified.out;
+    EXPECT_TRUE(list_dir(fresh.path() / "journal").empty());
+  }
 }
 
 }  // namespace backupctl::test

@@ -202,7 +202,7 @@ TEST(LimitSink, PassesUpToItsLimitAndRefusesMore) {
     FAIL() << "a 3 MiB file passed a 2 MiB limit";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::verification);
-    EXPECT_NE(std::string(e.what()).find("db/x.dump.meta on the remote is larger than 2 MiB"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("db/x.dump.meta on the remote is larger than 2.00 MiB (2097152 bytes)"), std::string::npos) << e.what();
   }
   EXPECT_LE(out2.data().size(), 2u << 20);
 }
