@@ -73,12 +73,12 @@ void start_staging_app(const Config& config, const PgTarget& staging, const std:
     spawn.env.emplace_back("OBJECT_STORAGE_DIR", objects_dir);
   }
   if (!objects_target.empty()) spawn.env.emplace_back("OBJECT_TARGET", objects_target);
-  spdlog::info("rehearse: starting the staging app: {}", join_words(spawn.argv));
+  spdlog::info("rehearse: starting the staging app: {}", describe_command(spawn.argv));
   RunResult r = run_command(std::move(spawn));
   if (!r.status.ok()) {
     throw Error(ErrorCode::check_failed,
-                "the staging app did not start: `" + join_words(config.staging_app_start_cmd) + "` " + r.status.describe() +
-                    ": " + first_line(last_lines(r.err.empty() ? r.out : r.err, 1)),
+                "the staging app did not start: " + describe_command(config.staging_app_start_cmd) + " " + r.status.describe() +
+                    ": " + redact_arguments(first_line(last_lines(r.err.empty() ? r.out : r.err, 1)), config.staging_app_start_cmd),
                 "run STAGING_APP_START_CMD by hand with the staging settings to see why");
   }
   // A start command may return before the app listens (`compose up -d`).
@@ -208,7 +208,8 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
     if (!config.staging_app_start_cmd.empty()) {
       t = std::chrono::steady_clock::now();
       journal.step("rehearse.staging-app");
-      staging_app = journal.add("staging_app", {{"stop", config.staging_app_stop_cmd}});
+      staging_app = journal.add("staging_app", {{"stop_digest", command_digest(config.staging_app_stop_cmd)},
+                                                {"stop_shown", describe_command(config.staging_app_stop_cmd)}});
       start_staging_app(config, staging, staging_dir.string(),
                         objects_target.empty() ? "" : config.staging_bucket + "/" + objects_target);
       step("staging app", true, "answering at " + config.staging_api_url, seconds_since(t));

@@ -72,40 +72,53 @@ std::vector<std::string> recorded_argv(const json& d, const char* key) {
   return out;
 }
 
+// Whether the command a journal entry recorded under `key` (its digest under `key`_digest, or,
+// from older versions, its words) is `have`.
+bool recorded_command_is(const json& d, const std::string& key, const std::vector<std::string>& have) {
+  if (std::string digest = json_string(d, key + "_digest"); !digest.empty()) return digest == command_digest(have);
+  std::vector<std::string> words = recorded_argv(d, key.c_str());
+  return !words.empty() && words == have;
+}
+// Whether it recorded one at all.
+bool recorded_command(const json& d, const std::string& key) {
+  return !json_string(d, key + "_digest").empty() || !recorded_argv(d, key.c_str()).empty();
+}
+
 std::string repair_services(const Config& config, const json& d) {
-  std::vector<std::string> want = recorded_argv(d, "start");
-  if (want.empty()) return "";
+  if (!recorded_command(d, "start")) return "";
   auto controller = make_service_controller(config);
-  if (controller->start_argv() != want) {
+  if (controller->start_argv().empty() || !recorded_command_is(d, "start", controller->start_argv())) {
     throw Error(ErrorCode::repair_needed,
-                "the services the run stopped are not started again: its start command `" + join_words(want) +
-                    "` is not this configuration's (`" + join_words(controller->start_argv()) + "`)",
-                "start them by hand with `" + join_words(want) +
-                    "`, or run `backupctl repair` with that run's settings (its --env-file / infra/env)");
+                "the services the run stopped are not started again: its start command (" +
+                    json_string(d, "start_shown", describe_command(recorded_argv(d, "start"))) +
+                    ") is not this configuration's (" + controller->describe_start() + ")",
+                "start them by hand with that run's start command, or run `backupctl repair` with that run's "
+                "settings (its --env-file / infra/env)");
   }
   controller->start();
-  return "started the services it had stopped (" + join_words(want) + ")";
+  return "started the services it had stopped (" + controller->describe_start() + ")";
 }
 
 // A rehearsal's staging app: stopped with STAGING_APP_STOP_CMD, when the entry's is this
 // configuration's (a journal in BACKUP_DIR never chooses what we run).
 std::string repair_staging_app(const Config& config, const json& d) {
-  std::vector<std::string> want = recorded_argv(d, "stop");
-  if (want.empty()) return "";
-  if (config.staging_app_stop_cmd != want) {
+  if (!recorded_command(d, "stop")) return "";
+  const std::vector<std::string>& have = config.staging_app_stop_cmd;
+  if (have.empty() || !recorded_command_is(d, "stop", have)) {
     throw Error(ErrorCode::repair_needed,
-                "the rehearsal's staging app is not stopped: its stop command `" + join_words(want) +
-                    "` is not this configuration's (`" + join_words(config.staging_app_stop_cmd) + "`)",
-                "stop it by hand with `" + join_words(want) + "`, or run `backupctl repair` with that run's settings");
+                "the rehearsal's staging app is not stopped: its stop command (" +
+                    json_string(d, "stop_shown", describe_command(recorded_argv(d, "stop"))) +
+                    ") is not this configuration's (" + describe_command(have) + ")",
+                "stop it by hand, or run `backupctl repair` with that run's settings");
   }
-  RunResult r = run_command({.argv = want});
+  RunResult r = run_command({.argv = have});
   if (!r.status.ok()) {
     throw Error(ErrorCode::tool_failed,
-                "cannot stop the staging app: `" + join_words(want) + "` " + r.status.describe() + ": " +
-                    first_line(last_lines(r.err.empty() ? r.out : r.err, 1)),
+                "cannot stop the staging app: " + describe_command(have) + " " + r.status.describe() + ": " +
+                    redact_arguments(first_line(last_lines(r.err.empty() ? r.out : r.err, 1)), have),
                 "stop it by hand, then run `backupctl repair`");
   }
-  return "stopped the rehearsal's staging app (" + join_words(want) + ")";
+  return "stopped the rehearsal's staging app (" + describe_command(have) + ")";
 }
 
 std::string repair_side_database(const json& d) {

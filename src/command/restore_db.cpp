@@ -600,8 +600,8 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
       throw Error(e.code(),
                   fmt::format("the database {} WAS restored from {}, but the services could not be started: {}", live,
                               plan.file.filename().string(), e.what()),
-                  "the services are STOPPED: start them by hand (" + controller->describe_stop() +
-                      " names them) or run `backupctl repair`; to go back to the database before: " + undo);
+                  "the services are STOPPED: start them by hand (" + controller->describe_start() +
+                      ") or run `backupctl repair`; to go back to the database before: " + undo);
     }
     if (!controller->does_nothing()) report.services_down_seconds = services->seconds_down();
   }

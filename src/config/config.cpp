@@ -65,6 +65,17 @@ RemoteConfig parse_remote(const std::string& url, int retention_days) {
   RemoteConfig r;
   r.url = url;
   const std::string hint = "e.g. BACKUP_REMOTE_URL=s3://offsite-backups/archive or file:///mnt/offsite/archive";
+  // Credentials written into the URL (s3://KEY:SECRET@bucket/…) would be echoed in every message,
+  // --json output and the metas' copy records: refused, and never repeated.
+  if (auto scheme = url.find("://"); scheme != std::string::npos) {
+    const std::string authority = url.substr(scheme + 3, url.find('/', scheme + 3) - (scheme + 3));
+    if (auto at = authority.rfind('@'); at != std::string::npos) {
+      throw Error(ErrorCode::usage,
+                  "BACKUP_REMOTE_URL holds credentials (" + url.substr(0, scheme + 3) + "***@" +
+                      url.substr(scheme + 3 + at + 1) + "): they are not taken from a URL",
+                  "put them in BACKUP_REMOTE_ACCESS_KEY and BACKUP_REMOTE_SECRET_KEY, and give the URL without them");
+    }
+  }
   if (url.rfind("s3://", 0) == 0) {
     r.type = RemoteConfig::Type::s3;
     std::string rest = url.substr(5);

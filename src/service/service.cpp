@@ -15,30 +15,40 @@ namespace backupctl {
 namespace {
 
 
-// Runs one control command; stdout and stderr go to our stderr so the operator sees them.
-void run_control(const std::vector<std::string>& argv, const char* what) {
-  spdlog::info("services: {}", join_words(argv));
+// Runs one control command (`shown`: how logs and errors name it); stdout and stderr go to our
+// stderr so the operator sees them.
+void run_control(const std::vector<std::string>& argv, const std::string& shown, const char* what) {
+  spdlog::info("services: {}", shown);
   RunResult r = run_command({.argv = argv});
-  if (!r.out.empty()) spdlog::info("services: {}", last_lines(r.out, 5));
+  if (!r.out.empty()) spdlog::info("services: {}", redact_arguments(last_lines(r.out, 5), argv));
   if (!r.status.ok()) {
     throw Error(ErrorCode::tool_failed,
-                std::string("cannot ") + what + " the services: `" + join_words(argv) + "` " +
-                    r.status.describe() + ": " + first_line(last_lines(r.err, 1)),
+                std::string("cannot ") + what + " the services: " + shown + " " + r.status.describe() + ": " +
+                    redact_arguments(first_line(last_lines(r.err, 1)), argv),
                 "check the command by hand; SERVICE_CONTROL selects how services are controlled");
   }
 }
 
+// Whether a controller's commands may be shown whole: those backupctl makes (compose, systemctl)
+// can; SERVICE_STOP_CMD / SERVICE_START_CMD may hold a token and show only their program.
+enum class ShowArgs { yes, no };
+
 class ArgvController : public ServiceController {
  public:
-  ArgvController(std::vector<std::string> stop, std::vector<std::string> start)
-      : m_stop(std::move(stop)), m_start(std::move(start)) {}
-  void stop() override { run_control(m_stop, "stop"); }
-  void start() override { run_control(m_start, "start"); }
-  std::string describe_stop() const override { return join_words(m_stop); }
+  ArgvController(std::vector<std::string> stop, std::vector<std::string> start, ShowArgs show)
+      : m_stop(std::move(stop)), m_start(std::move(start)), m_show(show) {}
+  void stop() override { run_control(m_stop, describe(m_stop), "stop"); }
+  void start() override { run_control(m_start, describe(m_start), "start"); }
+  std::string describe_stop() const override { return describe(m_stop); }
+  std::string describe_start() const override { return describe(m_start); }
   std::vector<std::string> start_argv() const override { return m_start; }
 
  private:
+  std::string describe(const std::vector<std::string>& argv) const {
+    return m_show == ShowArgs::yes ? "`" + join_words(argv) + "`" : describe_command(argv);
+  }
   std::vector<std::string> m_stop, m_start;
+  ShowArgs m_show;
 };
 
 class NoController : public ServiceController {
@@ -69,7 +79,7 @@ std::unique_ptr<ServiceController> make_service_controller(const Config& config)
         rest.insert(rest.end(), config.app_services.begin(), config.app_services.end());
         return compose_argv(config, rest);
       };
-      return std::make_unique<ArgvController>(cmd("stop"), cmd("start"));
+      return std::make_unique<ArgvController>(cmd("stop"), cmd("start"), ShowArgs::yes);
     }
     case ServiceControl::systemd: {
       auto cmd = [&](const char* verb) {
@@ -77,10 +87,10 @@ std::unique_ptr<ServiceController> make_service_controller(const Config& config)
         argv.insert(argv.end(), config.app_services.begin(), config.app_services.end());
         return argv;
       };
-      return std::make_unique<ArgvController>(cmd("stop"), cmd("start"));
+      return std::make_unique<ArgvController>(cmd("stop"), cmd("start"), ShowArgs::yes);
     }
     case ServiceControl::command:
-      return std::make_unique<ArgvController>(config.service_stop_cmd, config.service_start_cmd);
+      return std::make_unique<ArgvController>(config.service_stop_cmd, config.service_start_cmd, ShowArgs::no);
     case ServiceControl::none:
       return std::make_unique<NoController>();
   }
@@ -89,7 +99,11 @@ std::unique_ptr<ServiceController> make_service_controller(const Config& config)
 
 ServicesStopped::ServicesStopped(ServiceController& controller, Journal& journal) : m_controller(controller) {
   if (!m_controller.does_nothing()) {
-    m_entry = journal.add("services", {{"describe", m_controller.describe_stop()}, {"start", m_controller.start_argv()}});
+    // The start command as a digest: the repair compares it with the configuration's, and the
+    // journal never holds a token of SERVICE_START_CMD.
+    m_entry = journal.add("services", {{"describe", m_controller.describe_stop()},
+                                       {"start_digest", command_digest(m_controller.start_argv())},
+                                       {"start_shown", m_controller.describe_start()}});
   }
   try {
     m_controller.stop();

@@ -17,11 +17,14 @@ class ServiceController {
   // Throw Error(tool_failed) with the command's own message when it fails.
   virtual void stop() = 0;
   virtual void start() = 0;
-  // "docker compose -f infra/docker-compose.yml stop api worker beat", for plans and logs.
+  // "`docker compose -f infra/docker-compose.yml stop api worker beat`", for plans and logs; a
+  // command from SERVICE_STOP_CMD shows only its program (util/words: describe_command).
   virtual std::string describe_stop() const = 0;
+  virtual std::string describe_start() const { return "nothing"; }
   virtual bool does_nothing() const { return false; }
-  // The command start() runs (empty when it does nothing): the journal records it, and the repair
-  // of an interrupted run starts the services with it only when this configuration's is the same.
+  // The command start() runs (empty when it does nothing): the journal records its digest, and the
+  // repair of an interrupted run starts the services with it only when this configuration's is
+  // the same.
   virtual std::vector<std::string> start_argv() const { return {}; }
 };
 

@@ -1,5 +1,9 @@
 #include "util/words.hpp"
 
+#include <openssl/evp.h>
+
+#include "util/encoding.hpp"
+
 #include "util/error.hpp"
 
 namespace backupctl {
@@ -57,6 +61,33 @@ std::string join_words(const std::vector<std::string>& words) {
     out += w;
   }
   return out;
+}
+
+std::string describe_command(const std::vector<std::string>& argv) {
+  if (argv.empty()) return "(no command)";
+  const std::string& program = argv.front();
+  const auto slash = program.rfind('/');
+  const std::size_t n = argv.size() - 1;
+  return "`" + (slash == std::string::npos ? program : program.substr(slash + 1)) + "`" +
+         (n == 0 ? "" : " and " + std::to_string(n) + (n == 1 ? " argument" : " arguments"));
+}
+
+std::string redact_arguments(std::string text, const std::vector<std::string>& argv) {
+  for (std::size_t i = 1; i < argv.size(); ++i) {
+    const std::string& w = argv[i];
+    if (w.size() < 6) continue;
+    for (auto at = text.find(w); at != std::string::npos; at = text.find(w, at + 3)) text.replace(at, w.size(), "***");
+  }
+  return text;
+}
+
+std::string command_digest(const std::vector<std::string>& argv) {
+  std::string joined;
+  for (const auto& w : argv) joined.append(w).push_back('\0');
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(joined.data(), joined.size(), md, &len, EVP_sha256(), nullptr);
+  return hex_encode(md, len);
 }
 
 }  // namespace backupctl

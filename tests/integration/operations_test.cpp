@@ -16,6 +16,7 @@
 #include <regex>
 
 #include "fixture.hpp"
+#include "stack_host.hpp"
 #include "support/capture_server.hpp"
 #include "util/time.hpp"
 
@@ -715,6 +716,63 @@ TEST(Secrets, NeverInOutputMetasStateOrChildArgv) {
       EXPECT_EQ(t.find(secret), std::string::npos) << secret << " leaked into:\n" << t.substr(0, 400);
     }
   }
+}
+
+// A token in SERVICE_STOP_CMD / SERVICE_START_CMD (an API call's bearer token, say) and
+// credentials written into BACKUP_REMOTE_URL are shown nowhere: not in the log, the plan, the
+// error, the notification's body, the state file, status --json, the journal of a killed run or
+// the repair's advice. The commands are named by their program; the journal keeps a digest.
+TEST(Secrets, CommandTokensAndUrlCredentialsAreNeverShown) {
+  Host host(16 << 10);
+  TempDir tools("backupctl-tools");
+  const std::string token = "tok-Sekr1t-42";
+  const fs::path ctl = tools.path() / "appctl.sh";
+  const fs::path fail = tools.path() / "fail";
+  write_file_atomic(ctl, "#!/bin/sh\n[ -e " + fail.string() + " ] && { echo \"refused: $*\" >&2; exit 1; }\nexit 0\n", 0755);
+  CaptureServer hook("HTTP/1.1 200 OK", 1);
+  EnvList e = host.env({});
+  e = with(e, "SERVICE_CONTROL", "command");
+  e = with(e, "SERVICE_STOP_CMD", ctl.string() + " stop --token " + token);
+  e = with(e, "SERVICE_START_CMD", ctl.string() + " start --token " + token);
+  e = with(e, "BACKUP_NOTIFY_URL", hook.url() + "/hook");
+  CliResult made = run_backupctl({"backup", "db", "--no-remote", "--json"}, e);
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string dump = json_of(made)["path"];
+  std::vector<std::string> texts;
+  CliResult plan = run_backupctl({"restore", "db", "--file", dump}, e);
+  EXPECT_NE(plan.out.find("services:   `appctl.sh` and 3 arguments"), std::string::npos) << plan.out;
+  texts.insert(texts.end(), {plan.out, plan.err});
+  write_file_atomic(fail, "");
+  CliResult failed = run_backupctl({"restore", "db", "--file", dump}, with(e, "CONFIRM", "YES"));
+  EXPECT_NE(failed.exit_code, 0);
+  EXPECT_NE(failed.err.find("cannot stop the services: `appctl.sh` and 3 arguments exit code 1"), std::string::npos) << failed.err;
+  texts.insert(texts.end(), {failed.out, failed.err, hook.body(), read_file(host.backups() / ".backupctl-state.json")});
+  fs::remove(fail);
+  CliResult status = run_backupctl({"status", "--json"}, e);
+  texts.push_back(status.out);
+  // Killed with the services stopped: the journal, and the repair's advice when the start
+  // command is not this configuration's.
+  CliResult killed = run_backupctl({"restore", "db", "--file", dump},
+                                   with(with(e, "CONFIRM", "YES"), "BACKUPCTL_FAULT", "restore-db.create-side"));
+  ASSERT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
+  for (const auto& j : list_dir(host.backups() / "journal")) texts.push_back(read_file(host.backups() / "journal" / j));
+  ASSERT_FALSE(list_dir(host.backups() / "journal").empty());
+  CliResult advice = run_backupctl({"repair"}, with(e, "SERVICE_START_CMD", ctl.string() + " start --token other"));
+  EXPECT_EQ(advice.exit_code, 12) << advice.out << advice.err;
+  EXPECT_NE(advice.out.find("its start command (`appctl.sh` and 3 arguments) is not this configuration's"), std::string::npos)
+      << advice.out;
+  texts.insert(texts.end(), {advice.out, advice.err});
+  CliResult repaired = run_backupctl({"repair"}, e);
+  EXPECT_EQ(repaired.exit_code, 0) << repaired.out << repaired.err;
+  texts.insert(texts.end(), {repaired.out, repaired.err});
+  // Credentials in the remote's URL: refused without being repeated, in text and JSON.
+  for (const char* url : {"s3://AKIAEXAMPLE:tok-Sekr1t-42@offsite/archive", "file://admin:tok-Sekr1t-42@nas/backups"}) {
+    CliResult r = run_backupctl({"list", "--remote", "--json"}, with(e, "BACKUP_REMOTE_URL", url));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.out.find("BACKUP_REMOTE_URL holds credentials"), std::string::npos) << r.out;
+    texts.insert(texts.end(), {r.out, r.err});
+  }
+  for (const auto& t : texts) EXPECT_EQ(t.find(token), std::string::npos) << "the token leaked into:\n" << t;
 }
 
 TEST(Schedule, CronAndSystemdOutput) {
