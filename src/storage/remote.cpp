@@ -175,6 +175,8 @@ class S3Remote : public Remote {
     s.secret_key = c.secret_key;
     s.region = c.region;
     s.ca_file = c.ca_file;
+    s.names = {"BACKUP_REMOTE_ENDPOINT", "BACKUP_REMOTE_ACCESS_KEY", "BACKUP_REMOTE_SECRET_KEY", "BACKUP_REMOTE_REGION",
+               "BACKUP_REMOTE_URL"};
     // The limit is per transfer; parts go kThreads at a time.
     s.max_send_speed = c.bwlimit == 0 ? 0 : std::max<std::uint64_t>(1, c.bwlimit / kThreads);
     m_store = std::make_unique<S3Store>(std::move(s));

@@ -331,4 +331,43 @@ TEST(OffSiteReads, AServerSendingMoreThanTheMetaSaysFillsNothing) {
   }
 }
 
+// Errors of the remote name the remote's settings and the real cause: a wrong secret, an
+// unknown access key and this host's clock an hour ahead each get their own hint (all said
+// "check MINIO_ACCESS_KEY/MINIO_SECRET_KEY"); a missing bucket names itself and
+// BACKUP_REMOTE_URL (was a bare HTTP 404); a bucket without Object Lock says so (was a bare
+// InvalidRequest).
+TEST(OffSiteErrors, NameTheRemotesSettingsAndTheCause) {
+  S3Server s3;
+  S3Store(s3.settings()).create_bucket("offsite");
+  Host host(16 << 10);
+  const EnvList env = host.env(s3_remote(s3, "s3://offsite/p"));
+  CliResult made = run_backupctl({"backup", "config", "--no-remote"}, env);
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  struct Case {
+    std::string what;
+    EnvList env;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"wrong secret", with(env, "BACKUP_REMOTE_SECRET_KEY", "wrong-secret"), "its secret does not match: check BACKUP_REMOTE_SECRET_KEY"},
+      {"unknown key", with(env, "BACKUP_REMOTE_ACCESS_KEY", "NOSUCHKEY"), "the server knows no such access key: check BACKUP_REMOTE_ACCESS_KEY"},
+      {"clock an hour ahead", faked_clock(env, "+1h"), "this host's clock is 60 min ahead of the server's"},
+      {"missing bucket", with(env, "BACKUP_REMOTE_URL", "s3://nobucket/p"),
+       "the bucket nobucket does not exist on " + s3.endpoint() + ": create it, or fix BACKUP_REMOTE_URL"},
+      {"no object lock", with(env, "BACKUP_REMOTE_OBJECT_LOCK_DAYS", "7"), "the bucket offsite has no Object Lock"},
+  };
+  for (const Case& c : cases) {
+    CliResult r = run_backupctl({"push"}, c.env);
+    EXPECT_NE(r.exit_code, 0) << c.what;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << c.what << ": " << r.err;
+    EXPECT_EQ(r.err.find("MINIO_"), std::string::npos) << c.what << ": " << r.err;
+  }
+  // A fetch of a backup in a missing bucket: named too.
+  CliResult fetch = run_backupctl({"restore", "config", "--remote", "--file", "config_20261201_000000.tar.gz.age"},
+                                  with(env, "BACKUP_REMOTE_URL", "s3://nobucket/p"));
+  EXPECT_EQ(fetch.exit_code, 4) << fetch.err;
+  EXPECT_NE(fetch.err.find("nobucket"), std::string::npos) << fetch.err;
+  EXPECT_NE(fetch.err.find("hint: "), std::string::npos) << fetch.err;
+}
+
 }  // namespace backupctl::test

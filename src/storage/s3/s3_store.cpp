@@ -243,6 +243,8 @@ std::string describe_code(const std::string& code) {
       {"EntityTooSmall", "a part of a multipart upload is below the server's minimum size"},
       {"QuotaExceeded", "the account's quota is exhausted"},
       {"SlowDown", "the server asks to slow down"},
+      {"RequestTimeTooSkewed", "this host's clock is too far from the server's"},
+      {"InvalidRequest", "the server refused the request as invalid"},
   };
   auto it = known.find(code);
   return it == known.end() ? "" : it->second;
@@ -326,6 +328,25 @@ std::string S3Store::url(const std::string& bucket, const std::string& key,
     u += "?" + q;
   }
   return u;
+}
+
+// What to do about a 403: which setting is wrong, or the clock. A HEAD's 403 has no body (no
+// code), but every answer has a Date: a clock 15 minutes off is seen there.
+std::string S3Store::forbidden_hint(const std::string& code, const Response& response) const {
+  const auto& n = m_settings.names;
+  if (auto d = response.headers.find("date"); d != response.headers.end() && m_settings.fixed_amz_date.empty()) {
+    const time_t server = curl_getdate(d->second.c_str(), nullptr);
+    const long off = server > 0 ? static_cast<long>(std::time(nullptr) - server) : 0;
+    if (code == "RequestTimeTooSkewed" || std::labs(off) > 15 * 60) {
+      return fmt::format("this host's clock is {} min {} the server's (a request is signed for 15 minutes): set it right "
+                         "(timedatectl set-ntp true)",
+                         std::labs(off) / 60, off > 0 ? "ahead of" : "behind");
+    }
+  }
+  if (code == "InvalidAccessKeyId") return "the server knows no such access key: check " + n.access_key;
+  if (code == "SignatureDoesNotMatch") return "the access key is known, its secret does not match: check " + n.secret_key;
+  if (code == "AccessDenied") return "the key in " + n.access_key + " may not do this here: give it the rights (README), or use another key";
+  return "check " + n.access_key + " and " + n.secret_key + " (and this host's clock: a request is signed for 15 minutes)";
 }
 
 S3Store::Response S3Store::send(Request& request, const std::string& what) {
@@ -442,7 +463,7 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
       if (!retry) {
         throw Error(ErrorCode::connection,
                     fmt::format("{}: {} ({})", what, last_problem, m_settings.endpoint),
-                    "check MINIO_ENDPOINT and that the server is reachable");
+                    "check " + m_settings.names.endpoint + " and that the server is reachable");
       }
     } else if (status >= 500 || status == 429) {
       auto [code, message] = s3_error(response.body);
@@ -451,17 +472,38 @@ S3Store::Response S3Store::send(Request& request, const std::string& what) {
     } else if (status >= 300 && !(status == 304)) {
       auto [code, message] = s3_error(response.body);
       std::string detail = code.empty() ? fmt::format("HTTP {}", status) : code_and_message(code, message);
-      if (status == 403) {
-        throw Error(ErrorCode::connection,
-                    fmt::format("{}: access denied by {}: {}", what, m_settings.endpoint, detail),
-                    "check MINIO_ACCESS_KEY and MINIO_SECRET_KEY (and the clock: signatures "
-                    "expire after 15 minutes)");
+      if (status == 403 && code.empty() && request.method == "HEAD") {
+        // A HEAD's answer has no body, so no code to say which setting is wrong: the same URL as
+        // a GET of one byte says it (and throws that).
+        Request probe = request;
+        probe.method = "GET";
+        probe.sink = nullptr;
+        probe.range = std::make_pair(std::uint64_t{0}, std::uint64_t{0});
+        send(probe, what);
       }
-      if (status == 404) throw Error(ErrorCode::not_found, fmt::format("{}: {}", what, detail));
+      if (status == 403) {
+        throw Error(ErrorCode::connection, fmt::format("{}: access denied by {}: {}", what, m_settings.endpoint, detail),
+                    forbidden_hint(code, response));
+      }
+      if (status == 404) {
+        throw Error(ErrorCode::not_found, fmt::format("{}: {}", what, detail),
+                    code == "NoSuchBucket" || (code.empty() && request.key.empty())
+                        ? "the bucket " + request.bucket + " does not exist on " + m_settings.endpoint + ": create it, or fix " +
+                              m_settings.names.bucket
+                    : code.empty() ? "the object or its bucket (" + request.bucket + ") does not exist on " + m_settings.endpoint
+                                   : "");
+      }
       if (code == "InvalidLocationConstraint") {
         throw Error(ErrorCode::tool_failed, fmt::format("{}: {}", what, detail),
-                    "MINIO_REGION is " + m_settings.region + "; Ceph RGW and many MinIO setups take only their "
-                    "own zonegroup's name (often us-east-1 or default): set MINIO_REGION to it");
+                    m_settings.names.region + " is " + m_settings.region + "; Ceph RGW and many MinIO setups take only their "
+                    "own zonegroup's name (often us-east-1 or default): set " + m_settings.names.region + " to it");
+      }
+      const bool locked = std::any_of(request.headers.begin(), request.headers.end(),
+                                      [](const std::string& h) { return h.starts_with("x-amz-object-lock-mode:"); });
+      if (code == "InvalidRequest" && locked) {
+        throw Error(ErrorCode::tool_failed, fmt::format("{}: {}", what, detail),
+                    "the bucket " + request.bucket + " has no Object Lock: create one with it on (aws s3api create-bucket "
+                    "--object-lock-enabled-for-bucket) and point the URL there, or unset BACKUP_REMOTE_OBJECT_LOCK_DAYS");
       }
       throw Error(ErrorCode::tool_failed, fmt::format("{}: {}", what, detail),
                   "the S3 server refused the request");
@@ -585,7 +627,7 @@ void for_each_page(S3Store& store, S3Store::Request request, const char* root, c
     S3Store::Response resp = store.send(request, what);
     pugi::xml_document doc;
     if (!doc.load_buffer(resp.body.data(), resp.body.size())) {
-      throw Error(ErrorCode::tool_failed, what + ": the response is not XML", "is MINIO_ENDPOINT (or BACKUP_REMOTE_ENDPOINT) an S3 server?");
+      throw Error(ErrorCode::tool_failed, what + ": the response is not XML", "is " + store.settings().names.endpoint + " an S3 server?");
     }
     pugi::xml_node result = doc.child(root);
     QueryParams next = page(result);

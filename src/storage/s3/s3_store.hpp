@@ -21,6 +21,15 @@ struct S3Settings {
   std::string secret_key;  // secret: never logged
   std::string region = "us-east-1";
   std::string ca_file;     // a private CA bundle, for TLS with a self-signed MinIO
+  // How errors name the settings these values come from: the attachments' (MINIO_*) by default,
+  // the off-site copy's (BACKUP_REMOTE_*) for the remote, so a hint points at the right one.
+  struct SettingNames {
+    std::string endpoint = "MINIO_ENDPOINT";
+    std::string access_key = "MINIO_ACCESS_KEY";
+    std::string secret_key = "MINIO_SECRET_KEY";
+    std::string region = "MINIO_REGION";
+    std::string bucket = "MINIO_BUCKETS";  // where the bucket's name comes from
+  } names;
   int max_attempts = 5;
   std::uint64_t max_send_speed = 0;  // bytes/s per transfer (curl's limit); 0: none
   // Tests only: sign with this X-Amz-Date instead of the clock ("20150830T123600Z"), and connect
@@ -36,6 +45,7 @@ class S3Store : public ObjectStore {
 
   std::string label() const override { return "minio"; }
   std::string describe() const override { return m_settings.endpoint; }
+  const S3Settings& settings() const { return m_settings; }
 
   std::vector<std::string> list_buckets() override;
   bool bucket_exists(const std::string& bucket) override;
@@ -98,6 +108,7 @@ class S3Store : public ObjectStore {
   };
   // Sends with retries; throws Error on failure (4xx/5xx with the S3 error code and message).
   Response send(Request& request, const std::string& what);
+  std::string forbidden_hint(const std::string& code, const Response& response) const;
 
   // The URL of a bucket/key with its query, as signed: each key segment percent-encoded
   // (RFC 3986, uppercase hex), '/' kept, query sorted by name. Exposed for tests.
