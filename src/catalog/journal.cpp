@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <optional>
 
 #include "util/error.hpp"
 #include "util/fault.hpp"
@@ -19,9 +21,33 @@ namespace backupctl {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+
+// BACKUP_DIR/journal, which must be a folder of its own: through a symbolic link, journals would
+// be written to and read from wherever it points (someone else's forged ones, acted on by the
+// repair). nullopt when it does not exist yet.
+std::optional<fs::path> journal_dir(const fs::path& backup_dir) {
+  fs::path dir = backup_dir / "journal";
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::nullopt;
+    throw_errno("cannot read " + dir.string());
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    throw Error(ErrorCode::usage,
+                dir.string() + (S_ISLNK(st.st_mode) ? " is a symbolic link" : " is not a folder") +
+                    ": journals are never read or written through it",
+                "move it away (" + dir.string() + ".moved); backupctl makes the folder");
+  }
+  return dir;
+}
+
+}  // namespace
+
 Journal::Journal(const fs::path& backup_dir, std::string command, Undo undo) : m_undo(std::move(undo)) {
   fs::path dir = backup_dir / "journal";
-  make_dirs(dir, 0700);
+  if (!journal_dir(backup_dir)) make_dirs(dir, 0700);
+  journal_dir(backup_dir);  // made by us, or by someone else meanwhile: a folder either way
   m_path = dir / fmt::format("run_{}_{}.json", name_timestamp(Clock::now()), ::getpid());
   m_json = {{"journal_version", 1},
             {"command", std::move(command)},
@@ -144,9 +170,10 @@ void Journal::Entry::update(json data) {
 
 std::vector<JournalFile> read_journals(const fs::path& backup_dir) {
   std::vector<JournalFile> out;
-  fs::path dir = backup_dir / "journal";
+  auto found = journal_dir(backup_dir);
+  if (!found) return out;
+  const fs::path& dir = *found;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
   std::vector<fs::path> files;
   for (const auto& de : fs::directory_iterator(dir, ec)) {
     std::string name = de.path().filename().string();

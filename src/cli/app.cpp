@@ -10,6 +10,7 @@
 #include "cli/commands.hpp"
 #include "cli/output.hpp"
 #include "config/config.hpp"
+#include "pg/tools.hpp"
 #include "util/env.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
@@ -205,7 +206,10 @@ int run_cli(int argc, char** argv) {
     if (!args.profile.empty()) ::setenv("BACKUP_PROFILE", args.profile.c_str(), 1);
     Config config = Config::from_environment();
     // Before anything else: what a run that died (kill -9, power loss) left is repaired, and said.
-    if (!schedule_cmd->parsed()) args.repair = repair_interrupted_runs(config, false);
+    if (!schedule_cmd->parsed()) {
+      args.repair = repair_interrupted_runs(config, false);
+      remove_dead_service_folders(config);
+    }
     std::error_code ec;
     args.self = std::filesystem::canonical("/proc/self/exe", ec).string();
     if (args.self.empty()) args.self = argv[0];
@@ -229,6 +233,14 @@ int run_cli(int argc, char** argv) {
     if (push_cmd->parsed()) return cmd_push(config, args);
     throw Error(ErrorCode::usage, "no command given", "run `backupctl --help`");
   } catch (const Error& e) {
+    // After a signal, what failed failed because of it (a child it stopped ended its output
+    // early, say): the run was interrupted, and says so with the signal's exit status.
+    if (e.code() != ErrorCode::interrupted && interrupt_signal() != 0) {
+      report_error(Error(ErrorCode::interrupted, "interrupted by " + signal_name(interrupt_signal()) + " (" + e.what() + ")",
+                         e.hint()),
+                   args.out);
+      return 128 + interrupt_signal();
+    }
     report_error(e, args.out);
     if (e.code() == ErrorCode::interrupted && interrupt_signal() != 0) {
       return 128 + interrupt_signal();

@@ -628,6 +628,8 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
     }
   };
   const std::string roles = remote_roles(meta, name);  // checked before anything is written
+  std::error_code exists;
+  if (!fs::exists(fs::symlink_status(local, exists))) require_room(dir, meta.size + (64u << 10), "fetching " + name);
   // The companion first: once the backup file is there, only its meta is left to write. Its
   // sha256 is checked by its reader (the restore) against the meta, as a local one's.
   if (!roles.empty()) {
@@ -663,6 +665,11 @@ IncomingBackup::IncomingBackup(const Config& config, std::unique_ptr<Remote> rem
   // goes through every state a GB-sized one does: held back before the load, dropped during it.
   std::uint64_t window = io::IncomingFile::kWindow;
   if (auto w = env_value("BACKUPCTL_SPOOL_WINDOW")) window = std::max<std::uint64_t>(std::strtoull(w->c_str(), nullptr, 10), 1);
+  // The spool holds a window of the dump (and a table of contents longer than it, rarely): room
+  // for it is checked here, so a full volume is named as the spool's, not found later by the lock
+  // file or the journal.
+  require_room(dir, std::min<std::uint64_t>(m_meta.size, window + io::IncomingFile::kDropGranule) + (64u << 10),
+               "the download spool of " + name);
   m_file = io::IncomingFile::create(dir / fs::path(name).filename(), m_meta.size, dir, window);
   try {
     m_thread = std::thread([this] { download(); });

@@ -18,6 +18,7 @@
 #include "pg/swap.hpp"
 #include "service/service.hpp"
 #include "storage/object_store.hpp"
+#include "storage/s3/s3_store.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
@@ -259,8 +260,23 @@ std::string repair_staging_objects(const Config& config, const json& d) {
 
 std::string repair_multipart(const Config& config, const json& d) {
   auto store = store_of(config, d);
-  store->abort_multipart(json_string(d, "bucket"), json_string(d, "key"), json_string(d, "upload_id"));
-  return "aborted the unfinished upload of " + json_string(d, "bucket") + "/" + json_string(d, "key");
+  const std::string bucket = json_string(d, "bucket"), key = json_string(d, "key");
+  if (std::string id = json_string(d, "upload_id"); !id.empty()) {
+    store->abort_multipart(bucket, key, id);
+    return "aborted the unfinished upload of " + bucket + "/" + key;
+  }
+  // Killed while it started: the uploads of that key begun since the entry are the run's.
+  auto* s3 = dynamic_cast<S3Store*>(store.get());
+  const auto since = parse_iso8601(json_string(d, "since"));
+  if (!s3 || !since) return "";
+  int aborted = 0;
+  for (const auto& u : s3->open_uploads(bucket, key)) {
+    auto started = parse_iso8601(u.initiated);
+    if (u.key != key || !started || *started < *since) continue;
+    s3->abort_multipart(bucket, key, u.id);
+    ++aborted;
+  }
+  return aborted == 0 ? "" : fmt::format("aborted the unfinished upload of {}/{} ({} begun by the run)", bucket, key, aborted);
 }
 
 std::string repair_objects_restore(const Config& config, const json& d) {

@@ -22,6 +22,7 @@
 #include "service/compose.hpp"
 #include "service/service.hpp"
 #include "util/error.hpp"
+#include "util/fault.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
@@ -465,10 +466,12 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
     report.roles_created = create_missing_roles(conn, read_plaintext(*plan.roles_file, config.age_identity));
   }
 
-  // The loader's scratch folder (a copy of the archive's table of contents), journaled so a crash
-  // does not leave it behind.
-  TempDir scratch("backupctl-restore");
-  Journal::Entry scratch_entry = journal.add("temp_dir", {{"path", scratch.path().string()}});
+  // The loader's scratch folder (a copy of the archive's table of contents), journaled before it
+  // is made, so a crash at no moment leaves it behind (it used to be made first).
+  const fs::path scratch_path = TempDir::unused_name("backupctl-restore");
+  Journal::Entry scratch_entry = journal.add("temp_dir", {{"path", scratch_path.string()}});
+  TempDir scratch(scratch_path, TempDir::Exactly{});
+  fault_point("restore-db.scratch-made");
 
   if (options.in_place) {
     // The plan's method, made safe: a dump of what is there now comes first.

@@ -518,13 +518,22 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
         std::string part_md5s;
         int number = 0;
         try {
+          // Journaled before it starts: a kill between the start and the journal would leave an
+          // open upload no one knows of. Until its id is known, the repair aborts the open
+          // uploads of this key begun since (there are none of ours before).
+          nlohmann::json record = {{"endpoint", store.describe()},
+                                   {"bucket", where.bucket},
+                                   {"key", where.key},
+                                   {"upload_id", ""},
+                                   {"since", iso8601_utc(Clock::now() - std::chrono::minutes(1))}};
+          Journal::Entry open_upload = journal.add("multipart", record);
           auto upload = store.start_multipart(where.bucket, where.key, put);
-          Journal::Entry open_upload;
-          if (!upload->upload_id().empty()) {
-            open_upload = journal.add("multipart", {{"endpoint", store.describe()},
-                                                    {"bucket", where.bucket},
-                                                    {"key", where.key},
-                                                    {"upload_id", upload->upload_id()}});
+          fault_point("restore-objects.upload-started");
+          if (upload->upload_id().empty()) {
+            open_upload.settle();  // a store with nothing to abort (a folder's parts are its own)
+          } else {
+            record["upload_id"] = upload->upload_id();
+            open_upload.update(record);
           }
           const bool parallel = upload->parallel_parts();
           // Whatever ends this block (an error, a signal), no worker may still hold a part of

@@ -1,6 +1,7 @@
 #include "config/config.hpp"
 
 #include <algorithm>
+#include <map>
 #include <cctype>
 #include <thread>
 
@@ -45,19 +46,38 @@ std::string checked_endpoint(const std::string& value, const std::string& name =
   return scheme + "://" + authority;
 }
 
-// BACKUP_REMOTE_BWLIMIT: bytes per second, with an optional K/M/G (powers of 1024) suffix.
+// BACKUP_REMOTE_BWLIMIT: bytes per second, as rclone and curl write it: a number with an optional
+// unit, K/M/G or KiB/MiB/GiB (powers of 1024) or KB/MB/GB (powers of 1000), B, and "/s" ("20M",
+// "20MB", "512KiB/s"). A bare number is bytes per second. Under 16 KiB/s a push of one backup
+// would take days: refused (a unit left out is the likely mistake).
 std::uint64_t parse_rate(const std::string& value) {
-  std::string digits = value;
-  std::uint64_t unit = 1;
-  if (!digits.empty()) {
-    char u = static_cast<char>(std::toupper(static_cast<unsigned char>(digits.back())));
-    if (u == 'K' || u == 'M' || u == 'G') {
-      unit = u == 'K' ? 1024 : u == 'M' ? 1024 * 1024 : 1024ull * 1024 * 1024;
-      digits.pop_back();
-    }
+  constexpr std::uint64_t kFloor = 16 * 1024;
+  const std::string hint = "e.g. BACKUP_REMOTE_BWLIMIT=20M (20 MiB/s), 20MB (20 MB/s) or 512K; 0 or empty: no limit";
+  std::string v = value;
+  v.erase(std::remove_if(v.begin(), v.end(), [](unsigned char c) { return std::isspace(c); }), v.end());
+  if (v.empty()) return 0;
+  std::size_t digits = 0;
+  while (digits < v.size() && std::isdigit(static_cast<unsigned char>(v[digits]))) ++digits;
+  std::string unit = v.substr(digits);
+  for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.ends_with("/S")) unit.resize(unit.size() - 2);
+  static const std::map<std::string, std::uint64_t> units = {
+      {"", 1},          {"B", 1},
+      {"K", 1ull << 10}, {"KIB", 1ull << 10}, {"KB", 1000},
+      {"M", 1ull << 20}, {"MIB", 1ull << 20}, {"MB", 1000 * 1000},
+      {"G", 1ull << 30}, {"GIB", 1ull << 30}, {"GB", 1000ull * 1000 * 1000}};
+  auto u = units.find(unit);
+  if (digits == 0 || digits > 12 || u == units.end()) {
+    throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_BWLIMIT='" + value + "': not a rate", hint);
   }
-  auto n = parse_int_setting("BACKUP_REMOTE_BWLIMIT", digits, 0, 1000000000);
-  return static_cast<std::uint64_t>(n) * unit;
+  const std::uint64_t rate = std::stoull(v.substr(0, digits)) * u->second;
+  if (rate != 0 && rate < kFloor) {
+    throw Error(ErrorCode::usage,
+                "BACKUP_REMOTE_BWLIMIT='" + value + "' is " + std::to_string(rate) +
+                    " bytes/s: a push would take days (at least 16K)",
+                "a unit may be missing: " + hint);
+  }
+  return rate;
 }
 
 // BACKUP_REMOTE_URL and the settings that go with it.

@@ -45,8 +45,6 @@ Error read_after_drop(const fs::path& name) {
                "a file fetched while it is read is read once (IncomingFile::release_as_read): report this");
 }
 
-// Dropped bytes go in whole granules: a punch per 4 MiB read, not per read() call.
-constexpr std::uint64_t kDropGranule = 4u << 20;
 
 }  // namespace
 

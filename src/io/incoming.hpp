@@ -43,6 +43,8 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   // backups' file system) of at most about `window` bytes (see above). Throws Error(usage) when
   // another IncomingFile has that name.
   static constexpr std::uint64_t kWindow = 64u << 20;
+  // Bytes read are dropped from the spool in whole granules (a punch per 4 MiB, not per read).
+  static constexpr std::uint64_t kDropGranule = 4u << 20;
   static std::shared_ptr<IncomingFile> create(const std::filesystem::path& name, std::uint64_t size,
                                               const std::filesystem::path& spool_dir,
                                               std::uint64_t window = kWindow);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "util/error.hpp"
+#include "util/signals.hpp"
 
 namespace backupctl {
 namespace {
@@ -31,6 +32,8 @@ constexpr std::size_t kOutChunk = 128 * 1024;
 constexpr std::size_t kInChunk = 1 << 20;
 
 Error malformed(const std::string& why) {
+  // An archive that ends early after a signal was cut by it (its reader, a child, was stopped).
+  check_interrupted();
   return Error(ErrorCode::verification, "the archive is malformed: " + why,
                "the file is damaged; use another backup");
 }

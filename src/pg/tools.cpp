@@ -105,15 +105,23 @@ PgTool find_host_tool(std::string_view name, int server_major, const Config& con
 // PGPORT) is the container's own business.
 constexpr const char* kServiceEnv[] = {"PGUSER", "PGPASSWORD", "PGDATABASE", "PGOPTIONS", "PGCONNECT_TIMEOUT", "PGAPPNAME"};
 
-PgTool find_service_tool(std::string_view name, int server_major, const Config& config) {
+// `compose … exec -T -e PGUSER … <PG_SERVICE>`: how a program runs in the service.
+std::vector<std::string> service_prefix(const Config& config) {
   std::vector<std::string> rest = {"exec", "-T"};
   for (const char* v : kServiceEnv) {
     rest.push_back("-e");
     rest.push_back(v);
   }
   rest.push_back(config.pg_service);
+  return compose_argv(config, rest);
+}
+
+// Where ToolFiles records each folder it makes in the service before it makes it.
+fs::path service_records(const Config& config) { return config.backup_dir / ".service-tmp"; }
+
+PgTool find_service_tool(std::string_view name, int server_major, const Config& config) {
   PgTool tool;
-  tool.prefix = compose_argv(config, rest);
+  tool.prefix = service_prefix(config);
   tool.path = std::string(name);
   // Asked once per program and process (each ask is a compose exec, ~0.5 s).
   static std::mutex mutex;
@@ -136,6 +144,7 @@ PgTool find_service_tool(std::string_view name, int server_major, const Config& 
     tool.major = parsed->major;
     asked[key] = tool;
   }
+  tool.records = service_records(config);
   if (server_major > 0 && tool.major < server_major) {
     throw Error(ErrorCode::usage,
                 fmt::format("{} {} in the compose service {} is older than the server (PostgreSQL {})", name,
@@ -196,13 +205,16 @@ std::vector<std::string> in_container(const PgTool& tool, std::vector<std::strin
 // after its run (run_tag: boot, pid namespace and pid), so one whose run is gone is known; those
 // of live runs stay, and those of runs elsewhere (another container or machine) until two days old.
 // Once per process, before its first folder.
-void remove_dead_runs_folders(const PgTool& tool) {
+// False when the service could not be asked (its folders are then left for another time).
+bool remove_dead_runs_folders(const PgTool& tool) {
   static std::atomic<bool> done{false};
-  if (done.exchange(true)) return;
+  if (done.exchange(true)) return true;
+  bool asked = true;
   auto find = [&](std::vector<std::string> more) {
     std::vector<std::string> argv = {"find", "/tmp", "-maxdepth", "1", "-type", "d", "-name", "backupctl.*"};
     argv.insert(argv.end(), more.begin(), more.end());
     RunResult r = run_command({.argv = in_container(tool, argv)});
+    asked = asked && r.status.ok();
     std::set<std::string> out;
     std::istringstream lines(r.out);
     for (std::string dir; r.status.ok() && std::getline(lines, dir);) out.insert(dir);
@@ -232,13 +244,23 @@ void remove_dead_runs_folders(const PgTool& tool) {
   for (const std::string& dir : doomed) {
     RunResult rm = run_command({.argv = in_container(tool, {"rm", "-rf", dir})});
     if (rm.status.ok()) spdlog::info("removed {} in the compose service, left by a run that was killed", dir);
+    asked = asked && rm.status.ok();
   }
+  return asked;
 }
 
 std::string ToolFiles::place(const fs::path& file) {
   if (!m_tool.in_service()) return file.string();
   if (m_dir.empty()) {
     remove_dead_runs_folders(m_tool);
+    // Recorded before it is made: a run killed from here on leaves a record, and the next command
+    // removes the folder (remove_dead_service_folders).
+    if (!m_tool.records.empty()) {
+      static std::atomic<int> count{0};
+      make_dirs(m_tool.records);
+      m_record = m_tool.records / (run_tag() + "." + std::to_string(++count));
+      write_file_atomic(m_record, "", 0600);
+    }
     const std::string prefix = "/tmp/backupctl." + run_tag() + ".";
     RunResult r = run_command({.argv = in_container(m_tool, {"mktemp", "-d", prefix + "XXXXXX"})});
     std::string dir = r.out.substr(0, r.out.find('\n'));
@@ -262,14 +284,40 @@ std::string ToolFiles::place(const fs::path& file) {
 }
 
 ToolFiles::~ToolFiles() {
-  if (m_dir.empty()) return;
   InterruptShield shield;  // also after a signal: the copies must go
+  bool removed = m_dir.empty();
   try {
-    RunResult r = run_command({.argv = in_container(m_tool, {"rm", "-rf", m_dir})});
-    if (!r.status.ok()) spdlog::warn("cannot remove {} in the compose service: {}", m_dir, first_line(r.err));
+    if (!m_dir.empty()) {
+      RunResult r = run_command({.argv = in_container(m_tool, {"rm", "-rf", m_dir})});
+      removed = r.status.ok();
+      if (!removed) spdlog::warn("cannot remove {} in the compose service: {}", m_dir, first_line(r.err));
+    }
   } catch (const std::exception& e) {
     spdlog::warn("cannot remove {} in the compose service: {}", m_dir, e.what());
   }
+  std::error_code ec;
+  if (removed && !m_record.empty()) fs::remove(m_record, ec);
+}
+
+void remove_dead_service_folders(const Config& config) {
+  const fs::path records = service_records(config);
+  std::vector<fs::path> dead;
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator(records, ec)) {
+    // "<run tag>.<n>": a record of a run of this machine and pid namespace that is gone.
+    const std::string name = de.path().filename().string();
+    const std::string tag = name.substr(0, name.rfind('.'));
+    if (de.is_regular_file(ec) && run_is_here(tag) && run_is_gone(tag)) dead.push_back(de.path());
+  }
+  if (dead.empty()) return;
+  PgTool tool;
+  tool.prefix = service_prefix(config);
+  if (!remove_dead_runs_folders(tool)) {
+    spdlog::warn("cannot ask the compose service {} for the folders of a killed run; the next command tries again",
+                 config.pg_service);
+    return;
+  }
+  for (const auto& p : dead) fs::remove(p, ec);
 }
 
 }  // namespace backupctl

@@ -21,6 +21,9 @@ struct PgTool {
   // connection settings passed by name (the values from our environment, never in argv); the
   // program then reaches the service's own server over its local socket.
   std::vector<std::string> prefix;
+  // With a prefix: where ToolFiles records each folder it makes in the service before making it
+  // (BACKUP_DIR/.service-tmp), so the folders of a killed run are found by the next command.
+  std::filesystem::path records;
 
   bool in_service() const { return !prefix.empty(); }
   // The command line that runs it with `args`.
@@ -60,7 +63,13 @@ class ToolFiles {
  private:
   const PgTool& m_tool;
   std::string m_dir;  // in the container
+  std::filesystem::path m_record;
 };
+
+// Removes the compose service's temporary folders of runs that died (killed while a ToolFiles
+// had one), which their records in BACKUP_DIR/.service-tmp name. Every command runs it first; it
+// asks the service only when such a record is there.
+void remove_dead_service_folders(const Config& config);
 
 }  // namespace backupctl
 

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -102,6 +103,20 @@ TempDir::TempDir(std::string_view prefix) {
   m_path = pattern;
 }
 
+fs::path TempDir::unused_name(std::string_view prefix) {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::random_device rd;
+  std::string name = std::string(prefix) + ".";
+  for (int i = 0; i < 12; ++i) name += kChars[rd() % (sizeof kChars - 1)];
+  const char* base = std::getenv("TMPDIR");
+  return fs::path(base && *base ? base : "/tmp") / name;
+}
+
+TempDir::TempDir(const fs::path& path, Exactly) {
+  if (::mkdir(path.c_str(), 0700) != 0) throw_errno("cannot create the temporary directory " + path.string());
+  m_path = path;
+}
+
 TempDir::~TempDir() {
   std::error_code ec;
   fs::remove_all(m_path, ec);
@@ -177,6 +192,20 @@ FolderRelation folder_relation(const fs::path& a, const fs::path& b) {
     }
   }
   return FolderRelation::apart;
+}
+
+std::uint64_t free_bytes(const fs::path& dir) {
+  struct statvfs st {};
+  if (::statvfs(dir.c_str(), &st) != 0) throw_errno("cannot read the free space of " + dir.string());
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+void require_room(const fs::path& dir, std::uint64_t need, const std::string& what) {
+  const std::uint64_t free = free_bytes(dir);
+  if (free >= need) return;
+  auto mib = [](std::uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20) + " MiB"; };
+  throw Error(ErrorCode::io, what + " needs " + mib(need) + " in " + dir.string() + ": only " + mib(free) + " free",
+              "make room on that file system (older backups: `backupctl prune`), or set BACKUP_DIR to a larger one");
 }
 
 }  // namespace backupctl

@@ -30,6 +30,13 @@ void write_file_atomic(const fs::path& path, std::string_view content, mode_t mo
 enum class FolderRelation { apart, same, a_inside_b, b_inside_a };
 FolderRelation folder_relation(const fs::path& a, const fs::path& b);
 
+// The bytes an unprivileged writer may still put on the file system of `dir` (statvfs: f_bavail).
+std::uint64_t free_bytes(const fs::path& dir);
+
+// Throws Error(io) naming `what`, `dir`, what it needs and what is free, when the file system of
+// `dir` has less than `need` bytes free for it.
+void require_room(const fs::path& dir, std::uint64_t need, const std::string& what);
+
 // Reads a whole (small) file.
 std::string read_file(const fs::path& path);
 
@@ -43,6 +50,12 @@ void write_all(int fd, const void* data, std::size_t size, std::string_view what
 class TempDir {
  public:
   explicit TempDir(std::string_view prefix = "backupctl");
+  // A name for one not made yet, "$TMPDIR/<prefix>.<random>": for a caller that records it (in a
+  // journal) before it exists, so no moment has a folder no record names.
+  static fs::path unused_name(std::string_view prefix);
+  // Makes exactly `path` (0700; one that exists already is an error) and owns it.
+  struct Exactly {};
+  TempDir(const fs::path& path, Exactly);
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   ~TempDir();

@@ -186,7 +186,7 @@ TEST_F(Crash, RestoreDbAtEveryPoint) {
   const std::vector<std::string> args = {"restore", "db", "--file", dump.string()};
   reset_live();
   Points points = points_of(args, env());
-  ASSERT_EQ(points, (Points{"restore-db.stop-services", "restore-db.roles", "restore-db.create-side",
+  ASSERT_EQ(points, (Points{"restore-db.stop-services", "restore-db.roles", "restore-db.scratch-made", "restore-db.create-side",
                             "restore-db.load", "restore-db.analyze", "restore-db.swap", "swap.before-commit",
                             "restore-db.start-services", "restore-db.prune-previous"}));
   for (const auto& point : points) {
@@ -219,7 +219,7 @@ TEST_F(Crash, RestoreDbFromTheRemoteAtEveryPoint) {
   const std::vector<std::string> args = {"restore", "db", "--remote", "--file", dump.filename().string()};
   reset_live();
   Points points = points_of(args, e);
-  ASSERT_EQ(points, (Points{"restore-db.stop-services", "restore-db.roles", "restore-db.create-side", "restore-db.load",
+  ASSERT_EQ(points, (Points{"restore-db.stop-services", "restore-db.roles", "restore-db.scratch-made", "restore-db.create-side", "restore-db.load",
                             "restore-db.analyze", "restore-db.remote-checked", "restore-db.swap", "swap.before-commit",
                             "restore-db.start-services", "restore-db.prune-previous"}));
   for (const auto& point : points) {
@@ -250,7 +250,7 @@ TEST_F(Crash, RestoreDbInPlaceAtEveryPoint) {
   const std::vector<std::string> args = {"restore", "db", "--in-place", "--file", dump.string()};
   reset_live();
   Points points = points_of(args, env());
-  ASSERT_EQ(points, (Points{"restore-db.stop-services", "restore-db.roles", "restore-db.safety-dump", "backup.publish",
+  ASSERT_EQ(points, (Points{"restore-db.stop-services", "restore-db.roles", "restore-db.scratch-made", "restore-db.safety-dump", "backup.publish",
                             "restore-db.drop", "restore-db.create", "restore-db.load", "restore-db.start-services"}));
   for (const auto& point : points) {
     reset_live();
@@ -453,7 +453,7 @@ TEST_F(Crash, RehearsalAtEveryPointNeverTouchesTheLiveSystem) {
   const std::vector<std::string> args = {"rehearse"};
   Points points = points_of(args, e);
   ASSERT_EQ(points, (Points{"rehearse.staging-database", "rehearse.restore-db", "restore-db.roles",
-                            "restore-db.create-side", "restore-db.load", "restore-db.analyze", "restore-db.swap",
+                            "restore-db.scratch-made", "restore-db.create-side", "restore-db.load", "restore-db.analyze", "restore-db.swap",
                             "swap.before-commit", "restore-db.prune-previous", "rehearse.restore-objects",
                             "restore-objects.create-buckets", "restore-objects.upload",
                             "restore-objects.half-uploaded", "restore-objects.verify", "rehearse.staging-app",
@@ -493,7 +493,8 @@ TEST_F(Crash, RestoreObjectsAtEveryPoint) {
   };
   damage();
   Points points = points_of(args, e);
-  ASSERT_EQ(points, (Points{"restore-objects.create-buckets", "restore-objects.upload", "restore-objects.part-sent",
+  ASSERT_EQ(points, (Points{"restore-objects.create-buckets", "restore-objects.upload", "restore-objects.upload-started",
+                            "restore-objects.part-sent",
                             "restore-objects.half-uploaded", "restore-objects.verify", "restore-objects.delete"}));
   for (const auto& point : points) {
     damage();

@@ -313,6 +313,27 @@ TEST(UntrustedInput, AMetaOrSetFilePointingElsewhereIsReportedNotFollowed) {
   EXPECT_EQ(read_file(victim), "precious");
 }
 
+// BACKUP_DIR/journal a symbolic link to a folder of forged journals (one whose temp_dir entry
+// names a folder of /tmp the repair would remove): never followed, by any command, and said.
+TEST(UntrustedInput, AJournalFolderThatIsALinkIsNeverFollowed) {
+  TempDir backups, elsewhere, victim("backupctl-victim");
+  write_file_atomic(victim.path() / "keep.txt", "not the repair's to remove");
+  nlohmann::json forged = {{"journal_version", 1},
+                           {"command", "restore db"},
+                           {"pid", 999999},
+                           {"step", "restore-db.load"},
+                           {"pending", {{{"id", 1}, {"type", "temp_dir"}, {"data", {{"path", victim.path().string()}}}}}}};
+  write_file_atomic(elsewhere.path() / "run_20261201_000000_999999.json", forged.dump(), 0600);
+  fs::create_directory_symlink(elsewhere.path(), backups.path() / "journal");
+  const EnvList e = {{"BACKUP_DIR", backups.path().string()}};
+  for (const auto& argv : {std::vector<std::string>{"status"}, std::vector<std::string>{"repair"}, std::vector<std::string>{"list"}}) {
+    CliResult r = run_backupctl(argv, e);
+    EXPECT_EQ(r.exit_code, 2) << argv[0] << ": " << r.out << r.err;
+    EXPECT_NE(r.err.find((backups.path() / "journal").string() + " is a symbolic link"), std::string::npos) << r.err;
+    EXPECT_TRUE(fs::exists(victim.path() / "keep.txt")) << argv[0] << ": the forged journal was acted on";
+  }
+}
+
 TEST(UntrustedInput, SetsSurviveAMovedBackupDir) {
   Stack s;
   TempDir app;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <signal.h>
+#include <sys/mount.h>
 
 #include <fstream>
 #include <functional>
@@ -368,6 +369,52 @@ TEST(OffSiteErrors, NameTheRemotesSettingsAndTheCause) {
   EXPECT_EQ(fetch.exit_code, 4) << fetch.err;
   EXPECT_NE(fetch.err.find("nobucket"), std::string::npos) << fetch.err;
   EXPECT_NE(fetch.err.find("hint: "), std::string::npos) << fetch.err;
+}
+
+// BACKUP_REMOTE_BWLIMIT takes the units people write (20MB was refused, 1 taken as 1 B/s); a
+// restore from the remote onto a volume too small for its spool (or its fetch) says so before it
+// starts, instead of failing later at the lock file or the journal.
+TEST(OffSiteSettings, RatesAndRoomAreCheckedClearly) {
+  TempDir dir;
+  const EnvList base = {{"BACKUP_DIR", (dir.path() / "b").string()}, {"BACKUP_REMOTE_URL", "file://" + dir.path().string() + "/r"}};
+  for (const char* ok : {"20MB", "20M", "512KiB/s", "16K", "0", "1048576"}) {
+    CliResult r = run_backupctl({"status"}, with(base, "BACKUP_REMOTE_BWLIMIT", ok));
+    EXPECT_NE(r.exit_code, 2) << ok << ": " << r.err;
+  }
+  for (auto [bad, says] : {std::pair<const char*, const char*>{"1", "is 1 bytes/s: a push would take days"},
+                          {"20", "is 20 bytes/s"},
+                          {"fast", "invalid BACKUP_REMOTE_BWLIMIT='fast': not a rate"},
+                          {"20XB", "not a rate"}}) {
+    CliResult r = run_backupctl({"status"}, with(base, "BACKUP_REMOTE_BWLIMIT", bad));
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find(says), std::string::npos) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("hint: "), std::string::npos) << r.err;
+  }
+
+  Host host(16 << 10);
+  host.pg.psql("archive", "CREATE TABLE filler AS SELECT i, md5(random()::text) || md5(random()::text) || "
+                          "md5(random()::text) || md5(random()::text) AS t FROM generate_series(1, 40000) i");
+  TempDir remote_dir("backupctl-remote");
+  const EnvList remote = {{"BACKUP_REMOTE_URL", "file://" + remote_dir.path().string()}};
+  CliResult made = run_backupctl({"backup", "all", "--json"}, host.env(remote));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string dump = json_of(made)["set"]["parts"]["db"]["file"];
+  ASSERT_GT(fs::file_size(host.backups() / "db" / dump), 3u << 20);
+  TempDir small("backupctl-small");
+  ASSERT_EQ(::mount("tmpfs", small.path().c_str(), "tmpfs", 0, "size=2m"), 0) << "cannot mount a tmpfs here";
+  PgCluster fresh;
+  TempDir fresh_dir("backupctl-fresh");
+  EnvList e = with(fresh_host_env(fresh, fresh_dir, host, remote), "BACKUP_DIR", small.path().string());
+  CliResult streamed = run_backupctl({"restore", "db", "--remote", "--file", dump}, e);
+  CliResult in_place = run_backupctl({"restore", "db", "--remote", "--in-place", "--file", dump}, e);
+  auto left = list_dir(small.path() / "db");
+  ::umount2(small.path().c_str(), MNT_DETACH);
+  EXPECT_EQ(streamed.exit_code, 6) << streamed.err;
+  EXPECT_NE(streamed.err.find("the download spool of db/" + dump + " needs "), std::string::npos) << streamed.err;
+  EXPECT_NE(streamed.err.find(" in " + (small.path() / "db").string() + ": only "), std::string::npos) << streamed.err;
+  EXPECT_EQ(in_place.exit_code, 6) << in_place.err;
+  EXPECT_NE(in_place.err.find("fetching db/" + dump + " needs "), std::string::npos) << in_place.err;
+  EXPECT_TRUE(left.empty()) << testing::PrintToString(left);
 }
 
 }  // namespace backupctl::test
