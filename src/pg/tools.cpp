@@ -17,6 +17,7 @@
 #include "service/compose.hpp"
 #include "util/env.hpp"
 #include "util/error.hpp"
+#include "util/fault.hpp"
 #include "util/fs.hpp"
 #include "util/process.hpp"
 #include "util/signals.hpp"
@@ -269,6 +270,7 @@ std::string ToolFiles::place(const fs::path& file) {
                   "the service's container needs mktemp and a writable /tmp");
     }
     m_dir = dir;
+    fault_point("service.folder-made");
   }
   std::string inside = m_dir + "/" + file.filename().string();
   Fd in = open_read(file);

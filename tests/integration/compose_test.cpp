@@ -341,6 +341,33 @@ TEST_F(ComposeStack, PgToolsInsideThePostgresService) {
   EXPECT_EQ(left, want) << "in the container's /tmp: the killed run's folder and the two-day-old ones must go, the "
                            "live run's and the other container's recent one stay, the restore's own go";
   ASSERT_TRUE(compose({"exec", "-T", "postgres", "rm", "-r", live_dir, other_dir}).status.ok());
+  auto service_folders = [&] {
+    RunResult found = compose({"exec", "-T", "postgres", "find", "/tmp", "-maxdepth", "1", "-name", "backupctl.*"});
+    EXPECT_TRUE(found.status.ok()) << found.err;
+    return found.out;
+  };
+  // Killed (SIGKILL) with a folder of its own in the container: the next command, whatever it is,
+  // removes it. SIGHUP (the SSH session dropped) during the load: exit 129 and the signal named
+  // (it said "malformed: no PGDMP header", exit 5), the live database whole, nothing left.
+  damage();
+  const int before = documents();
+  EnvList killed = e;
+  killed.emplace_back("BACKUPCTL_FAULT", "service.folder-made");
+  CliResult k = run_backupctl({"restore", "db", "--file", dump}, killed);
+  ASSERT_EQ(k.exit_code, 128 + SIGKILL) << k.err;
+  EXPECT_NE(service_folders(), "") << "the kill came before the folder";
+  CliResult next = run_backupctl({"status"}, e);
+  EXPECT_EQ(service_folders(), "") << "the killed run's folder stayed in the container: " << next.err;
+  EnvList hup = e;
+  hup.emplace_back("BACKUPCTL_FAULT", "service.folder-made#2");
+  hup.emplace_back("BACKUPCTL_FAULT_SIGNAL", "HUP");
+  CliResult h = run_backupctl({"restore", "db", "--file", dump}, hup);
+  EXPECT_EQ(h.exit_code, 128 + SIGHUP) << h.err;
+  EXPECT_NE(h.err.find("SIGHUP"), std::string::npos) << h.err;
+  EXPECT_EQ(h.err.find("malformed"), std::string::npos) << h.err;
+  EXPECT_EQ(documents(), before);
+  expect_all_running("after a restore interrupted by SIGHUP");
+  EXPECT_EQ(service_folders(), "");
 
   // auto: no tools on the host (an empty PG_BINDIR), so the service's.
   TempDir no_tools;
