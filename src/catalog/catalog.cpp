@@ -42,6 +42,12 @@ std::string CatalogEntry::source() const {
   return "";
 }
 
+SourceGroups group_by_source(const std::vector<CatalogEntry>& entries) {
+  SourceGroups out;
+  for (const auto& e : entries) out[{e.kind, e.source()}].push_back(&e);
+  return out;
+}
+
 CatalogEntry catalog_entry(const fs::path& file) {
   auto parsed = parse_backup_filename(file.filename().string());
   struct stat st{};

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,6 +39,12 @@ struct CatalogEntry {
 // backups (.partial, .meta, roles files, temporary files) are left out. A missing directory is an
 // empty catalog.
 std::vector<CatalogEntry> scan_catalog(const std::filesystem::path& backup_dir);
+
+// The entries of each source (kind and CatalogEntry::source()), in the order given (newest
+// first, as scan_catalog gives them): what the retention rules hold per source, here and on the
+// remote. REQUIRES: `entries` outlive the result.
+using SourceGroups = std::map<std::pair<Kind, std::string>, std::vector<const CatalogEntry*>>;
+SourceGroups group_by_source(const std::vector<CatalogEntry>& entries);
 
 // Reads one backup file's entry (the file must exist).
 CatalogEntry catalog_entry(const std::filesystem::path& file);

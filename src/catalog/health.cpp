@@ -4,12 +4,18 @@
 
 namespace backupctl {
 
+const nlohmann::json* copy_record(const Meta& meta, const std::string& url) {
+  auto it = meta.other.find("remote_copies");
+  if (it == meta.other.end() || !it->is_object()) return nullptr;
+  auto r = it->find(url);
+  return r != it->end() && r->is_object() ? &*r : nullptr;
+}
+
 std::optional<Clock::time_point> copied_at(const CatalogEntry& e, const std::string& url) {
-  if (!e.meta) return std::nullopt;
-  auto it = e.meta->other.find("remote_copies");
-  if (it == e.meta->other.end() || !it->is_object() || !it->contains(url) || !(*it)[url].is_object()) return std::nullopt;
+  const nlohmann::json* r = e.meta ? copy_record(*e.meta, url) : nullptr;
+  if (!r) return std::nullopt;
   // A record without a readable time is still a copy (it went up): dated at the epoch.
-  return parse_iso8601(json_string((*it)[url], "at")).value_or(Clock::time_point{});
+  return parse_iso8601(json_string(*r, "at")).value_or(Clock::time_point{});
 }
 
 bool needs_remote_copy(const Config& config, const CatalogEntry& e, Clock::time_point now) {

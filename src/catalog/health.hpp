@@ -15,6 +15,10 @@
 
 namespace backupctl {
 
+// The meta's record of its copy on the remote `url` (`remote_copies[url]`: at, size, etag, by),
+// or nullptr.
+const nlohmann::json* copy_record(const Meta& meta, const std::string& url);
+
 // When `e` reached the remote `url`, by its meta's record of the copy (nullopt: never).
 std::optional<Clock::time_point> copied_at(const CatalogEntry& e, const std::string& url);
 

@@ -208,7 +208,12 @@ int run_cli(int argc, char** argv) {
     // Before anything else: what a run that died (kill -9, power loss) left is repaired, and said.
     if (!schedule_cmd->parsed()) {
       args.repair = repair_interrupted_runs(config, false);
-      remove_dead_service_folders(config);
+      try {
+        remove_dead_service_folders(config);
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::interrupted) throw;
+        spdlog::warn("cannot remove what a killed run left in the compose service: {}", e.what());
+      }
     }
     std::error_code ec;
     args.self = std::filesystem::canonical("/proc/self/exe", ec).string();
@@ -233,9 +238,13 @@ int run_cli(int argc, char** argv) {
     if (push_cmd->parsed()) return cmd_push(config, args);
     throw Error(ErrorCode::usage, "no command given", "run `backupctl --help`");
   } catch (const Error& e) {
-    // After a signal, what failed failed because of it (a child it stopped ended its output
-    // early, say): the run was interrupted, and says so with the signal's exit status.
-    if (e.code() != ErrorCode::interrupted && interrupt_signal() != 0) {
+    // After a signal, a failure of reading, writing or a child is its doing (a child it stopped
+    // ended its output early, say): the run was interrupted, and says so with the signal's exit
+    // status. Verdicts of their own (a repair needed, a failed check) keep theirs.
+    const bool caused_by_signal = e.code() == ErrorCode::verification || e.code() == ErrorCode::io ||
+                                  e.code() == ErrorCode::tool_failed || e.code() == ErrorCode::connection ||
+                                  e.code() == ErrorCode::internal;
+    if (caused_by_signal && interrupt_signal() != 0) {
       report_error(Error(ErrorCode::interrupted, "interrupted by " + signal_name(interrupt_signal()) + " (" + e.what() + ")",
                          e.hint()),
                    args.out);

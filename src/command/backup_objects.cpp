@@ -309,6 +309,18 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   }
   writer.finish(manifest);
   progress.finish();
+  // Kept, but no S3 restore will put them back (storage/object_store.hpp: dot_segment): said now,
+  // not on the day of the restore.
+  std::size_t dotted = 0;
+  std::string first_dotted;
+  for (const auto& o : manifest.objects) {
+    if (!dot_segment(o.key).empty() && dotted++ == 0) first_dotted = o.bucket + "/" + o.key;
+  }
+  if (dotted > 0) {
+    spdlog::warn("backup objects: {} key(s) have a '.' or '..' segment (first: {}): kept in the archive, but a "
+                 "restore into S3 refuses them (README: security notes); rename them in the store",
+                 dotted, first_dotted);
+  }
 
   Meta meta = new_backup_meta("objects", file.final_path(), stored.size(), stored.sha256(), config.profile,
                               files.time, seconds_since(t0),

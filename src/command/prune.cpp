@@ -45,6 +45,10 @@ std::string source_label(const CatalogEntry& e) {
 
 }  // namespace
 
+bool all_dated_ahead(const std::vector<const CatalogEntry*>& list, Clock::time_point now) {
+  return !list.empty() && std::all_of(list.begin(), list.end(), [&](const CatalogEntry* e) { return e->wrong_clock(now); });
+}
+
 // Decides, for the backups of one source (newest first), which are kept and why.
 std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
                                                           const std::vector<const CatalogEntry*>& list,
@@ -94,14 +98,19 @@ PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarg
   // The rules hold per source: each database, each objects source, the config. The backups of
   // one database never count for another's (its only backup stays, however many newer ones the
   // other has).
-  std::map<std::pair<Kind, std::string>, std::vector<const CatalogEntry*>> sources;
-  for (const auto& e : entries) sources[{e.kind, e.source()}].push_back(&e);  // newest first
-  for (const auto& [source, list] : sources) {
+  for (const auto& [source, list] : group_by_source(entries)) {
     auto keep = kept_of_source(config, list, now);
+    // Every backup of a source ahead of the clock: this host's clock is more likely behind (a
+    // dead RTC, no NTP) than every backup wrong; --wrong-clock deletes none of them.
+    const bool all_ahead = all_dated_ahead(list, now);
     for (const CatalogEntry* e : list) {
       std::string why;
       if (what == PruneWhat::wrong_clock) {
-        if (!e->wrong_clock(now)) {
+        if (!e->wrong_clock(now) || all_ahead) {
+          if (all_ahead) {
+            result.kept.push_back({e->path.string(), "every backup of the " + source_label(*e) +
+                                                         " is dated ahead: this host's clock is more likely behind; set it right"});
+          }
           remaining.insert(e->path);
           continue;
         }

@@ -48,6 +48,10 @@ std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
                                                           const std::vector<const CatalogEntry*>& list,
                                                           Clock::time_point now);
 
+// Whether every backup of a source is dated ahead of `now`: then this host's clock is the likely
+// wrong one, and `prune --wrong-clock` deletes none of them.
+bool all_dated_ahead(const std::vector<const CatalogEntry*>& list, Clock::time_point now);
+
 // What a prune deletes: what the retention rules allow (a backup that needs an off-site copy and
 // has none is kept), or only the backups dated ahead of this host's clock (`prune
 // --wrong-clock`: made with a wrong clock, they are never `latest` and `status` fails on them).

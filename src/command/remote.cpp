@@ -15,6 +15,7 @@
 #include <mutex>
 #include <set>
 
+#include "catalog/health.hpp"
 #include "catalog/naming.hpp"
 #include "command/prune.hpp"
 #include "command/remote_owner.hpp"
@@ -129,9 +130,8 @@ void warn_if_remote_is_attachments(const Config& config) {
 }
 
 std::string copy_etag(const Meta& meta, const std::string& remote) {
-  auto it = meta.other.find("remote_copies");
-  if (it == meta.other.end() || !it->is_object() || !it->contains(remote) || !(*it)[remote].is_object()) return "";
-  return json_string((*it)[remote], "etag");
+  const nlohmann::json* r = copy_record(meta, remote);
+  return r ? json_string(*r, "etag") : "";
 }
 
 }  // namespace
@@ -162,10 +162,8 @@ std::set<fs::path> beyond_remote_retention(const Config& config, Clock::time_poi
   c.retention_days = config.remote->retention_days;
   const auto cutoff = now - std::chrono::hours(24) * c.retention_days;
   const auto entries = scan_catalog(config.backup_dir);
-  std::map<std::pair<Kind, std::string>, std::vector<const CatalogEntry*>> sources;
-  for (const auto& e : entries) sources[{e.kind, e.source()}].push_back(&e);
   std::set<fs::path> out;
-  for (const auto& [source, list] : sources) {
+  for (const auto& [source, list] : group_by_source(entries)) {
     auto keep = kept_of_source(c, list, now);
     for (const CatalogEntry* e : list) {
       if (e->time < cutoff && !keep.count(e)) out.insert(e->path);
@@ -203,32 +201,51 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
     spdlog::info("remote: {} {} ({})", r.resumed ? "resumed" : "copied", name, human_bytes(r.sent));
     return r;
   };
-  // What this push put, to be read back at its end: a push reports success only for copies that
-  // are its own bytes (another host writing to the same names between our check and our write
-  // is caught here).
+  // What this push put, to be read back before the sets go: a push reports success only for
+  // copies that are its own bytes (another host writing to the same names between our check and
+  // our write is caught here).
   struct Copy {
+    fs::path local;
     std::string name;
     std::uint64_t size;
     std::string etag;
     std::string sha256;
   };
   std::vector<Copy> copies;
+  // Where each backup of this push stands on the remote once it is done.
+  enum class State { there, refused, skipped };
+  std::map<std::string, State> states;
+  // The local meta's record of the copy (added, or taken back when the copy is not there).
+  auto record_copy = [&](const fs::path& file, Meta meta, std::optional<nlohmann::json> record) {
+    if (!meta.other.contains("remote_copies") || !meta.other["remote_copies"].is_object()) {
+      meta.other["remote_copies"] = nlohmann::json::object();
+    }
+    if (record) {
+      meta.other["remote_copies"][rc.url] = *record;
+    } else {
+      meta.other["remote_copies"].erase(rc.url);
+    }
+    write_meta(file.string() + ".meta", meta);
+  };
   for (const fs::path& file : files) {
     check_interrupted();
     CatalogEntry e = catalog_entry(file);
     const std::string dir(kind_name(e.kind));
     const std::string name = dir + "/" + file.filename().string();
+    auto fail = [&](const std::string& why) {
+      report.failed.push_back(name + ": " + why);
+      states[name] = State::refused;
+    };
     if (!e.meta) {
-      report.failed.push_back(name + ": " + e.meta_problem);
+      fail(e.meta_problem);
       continue;
     }
     if (e.damaged()) {
-      report.failed.push_back(name + ": its size is not its meta's (damaged since the backup)");
+      fail("its size is not its meta's (damaged since the backup)");
       continue;
     }
     if (!encrypted(*e.meta) && !rc.allow_plaintext) {
-      report.failed.push_back(name + ": not encrypted (made before BACKUP_AGE_RECIPIENTS was set); "
-                              "BACKUP_REMOTE_ALLOW_PLAINTEXT=yes copies it anyway");
+      fail("not encrypted (made before BACKUP_AGE_RECIPIENTS was set); BACKUP_REMOTE_ALLOW_PLAINTEXT=yes copies it anyway");
       continue;
     }
     auto there = listing.find(name);
@@ -243,74 +260,40 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
         foreign = err.what();
       }
       if (!foreign.empty()) {
-        report.failed.push_back(name + ": the remote holds another backup of this name (" + foreign +
-                                "): not overwritten; does another host push to " + rc.url + "?");
+        fail("the remote holds another backup of this name (" + foreign + "): not overwritten; does another host push to " +
+             rc.url + "?");
         continue;
       }
       if (there != listing.end() && there->second.size == e.meta->size) {
         report.present.push_back(name);
+        states[name] = State::there;
+        // There, but this meta has no record of it (copied under another spelling of the URL,
+        // or before its meta here was rewritten): recorded now, so retention and status see it.
+        if (!copied_at(e, rc.url)) {
+          record_copy(file, *e.meta, nlohmann::json{{"at", iso8601(Clock::now())}, {"size", e.meta->size},
+                                                    {"etag", there->second.etag}, {"by", owner_id}});
+        }
         continue;
       }
     }
     if (too_old.count(file)) {
       report.skipped.push_back(name + ": older than BACKUP_REMOTE_RETENTION_DAYS=" + std::to_string(rc.retention_days) +
                                " (the remote's retention would delete it)");
+      states[name] = State::skipped;
       continue;
     }
     PutResult copied = put(file, name, e.meta->sha256);
     for (const fs::path& c : companions(file, *e.meta)) put(c, dir + "/" + c.filename().string(), "");
     // The copy's record in the local meta, and that meta last: on the remote it marks the
     // backup finished and carries the digests a listing is checked against.
-    Meta meta = *e.meta;
-    if (!meta.other.contains("remote_copies") || !meta.other["remote_copies"].is_object()) {
-      meta.other["remote_copies"] = nlohmann::json::object();
-    }
-    meta.other["remote_copies"][rc.url] = {
-        {"at", iso8601(Clock::now())}, {"size", meta.size}, {"etag", copied.etag}, {"by", owner_id}};
-    const fs::path meta_path = file.string() + ".meta";
-    write_meta(meta_path, meta);
-    put(meta_path, name + ".meta", "");
-    copies.push_back({name, meta.size, copied.etag, meta.sha256});
-  }
-  // A set goes up only once every backup it names is there (with its meta): a set on the remote
-  // is one that `restore all --remote` can restore.
-  std::set<std::string> on_remote(report.sent.begin(), report.sent.end());
-  for (const auto& [name, f] : listing) on_remote.insert(name);
-  for (const fs::path& set : set_files) {
-    check_interrupted();
-    const std::string name = "sets/" + set.filename().string();
-    const std::string mine = read_file(set);
-    auto j = nlohmann::json::parse(mine, nullptr, false);
-    std::string missing;
-    try {
-      for (const char* kind : {"db", "objects", "config"}) {
-        auto p = j.is_object() ? set_part_path(config, j, kind) : std::nullopt;
-        const std::string part = p ? std::string(kind) + "/" + p->filename().string() : "";
-        if (p && missing.empty() && (!on_remote.count(part) || !on_remote.count(part + ".meta"))) missing = part;
-      }
-    } catch (const Error& err) {
-      missing = err.what();
-    }
-    if (!missing.empty()) {
-      report.failed.push_back(name + ": not sent: " + missing + " is not on the remote");
-      continue;
-    }
-    if (listing.count(name)) {
-      io::StringSink theirs;
-      io::LimitSink limited(theirs, kRemoteMetaLimit, name + " on the remote");
-      remote.get(name, limited);
-      if (theirs.data() == mine) {
-        report.present.push_back(name);
-      } else {
-        report.failed.push_back(name + ": the remote holds another set of this name (set " +
-                                json_string(nlohmann::json::parse(theirs.data(), nullptr, false), "set_id", "?") +
-                                "): not overwritten; does another host push to " + rc.url + "?");
-      }
-      continue;
-    }
-    put(set, name, "");
+    record_copy(file, *e.meta, nlohmann::json{{"at", iso8601(Clock::now())}, {"size", e.meta->size},
+                                              {"etag", copied.etag}, {"by", owner_id}});
+    put(file.string() + ".meta", name + ".meta", "");
+    copies.push_back({file, name, e.meta->size, copied.etag, e.meta->sha256});
+    states[name] = State::there;
   }
   // Read back: each copy this push made is still its own (size, ETag, and the meta's sha256).
+  // One that is not is not copied: its record here is taken back (local retention keeps it).
   if (!copies.empty()) {
     fault_point("remote.pushed");
     auto after = remote.list();
@@ -331,6 +314,57 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
       if (why.empty()) continue;
       report.failed.push_back(c.name + ": replaced on the remote during this push: " + why +
                               "; does another host push to " + rc.url + "?");
+      states[c.name] = State::refused;
+      try {
+        record_copy(c.local, read_meta(c.local.string() + ".meta"), std::nullopt);
+      } catch (const Error& err) {
+        spdlog::warn("remote: cannot take back the record of {} in its meta: {}", c.name, err.what());
+      }
+    }
+  }
+  // A set goes up only once every backup it names is there, its own (with its meta): a set on the
+  // remote is one that `restore all --remote` can restore. One whose backups the remote does not
+  // keep (older than its retention) is not sent, and that is no failure.
+  for (const fs::path& set : set_files) {
+    check_interrupted();
+    const std::string name = "sets/" + set.filename().string();
+    const std::string mine = read_file(set);
+    if (listing.count(name)) {
+      io::StringSink theirs;
+      io::LimitSink limited(theirs, kRemoteMetaLimit, name + " on the remote");
+      remote.get(name, limited);
+      if (theirs.data() == mine) {
+        report.present.push_back(name);
+      } else {
+        report.failed.push_back(name + ": the remote holds another set of this name (set " +
+                                json_string(nlohmann::json::parse(theirs.data(), nullptr, false), "set_id", "?") +
+                                "): not overwritten; does another host push to " + rc.url + "?");
+      }
+      continue;
+    }
+    auto j = nlohmann::json::parse(mine, nullptr, false);
+    std::string refused, missing;
+    try {
+      for (const char* kind : {"db", "objects", "config"}) {
+        auto p = j.is_object() ? set_part_path(config, j, kind) : std::nullopt;
+        if (!p) continue;
+        const std::string part = std::string(kind) + "/" + p->filename().string();
+        auto st = states.find(part);
+        if (st != states.end() ? st->second == State::refused : false) {
+          if (refused.empty()) refused = part;
+        } else if (st != states.end() ? st->second == State::skipped : !(listing.count(part) && listing.count(part + ".meta"))) {
+          if (missing.empty()) missing = part;
+        }
+      }
+    } catch (const Error& err) {
+      refused = err.what();
+    }
+    if (!refused.empty()) {
+      report.failed.push_back(name + ": not sent: " + refused + " is not on the remote");
+    } else if (!missing.empty()) {
+      report.skipped.push_back(name + ": not sent: " + missing + " is not on the remote (not kept there)");
+    } else {
+      put(set, name, "");
     }
   }
   progress.finish();
@@ -785,7 +819,7 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
   }
   throw Error(ErrorCode::not_found,
               "no complete backup set of database " + scope.database + " on " + config.remote->describe() +
-                  (skipped.empty() ? "" : " (skipped " + skipped.front() + (skipped.size() > 1 ? fmt::format(", and {} more", skipped.size() - 1) : "") + ")"),
+                  skipped_note(skipped),
               "`backupctl list --remote` shows what is there; `backupctl push --all` copies what is here");
 }
 
@@ -798,8 +832,8 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
     return {};
   }
   // Deleting is for the remote's writer only: another host's prune would apply its rules to
-  // this host's copies.
-  if (!dry_run) require_remote_owner(config, remote);
+  // that host's copies (and a prune never claims a remote: only a push does).
+  if (!dry_run && !owns_remote(config, remote)) return {};
   Config c = config;
   c.retention_days = rc.retention_days;
   const auto now = Clock::now();
@@ -818,13 +852,12 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
     if (e.state() == "ok") c2.meta->verification = Verification{iso8601(now), true, "on the remote"};
     as_local.push_back(std::move(c2));
   }
-  std::map<std::pair<Kind, std::string>, std::vector<const CatalogEntry*>> sources;
-  for (const auto& e : as_local) sources[{e.kind, e.source()}].push_back(&e);
   std::vector<std::string> doomed;
-  for (const auto& [source, list] : sources) {
+  for (const auto& [source, list] : group_by_source(as_local)) {
     auto keep = kept_of_source(c, list, now);
+    const bool all_ahead = all_dated_ahead(list, now);
     for (const CatalogEntry* e : list) {
-      if (what == PruneWhat::wrong_clock ? !e->wrong_clock(now) : e->time >= cutoff || keep.count(e)) continue;
+      if (what == PruneWhat::wrong_clock ? !e->wrong_clock(now) || all_ahead : e->time >= cutoff || keep.count(e)) continue;
       std::string name = e->path.string();
       std::string dir = name.substr(0, name.find('/'));
       // The meta first: a file without its meta is an unfinished copy, never one that looks whole.

@@ -62,18 +62,12 @@ void claim(const Config& config, Remote& remote, const std::string& id) {
                       {"host", machine_hostname()},
                       {"backup_dir", config.backup_dir.string()},
                       {"claimed_at", iso8601(Clock::now())}};
-  // Remote::put copies a local file: a scratch one beside the id, removed after.
-  const fs::path scratch = config.backup_dir / (".backupctl-owner." + std::to_string(::getpid()) + ".json");
-  write_file_atomic(scratch, j.dump(2) + "\n", 0600);
-  struct Remove {
-    fs::path p;
-    ~Remove() {
-      std::error_code ec;
-      fs::remove(p, ec);
-    }
-  } remove{scratch};
+  // Remote::put copies a file by name: a memory file's (nothing to leave behind if killed).
+  MemFile file("backupctl-owner");
+  const std::string text = j.dump(2) + "\n";
+  write_all(file.fd(), text.data(), text.size(), "cannot write the owner record");
   std::atomic<std::uint64_t> sent{0};
-  remote.put(scratch, kRemoteOwnerName, "", sent);
+  remote.put("/proc/self/fd/" + std::to_string(file.fd()), kRemoteOwnerName, "", sent);
 }
 
 }  // namespace
@@ -110,10 +104,37 @@ std::string backup_dir_id(const fs::path& backup_dir) {
   return id;
 }
 
+bool owns_remote(const Config& config, Remote& remote) {
+  std::optional<Owner> owner = remote_owner(remote);
+  if (owner && owner->id == backup_dir_id(config.backup_dir)) return true;
+  spdlog::warn("remote: {} is {}: its retention is left to its writer",
+               config.remote->describe(), owner ? "written by another BACKUP_DIR: " + owner->describe() : std::string("claimed by no push yet"));
+  return false;
+}
+
 void require_remote_owner(const Config& config, Remote& remote, TakeOver take_over) {
   const std::string id = backup_dir_id(config.backup_dir);
   std::optional<Owner> owner = remote_owner(remote);
   if (owner && owner->id == id) return;
+  if (!owner && take_over == TakeOver::no) {
+    // A remote with backups and no owner was written by a version before the claim: it is this
+    // BACKUP_DIR's when it holds a backup of a name this one has (a host rebuilt from the remote
+    // has those it fetched), never a stranger's (a staging copy of prod's settings).
+    bool any = false, ours = false;
+    for (const auto& [name, f] : remote.list()) {
+      if (!name.ends_with(".meta") || name.starts_with("sets/")) continue;
+      any = true;
+      std::error_code ec;
+      ours = ours || fs::exists(fs::symlink_status(config.backup_dir / name.substr(0, name.size() - 5), ec));
+    }
+    if (any && !ours) {
+      throw Error(ErrorCode::usage,
+                  config.remote->describe() + " holds backups this BACKUP_DIR did not make, and names no writer "
+                  "(an older backupctl wrote them)",
+                  "give this host a BACKUP_REMOTE_URL of its own; if it is the one that writes there: "
+                  "backupctl push --take-over");
+    }
+  }
   if (owner && take_over == TakeOver::no) {
     throw Error(ErrorCode::usage,
                 config.remote->describe() + " is written by another BACKUP_DIR: " + owner->describe() +

@@ -24,6 +24,12 @@ enum class TakeOver { no, yes };
 // Claims the remote for this BACKUP_DIR when no one has, or checks that it is this one's; with
 // TakeOver::yes, claims it from whoever had it (said in the log). Throws Error(usage) naming the
 // owner when it is another BACKUP_DIR.
+// A remote that names no writer and holds backups none of which this BACKUP_DIR has (written by a
+// version before the claim, or by a stranger) is not claimed without TakeOver::yes.
 void require_remote_owner(const Config& config, Remote& remote, TakeOver take_over = TakeOver::no);
+
+// Whether the remote is this BACKUP_DIR's (claimed by it); says why not in a warning. What only
+// the writer may do (the remote's retention) asks this and never claims.
+bool owns_remote(const Config& config, Remote& remote);
 
 }  // namespace backupctl

@@ -236,22 +236,6 @@ std::string folder_problem(const std::string& key) {
   return "";
 }
 
-// A '.' or '..' segment of a key ('/' or '\\' apart: servers on Windows split on both), or "".
-// S3 and MinIO take a key byte for byte (MinIO refuses such names), but a server that resolves
-// dot segments in the request path (s3rver; an nginx in front of MinIO whose proxy_pass carries
-// a URI) would climb out of the target prefix, even into another bucket; encoding cannot help
-// (those decode %2E first). So no such key is ever sent, whatever the server.
-std::string dot_segment(const std::string& key) {
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t end = key.find_first_of("/\\", start);
-    std::string seg = key.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    if (seg == "." || seg == "..") return seg;
-    if (end == std::string::npos) return "";
-    start = end + 1;
-  }
-}
-
 // Object keys are data, never paths: every placement is checked before anything is written. Bucket
 // names must be plain names; no key may have a '.' or '..' segment (dot_segment); a folder target
 // must be able to hold every key as a file (no empty segments, and no key that is also the folder
@@ -525,7 +509,8 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
                                    {"bucket", where.bucket},
                                    {"key", where.key},
                                    {"upload_id", ""},
-                                   {"since", iso8601_utc(Clock::now() - std::chrono::minutes(1))}};
+                                   // the server's clock may be behind ours by up to S3's 15 minutes
+                                   {"since", iso8601_utc(Clock::now() - std::chrono::minutes(15))}};
           Journal::Entry open_upload = journal.add("multipart", record);
           auto upload = store.start_multipart(where.bucket, where.key, put);
           fault_point("restore-objects.upload-started");

@@ -55,9 +55,9 @@ SetResult backup_all(const Config& config, const PgTarget& target, Progress& pro
   fs::path dir = config.backup_dir / "sets";
   make_dirs(dir, 0700);
   // Two sets of one second (two databases backed up one after the other) each keep their file:
-  // set_<ts>.json, then set_<ts>_2.json, … (sorted after it, as it is newer).
+  // set_<ts>.json, then set_<ts>_02.json, … (sorted after it, as it is newer).
   for (int n = 1;; ++n) {
-    r.file = dir / ("set_" + name_timestamp(start) + (n == 1 ? "" : "_" + std::to_string(n)) + ".json");
+    r.file = dir / ("set_" + name_timestamp(start) + (n == 1 ? "" : fmt::format("_{:02}", n)) + ".json");
     std::error_code ec;
     if (!fs::exists(fs::symlink_status(r.file, ec))) break;
   }
@@ -121,6 +121,11 @@ std::string why_not_latest(const nlohmann::json& set, const SetScope& scope) {
   return "";
 }
 
+std::string skipped_note(const std::vector<std::string>& skipped) {
+  if (skipped.empty()) return "";
+  return " (skipped " + skipped.front() + (skipped.size() > 1 ? fmt::format(", and {} more", skipped.size() - 1) : "") + ")";
+}
+
 nlohmann::json find_set(const Config& config, const std::string& id, const SetScope& scope, fs::path* file) {
   fs::path dir = config.backup_dir / "sets";
   std::vector<fs::path> files;
@@ -155,7 +160,7 @@ nlohmann::json find_set(const Config& config, const std::string& id, const SetSc
   }
   throw Error(ErrorCode::not_found,
               "no complete backup set of database " + scope.database + " in " + dir.string() +
-                  (skipped.empty() ? "" : " (skipped " + skipped.front() + (skipped.size() > 1 ? fmt::format(", and {} more", skipped.size() - 1) : "") + ")"),
+                  skipped_note(skipped),
               skipped.empty() ? "`make backup-all` makes one"
                               : "`make backup-all` makes one; a set of another database or store is restored only by its id "
                                 "(--set ID), and its dump only with --allow-other-database");

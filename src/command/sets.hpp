@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "config/config.hpp"
 #include "pg/target.hpp"
@@ -44,6 +45,9 @@ std::string why_not_latest(const nlohmann::json& set, const SetScope& scope);
 
 // The set file of `id` ("latest": the newest set why_not_latest() takes; the newer ones it
 // skipped are logged). Throws Error(not_found) naming what was skipped.
+// " (skipped <the first>, and N more)" for an error that found no `latest`; "" when none was.
+std::string skipped_note(const std::vector<std::string>& skipped);
+
 // `file`, when given, is set to the set file's path.
 nlohmann::json find_set(const Config& config, const std::string& id, const SetScope& scope,
                         std::filesystem::path* file = nullptr);

@@ -130,9 +130,13 @@ std::string StatusReport::describe() const {
                        json_string(w, "file"), json_string(w, "created_at"), w["ahead_hours"].get<double>());
   }
   if (!json["wrong_clock"].empty()) {
-    out += "  made with a wrong clock: fix the clock (timedatectl set-ntp true), make a new backup (`backupctl backup all`), "
-           "then `CONFIRM=YES backupctl prune --wrong-clock` deletes them (to keep one, move it and its .meta out of "
-           "BACKUP_DIR first)\n";
+    bool any_good = false;
+    for (const auto& k : json["kinds"]) any_good = any_good || !k["newest"].is_null();
+    out += any_good ? "  made with a wrong clock: fix the clock (timedatectl set-ntp true), make a new backup (`backupctl "
+                      "backup all`), then `CONFIRM=YES backupctl prune --wrong-clock` deletes them (to keep one, move it "
+                      "and its .meta out of BACKUP_DIR first)\n"
+                    : "  every backup is dated ahead: this host's clock is more likely behind; compare `date` with another "
+                      "machine and set it right (timedatectl set-ntp true)\n";
   }
   if (!json["last_verify"].is_null()) {
     out += fmt::format("  last verify: {} ({})\n", json_string(json["last_verify"], "at"),

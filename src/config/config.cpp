@@ -48,10 +48,10 @@ std::string checked_endpoint(const std::string& value, const std::string& name =
 
 // BACKUP_REMOTE_BWLIMIT: bytes per second, as rclone and curl write it: a number with an optional
 // unit, K/M/G or KiB/MiB/GiB (powers of 1024) or KB/MB/GB (powers of 1000), B, and "/s" ("20M",
-// "20MB", "512KiB/s"). A bare number is bytes per second. Under 16 KiB/s a push of one backup
+// "20MB", "512KiB/s"). A bare number is bytes per second. Under 1 KiB/s a push of one backup
 // would take days: refused (a unit left out is the likely mistake).
 std::uint64_t parse_rate(const std::string& value) {
-  constexpr std::uint64_t kFloor = 16 * 1024;
+  constexpr std::uint64_t kFloor = 1024;
   const std::string hint = "e.g. BACKUP_REMOTE_BWLIMIT=20M (20 MiB/s), 20MB (20 MB/s) or 512K; 0 or empty: no limit";
   std::string v = value;
   v.erase(std::remove_if(v.begin(), v.end(), [](unsigned char c) { return std::isspace(c); }), v.end());
@@ -70,11 +70,15 @@ std::uint64_t parse_rate(const std::string& value) {
   if (digits == 0 || digits > 12 || u == units.end()) {
     throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_BWLIMIT='" + value + "': not a rate", hint);
   }
-  const std::uint64_t rate = std::stoull(v.substr(0, digits)) * u->second;
+  const std::uint64_t n = std::stoull(v.substr(0, digits));
+  if (n > (std::uint64_t{1} << 40) / u->second) {
+    throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_BWLIMIT='" + value + "': more than 1 TiB/s", hint);
+  }
+  const std::uint64_t rate = n * u->second;
   if (rate != 0 && rate < kFloor) {
     throw Error(ErrorCode::usage,
                 "BACKUP_REMOTE_BWLIMIT='" + value + "' is " + std::to_string(rate) +
-                    " bytes/s: a push would take days (at least 16K)",
+                    " bytes/s: a push would take days (at least 1K)",
                 "a unit may be missing: " + hint);
   }
   return rate;
@@ -85,14 +89,14 @@ RemoteConfig parse_remote(const std::string& url, int retention_days) {
   RemoteConfig r;
   r.url = url;
   const std::string hint = "e.g. BACKUP_REMOTE_URL=s3://offsite-backups/archive or file:///mnt/offsite/archive";
-  // Credentials written into the URL (s3://KEY:SECRET@bucket/…) would be echoed in every message,
-  // --json output and the metas' copy records: refused, and never repeated.
+  // Credentials written into the URL (s3://KEY:SECRET@bucket/…; a secret may hold '/') would be
+  // echoed in every message, --json output and the metas' copy records: "user:…@" anywhere is
+  // refused, and nothing of the URL is repeated.
   if (auto scheme = url.find("://"); scheme != std::string::npos) {
-    const std::string authority = url.substr(scheme + 3, url.find('/', scheme + 3) - (scheme + 3));
-    if (auto at = authority.rfind('@'); at != std::string::npos) {
+    const auto at = url.find('@', scheme + 3);
+    if (at != std::string::npos && url.substr(scheme + 3, at - scheme - 3).find(':') != std::string::npos) {
       throw Error(ErrorCode::usage,
-                  "BACKUP_REMOTE_URL holds credentials (" + url.substr(0, scheme + 3) + "***@" +
-                      url.substr(scheme + 3 + at + 1) + "): they are not taken from a URL",
+                  "BACKUP_REMOTE_URL holds credentials (" + url.substr(0, scheme + 3) + "***@…): they are not taken from a URL",
                   "put them in BACKUP_REMOTE_ACCESS_KEY and BACKUP_REMOTE_SECRET_KEY, and give the URL without them");
     }
   }
@@ -106,21 +110,27 @@ RemoteConfig parse_remote(const std::string& url, int retention_days) {
     bool bad_bucket = r.bucket.size() < 3 || r.bucket.size() > 63 ||
                       r.bucket.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") != std::string::npos;
     if (bad_bucket || r.bucket.find('@') != std::string::npos) {
-      throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL: '" + r.bucket + "' is not an S3 bucket name", hint);
+      // Not echoed: what stands there may be a mistyped key.
+      throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL: after s3:// comes no S3 bucket name (3-63 of a-z 0-9 . -)", hint);
     }
     for (const auto& seg : fs::path(r.prefix)) {
       if (seg == "." || seg == "..") {
         throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL: its prefix has a . or .. segment", hint);
       }
     }
+    // One spelling (no trailing '/'): the copies' records in the metas are keyed by it.
+    r.url = "s3://" + r.bucket + (r.prefix.empty() ? "" : "/" + r.prefix.substr(0, r.prefix.size() - 1));
   } else if (url.rfind("file://", 0) == 0) {
     r.type = RemoteConfig::Type::folder;
     r.dir = url.substr(7);
     if (!r.dir.is_absolute()) {
-      throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL='" + url + "': a folder remote needs an absolute path",
+      throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL: a folder remote needs an absolute path after file://",
                   "file:// then the path: file:///mnt/offsite/archive");
     }
     r.dir = r.dir.lexically_normal();
+    while (r.dir.string().size() > 1 && r.dir.string().back() == '/') r.dir = r.dir.string().substr(0, r.dir.string().size() - 1);
+    // One spelling: the copies' records in the metas are keyed by it.
+    r.url = "file://" + r.dir.string();
   } else {
     throw Error(ErrorCode::usage, "invalid BACKUP_REMOTE_URL: it must start with s3:// or file://", hint);
   }

@@ -1,5 +1,7 @@
 #include "pg/tools.hpp"
 
+#include <sys/stat.h>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <signal.h>
@@ -305,6 +307,8 @@ void remove_dead_service_folders(const Config& config) {
   const fs::path records = service_records(config);
   std::vector<fs::path> dead;
   std::error_code ec;
+  struct stat st {};
+  if (::lstat(records.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;  // none, or not ours to follow
   for (const auto& de : fs::directory_iterator(records, ec)) {
     // "<run tag>.<n>": a record of a run of this machine and pid namespace that is gone.
     const std::string name = de.path().filename().string();

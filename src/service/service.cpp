@@ -18,7 +18,7 @@ namespace {
 // Runs one control command (`shown`: how logs and errors name it); stdout and stderr go to our
 // stderr so the operator sees them.
 void run_control(const std::vector<std::string>& argv, const std::string& shown, const char* what) {
-  spdlog::info("services: {}", shown);
+  spdlog::info("services: {} with {}", what, shown);
   RunResult r = run_command({.argv = argv});
   if (!r.out.empty()) spdlog::info("services: {}", redact_arguments(last_lines(r.out, 5), argv));
   if (!r.status.ok()) {

@@ -32,4 +32,15 @@ std::unique_ptr<ObjectStore> make_object_store(const Config& config) {
   return std::make_unique<S3Store>(std::move(s));
 }
 
+std::string dot_segment(const std::string& key) {
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t end = key.find_first_of("/\\", start);
+    std::string seg = key.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (seg == "." || seg == "..") return seg;
+    if (end == std::string::npos) return "";
+    start = end + 1;
+  }
+}
+
 }  // namespace backupctl

@@ -131,6 +131,13 @@ class ObjectStore {
   }
 };
 
+// The '.' or '..' segment of an object key ('/' or '\\' apart: servers on Windows split on both),
+// or "". S3 and MinIO take keys byte for byte (MinIO refuses such names), but a server that
+// resolves dot segments in the request path (s3rver; nginx in front of MinIO whose proxy_pass
+// carries a URI) would write such a key elsewhere, even into another bucket; encoding cannot
+// help (those decode %2E first). So no such key is ever sent (command/restore_objects).
+std::string dot_segment(const std::string& key);
+
 // The store OBJECT_STORAGE selects: minio (MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY,
 // MINIO_REGION, MINIO_CA_FILE) or disk (OBJECT_STORAGE_DIR).
 std::unique_ptr<ObjectStore> make_object_store(const Config& config);

@@ -9,6 +9,7 @@
 
 #include "fixture.hpp"
 #include "stack_host.hpp"
+#include "support/capture_server.hpp"
 #include "util/fs.hpp"
 
 namespace backupctl::test {
@@ -31,8 +32,12 @@ TEST(Latest, IsTheNewestSetOfTheConfiguredDatabaseNeverAnothers) {
   host.pg.psql("other", "CREATE TABLE documents (id int PRIMARY KEY, title text); INSERT INTO documents VALUES (1, 'other'), (2, 'other')");
   const EnvList archive_env = host.env(remote);
   const EnvList other_env = with(archive_env, "PGDATABASE", "other");
-  CliResult a = run_backupctl({"backup", "all", "--json"}, archive_env);
+  CaptureServer hook("HTTP/1.1 200 OK", 1);
+  CliResult a = run_backupctl({"backup", "all", "--json"},
+                              with(with(archive_env, "BACKUP_NOTIFY_URL", hook.url() + "/n"), "BACKUP_NOTIFY_ON_SUCCESS", "yes"));
   ASSERT_EQ(a.exit_code, 0) << a.err;
+  // The notification of a set names the set file (it named the config backup).
+  EXPECT_EQ(nlohmann::json::parse(hook.body(), nullptr, false)["file"], json_of(a)["set_file"]) << hook.body();
   CliResult o = run_backupctl({"backup", "all", "--json"}, other_env);
   ASSERT_EQ(o.exit_code, 0) << o.err;
   const std::string other_set = json_of(o)["set"]["set_id"];
@@ -89,6 +94,14 @@ TEST(Latest, ABackupMadeWithAWrongClockIsNeverLatestAndStatusFailsUntilHandled) 
   CliResult ahead = run_backupctl({"backup", "all", "--json"}, faked_clock(env, "+30d"));
   ASSERT_EQ(ahead.exit_code, 0) << ahead.err;
   const std::string ahead_dump = json_of(ahead)["set"]["parts"]["db"]["file"];
+  // Every backup ahead: the likelier wrong clock is this host's (behind): nothing is deleted.
+  CliResult only_ahead = run_backupctl({"status"}, env);
+  EXPECT_EQ(only_ahead.exit_code, 13) << only_ahead.out;
+  EXPECT_NE(only_ahead.out.find("this host's clock is more likely behind"), std::string::npos) << only_ahead.out;
+  CliResult kept_all = run_backupctl({"prune", "--wrong-clock"}, with(env, "CONFIRM", "YES"));
+  EXPECT_EQ(kept_all.exit_code, 0) << kept_all.err;
+  EXPECT_TRUE(fs::exists(host.backups() / "db" / ahead_dump)) << kept_all.out;
+  EXPECT_TRUE(fs::exists(remote_dir.path() / "db" / ahead_dump)) << kept_all.out;
   host.pg.psql("archive", "INSERT INTO documents SELECT i, 'doc ' || i FROM generate_series(101, 5000) i");
   CliResult right = run_backupctl({"backup", "all", "--json"}, env);
   ASSERT_EQ(right.exit_code, 0) << right.err;

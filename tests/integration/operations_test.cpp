@@ -766,13 +766,17 @@ TEST(Secrets, CommandTokensAndUrlCredentialsAreNeverShown) {
   EXPECT_EQ(repaired.exit_code, 0) << repaired.out << repaired.err;
   texts.insert(texts.end(), {repaired.out, repaired.err});
   // Credentials in the remote's URL: refused without being repeated, in text and JSON.
-  for (const char* url : {"s3://AKIAEXAMPLE:tok-Sekr1t-42@offsite/archive", "file://admin:tok-Sekr1t-42@nas/backups"}) {
+  for (const char* url : {"s3://AKIAEXAMPLE:tok-Sekr1t-42@offsite/archive", "file://admin:tok-Sekr1t-42@nas/backups",
+                          "s3://AKIAEXAMPLE:wJal/tok-Sekr1t-42@offsite/archive", "file://u:p/tok-Sekr1t-42@nas/x"}) {
     CliResult r = run_backupctl({"list", "--remote", "--json"}, with(e, "BACKUP_REMOTE_URL", url));
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_NE(r.out.find("BACKUP_REMOTE_URL holds credentials"), std::string::npos) << r.out;
     texts.insert(texts.end(), {r.out, r.err});
   }
-  for (const auto& t : texts) EXPECT_EQ(t.find(token), std::string::npos) << "the token leaked into:\n" << t;
+  for (const auto& t : texts) {
+    EXPECT_EQ(t.find(token), std::string::npos) << "the token leaked into:\n" << t;
+    EXPECT_EQ(t.find("wJal"), std::string::npos) << "a part of the secret leaked into:\n" << t;
+  }
 }
 
 TEST(Schedule, CronAndSystemdOutput) {
