@@ -131,7 +131,8 @@ TEST(Latest, ABackupMadeWithAWrongClockIsNeverLatestAndStatusFailsUntilHandled) 
 
   CliResult verified = run_backupctl({"verify", "--latest", "--json"}, env);
   ASSERT_EQ(verified.exit_code, 0) << verified.err;
-  for (const auto& r : json_of(verified)["results"]) {
+  const nlohmann::json verify_report = json_of(verified);  // outlives the loop: a temporary's member would not
+  for (const auto& r : verify_report["results"]) {
     EXPECT_EQ(r["file"].get<std::string>().find(ahead_dump), std::string::npos) << "verify --latest took " << r["file"];
   }
   CliResult pruned = run_backupctl({"prune"}, with(env, "BACKUP_KEEP_MIN", "1"));
