@@ -3,7 +3,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fmt/format.h>
-#include <openssl/evp.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 
 #include "io/age.hpp"
 #include "io/zstd.hpp"
+#include "util/digest.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 
@@ -86,26 +86,9 @@ bool safe_relative_key(const std::string& key) {
   return std::none_of(key.begin(), key.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f || c == '\\'; });
 }
 
-namespace {
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
-
-}  // namespace
-
 std::string archive_path(const std::string& bucket, const std::string& key) {
   if (safe_relative_key(key)) return bucket + "/" + key;
-  return ".backupctl/encoded/" + bucket + "/" + sha256_hex(key);
+  return ".backupctl/encoded/" + bucket + "/" + digest_hex(DigestKind::sha256, key);
 }
 
 bool looks_compressible(const std::string& content_type, std::span<const char> sample) {

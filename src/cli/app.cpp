@@ -208,12 +208,8 @@ int run_cli(int argc, char** argv) {
     // Before anything else: what a run that died (kill -9, power loss) left is repaired, and said.
     if (!schedule_cmd->parsed()) {
       args.repair = repair_interrupted_runs(config, false);
-      try {
-        remove_dead_service_folders(config);
-      } catch (const Error& e) {
-        if (e.code() == ErrorCode::interrupted) throw;
-        spdlog::warn("cannot remove what a killed run left in the compose service: {}", e.what());
-      }
+      best_effort("cannot remove what a killed run left in the compose service",
+                  [&] { remove_dead_service_folders(config); });
     }
     std::error_code ec;
     args.self = std::filesystem::canonical("/proc/self/exe", ec).string();

@@ -121,12 +121,7 @@ void copy_off_site(const Config& config, const Outcome& o, RunState& state) {
                                  : e.hint() + "; then `backupctl push` (it resumes)");
   }
   // The copy is there: a retention that cannot delete (a key without delete rights) is a warning.
-  try {
-    prune_remote(config, *remote, false);
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::interrupted) throw;
-    spdlog::warn("remote: the retention on {} failed: {}", config.remote->url, e.what());
-  }
+  best_effort("remote: the retention on " + config.remote->url + " failed", [&] { prune_remote(config, *remote, false); });
 }
 
 // Runs `body` under the BACKUP_DIR lock, with a journal of its own (after repairing what a run
@@ -175,13 +170,10 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
       }
     }
     if (o.prune_after && o.exit == 0) {
-      try {
+      best_effort("retention after the backup failed", [&] {
         journal.step("prune.delete");
         prune(config, false, std::nullopt, Clock::now(), &journal);
-      } catch (const Error& e) {
-        if (e.code() == ErrorCode::interrupted) throw;
-        spdlog::warn("retention after the backup failed: {}", e.what());
-      }
+      });
     }
     if (copy_failed) throw *copy_failed;
     event["ok"] = o.exit == 0;

@@ -1,7 +1,6 @@
 #include "command/backup_objects.hpp"
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
@@ -14,6 +13,7 @@
 #include "io/age.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
+#include "util/digest.hpp"
 #include "util/encoding.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
@@ -54,34 +54,21 @@ std::time_t parse_mtime(const std::string& text) {
 // MD5 and sha256 of what passes, forwarded to `next`.
 class DigestSink : public io::Sink {
  public:
-  explicit DigestSink(io::Sink* next) : m_next(next), m_sha(EVP_MD_CTX_new()), m_md5(EVP_MD_CTX_new()) {
-    EVP_DigestInit_ex(m_sha, EVP_sha256(), nullptr);
-    EVP_DigestInit_ex(m_md5, EVP_md5(), nullptr);
-  }
-  ~DigestSink() override {
-    EVP_MD_CTX_free(m_sha);
-    EVP_MD_CTX_free(m_md5);
-  }
+  explicit DigestSink(io::Sink* next) : m_next(next) {}
   void write(std::span<const char> data) override {
-    EVP_DigestUpdate(m_sha, data.data(), data.size());
-    EVP_DigestUpdate(m_md5, data.data(), data.size());
+    m_sha.update(data);
+    m_md5.update(data);
     m_bytes += data.size();
     if (m_next) m_next->write(data);
   }
-  std::string sha256() { return hex(m_sha); }
-  std::string md5() { return hex(m_md5); }
+  std::string sha256() { return m_sha.finish_hex(); }
+  std::string md5() { return m_md5.finish_hex(); }
   std::uint64_t bytes() const { return m_bytes; }
 
  private:
-  static std::string hex(EVP_MD_CTX* ctx) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx, md, &len);
-    return hex_encode(md, len);
-  }
   io::Sink* m_next;
-  EVP_MD_CTX* m_sha;
-  EVP_MD_CTX* m_md5;
+  Digest m_sha{DigestKind::sha256};
+  Digest m_md5{DigestKind::md5};
   std::uint64_t m_bytes = 0;
 };
 

@@ -879,7 +879,8 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
   // AbortIncompleteMultipartUpload).
   if (!dry_run) {
     std::set<std::string> gone(doomed.begin(), doomed.end());
-    try {
+    // The copies are deleted already; unfinished ones that cannot go wait for the next prune.
+    best_effort("remote: cannot drop unfinished copies on " + rc.url, [&] {
       for (const auto& name : remote.drop_unfinished([&](const std::string& name, Clock::time_point started) {
              std::error_code ec;
              return gone.count(name) > 0 || started < now - kUnfinishedCopyKept ||
@@ -887,11 +888,7 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool
            })) {
         spdlog::info("remote: dropped the unfinished copy of {}", name);
       }
-    } catch (const Error& e) {
-      if (e.code() == ErrorCode::interrupted) throw;
-      // The copies are deleted already; unfinished ones wait for the next prune.
-      spdlog::warn("remote: cannot drop unfinished copies on {}: {}", rc.url, e.what());
-    }
+    });
   }
   return doomed;
 }

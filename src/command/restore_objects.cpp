@@ -1,7 +1,6 @@
 #include "command/restore_objects.hpp"
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -14,6 +13,7 @@
 
 #include "catalog/catalog.hpp"
 #include "io/age.hpp"
+#include "util/digest.hpp"
 #include "util/encoding.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
@@ -42,20 +42,6 @@ constexpr std::uint64_t kBufferedMax = 24u << 20;
 // Bytes held in memory for queued and running uploads.
 constexpr std::uint64_t kBudget = 48u << 20;
 
-std::uint64_t part_size_for(std::uint64_t size) {
-  return std::max<std::uint64_t>(ObjectStore::kMinPartSize, (size + 9999) / 10000);
-}
-
-std::string hex(const unsigned char* md, unsigned int len) { return hex_encode(md, len); }
-
-std::string md5_base64_of_digest(const unsigned char* md, unsigned int len) { return base64_encode(md, len); }
-
-std::string digest_hex(const EVP_MD* md, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), out, &len, md, nullptr);
-  return hex(out, len);
-}
 
 // What the server should report as the ETag of what we sent: the MD5 for a single PUT; for a
 // multipart upload S3 uses md5(concatenated part MD5s)-N (some servers use the whole MD5
@@ -476,13 +462,12 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
         }
         // The manifest's sha256 (checked against these bytes in the first pass) goes with the
         // upload: the server verifies the body against it. The MD5 is the ETag to expect.
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int len = 0;
-        EVP_Digest(data.data(), data.size(), md, &len, EVP_md5(), nullptr);
-        exp.etags.insert(hex(md, len));
+        const std::string md5 = digest_raw(DigestKind::md5, data);
+        const auto* md = reinterpret_cast<const unsigned char*>(md5.data());
+        exp.etags.insert(hex_encode(md, md5.size()));
         expected.push_back(std::move(exp));
         put.sha256_hex = o.sha256;
-        put.md5_base64 = md5_base64_of_digest(md, len);
+        put.md5_base64 = base64_encode(md, md5.size());
         uploader.submit(where, std::move(data), put);
         read_bytes += o.size;
         progress.update(read_bytes);
@@ -493,12 +478,7 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
         std::uint64_t part_size = part_size_for(o.size);
         std::string part;
         part.reserve(part_size);
-        std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md5_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-        std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-        EVP_MD_CTX* whole_md5 = md5_ctx.get();
-        EVP_MD_CTX* whole_sha = sha_ctx.get();
-        EVP_DigestInit_ex(whole_md5, EVP_md5(), nullptr);
-        EVP_DigestInit_ex(whole_sha, EVP_sha256(), nullptr);
+        Digest whole_md5(DigestKind::md5), whole_sha(DigestKind::sha256), part_md5(DigestKind::md5);
         std::string part_md5s;
         int number = 0;
         try {
@@ -531,18 +511,18 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
             }
           } parts_settled{uploader, parallel};
           auto send_part = [&] {
-            unsigned char md[EVP_MAX_MD_SIZE];
-            unsigned int len = 0;
-            EVP_Digest(part.data(), part.size(), md, &len, EVP_md5(), nullptr);
-            part_md5s.append(reinterpret_cast<char*>(md), len);
+            part_md5.update(part);
+            const std::string md5 = part_md5.finish_raw();
+            part_md5s += md5;
+            const std::string md5_base64 = base64_encode(reinterpret_cast<const unsigned char*>(md5.data()), md5.size());
             if (parallel) {
               uploader.reserve(part.size());
-              uploader.submit_part(where, *upload, ++number, std::move(part), md5_base64_of_digest(md, len));
+              uploader.submit_part(where, *upload, ++number, std::move(part), md5_base64);
               part = std::string();
               part.reserve(part_size);
             } else {
               MemorySource src(part.data(), part.size());
-              upload->upload_part(++number, src, md5_base64_of_digest(md, len));
+              upload->upload_part(++number, src, md5_base64);
               part.clear();
             }
             // Killed here, the store holds an open multipart upload with parts in it (or on the
@@ -552,8 +532,8 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
           // A part that failed on a worker ends the restore: nothing more is read or sent.
           auto part_failed = [&] { return parallel && uploader.failed(); };
           for (std::size_t n; !part_failed() && (n = reader.read(buf)) > 0;) {
-            EVP_DigestUpdate(whole_md5, buf.data(), n);
-            EVP_DigestUpdate(whole_sha, buf.data(), n);
+            whole_md5.update(buf.data(), n);
+            whole_sha.update(buf.data(), n);
             std::size_t off = 0;
             while (off < n) {
               std::size_t k = std::min<std::size_t>(n - off, part_size - part.size());
@@ -564,10 +544,7 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
           }
           if (part_failed()) break;  // the failing part is reported with the others
           if (!part.empty()) send_part();
-          unsigned char md[EVP_MAX_MD_SIZE];
-          unsigned int len = 0;
-          EVP_DigestFinal_ex(whole_sha, md, &len);
-          if (hex(md, len) != o.sha256) {
+          if (whole_sha.finish_hex() != o.sha256) {
             throw Error(ErrorCode::verification, "the archive's copy of " + o.key + " changed since it was checked");
           }
           if (parallel) {
@@ -576,9 +553,8 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
           }
           upload->complete();
           open_upload.settle();
-          EVP_DigestFinal_ex(whole_md5, md, &len);
-          exp.etags.insert(hex(md, len));
-          exp.etags.insert(digest_hex(EVP_md5(), part_md5s) + "-" + std::to_string(number));
+          exp.etags.insert(whole_md5.finish_hex());
+          exp.etags.insert(multipart_etag(part_md5s, number));
           succeeded.insert({where.bucket, where.key});
         } catch (const Error& e) {
           if (e.code() == ErrorCode::interrupted || e.code() == ErrorCode::verification) throw;

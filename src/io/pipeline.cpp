@@ -1,12 +1,12 @@
 #include "io/pipeline.hpp"
 
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <memory>
 #include <vector>
 
+#include "util/digest.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
 #include "util/fs.hpp"
@@ -63,30 +63,15 @@ void LimitSink::write(std::span<const char> data) {
   m_next.write(data);
 }
 
-Sha256Sink::Sha256Sink(Sink& next) : m_next(next), m_ctx(EVP_MD_CTX_new()) {
-  if (m_ctx == nullptr ||
-      EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(m_ctx), EVP_sha256(), nullptr) != 1) {
-    throw Error(ErrorCode::internal, "cannot initialise SHA-256 (OpenSSL)");
-  }
-}
-
-Sha256Sink::~Sha256Sink() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(m_ctx)); }
+Sha256Sink::Sha256Sink(Sink& next) : m_next(next) {}
 
 void Sha256Sink::write(std::span<const char> data) {
-  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(m_ctx), data.data(), data.size());
+  m_digest.update(data);
   m_next.write(data);
 }
 
 void Sha256Sink::finish() {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(m_ctx), md, &len);
-  static const char* digits = "0123456789abcdef";
-  m_hex.clear();
-  for (unsigned int i = 0; i < len; ++i) {
-    m_hex += digits[md[i] >> 4];
-    m_hex += digits[md[i] & 15];
-  }
+  m_hex = m_digest.finish_hex();
   m_next.finish();
 }
 

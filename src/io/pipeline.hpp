@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "util/digest.hpp"
 #include "util/fd.hpp"
 
 namespace backupctl {
@@ -140,7 +141,6 @@ class StringSink : public Sink {
 class Sha256Sink : public Sink {
  public:
   explicit Sha256Sink(Sink& next);
-  ~Sha256Sink() override;
   void write(std::span<const char> data) override;
   void finish() override;
   bool wants_more() const override { return true; }  // the digest needs every byte
@@ -149,7 +149,7 @@ class Sha256Sink : public Sink {
 
  private:
   Sink& m_next;
-  void* m_ctx;  // EVP_MD_CTX*
+  Digest m_digest{DigestKind::sha256};
   std::string m_hex;
 };
 

@@ -3,6 +3,7 @@
 #include "config/config.hpp"
 #include "storage/disk/disk_store.hpp"
 #include "storage/s3/s3_store.hpp"
+#include "util/digest.hpp"
 #include "util/error.hpp"
 
 namespace backupctl {
@@ -41,6 +42,17 @@ std::string dot_segment(const std::string& key) {
     if (end == std::string::npos) return "";
     start = end + 1;
   }
+}
+
+std::uint64_t part_size_for(std::uint64_t size) {
+  constexpr std::uint64_t kMiB = 1 << 20;
+  std::uint64_t part = ObjectStore::kMinPartSize;
+  if (size / part >= 9000) part = (size / 9000 / kMiB + 1) * kMiB;
+  return part;
+}
+
+std::string multipart_etag(std::string_view part_md5s, int count) {
+  return digest_hex(DigestKind::md5, part_md5s) + "-" + std::to_string(count);
 }
 
 }  // namespace backupctl

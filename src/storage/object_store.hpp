@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "io/pipeline.hpp"
@@ -88,6 +89,21 @@ class MultipartUpload {
   // copy cut short resumes from its parts on the next push.
   virtual void keep_open() {}
 };
+
+// S3's multipart limits (AWS's, which MinIO and RGW keep): at most 10,000 parts, objects up to
+// 5 TiB, parts up to 5 GiB.
+inline constexpr std::uint64_t kMaxParts = 10000;
+inline constexpr std::uint64_t kMaxObjectSize = std::uint64_t{5} << 40;
+
+// The one part-size rule of every multipart upload (restored attachments, off-site copies): 8 MiB
+// (ObjectStore::kMinPartSize), and past 70 GiB whole MiB so the upload takes at most 9,000 parts —
+// a tenth under S3's limit. A resumed off-site copy finds its parts by this size, so it must not
+// change for sizes already uploaded.
+std::uint64_t part_size_for(std::uint64_t size);
+
+// The ETag S3 gives an object uploaded in `count` parts whose raw MD5s, one after another, are
+// `part_md5s`: the MD5 of those, "-", the count.
+std::string multipart_etag(std::string_view part_md5s, int count);
 
 class ObjectStore {
  public:

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +14,7 @@
 #include <thread>
 
 #include "storage/s3/s3_store.hpp"
+#include "util/digest.hpp"
 #include "util/encoding.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
@@ -63,27 +63,6 @@ void start_workers(std::vector<std::thread>& workers, std::uint64_t n, Worker& w
                 "the host is out of memory or threads; try again when it is less busy");
   }
 }
-
-class Digest {
- public:
-  explicit Digest(const EVP_MD* md) : m_md(md), m_ctx(EVP_MD_CTX_new()) { EVP_DigestInit_ex(m_ctx, md, nullptr); }
-  ~Digest() { EVP_MD_CTX_free(m_ctx); }
-  Digest(const Digest&) = delete;
-  Digest& operator=(const Digest&) = delete;
-  void update(const char* p, std::size_t n) { EVP_DigestUpdate(m_ctx, p, n); }
-  void reset() { EVP_DigestInit_ex(m_ctx, m_md, nullptr); }
-  // The raw digest (the context is finished).
-  std::string raw() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(m_ctx, md, &len);
-    return std::string(reinterpret_cast<char*>(md), len);
-  }
-
- private:
-  const EVP_MD* m_md;
-  EVP_MD_CTX* m_ctx;
-};
 
 std::string hex_of(const std::string& raw) {
   return hex_encode(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
@@ -331,10 +310,10 @@ class S3Remote : public Remote {
                       const std::string& sha256, PutOptions options, std::atomic<std::uint64_t>& sent) {
     std::string data(size, '\0');
     if (read_at(fd, data.data(), size, 0, local) != size) throw changed_since(local);
-    Digest sha(EVP_sha256()), md5(EVP_md5());
+    Digest sha(DigestKind::sha256), md5(DigestKind::md5);
     sha.update(data.data(), data.size());
     md5.update(data.data(), data.size());
-    std::string sha_hex = hex_of(sha.raw()), md5_raw = md5.raw();
+    std::string sha_hex = sha.finish_hex(), md5_raw = md5.finish_raw();
     if (!sha256.empty() && sha_hex != sha256) throw changed_since(local);
     options.sha256_hex = sha_hex;
     options.md5_base64 = base64_raw(md5_raw);
@@ -350,7 +329,7 @@ class S3Remote : public Remote {
   PutResult put_parts(int fd, const fs::path& local, const std::string& key, std::uint64_t size,
                       const std::string& sha256, const PutOptions& options, std::atomic<std::uint64_t>& sent) {
     const std::uint64_t sent_before = sent.load();
-    const std::uint64_t part_size = remote_part_size(size);
+    const std::uint64_t part_size = part_size_for(size);
     const int count = static_cast<int>((size + part_size - 1) / part_size);
     std::unique_ptr<MultipartUpload> upload;
     std::map<int, S3Store::Part> have;
@@ -445,7 +424,7 @@ class S3Remote : public Remote {
       throw;
     }
 
-    Digest sha(EVP_sha256());
+    Digest sha(DigestKind::sha256);
     std::string md5s;  // the parts' raw MD5s, for the ETag the completed object must have
     try {
       for (int n = 1; n <= count; ++n) {
@@ -455,9 +434,9 @@ class S3Remote : public Remote {
         std::string data(len, '\0');
         if (read_at(fd, data.data(), len, offset, local) != len) throw changed_since(local);
         sha.update(data.data(), len);
-        Digest md5(EVP_md5());
+        Digest md5(DigestKind::md5);
         md5.update(data.data(), len);
-        std::string raw = md5.raw();
+        std::string raw = md5.finish_raw();
         md5s += raw;
         if (auto h = have.find(n); h != have.end() && h->second.etag == hex_of(raw)) {
           continue;  // already there: not sent again
@@ -471,7 +450,7 @@ class S3Remote : public Remote {
       }
       stop();
       if (failure) std::rethrow_exception(failure);
-      if (!sha256.empty() && hex_of(sha.raw()) != sha256) {
+      if (!sha256.empty() && sha.finish_hex() != sha256) {
         upload->abort();
         throw changed_since(local);
       }
@@ -481,9 +460,7 @@ class S3Remote : public Remote {
       upload->keep_open();  // the next push resumes from the parts that made it
       throw;
     }
-    Digest etag(EVP_md5());
-    etag.update(md5s.data(), md5s.size());
-    std::string expected = hex_of(etag.raw()) + "-" + std::to_string(count);
+    std::string expected = multipart_etag(md5s, count);
     ObjectInfo info = m_store->head_object(m_config.bucket, key);
     if (info.etag != expected) {
       throw Error(ErrorCode::verification,
@@ -541,7 +518,7 @@ class FolderRemote : public Remote {
     Fd in = open_read(local);
     const std::uint64_t size = size_of(in.get(), local);
     PutResult result;
-    Digest sha(EVP_sha256());
+    Digest sha(DigestKind::sha256);
     std::vector<char> buf(1 << 20), theirs(1 << 20);
     // A .partial an earlier push left: kept as far as it matches the file.
     std::uint64_t have = 0;
@@ -561,7 +538,7 @@ class FolderRemote : public Remote {
         have = there;
         result.resumed = true;
       } else {
-        sha.reset();
+        (void)sha.finish_raw();  // starts over
       }
     }
     if (::ftruncate(out.get(), static_cast<off_t>(have)) != 0) throw_errno("cannot truncate " + partial.string());
@@ -589,7 +566,7 @@ class FolderRemote : public Remote {
       fault_point("remote.chunk-written");
       throttle.sent(n);
     }
-    if (!sha256.empty() && hex_of(sha.raw()) != sha256) {
+    if (!sha256.empty() && sha.finish_hex() != sha256) {
       ::unlink(partial.c_str());
       throw changed_since(local);
     }
@@ -652,13 +629,6 @@ class FolderRemote : public Remote {
 
 bool remote_name_ok(const std::string& name) { return plain_name(name); }
 
-std::uint64_t remote_part_size(std::uint64_t size) {
-  constexpr std::uint64_t kMiB = 1 << 20;
-  std::uint64_t part = ObjectStore::kMinPartSize;
-  if (size / part >= 9000) part = (size / 9000 / kMiB + 1) * kMiB;
-  return part;
-}
-
 std::string expected_etag(const fs::path& file, std::uint64_t part_size) {
   Fd fd = open_read(file);
   const std::uint64_t size = size_of(fd.get(), file);
@@ -666,7 +636,7 @@ std::string expected_etag(const fs::path& file, std::uint64_t part_size) {
   std::string md5s;
   int count = 0;
   for (std::uint64_t offset = 0; offset < size || count == 0; offset += part_size) {
-    Digest md5(EVP_md5());
+    Digest md5(DigestKind::md5);
     std::uint64_t len = std::min(part_size, size - offset);
     for (std::uint64_t done = 0; done < len;) {
       std::size_t n = read_at(fd.get(), buf.data(), static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), len - done)),
@@ -675,14 +645,12 @@ std::string expected_etag(const fs::path& file, std::uint64_t part_size) {
       md5.update(buf.data(), n);
       done += n;
     }
-    md5s += md5.raw();
+    md5s += md5.finish_raw();
     ++count;
     if (size == 0) break;
   }
   if (size <= kRemoteSinglePut) return hex_of(md5s);
-  Digest etag(EVP_md5());
-  etag.update(md5s.data(), md5s.size());
-  return hex_of(etag.raw()) + "-" + std::to_string(count);
+  return multipart_etag(md5s, count);
 }
 
 std::unique_ptr<Remote> make_remote(const Config& config) {

@@ -73,9 +73,8 @@ std::unique_ptr<Remote> make_remote(const Config& config);
 // or one PUT (the md5): what a listing of a good copy shows. Reads the file.
 std::string expected_etag(const std::filesystem::path& file, std::uint64_t part_size);
 
-// The part size of an off-site copy of `size` bytes: 8 MiB, more for files past 80 GB (S3 takes
-// at most 10000 parts). Files up to kRemoteSinglePut go as one PUT.
-std::uint64_t remote_part_size(std::uint64_t size);
+// Files up to kRemoteSinglePut go as one PUT; larger ones in parts of part_size_for(size)
+// (storage/object_store.hpp).
 inline constexpr std::uint64_t kRemoteSinglePut = 16u << 20;
 
 }  // namespace backupctl

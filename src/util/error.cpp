@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 namespace backupctl {
 
 int exit_status(ErrorCode code) {
@@ -69,5 +71,16 @@ Error errno_error(int err, std::string_view what) {
 }
 
 void throw_errno(std::string_view what) { throw errno_error(errno, what); }
+
+bool best_effort(std::string_view what, const std::function<void()>& fn) {
+  try {
+    fn();
+    return true;
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) throw;
+    spdlog::warn("{}: {}", what, e.what());
+    return false;
+  }
+}
 
 }  // namespace backupctl

@@ -2,6 +2,7 @@
 // naming what failed, and a hint saying what the operator can do about it.
 #pragma once
 
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -51,5 +52,10 @@ Error errno_error(int err, std::string_view what);
 
 // errno_error(errno, what), for the common case right after a failed call.
 [[noreturn]] void throw_errno(std::string_view what);
+
+// Runs `fn`, whose failure must not fail the command (the retention after a backup, clearing
+// what a killed run left): an Error is logged as a warning "<what>: <message>" and swallowed —
+// except an interruption (a signal), which passes on. Returns whether `fn` completed.
+bool best_effort(std::string_view what, const std::function<void()>& fn);
 
 }  // namespace backupctl

@@ -1,6 +1,6 @@
+#include "util/digest.hpp"
 #include "util/words.hpp"
 
-#include <openssl/evp.h>
 
 #include "util/encoding.hpp"
 
@@ -84,10 +84,7 @@ std::string redact_arguments(std::string text, const std::vector<std::string>& a
 std::string command_digest(const std::vector<std::string>& argv) {
   std::string joined;
   for (const auto& w : argv) joined.append(w).push_back('\0');
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(joined.data(), joined.size(), md, &len, EVP_sha256(), nullptr);
-  return hex_encode(md, len);
+  return digest_hex(DigestKind::sha256, joined);
 }
 
 }  // namespace backupctl

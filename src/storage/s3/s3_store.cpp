@@ -6,7 +6,6 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <fmt/format.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "util/digest.hpp"
 #include "util/encoding.hpp"
 #include "util/error.hpp"
 #include "version.hpp"
@@ -83,33 +83,17 @@ struct Digests {
 };
 
 Digests digest(RewindableSource& body) {
-  EVP_MD_CTX* sha = EVP_MD_CTX_new();
-  EVP_MD_CTX* md5 = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(sha, EVP_sha256(), nullptr);
-  EVP_DigestInit_ex(md5, EVP_md5(), nullptr);
+  Digest sha(DigestKind::sha256), md5(DigestKind::md5);
   body.rewind();
   std::vector<char> buf(1 << 16);
   for (;;) {
     std::size_t n = body.read(buf);
     if (n == 0) break;
-    EVP_DigestUpdate(sha, buf.data(), n);
-    EVP_DigestUpdate(md5, buf.data(), n);
+    sha.update(buf.data(), n);
+    md5.update(buf.data(), n);
   }
   body.rewind();
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  Digests d;
-  EVP_DigestFinal_ex(sha, out, &len);
-  static const char* hex = "0123456789abcdef";
-  for (unsigned int i = 0; i < len; ++i) {
-    d.sha256_hex += hex[out[i] >> 4];
-    d.sha256_hex += hex[out[i] & 15];
-  }
-  EVP_DigestFinal_ex(md5, out, &len);
-  d.md5_base64 = base64_encode(out, len);
-  EVP_MD_CTX_free(sha);
-  EVP_MD_CTX_free(md5);
-  return d;
+  return Digests{sha.finish_hex(), md5.finish_base64()};
 }
 
 struct Transfer {
@@ -719,10 +703,9 @@ namespace {
 }  // namespace
 
 std::string md5_base64_of(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_md5(), nullptr);
-  return base64_encode(md, len);
+  Digest md5(DigestKind::md5);
+  md5.update(data);
+  return md5.finish_base64();
 }
 
 namespace {
