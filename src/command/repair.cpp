@@ -11,7 +11,7 @@
 #include "catalog/lock.hpp"
 #include "catalog/meta.hpp"
 #include "catalog/naming.hpp"
-#include "command/config_files.hpp"
+#include "command/restore_config.hpp"
 #include "command/restore_db.hpp"
 #include "pg/connection.hpp"
 #include "pg/identity.hpp"

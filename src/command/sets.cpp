@@ -6,7 +6,7 @@
 #include "catalog/naming.hpp"
 #include "command/backup_db.hpp"
 #include "command/backup_objects.hpp"
-#include "command/config_files.hpp"
+#include "command/backup_config.hpp"
 #include "storage/object_store.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"

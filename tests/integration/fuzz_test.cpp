@@ -18,7 +18,7 @@
 #include "catalog/journal.hpp"
 #include "catalog/meta.hpp"
 #include "check/checklist.hpp"
-#include "command/config_files.hpp"
+#include "command/restore_config.hpp"
 #include "command/list.hpp"
 #include "command/prune.hpp"
 #include "command/repair.hpp"

@@ -2,7 +2,7 @@
 // left as they are.
 #include <gtest/gtest.h>
 
-#include "command/config_files.hpp"
+#include "command/config_mask.hpp"
 
 namespace backupctl {
 namespace {
