@@ -104,7 +104,7 @@ class ComposeStack : public ::testing::Test {
     e.emplace_back("DOCKER_HOST", docker_host);
     e.emplace_back("POSTGRES_PASSWORD", "stack-secret");
     e.emplace_back("API_PORT", std::to_string(api_port));
-    e.emplace_back("ARCHIVE_APP", ARCHIVE_APP_BIN);
+    e.emplace_back("ARCHIVE_APP", archive_app_binary());
     e.emplace_back("STACK_ROOT", root.path().string());
     e.emplace_back("OBJECT_STORAGE", "disk");
     e.emplace_back("OBJECT_STORAGE_DIR", objects.string());
@@ -398,7 +398,7 @@ TEST_F(ComposeStack, TheBackupContainerOfTheComposeExample) {
                 (kSource / "examples/compose/Dockerfile").string(), "runtime"}});
   ASSERT_TRUE(runtime.status.ok()) << runtime.err;
   TempDir context("backupctl-image");
-  fs::copy_file(BACKUPCTL_BIN, context.path() / "backupctl");
+  fs::copy_file(backupctl_binary(), context.path() / "backupctl");  // never a sanitized one: the image has no libasan
   write_file_atomic(context.path() / "Dockerfile",
                     "FROM backupctl-test/backupctl-runtime\n"
                     "COPY backupctl /usr/local/bin/backupctl\n");

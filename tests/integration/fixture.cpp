@@ -159,11 +159,30 @@ CliResult run_backupctl(const std::vector<std::string>& args, const EnvList& env
   return r;
 }
 
+namespace {
+
+std::string from_environment(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+}  // namespace
+
+std::string backupctl_binary() {
+  if (std::string bin = from_environment("BACKUPCTL_TEST_BIN"); !bin.empty()) return bin;
+  if (std::string build = from_environment("BACKUPCTL_TEST_BUILD"); !build.empty()) return build + "/backupctl";
+  return BACKUPCTL_BIN;
+}
+
+std::string archive_app_binary() {
+  if (std::string build = from_environment("BACKUPCTL_TEST_BUILD"); !build.empty()) {
+    return build + "/examples/archive-app/archive-app";
+  }
+  return ARCHIVE_APP_BIN;
+}
+
 Child spawn_backupctl(const std::vector<std::string>& args, const EnvList& env) {
-  // BACKUPCTL_TEST_BIN runs the tests against another build (an older one: does a new test fail
-  // without its fix?).
-  const char* other = std::getenv("BACKUPCTL_TEST_BIN");
-  std::vector<std::string> argv = {other && *other ? other : BACKUPCTL_BIN};
+  std::vector<std::string> argv = {backupctl_binary()};
   argv.insert(argv.end(), args.begin(), args.end());
   // Start from an empty environment: nothing of the developer's shell (PG*, BACKUP_*) leaks in.
   EnvList full;

@@ -71,6 +71,14 @@ int free_port();
 // Runs the backupctl binary with a clean environment: only PATH, HOME, TZ, LANG and `env`.
 CliResult run_backupctl(const std::vector<std::string>& args, const EnvList& env);
 
+// The backupctl the tests run: this build's, BACKUPCTL_TEST_BIN (another build's: does a new test
+// fail without its fix?), or the one of the build BACKUPCTL_TEST_BUILD names (the docker tests of
+// the sanitized build run the release build's: tests/CMakeLists.txt).
+std::string backupctl_binary();
+// The sample app the tests run: this build's, or the one of BACKUPCTL_TEST_BUILD (the app's
+// containers mount it, and they have no libasan).
+std::string archive_app_binary();
+
 // Starts backupctl without waiting, for tests that interrupt it.
 Child spawn_backupctl(const std::vector<std::string>& args, const EnvList& env);
 
