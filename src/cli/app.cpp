@@ -207,7 +207,7 @@ int run_cli(int argc, char** argv) {
     Config config = Config::from_environment();
     // Before anything else: what a run that died (kill -9, power loss) left is repaired, and said.
     if (!schedule_cmd->parsed()) {
-      args.repair = repair_interrupted_runs(config, false);
+      args.repair = repair_interrupted_runs(config, LockHeld::no);
       best_effort("cannot remove what a killed run left in the compose service",
                   [&] { remove_dead_service_folders(config); });
     }

@@ -122,7 +122,7 @@ void copy_off_site(const Config& config, const Outcome& o, RunState& state) {
                                  : e.hint() + "; then `backupctl push` (it resumes)");
   }
   // The copy is there: a retention that cannot delete (a key without delete rights) is a warning.
-  best_effort("remote: the retention on " + config.remote->url + " failed", [&] { prune_remote(config, *remote, false); });
+  best_effort("remote: the retention on " + config.remote->url + " failed", [&] { prune_remote(config, *remote, DryRun::no); });
 }
 
 // Runs `body` under the BACKUP_DIR lock, with a journal of its own (after repairing what a run
@@ -131,7 +131,7 @@ void copy_off_site(const Config& config, const Outcome& o, RunState& state) {
 int bookkeeping(const Config& config, const std::string& command, const std::string& kind,
                 const std::function<Outcome(Journal&)>& body) {
   BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl " + command);
-  repair_interrupted_runs(config, true);
+  repair_interrupted_runs(config, LockHeld::yes);
   remove_stale_verify_scratch(config.backup_dir);
   Journal journal(config.backup_dir, command, journal_undo(config));
   RunState state = RunState::load(config.backup_dir);
@@ -173,7 +173,7 @@ int bookkeeping(const Config& config, const std::string& command, const std::str
     if (o.prune_after && o.exit == 0) {
       best_effort("retention after the backup failed", [&] {
         journal.step("prune.delete");
-        prune(config, false, std::nullopt, Clock::now(), &journal);
+        prune(config, DryRun::no, std::nullopt, Clock::now(), &journal);
       });
     }
     if (copy_failed) throw *copy_failed;
@@ -254,7 +254,7 @@ int cmd_verify_remote(const Config& config, const Args& args) {
   std::optional<Journal> journal;
   if (args.read_data) {
     lock.emplace(BackupLock::acquire(config.backup_dir, "backupctl verify --remote --read-data"));
-    repair_interrupted_runs(config, true);
+    repair_interrupted_runs(config, LockHeld::yes);
     journal.emplace(config.backup_dir, "verify --remote --read-data", journal_undo(config));
   }
   auto verdicts = verify_remote(config, *remote, args.read_data, *progress, journal ? &*journal : nullptr);
@@ -315,7 +315,7 @@ int cmd_verify(const Config& config, const Args& args) {
   nlohmann::json results = nlohmann::json::array();
   bool all_ok = true;
   for (const fs::path& f : files) {
-    VerifyVerdict v = verify_backup(config, f, *progress, args.quick);
+    VerifyVerdict v = verify_backup(config, f, *progress, args.quick ? VerifyDepth::quick : VerifyDepth::full);
     all_ok = all_ok && v.ok;
     results.push_back(
         {{"file", v.file.string()}, {"kind", v.kind}, {"ok", v.ok}, {"detail", v.detail}});
@@ -376,7 +376,7 @@ int cmd_list(const Config& config, const Args& args) {
 template <class Fetch>
 auto journaled_fetch(const Config& config, Fetch&& fetch) {
   BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl fetch");
-  repair_interrupted_runs(config, true);
+  repair_interrupted_runs(config, LockHeld::yes);
   Journal journal(config.backup_dir, "fetch", journal_undo(config));
   Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
   auto result = fetch();
@@ -627,7 +627,7 @@ int cmd_restore_config(const Config& config, const Args& args) {
     throw Error(ErrorCode::usage, "unknown MODE '" + args.config_mode + "'",
                 "MODE=preview shows what would change; MODE=apply CONFIRM=YES writes it");
   }
-  ConfigPlan plan = preview_config(config, args.config_file, false);
+  ConfigPlan plan = preview_config(config, args.config_file, NoMeta::refuse);
   if (args.config_mode == "preview") {
     if (args.out.json) {
       print_json(plan.to_json());
@@ -709,7 +709,7 @@ int restore_all(const Config& config, const Args& args, IncomingBackup* incoming
       if (!args.out.json) std::cout << r.describe();
     }
     if (!conf.empty()) {
-      ConfigPlan preview = preview_config(config, conf, false);
+      ConfigPlan preview = preview_config(config, conf, NoMeta::refuse);
       out["config_preview"] = preview.to_json();
       if (!args.out.json) {
         std::cout << "\n"
@@ -743,7 +743,8 @@ int cmd_prune(const Config& config, const Args& args) {
   // --wrong-clock: only the backups dated ahead of this host's clock, locally and on the remote;
   // they are a judgement call (each holds real data of a moment no one knows), so CONFIRM=YES.
   const PruneWhat what = args.wrong_clock ? PruneWhat::wrong_clock : PruneWhat::retention;
-  auto run = [&](Journal* journal, bool dry_run) {
+  auto run = [&](Journal* journal, DryRun mode) {
+    const bool dry_run = mode == DryRun::yes;
     // The databases kept by restores live on the server: checked when one is configured.
     std::optional<PgTarget> pg;
     if (what == PruneWhat::retention && (env_value("DATABASE_URL") || env_value("PGHOST") || env_value("PGDATABASE"))) {
@@ -752,11 +753,11 @@ int cmd_prune(const Config& config, const Args& args) {
       } catch (const Error&) {
       }
     }
-    PruneResult r = prune(config, dry_run, pg, Clock::now(), journal, what);
+    PruneResult r = prune(config, mode, pg, Clock::now(), journal, what);
     // The remote's retention too, when there is one (BACKUP_REMOTE_RETENTION_DAYS).
     if (config.remote) {
       auto remote = make_remote(config);
-      for (const auto& name : prune_remote(config, *remote, dry_run, what)) {
+      for (const auto& name : prune_remote(config, *remote, mode, what)) {
         if (name.ends_with(".meta")) continue;
         r.deleted.push_back({config.remote->url + "/" + name,
                              what == PruneWhat::wrong_clock
@@ -778,15 +779,15 @@ int cmd_prune(const Config& config, const Args& args) {
     }
     return r;
   };
-  if (args.dry_run) return run(nullptr, true), 0;
+  if (args.dry_run) return run(nullptr, DryRun::yes), 0;
   if (what == PruneWhat::wrong_clock && !config.confirmed && !args.confirm) {
-    if (run(nullptr, true).deleted.empty()) return 0;
+    if (run(nullptr, DryRun::yes).deleted.empty()) return 0;
     throw Error(ErrorCode::confirmation_required, "not confirmed: nothing was deleted",
                 "to delete them: CONFIRM=YES backupctl prune --wrong-clock");
   }
   return bookkeeping(config, "prune", "prune", [&](Journal& journal) {
     journal.step("prune.delete");
-    run(&journal, false);
+    run(&journal, DryRun::no);
     return Outcome{};
   });
 }
@@ -912,7 +913,7 @@ int cmd_rehearse(const Config& config, const Args& args) {
   }
   PgTarget live = PgTarget::from_environment();
   BackupLock lock = BackupLock::acquire(config.backup_dir, "backupctl rehearse");
-  repair_interrupted_runs(config, true);
+  repair_interrupted_runs(config, LockHeld::yes);
   auto progress = make_progress(args.out);
   std::optional<RehearsalReport> report;
   {
@@ -970,7 +971,7 @@ int cmd_push(const Config& config, const Args& args) {
       o.failures.emplace_back("remote", r.failed.front());
       o.exit = exit_status(ErrorCode::tool_failed);
     }
-    if (r.failed.empty()) prune_remote(config, *remote, false);
+    if (r.failed.empty()) prune_remote(config, *remote, DryRun::no);
     if (args.out.json) {
       print_json({{"ok", r.failed.empty()}, {"remote", r.remote}, {"sent", r.sent}, {"present", r.present},
                   {"bytes", r.bytes}, {"failed", r.failed}, {"skipped", r.skipped}});

@@ -87,8 +87,9 @@ std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
   return keep;
 }
 
-PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarget>& pg,
+PruneResult prune(const Config& config, DryRun mode, const std::optional<PgTarget>& pg,
                   Clock::time_point now, Journal* journal, PruneWhat what) {
+  const bool dry_run = mode == DryRun::yes;
   PruneResult result;
   const auto cutoff = now - std::chrono::hours(24) * config.retention_days;
   std::vector<CatalogEntry> entries = scan_catalog(config.backup_dir);

@@ -57,7 +57,10 @@ bool all_dated_ahead(const std::vector<const CatalogEntry*>& list, Clock::time_p
 // --wrong-clock`: made with a wrong clock, they are never `latest` and `status` fails on them).
 enum class PruneWhat { retention, wrong_clock };
 
-PruneResult prune(const Config& config, bool dry_run, const std::optional<PgTarget>& pg,
+// Whether a prune deletes, or says what it would delete.
+enum class DryRun { no, yes };
+
+PruneResult prune(const Config& config, DryRun mode, const std::optional<PgTarget>& pg,
                   Clock::time_point now, Journal* journal = nullptr, PruneWhat what = PruneWhat::retention);
 
 }  // namespace backupctl

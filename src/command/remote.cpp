@@ -503,7 +503,7 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
         fetch(roles, dir / fs::path(roles).filename(), roles_limit(*e.meta));
       }
       journal->step("remote-verify.fetched");
-      VerifyVerdict lv = verify_backup(config, dir / file, progress, false);
+      VerifyVerdict lv = verify_backup(config, dir / file, progress);
       v.ok = lv.ok;
       v.detail = lv.detail;
     } catch (const Error& err) {
@@ -825,7 +825,8 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
 
 constexpr auto kUnfinishedCopyKept = std::chrono::hours(24 * 7);
 
-std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run, PruneWhat what) {
+std::vector<std::string> prune_remote(const Config& config, Remote& remote, DryRun mode, PruneWhat what) {
+  const bool dry_run = mode == DryRun::yes;
   const RemoteConfig& rc = *config.remote;
   if (rc.object_lock_days > 0) {
     spdlog::info("remote: BACKUP_REMOTE_OBJECT_LOCK_DAYS is set: the bucket's lifecycle expires old copies, not prune");

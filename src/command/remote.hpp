@@ -151,7 +151,7 @@ std::string fetch_set(const Config& config, Remote& remote, const std::string& i
 // the newest copy that verified). With BACKUP_REMOTE_OBJECT_LOCK_DAYS nothing is deleted:
 // the bucket's lifecycle expires the copies once their lock ends.
 // PruneWhat::wrong_clock deletes only the copies dated ahead of this host's clock.
-std::vector<std::string> prune_remote(const Config& config, Remote& remote, bool dry_run,
+std::vector<std::string> prune_remote(const Config& config, Remote& remote, DryRun mode,
                                       PruneWhat what = PruneWhat::retention);
 
 }  // namespace backupctl

@@ -372,7 +372,8 @@ std::string describe_run(const json& j) {
 
 }  // namespace
 
-RepairOutcome repair_interrupted_runs(const Config& config, bool holding_lock) {
+RepairOutcome repair_interrupted_runs(const Config& config, LockHeld held) {
+  const bool holding_lock = held == LockHeld::yes;
   RepairOutcome out;
   std::vector<JournalFile> journals = read_journals(config.backup_dir);
   if (journals.empty()) return out;

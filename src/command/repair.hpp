@@ -42,9 +42,10 @@ struct RepairOutcome {
 };
 
 // Repairs what runs that died left in BACKUP_DIR; logs what it found and did (warnings, so `-q`
-// shows them too). `holding_lock`: the caller holds the BackupLock already. Never throws for a
+// shows them too). LockHeld::yes: the caller holds the BackupLock already. Never throws for a
 // repair that fails: that journal is kept, with the error, and listed in `unresolved`.
-RepairOutcome repair_interrupted_runs(const Config& config, bool holding_lock);
+enum class LockHeld { no, yes };
+RepairOutcome repair_interrupted_runs(const Config& config, LockHeld lock);
 
 // The journals still waiting for a repair (for `status`), one line each with the command that
 // resolves them.

@@ -37,7 +37,8 @@ namespace backupctl {
 
 namespace fs = std::filesystem;
 
-ConfigPlan preview_config(const Config& config, const fs::path& file, bool allow_no_meta) {
+ConfigPlan preview_config(const Config& config, const fs::path& file, NoMeta no_meta) {
+  const bool allow_no_meta = no_meta == NoMeta::allow;
   ConfigPlan plan;
   plan.file = file;
   std::error_code ec;

@@ -34,7 +34,9 @@ struct ConfigPlan {
 
 // Reads the backup and compares it with APP_ROOT; writes nothing. Throws Error(verification) for an
 // archive with entries outside CONFIG_PATHS.
-ConfigPlan preview_config(const Config& config, const std::filesystem::path& file, bool allow_no_meta);
+// NoMeta::allow reads a backup without its .meta (`--allow-no-meta`).
+enum class NoMeta { refuse, allow };
+ConfigPlan preview_config(const Config& config, const std::filesystem::path& file, NoMeta no_meta);
 
 struct ConfigApplyReport {
   std::filesystem::path safety_backup;  // the config as it was before, backed up first

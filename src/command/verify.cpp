@@ -78,7 +78,8 @@ std::string check_db(const Config& config, const fs::path& file, const Meta& met
 
 }  // namespace
 
-VerifyVerdict verify_backup(const Config& config, const fs::path& file, Progress& progress, bool quick) {
+VerifyVerdict verify_backup(const Config& config, const fs::path& file, Progress& progress, VerifyDepth depth) {
+  const bool quick = depth == VerifyDepth::quick;
   VerifyVerdict v;
   v.file = file;
   auto parsed = parse_backup_filename(file.filename().string());

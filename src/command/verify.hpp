@@ -25,8 +25,12 @@ struct VerifyVerdict {
   std::string detail;  // what was checked, or the first problem found
 };
 
+// How far a verify reads: every byte against the meta's sha256 and, for a custom-format dump,
+// every data block (full), or the sha256 alone (quick: `verify --quick`).
+enum class VerifyDepth { full, quick };
+
 VerifyVerdict verify_backup(const Config& config, const std::filesystem::path& file,
-                            Progress& progress, bool quick = false);
+                            Progress& progress, VerifyDepth depth = VerifyDepth::full);
 
 enum class VerifySelection { all, latest };
 

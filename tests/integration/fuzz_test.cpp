@@ -261,7 +261,7 @@ TEST_F(Fuzz, ConfigArchivesThroughThePreview) {
     std::string bytes = m.bytes(config_archive);
     write_file_atomic(file, bytes);
     fs::remove(file.string() + ".meta");
-    expect_clear("config case " + std::to_string(i), [&] { preview_config(c, file, true); });
+    expect_clear("config case " + std::to_string(i), [&] { preview_config(c, file, NoMeta::allow); });
     if (HasFailure()) FAIL() << "seed " << seed + 2 << ", case " << i;
   }
   for (int i = 0; i < cases; ++i) {
@@ -325,11 +325,11 @@ TEST_F(Fuzz, MetasSetsManifestsAndJournalsThroughListStatusPruneRestoreAllAndRep
       auto j = nlohmann::json::parse(text_or_json(nlohmann::json::parse(objects_meta).dump()), nullptr, false);
       if (!j.is_discarded()) Manifest::from_json(j);
     });
-    expect_clear(what + " (prune)", [&] { prune(c, i % 2 == 0, std::nullopt, Clock::now() + std::chrono::hours(24 * 400)); });
+    expect_clear(what + " (prune)", [&] { prune(c, i % 2 == 0 ? DryRun::yes : DryRun::no, std::nullopt, Clock::now() + std::chrono::hours(24 * 400)); });
     if (i % 4 == 0) {
       make_dirs(backups / "journal", 0700);
       write_file_atomic(backups / "journal/run_20300101_000000_1.json", text_or_json(journal_json), 0600);
-      expect_clear(what + " (repair)", [&] { repair_interrupted_runs(c, false); });
+      expect_clear(what + " (repair)", [&] { repair_interrupted_runs(c, LockHeld::no); });
       for (const auto& f : list_dir(backups / "journal")) fs::remove(backups / "journal" / f);
     }
     expect_clear(what + " (env file)", [&] { parse_env_file(m.bytes("A=1\nexport B='two'\nC=\"x\\ny\"\n"), "fuzz"); });
