@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 env_flag = $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
 .PHONY: deps build build-asan test demo push backup-db restore-db backup-objects restore-objects \
-	backup-config restore-config backup-all prune status check rehearse bench clean
+	backup-config restore-config backup-all prune status check rehearse bench clean coverage
 
 deps:
 	@tools/install-deps.sh
@@ -40,6 +40,19 @@ test: deps
 	  exit $$built
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(TEST_JOBS)
+
+# Line coverage of src/ by the unit and integration tests (the docker ones drive a release build):
+# gcovr's summary line, and a table per folder written to docs/COVERAGE.md. A test that fails
+# here is reported but does not stop the report (`make test` is where tests must pass).
+COVERAGE_DIR ?= build-coverage
+coverage: deps
+	@cmake -S . -B $(COVERAGE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_CXX_FLAGS="--coverage -fprofile-update=atomic" -DCMAKE_EXE_LINKER_FLAGS=--coverage >/dev/null
+	@cmake --build $(COVERAGE_DIR)
+	@find $(COVERAGE_DIR) -name '*.gcda' -delete
+	-cd $(COVERAGE_DIR) && ctest -j $(TEST_JOBS) -LE docker --output-on-failure >ctest.log 2>&1; \
+	  tail -3 ctest.log
+	@tools/coverage-report.py $(COVERAGE_DIR) docs/COVERAGE.md
 
 demo: build
 	@examples/demo/demo.sh
@@ -97,4 +110,4 @@ bench: build
 	bench/objects.sh
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(COVERAGE_DIR)

@@ -21,6 +21,8 @@ packages=(
   docker.io docker-compose debootstrap
   # encryption at rest
   age
+  # `make coverage`
+  gcovr
 )
 
 missing=()
