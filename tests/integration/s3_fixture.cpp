@@ -13,6 +13,7 @@ fs::path rgw_script() {
 }  // namespace
 
 S3Server::S3Server() : m_dir("backupctl-s3") {
+  write_file_atomic(m_dir.path() / "aws-empty-config", "");
   // Two tries: a port the script found free can be taken by another test's server a moment later.
   RunResult r;
   std::smatch m;
@@ -56,12 +57,15 @@ EnvList S3Server::env() const {
 RunResult S3Server::aws(std::vector<std::string> args) const {
   std::vector<std::string> argv = {"/usr/bin/aws", "--endpoint-url", endpoint()};
   argv.insert(argv.end(), args.begin(), args.end());
+  // An empty file of our own, not /dev/null: where /dev/null is not a character device (some
+  // CI sandboxes) botocore reads whatever was written to it and fails "Unable to parse config".
+  const fs::path empty = m_dir.path() / "aws-empty-config";
   return run_command({.argv = argv,
                       .env = {{"AWS_ACCESS_KEY_ID", m_access_key},
                               {"AWS_SECRET_ACCESS_KEY", m_secret_key},
                               {"AWS_DEFAULT_REGION", "us-east-1"},
-                              {"AWS_CONFIG_FILE", "/dev/null"},
-                              {"AWS_SHARED_CREDENTIALS_FILE", "/dev/null"},
+                              {"AWS_CONFIG_FILE", empty.string()},
+                              {"AWS_SHARED_CREDENTIALS_FILE", empty.string()},
                               {"AWS_PAGER", ""}}});
 }
 
