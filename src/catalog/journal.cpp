@@ -205,6 +205,30 @@ std::vector<JournalFile> read_journals(const fs::path& backup_dir) {
   return out;
 }
 
+std::vector<fs::path> journal_leftovers(const fs::path& backup_dir) {
+  std::vector<fs::path> out;
+  auto found = journal_dir(backup_dir);
+  if (!found) return out;
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator(*found, ec)) {
+    const std::string name = de.path().filename().string();
+    struct stat st{};
+    if (name.starts_with("run_") && name.find(".json.tmp.") != std::string::npos &&
+        ::lstat(de.path().c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid()) {
+      out.push_back(de.path());
+    }
+  }
+  return out;
+}
+
+void remove_journal_leftovers(const fs::path& backup_dir) {
+  const auto left = journal_leftovers(backup_dir);
+  for (const auto& p : left) {
+    if (::unlink(p.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + p.string());
+  }
+  if (!left.empty()) fsync_dir(left.front().parent_path());
+}
+
 void write_journal_file(const JournalFile& file) { write_file_atomic(file.path, file.json.dump(1) + "\n", 0600); }
 
 void remove_journal_file(const JournalFile& file) {

@@ -93,4 +93,10 @@ std::vector<JournalFile> read_journals(const std::filesystem::path& backup_dir);
 void write_journal_file(const JournalFile& file);
 void remove_journal_file(const JournalFile& file);
 
+// The half-written journals (run_*.json.tmp.<pid>) of runs killed while they rewrote theirs.
+// Every journal is written under the BACKUP_DIR lock, so under it they are dead runs' and
+// remove_journal_leftovers() deletes them (a regular file of this user's only).
+std::vector<std::filesystem::path> journal_leftovers(const std::filesystem::path& backup_dir);
+void remove_journal_leftovers(const std::filesystem::path& backup_dir);
+
 }  // namespace backupctl

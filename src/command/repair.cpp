@@ -376,7 +376,7 @@ RepairOutcome repair_interrupted_runs(const Config& config, LockHeld held) {
   const bool holding_lock = held == LockHeld::yes;
   RepairOutcome out;
   std::vector<JournalFile> journals = read_journals(config.backup_dir);
-  if (journals.empty()) return out;
+  if (journals.empty() && journal_leftovers(config.backup_dir).empty()) return out;
   std::optional<BackupLock> lock;
   if (!holding_lock) {
     try {
@@ -388,6 +388,9 @@ RepairOutcome repair_interrupted_runs(const Config& config, LockHeld held) {
     }
     journals = read_journals(config.backup_dir);  // its run may have ended meanwhile
   }
+  // A run killed while it rewrote its journal left the half-written copy (the journal itself is
+  // whole: the rename is atomic).
+  remove_journal_leftovers(config.backup_dir);
   for (JournalFile& j : journals) {
     if (!j.problem.empty()) {
       std::string line = j.path.string() + ": " + j.problem;

@@ -108,6 +108,23 @@ TEST_F(JournalTest, TheRepairReadsNoJournalItCannotTrust) {
   EXPECT_EQ(found[2].problem, "writable by others: not acted on");
 }
 
+// A run killed (SIGKILL) while it rewrote its journal leaves run_<ts>_<pid>.json.tmp.<pid>; the
+// repair, under the lock, removes it and nothing else.
+TEST_F(JournalTest, AHalfWrittenJournalOfAKilledRunIsFoundAndRemoved) {
+  fs::create_directory(dir / "journal");
+  std::ofstream(dir / "journal/run_20261206_010000_7.json.tmp.7") << R"({"pending": [)";
+  std::ofstream(dir / "journal/run_20261206_010000_8.json") << R"({"pending": []})";
+  std::ofstream(dir / "journal/notes.txt.tmp.9") << "not a journal name";
+  fs::create_directory(dir / "journal/run_20261206_010000_9.json.tmp.9");  // not a file: left alone
+  EXPECT_EQ(journal_leftovers(dir), std::vector<fs::path>{dir / "journal/run_20261206_010000_7.json.tmp.7"});
+  remove_journal_leftovers(dir);
+  EXPECT_FALSE(fs::exists(dir / "journal/run_20261206_010000_7.json.tmp.7"));
+  EXPECT_TRUE(fs::exists(dir / "journal/run_20261206_010000_8.json"));
+  EXPECT_TRUE(fs::exists(dir / "journal/notes.txt.tmp.9"));
+  EXPECT_TRUE(fs::is_directory(dir / "journal/run_20261206_010000_9.json.tmp.9"));
+  EXPECT_EQ(read_journals(dir).size(), 1u) << "the half-written copy is not a journal";
+}
+
 TEST_F(JournalTest, AJournalFolderThatIsALinkIsRefused) {
   fs::create_directory(dir / "elsewhere");
   fs::create_directory_symlink(dir / "elsewhere", dir / "journal");
