@@ -116,6 +116,8 @@ class S3Store : public ObjectStore {
                   const std::vector<std::pair<std::string, std::string>>& query) const;
 
  private:
+  // A 3xx/4xx answer as an Error naming what to fix (s3_transfer.cpp).
+  [[noreturn]] void refuse(Request& request, const Response& response, const std::string& what);
   class Handles;
   S3Settings m_settings;
   std::unique_ptr<Handles> m_handles;
