@@ -427,198 +427,262 @@ void put_back_safety_dump(const Config& config, const PgTarget& target, const st
   load_dump(plan.dump(config), pg_restore, psql, db_target, live, config.restore_jobs, quiet);
 }
 
-RestoreReport run_restore_db(const Config& config, const PgTarget& target, const RestorePlan& plan,
-                             const RestoreDbOptions& options, Journal& journal, Progress& progress) {
-  const auto t0 = SteadyClock::now();
-  RestoreReport report;
-  report.file = plan.incoming ? fs::path(plan.incoming->origin()) : plan.file;
-  report.target = plan.target_database;
-  report.mode = plan.mode;
-  Phases phases(report);
-  const PgTarget maintenance = maintenance_target(target);
-  const PgTarget db_target = target.with_database(plan.target_database);
-  const std::string& live = plan.target_database;
-  const DumpSource dump = plan.dump(config);
-  nlohmann::json server;
-  int server_major = 0;
-  {
-    PgConnection conn = PgConnection::open(maintenance);
-    server = server_record(conn);
-    server_major = conn.server_major();
+namespace {
+
+// One restore of a database, as the steps the journal names (restore-db.<step>): stop-services,
+// roles, scratch-made, then in place (safety-dump, drop, create, load) or beside the live
+// database (create-side, load, analyze, remote-checked, swap), then start-services and
+// prune-previous. Members are declared in the order their undo must run in reverse: on an
+// error the scratch folder goes first, then the services are started again.
+class DbRestoreRun {
+ public:
+  DbRestoreRun(const Config& config, const PgTarget& target, const RestorePlan& plan, const RestoreDbOptions& options,
+               Journal& journal, Progress& progress)
+      : m_config(config), m_plan(plan), m_options(options), m_journal(journal), m_progress(progress),
+        m_phases(m_report), m_target(target), m_maintenance(maintenance_target(target)),
+        m_db_target(target.with_database(plan.target_database)), m_live(plan.target_database), m_dump(plan.dump(config)) {
+    m_report.file = plan.incoming ? fs::path(plan.incoming->origin()) : plan.file;
+    m_report.target = plan.target_database;
+    m_report.mode = plan.mode;
+    int server_major = 0;
+    {
+      PgConnection conn = PgConnection::open(m_maintenance);
+      m_server = server_record(conn);
+      server_major = conn.server_major();
+    }
+    m_psql = find_pg_tool("psql", server_major, config);
+    // Both, whatever the format: putting a safety dump back needs pg_restore after a .sql failed.
+    m_pg_restore = find_pg_tool("pg_restore", server_major, config);
+    m_controller = make_service_controller(config);
   }
-  const PgTool psql = find_pg_tool("psql", server_major, config);
-  // Both, whatever the format: putting a safety dump back needs pg_restore after a .sql failed.
-  const PgTool pg_restore = find_pg_tool("pg_restore", server_major, config);
-  auto controller = make_service_controller(config);
 
-  std::optional<ServicesStopped> services;
-  auto stop_services = [&] {
-    if (!plan.stops_services) return;
-    journal.step("restore-db.stop-services");
-    services.emplace(*controller, journal);
-  };
-  if (!options.online) stop_services();
+  RestoreReport run() {
+    const auto t0 = SteadyClock::now();
+    if (!m_options.online) stop_services();
+    create_roles();
+    make_scratch();
+    if (m_options.in_place) {
+      restore_in_place();
+    } else {
+      restore_beside_and_swap();
+    }
+    m_phases.end();
+    // From here the restore is done (the swap committed, or the in-place load finished): a signal
+    // no longer undoes anything, so what is left (the services, the kept copies) finishes first.
+    InterruptShield finishing;
+    m_scratch_entry.undo();
+    start_services();
+    if (m_report.tables.empty()) set_tables(m_report, count_rows(m_target, m_live));
+    if (!m_options.in_place) prune_previous();
+    m_report.total_seconds = seconds_since(t0);
+    return m_report;
+  }
 
-  if (plan.roles_file) {
-    journal.step("restore-db.roles");
-    phases.start("roles");
-    PgConnection conn = PgConnection::open(maintenance);
-    report.roles_created = create_missing_roles(conn, read_plaintext(*plan.roles_file, config.age_identity));
+ private:
+  void stop_services() {
+    if (!m_plan.stops_services) return;
+    m_journal.step("restore-db.stop-services");
+    m_services.emplace(*m_controller, m_journal);
+  }
+
+  void create_roles() {
+    if (!m_plan.roles_file) return;
+    m_journal.step("restore-db.roles");
+    m_phases.start("roles");
+    PgConnection conn = PgConnection::open(m_maintenance);
+    m_report.roles_created = create_missing_roles(conn, read_plaintext(*m_plan.roles_file, m_config.age_identity));
   }
 
   // The loader's scratch folder (a copy of the archive's table of contents), journaled before it
   // is made, so a crash at no moment leaves it behind (it used to be made first).
-  const fs::path scratch_path = TempDir::unused_name("backupctl-restore");
-  Journal::Entry scratch_entry = journal.add("temp_dir", {{"path", scratch_path.string()}});
-  TempDir scratch(scratch_path, TempDir::Exactly{});
-  fault_point("restore-db.scratch-made");
+  void make_scratch() {
+    const fs::path path = TempDir::unused_name("backupctl-restore");
+    m_scratch_entry = m_journal.add("temp_dir", {{"path", path.string()}});
+    m_scratch.emplace(path, TempDir::Exactly{});
+    fault_point("restore-db.scratch-made");
+  }
 
-  if (options.in_place) {
-    // The plan's method, made safe: a dump of what is there now comes first.
-    if (plan.target_exists) {
-      journal.step("restore-db.safety-dump");
-      phases.start("safety dump");
-      Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
+  // The plan's method, made safe: a dump of what is there now comes first; a failure puts it back.
+  void restore_in_place() {
+    if (m_plan.target_exists) {
+      m_journal.step("restore-db.safety-dump");
+      m_phases.start("safety dump");
+      Journal::Entry unfinished = m_journal.add("backup", nlohmann::json::object());
       NoProgress quiet;
-      BackupResult safety = backup_db(config, db_target, quiet);
+      BackupResult safety = backup_db(m_config, m_db_target, quiet);
       unfinished.settle();
-      report.safety_dump = safety.file;
-      spdlog::info("restore: safety dump of the current {} is {}", live, safety.file.string());
+      m_report.safety_dump = safety.file;
+      spdlog::info("restore: safety dump of the current {} is {}", m_live, safety.file.string());
     }
-    journal.step("restore-db.drop");
-    Journal::Entry in_place = journal.add(
-        "in_place", {{"server", server},
-                     {"live", live},
-                     {"existed", plan.target_exists},
-                     {"safety_dump", report.safety_dump
-                                         ? fs::relative(*report.safety_dump, config.backup_dir).string()
-                                         : ""}});
+    m_journal.step("restore-db.drop");
+    Journal::Entry in_place = m_journal.add(
+        "in_place", {{"server", m_server},
+                     {"live", m_live},
+                     {"existed", m_plan.target_exists},
+                     {"safety_dump", m_report.safety_dump ? fs::relative(*m_report.safety_dump, m_config.backup_dir).string()
+                                                          : ""}});
     try {
-      phases.start("drop and create");
-      {
-        PgConnection conn = PgConnection::open(maintenance);
-        drop_database(conn, live);
-      }
-      journal.step("restore-db.create");
-      create_database(dump, psql, pg_restore, maintenance, live, live);
-      if (!plan.target_exists) {
-        PgConnection conn = PgConnection::open(maintenance);
-        nlohmann::json data = {{"server", server}, {"live", live}, {"existed", false},
-                               {"created_oid", conn.scalar("SELECT oid::text FROM pg_database WHERE datname = $1", {live})}};
-        in_place.update(data);
-      }
-      journal.step("restore-db.load");
-      phases.start("restore");
-      load_dump(dump, pg_restore, psql, target, live, config.restore_jobs, progress, scratch.path());
+      drop_create_and_load(in_place);
       in_place.settle();
     } catch (const std::exception& failure) {
       InterruptShield shield;  // what follows must finish, even after a signal
       const Error* err = dynamic_cast<const Error*>(&failure);
       ErrorCode code = err ? err->code() : ErrorCode::internal;
       if (code == ErrorCode::interrupted) throw;  // in_place's undo puts the dump back
-      if (report.safety_dump) spdlog::error("restore: {}; putting the safety dump back", failure.what());
+      if (m_report.safety_dump) spdlog::error("restore: {}; putting the safety dump back", failure.what());
       try {
         in_place.undo();
       } catch (const std::exception& again) {
         throw Error(code, std::string(failure.what()) + "; putting the safety dump back failed too: " + again.what(),
-                    report.safety_dump ? "restore the safety dump by hand: CONFIRM=YES backupctl restore db --in-place "
-                                         "--file " + report.safety_dump->string()
-                                       : "drop the half-restored " + live + " by hand");
+                    m_report.safety_dump ? "restore the safety dump by hand: CONFIRM=YES backupctl restore db --in-place "
+                                           "--file " + m_report.safety_dump->string()
+                                         : "drop the half-restored " + m_live + " by hand");
       }
       throw Error(code, failure.what(),
-                  failure_hint(config, maintenance, plan,
-                               report.safety_dump ? "the database was put back from the safety dump " +
-                                                        report.safety_dump->string()
-                                                  : "no database was left behind"));
+                  failure_hint(m_config, m_maintenance, m_plan,
+                               m_report.safety_dump ? "the database was put back from the safety dump " +
+                                                          m_report.safety_dump->string()
+                                                    : "no database was left behind"));
     }
-  } else {
+  }
+
+  void drop_create_and_load(Journal::Entry& in_place) {
+    m_phases.start("drop and create");
+    {
+      PgConnection conn = PgConnection::open(m_maintenance);
+      drop_database(conn, m_live);
+    }
+    m_journal.step("restore-db.create");
+    create_database(m_dump, m_psql, m_pg_restore, m_maintenance, m_live, m_live);
+    if (!m_plan.target_exists) {
+      PgConnection conn = PgConnection::open(m_maintenance);
+      in_place.update({{"server", m_server}, {"live", m_live}, {"existed", false},
+                       {"created_oid", conn.scalar("SELECT oid::text FROM pg_database WHERE datname = $1", {m_live})}});
+    }
+    m_journal.step("restore-db.load");
+    m_phases.start("restore");
+    load_dump(m_dump, m_pg_restore, m_psql, m_target, m_live, m_config.restore_jobs, m_progress, m_scratch->path());
+  }
+
+  // Into a side database, checked, then swapped in under the live name in one transaction; the
+  // live database is untouched until then (a failure drops the side one: its entry's undo).
+  void restore_beside_and_swap() {
     const std::string ts = [&] {
-      PgConnection conn = PgConnection::open(maintenance);
-      return unused_restore_timestamp(conn, live);
+      PgConnection conn = PgConnection::open(m_maintenance);
+      return unused_restore_timestamp(conn, m_live);
     }();
-    const std::string side = side_database_name(live, ts);
-    const std::string previous = previous_database_name(live, ts);
-    journal.step("restore-db.create-side");
-    Journal::Entry side_entry = journal.add("side_database", {{"server", server}, {"live", live}, {"name", side}});
+    const std::string side = side_database_name(m_live, ts);
+    const std::string previous = previous_database_name(m_live, ts);
+    m_journal.step("restore-db.create-side");
+    Journal::Entry side_entry = m_journal.add("side_database", {{"server", m_server}, {"live", m_live}, {"name", side}});
     try {
-      phases.start("create side database");
-      create_database(dump, psql, pg_restore, maintenance, side, live);
-      journal.step("restore-db.load");
-      phases.start("restore");
-      LoadedRows loaded = load_dump(dump, pg_restore, psql, target, side, config.restore_jobs, progress,
-                                    scratch.path());
-      journal.step("restore-db.analyze");
-      phases.start("analyze and count rows");
-      TableRows restored;
-      if (loaded.confirmed) {
-        // The loader compared the server's COPY counts with the archive's as it went.
-        analyze_tables(target, side, config.restore_jobs, loaded.analyzed);
-        restored = *loaded.archive;
-        std::sort(restored.begin(), restored.end());
-      } else {
-        restored = analyze_and_count(target, side, config.restore_jobs);
-        if (loaded.archive) check_rows(*loaded.archive, restored);
-      }
-      set_tables(report, restored);
-      report.rows_checked = loaded.archive.has_value();
-      if (plan.incoming) {
-        // The loader read every byte as it came, but only the download's end says they are the
-        // ones the meta describes: nothing is swapped in before it did.
-        journal.step("restore-db.remote-checked");
-        phases.start("download check");
-        plan.incoming->wait();
-      }
+      load_side(side);
     } catch (const Error& e) {
       if (e.code() == ErrorCode::interrupted) throw;
       throw Error(e.code(), e.what(),
-                  failure_hint(config, maintenance, plan,
-                               "the database " + live + " was not changed and the side database is dropped"));
+                  failure_hint(m_config, m_maintenance, m_plan,
+                               "the database " + m_live + " was not changed and the side database is dropped"));
     }
-    if (options.online) stop_services();
-    journal.step("restore-db.swap");
-    phases.start("swap");
-    Journal::Entry swap = journal.add(
-        "swap", {{"server", server}, {"live", live}, {"side", side}, {"previous", previous}, {"live_allowed", true}});
-    PgConnection conn = PgConnection::open(maintenance);
-    bool replaced = swap_databases(conn, side, live, previous, [&](bool allowed) {
-      swap.update({{"server", server}, {"live", live}, {"side", side}, {"previous", previous}, {"live_allowed", allowed}});
+    if (m_options.online) stop_services();
+    swap_in(side, previous);
+    side_entry.settle();
+  }
+
+  void load_side(const std::string& side) {
+    m_phases.start("create side database");
+    create_database(m_dump, m_psql, m_pg_restore, m_maintenance, side, m_live);
+    m_journal.step("restore-db.load");
+    m_phases.start("restore");
+    LoadedRows loaded = load_dump(m_dump, m_pg_restore, m_psql, m_target, side, m_config.restore_jobs, m_progress,
+                                  m_scratch->path());
+    m_journal.step("restore-db.analyze");
+    m_phases.start("analyze and count rows");
+    TableRows restored;
+    if (loaded.confirmed) {
+      // The loader compared the server's COPY counts with the archive's as it went.
+      analyze_tables(m_target, side, m_config.restore_jobs, loaded.analyzed);
+      restored = *loaded.archive;
+      std::sort(restored.begin(), restored.end());
+    } else {
+      restored = analyze_and_count(m_target, side, m_config.restore_jobs);
+      if (loaded.archive) check_rows(*loaded.archive, restored);
+    }
+    set_tables(m_report, restored);
+    m_report.rows_checked = loaded.archive.has_value();
+    if (m_plan.incoming) {
+      // The loader read every byte as it came, but only the download's end says they are the
+      // ones the meta describes: nothing is swapped in before it did.
+      m_journal.step("restore-db.remote-checked");
+      m_phases.start("download check");
+      m_plan.incoming->wait();
+    }
+  }
+
+  void swap_in(const std::string& side, const std::string& previous) {
+    m_journal.step("restore-db.swap");
+    m_phases.start("swap");
+    Journal::Entry swap = m_journal.add(
+        "swap", {{"server", m_server}, {"live", m_live}, {"side", side}, {"previous", previous}, {"live_allowed", true}});
+    PgConnection conn = PgConnection::open(m_maintenance);
+    bool replaced = swap_databases(conn, side, m_live, previous, [&](bool allowed) {
+      swap.update({{"server", m_server}, {"live", m_live}, {"side", side}, {"previous", previous}, {"live_allowed", allowed}});
     });
     // Committed: the restored database is live; nothing of the swap is left to undo.
     swap.settle();
-    side_entry.settle();
-    if (replaced) report.previous = previous;
-  }
-  phases.end();
-  // From here the restore is done (the swap committed, or the in-place load finished): a signal
-  // no longer undoes anything, so what is left (the services, the kept copies) finishes first.
-  InterruptShield finishing;
-  scratch_entry.undo();
-  if (services) {
-    journal.step("restore-db.start-services");
-    try {
-      services->start_now();
-    } catch (const Error& e) {
-      std::string undo = report.safety_dump ? "CONFIRM=YES backupctl restore db --in-place --file " + report.safety_dump->string()
-                                            : "CONFIRM=YES backupctl restore undo";
-      throw Error(e.code(),
-                  fmt::format("the database {} WAS restored from {}, but the services could not be started: {}", live,
-                              plan.file.filename().string(), e.what()),
-                  "the services are STOPPED: start them by hand (" + controller->describe_start() +
-                      ") or run `backupctl repair`; to go back to the database before: " + undo);
-    }
-    if (!controller->does_nothing()) report.services_down_seconds = services->seconds_down();
+    if (replaced) m_report.previous = previous;
   }
 
-  if (report.tables.empty()) set_tables(report, count_rows(target, live));
-  if (!options.in_place) {
-    journal.step("restore-db.prune-previous");
-    PgConnection conn = PgConnection::open(maintenance);
-    report.pruned = prune_previous_databases(conn, live, config.restore_keep_previous_days, Clock::now());
-    report.previous_kept = !report.previous.empty() &&
-                           std::find(report.pruned.begin(), report.pruned.end(), report.previous) == report.pruned.end();
+  void start_services() {
+    if (!m_services) return;
+    m_journal.step("restore-db.start-services");
+    try {
+      m_services->start_now();
+    } catch (const Error& e) {
+      std::string undo = m_report.safety_dump
+                             ? "CONFIRM=YES backupctl restore db --in-place --file " + m_report.safety_dump->string()
+                             : "CONFIRM=YES backupctl restore undo";
+      throw Error(e.code(),
+                  fmt::format("the database {} WAS restored from {}, but the services could not be started: {}", m_live,
+                              m_plan.file.filename().string(), e.what()),
+                  "the services are STOPPED: start them by hand (" + m_controller->describe_start() +
+                      ") or run `backupctl repair`; to go back to the database before: " + undo);
+    }
+    if (!m_controller->does_nothing()) m_report.services_down_seconds = m_services->seconds_down();
   }
-  report.total_seconds = seconds_since(t0);
-  return report;
+
+  void prune_previous() {
+    m_journal.step("restore-db.prune-previous");
+    PgConnection conn = PgConnection::open(m_maintenance);
+    m_report.pruned = prune_previous_databases(conn, m_live, m_config.restore_keep_previous_days, Clock::now());
+    m_report.previous_kept = !m_report.previous.empty() &&
+                             std::find(m_report.pruned.begin(), m_report.pruned.end(), m_report.previous) ==
+                                 m_report.pruned.end();
+  }
+
+  const Config& m_config;
+  const RestorePlan& m_plan;
+  const RestoreDbOptions& m_options;
+  Journal& m_journal;
+  Progress& m_progress;
+  RestoreReport m_report;
+  Phases m_phases;
+  const PgTarget& m_target;
+  const PgTarget m_maintenance, m_db_target;
+  const std::string& m_live;
+  const DumpSource m_dump;
+  nlohmann::json m_server;
+  PgTool m_psql, m_pg_restore;
+  std::unique_ptr<ServiceController> m_controller;
+  std::optional<ServicesStopped> m_services;
+  Journal::Entry m_scratch_entry;
+  std::optional<TempDir> m_scratch;
+};
+
+}  // namespace
+
+RestoreReport run_restore_db(const Config& config, const PgTarget& target, const RestorePlan& plan,
+                             const RestoreDbOptions& options, Journal& journal, Progress& progress) {
+  return DbRestoreRun(config, target, plan, options, journal, progress).run();
 }
 
 std::string RestoreReport::describe() const {
