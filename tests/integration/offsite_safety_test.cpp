@@ -142,8 +142,10 @@ TEST(OffSiteOwner, TwoHostsPushingToOneRemoteNeverOverwriteEachOther) {
   for (const Kind& k : kinds) {
     SCOPED_TRACE(k.label);
     // The same second on both hosts: the same file names (the clock set back for the backups
-    // only: S3 refuses requests signed with a clock that is off).
-    const std::string second = k.label == "s3" ? "@2026-12-01 03:16:00" : "@2026-12-01 03:15:00";
+    // only: S3 refuses requests signed with a clock that is off). Each process's clock starts
+    // there and runs at a tenth of the real pace: on a busy machine a backup took over a second
+    // to name its file, and the two names differed.
+    const std::string second = k.label == "s3" ? "@2026-12-01 03:16:00 x0.1" : "@2026-12-01 03:15:00 x0.1";
     CliResult made_a = run_backupctl({"backup", "db", "--no-remote", "--json"}, faked_clock(a.env(k.remote), second));
     ASSERT_EQ(made_a.exit_code, 0) << made_a.err;
     const std::string name = "db/" + fs::path(json_of(made_a)["path"].get<std::string>()).filename().string();
