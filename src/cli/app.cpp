@@ -56,6 +56,25 @@ Error parse_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv
   return Error(ErrorCode::usage, e.what(), "run `backupctl " + path + (path.empty() ? "" : " ") + "--help`");
 }
 
+// Reports a command's failure and returns its exit status. After a signal, a failure of reading,
+// writing or a child is its doing (a child it stopped ended its output early, say): the run was
+// interrupted, and says so with the signal's exit status. Verdicts of their own (a repair needed,
+// a failed check) keep theirs.
+int report_failure(const Error& e, const OutputOptions& out) {
+  const bool caused_by_signal = e.code() == ErrorCode::verification || e.code() == ErrorCode::io ||
+                                e.code() == ErrorCode::tool_failed || e.code() == ErrorCode::connection ||
+                                e.code() == ErrorCode::internal;
+  if (caused_by_signal && interrupt_signal() != 0) {
+    report_error(Error(ErrorCode::interrupted, "interrupted by " + signal_name(interrupt_signal()) + " (" + e.what() + ")",
+                       e.hint()),
+                 out);
+    return 128 + interrupt_signal();
+  }
+  report_error(e, out);
+  if (e.code() == ErrorCode::interrupted && interrupt_signal() != 0) return 128 + interrupt_signal();
+  return exit_status(e.code());
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -124,23 +143,7 @@ int run_cli(int argc, char** argv) {
     if (self.empty()) self = argv[0];
     return given->second(Invocation{config, out, repair, self, env_file});
   } catch (const Error& e) {
-    // After a signal, a failure of reading, writing or a child is its doing (a child it stopped
-    // ended its output early, say): the run was interrupted, and says so with the signal's exit
-    // status. Verdicts of their own (a repair needed, a failed check) keep theirs.
-    const bool caused_by_signal = e.code() == ErrorCode::verification || e.code() == ErrorCode::io ||
-                                  e.code() == ErrorCode::tool_failed || e.code() == ErrorCode::connection ||
-                                  e.code() == ErrorCode::internal;
-    if (caused_by_signal && interrupt_signal() != 0) {
-      report_error(Error(ErrorCode::interrupted, "interrupted by " + signal_name(interrupt_signal()) + " (" + e.what() + ")",
-                         e.hint()),
-                   out);
-      return 128 + interrupt_signal();
-    }
-    report_error(e, out);
-    if (e.code() == ErrorCode::interrupted && interrupt_signal() != 0) {
-      return 128 + interrupt_signal();
-    }
-    return exit_status(e.code());
+    return report_failure(e, out);
   }
 }
 
