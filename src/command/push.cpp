@@ -1,0 +1,377 @@
+// push: copies to the remote what it lacks, checked on arrival and read back; and the remote's
+// retention (prune_remote).
+#include "command/remote.hpp"
+#include "command/remote_meta.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <chrono>
+#include <cerrno>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "catalog/health.hpp"
+#include "catalog/naming.hpp"
+#include "command/prune.hpp"
+#include "command/remote_owner.hpp"
+#include "command/sets.hpp"
+#include "command/verify.hpp"
+#include "io/atomic_file.hpp"
+#include "io/pipeline.hpp"
+#include "util/env.hpp"
+#include "util/error.hpp"
+#include "util/fault.hpp"
+#include "util/format.hpp"
+#include "util/fs.hpp"
+#include "util/json.hpp"
+#include "util/process.hpp"
+#include "util/signals.hpp"
+#include "util/time.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A remote bucket that is one of the attachment buckets on the same server: a later `restore
+// objects --mode exact` would delete the copies, and every objects backup would hold them.
+void warn_if_remote_is_attachments(const Config& config) {
+  const RemoteConfig& rc = *config.remote;
+  if (rc.type != RemoteConfig::Type::s3 || config.object_storage != ObjectStorage::minio) return;
+  auto host_of = [](std::string url) {
+    if (auto p = url.find("://"); p != std::string::npos) url = url.substr(p + 3);
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    return url;
+  };
+  if (host_of(rc.endpoint) != host_of(config.minio_endpoint)) return;
+  const bool listed = config.minio_buckets.empty() ||
+                      std::find(config.minio_buckets.begin(), config.minio_buckets.end(), rc.bucket) != config.minio_buckets.end();
+  if (!listed) return;
+  spdlog::warn("remote: the bucket {} of BACKUP_REMOTE_URL is also an attachment bucket ({}): every objects backup "
+               "holds the copies, and `restore objects --mode exact` would delete them; give the copies a bucket of "
+               "their own (and list the attachment buckets in MINIO_BUCKETS)",
+               rc.bucket, config.minio_buckets.empty() ? "MINIO_BUCKETS is empty: all buckets" : "MINIO_BUCKETS");
+}
+
+}  // namespace
+
+void every_local_backup(const Config& config, std::vector<fs::path>& files, std::vector<fs::path>& set_files) {
+  for (const auto& e : scan_catalog(config.backup_dir)) {
+    if (e.meta) files.push_back(e.path);
+  }
+  std::error_code ec;
+  fs::path sets = config.backup_dir / "sets";
+  if (fs::is_directory(sets, ec)) {
+    for (const auto& de : fs::directory_iterator(sets, ec)) {
+      if (is_set_name(de.path().filename().string()) && fs::is_regular_file(de.symlink_status(ec))) {
+        set_files.push_back(de.path());
+      }
+    }
+  }
+  std::sort(set_files.begin(), set_files.end());
+}
+
+namespace {
+
+// The local backups the remote's retention would delete as soon as they arrived (older than
+// BACKUP_REMOTE_RETENTION_DAYS and not kept by its rules): a push does not send them, or every
+// push would send and delete them again.
+std::set<fs::path> beyond_remote_retention(const Config& config, Clock::time_point now) {
+  Config c = config;
+  c.retention_days = config.remote->retention_days;
+  const auto cutoff = now - std::chrono::hours(24) * c.retention_days;
+  const auto entries = scan_catalog(config.backup_dir);
+  std::set<fs::path> out;
+  for (const auto& [source, list] : group_by_source(entries)) {
+    auto keep = kept_of_source(c, list, now);
+    for (const CatalogEntry* e : list) {
+      if (e->time < cutoff && !keep.count(e)) out.insert(e->path);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+PushReport push(const Config& config, Remote& remote, const std::vector<fs::path>& files,
+                const std::vector<fs::path>& set_files, Progress& progress, TakeOver take_over) {
+  const RemoteConfig& rc = *config.remote;
+  if (config.age_recipients.empty() && !rc.allow_plaintext) {
+    throw Error(ErrorCode::usage,
+                "refusing to copy unencrypted backups to " + rc.url +
+                    ": they hold every secret of the stack (BACKUP_AGE_RECIPIENTS is not set)",
+                "set BACKUP_AGE_RECIPIENTS (age-keygen makes a key; keep the identity off this host), or "
+                "BACKUP_REMOTE_ALLOW_PLAINTEXT=yes for a remote you trust as much as this host");
+  }
+  require_remote_owner(config, remote, take_over);
+  warn_if_remote_is_attachments(config);
+  PushReport report;
+  report.remote = rc.url;
+  auto listing = remote.list();
+  const std::set<fs::path> too_old = beyond_remote_retention(config, Clock::now());
+  const std::string owner_id = backup_dir_id(config.backup_dir);
+  std::atomic<std::uint64_t> sent{0};
+  progress.start("push to " + rc.url);
+  auto put = [&](const fs::path& local, const std::string& name, const std::string& sha256) {
+    PutResult r = remote.put(local, name, sha256, sent);
+    progress.update(sent.load());
+    report.bytes += r.sent;
+    report.sent.push_back(name);
+    spdlog::info("remote: {} {} ({})", r.resumed ? "resumed" : "copied", name, human_bytes(r.sent));
+    return r;
+  };
+  // What this push put, to be read back before the sets go: a push reports success only for
+  // copies that are its own bytes (another host writing to the same names between our check and
+  // our write is caught here).
+  struct Copy {
+    fs::path local;
+    std::string name;
+    std::uint64_t size;
+    std::string etag;
+    std::string sha256;
+  };
+  std::vector<Copy> copies;
+  // Where each backup of this push stands on the remote once it is done.
+  enum class State { there, refused, skipped };
+  std::map<std::string, State> states;
+  // The local meta's record of the copy (added, or taken back when the copy is not there).
+  auto record_copy = [&](const fs::path& file, Meta meta, std::optional<nlohmann::json> record) {
+    if (!meta.other.contains("remote_copies") || !meta.other["remote_copies"].is_object()) {
+      meta.other["remote_copies"] = nlohmann::json::object();
+    }
+    if (record) {
+      meta.other["remote_copies"][rc.url] = *record;
+    } else {
+      meta.other["remote_copies"].erase(rc.url);
+    }
+    write_meta(file.string() + ".meta", meta);
+  };
+  for (const fs::path& file : files) {
+    check_interrupted();
+    CatalogEntry e = catalog_entry(file);
+    const std::string dir(kind_name(e.kind));
+    const std::string name = dir + "/" + file.filename().string();
+    auto fail = [&](const std::string& why) {
+      report.failed.push_back(name + ": " + why);
+      states[name] = State::refused;
+    };
+    if (!e.meta) {
+      fail(e.meta_problem);
+      continue;
+    }
+    if (e.damaged()) {
+      fail("its size is not its meta's (damaged since the backup)");
+      continue;
+    }
+    if (!encrypted(*e.meta) && !rc.allow_plaintext) {
+      fail("not encrypted (made before BACKUP_AGE_RECIPIENTS was set); BACKUP_REMOTE_ALLOW_PLAINTEXT=yes copies it anyway");
+      continue;
+    }
+    auto there = listing.find(name);
+    if (listing.count(name + ".meta")) {
+      // A backup of this name is there: this one (same sha256), or another never overwritten.
+      std::string foreign;
+      try {
+        Meta theirs = remote_meta(remote, name + ".meta");
+        if (theirs.sha256 != e.meta->sha256) foreign = made_by(theirs);
+      } catch (const Error& err) {
+        if (err.code() == ErrorCode::interrupted) throw;
+        foreign = err.what();
+      }
+      if (!foreign.empty()) {
+        fail("the remote holds another backup of this name (" + foreign + "): not overwritten; does another host push to " +
+             rc.url + "?");
+        continue;
+      }
+      if (there != listing.end() && there->second.size == e.meta->size) {
+        report.present.push_back(name);
+        states[name] = State::there;
+        // There, but this meta has no record of it (copied under another spelling of the URL,
+        // or before its meta here was rewritten): recorded now, so retention and status see it.
+        if (!copied_at(e, rc.url)) {
+          record_copy(file, *e.meta, nlohmann::json{{"at", iso8601(Clock::now())}, {"size", e.meta->size},
+                                                    {"etag", there->second.etag}, {"by", owner_id}});
+        }
+        continue;
+      }
+    }
+    if (too_old.count(file)) {
+      report.skipped.push_back(name + ": older than BACKUP_REMOTE_RETENTION_DAYS=" + std::to_string(rc.retention_days) +
+                               " (the remote's retention would delete it)");
+      states[name] = State::skipped;
+      continue;
+    }
+    PutResult copied = put(file, name, e.meta->sha256);
+    for (const fs::path& c : companions(file, *e.meta)) put(c, dir + "/" + c.filename().string(), "");
+    // The copy's record in the local meta, and that meta last: on the remote it marks the
+    // backup finished and carries the digests a listing is checked against.
+    record_copy(file, *e.meta, nlohmann::json{{"at", iso8601(Clock::now())}, {"size", e.meta->size},
+                                              {"etag", copied.etag}, {"by", owner_id}});
+    put(file.string() + ".meta", name + ".meta", "");
+    copies.push_back({file, name, e.meta->size, copied.etag, e.meta->sha256});
+    states[name] = State::there;
+  }
+  // Read back: each copy this push made is still its own (size, ETag, and the meta's sha256).
+  // One that is not is not copied: its record here is taken back (local retention keeps it).
+  if (!copies.empty()) {
+    fault_point("remote.pushed");
+    auto after = remote.list();
+    for (const Copy& c : copies) {
+      auto f = after.find(c.name);
+      std::string why;
+      if (f == after.end() || f->second.size != c.size || (!c.etag.empty() && !f->second.etag.empty() && f->second.etag != c.etag)) {
+        why = "its bytes there are not the ones sent";
+      } else {
+        try {
+          Meta theirs = remote_meta(remote, c.name + ".meta");
+          if (theirs.sha256 != c.sha256) why = "its meta there is another backup's (" + made_by(theirs) + ")";
+        } catch (const Error& err) {
+          if (err.code() == ErrorCode::interrupted) throw;
+          why = err.what();
+        }
+      }
+      if (why.empty()) continue;
+      report.failed.push_back(c.name + ": replaced on the remote during this push: " + why +
+                              "; does another host push to " + rc.url + "?");
+      states[c.name] = State::refused;
+      try {
+        record_copy(c.local, read_meta(c.local.string() + ".meta"), std::nullopt);
+      } catch (const Error& err) {
+        spdlog::warn("remote: cannot take back the record of {} in its meta: {}", c.name, err.what());
+      }
+    }
+  }
+  // A set goes up only once every backup it names is there, its own (with its meta): a set on the
+  // remote is one that `restore all --remote` can restore. One whose backups the remote does not
+  // keep (older than its retention) is not sent, and that is no failure.
+  for (const fs::path& set : set_files) {
+    check_interrupted();
+    const std::string name = "sets/" + set.filename().string();
+    const std::string mine = read_file(set);
+    if (listing.count(name)) {
+      io::StringSink theirs;
+      io::LimitSink limited(theirs, kRemoteMetaLimit, name + " on the remote");
+      remote.get(name, limited);
+      if (theirs.data() == mine) {
+        report.present.push_back(name);
+      } else {
+        report.failed.push_back(name + ": the remote holds another set of this name (set " +
+                                json_string(nlohmann::json::parse(theirs.data(), nullptr, false), "set_id", "?") +
+                                "): not overwritten; does another host push to " + rc.url + "?");
+      }
+      continue;
+    }
+    auto j = nlohmann::json::parse(mine, nullptr, false);
+    std::string refused, missing;
+    try {
+      for (const char* kind : {"db", "objects", "config"}) {
+        auto p = j.is_object() ? set_part_path(config, j, kind) : std::nullopt;
+        if (!p) continue;
+        const std::string part = std::string(kind) + "/" + p->filename().string();
+        auto st = states.find(part);
+        if (st != states.end() ? st->second == State::refused : false) {
+          if (refused.empty()) refused = part;
+        } else if (st != states.end() ? st->second == State::skipped : !(listing.count(part) && listing.count(part + ".meta"))) {
+          if (missing.empty()) missing = part;
+        }
+      }
+    } catch (const Error& err) {
+      refused = err.what();
+    }
+    if (!refused.empty()) {
+      report.failed.push_back(name + ": not sent: " + refused + " is not on the remote");
+    } else if (!missing.empty()) {
+      report.skipped.push_back(name + ": not sent: " + missing + " is not on the remote (not kept there)");
+    } else {
+      put(set, name, "");
+    }
+  }
+  progress.finish();
+  return report;
+}
+
+
+// An unfinished copy (an open multipart upload, a .partial) of a backup still here is resumed by
+// the next push; after a week it is dropped anyway.
+constexpr auto kUnfinishedCopyKept = std::chrono::hours(24 * 7);
+
+std::vector<std::string> prune_remote(const Config& config, Remote& remote, DryRun mode, PruneWhat what) {
+  const bool dry_run = mode == DryRun::yes;
+  const RemoteConfig& rc = *config.remote;
+  if (rc.object_lock_days > 0) {
+    spdlog::info("remote: BACKUP_REMOTE_OBJECT_LOCK_DAYS is set: the bucket's lifecycle expires old copies, not prune");
+    return {};
+  }
+  // Deleting is for the remote's writer only: another host's prune would apply its rules to
+  // that host's copies (and a prune never claims a remote: only a push does).
+  if (!dry_run && !owns_remote(config, remote)) return {};
+  Config c = config;
+  c.retention_days = rc.retention_days;
+  const auto now = Clock::now();
+  const auto cutoff = now - std::chrono::hours(24) * rc.retention_days;
+  auto entries = remote_catalog(config, remote);
+  // As CatalogEntry, for the same rules: a copy counts as verified when its file is there whole.
+  std::vector<CatalogEntry> as_local;
+  for (const auto& e : entries) {
+    if (!e.meta) continue;
+    CatalogEntry c2;
+    c2.kind = e.kind;
+    c2.path = e.name;
+    c2.meta = e.meta;
+    c2.time = e.time;
+    c2.size = e.file ? e.file->size : 0;
+    if (e.state() == "ok") c2.meta->verification = Verification{iso8601(now), true, "on the remote"};
+    as_local.push_back(std::move(c2));
+  }
+  std::vector<std::string> doomed;
+  for (const auto& [source, list] : group_by_source(as_local)) {
+    auto keep = kept_of_source(c, list, now);
+    const bool all_ahead = all_dated_ahead(list, now);
+    for (const CatalogEntry* e : list) {
+      if (what == PruneWhat::wrong_clock ? !e->wrong_clock(now) || all_ahead : e->time >= cutoff || keep.count(e)) continue;
+      std::string name = e->path.string();
+      std::string dir = name.substr(0, name.find('/'));
+      // The meta first: a file without its meta is an unfinished copy, never one that looks whole.
+      doomed.push_back(name + ".meta");
+      doomed.push_back(name);
+      try {
+        if (std::string roles = remote_roles(*e->meta, name); !roles.empty()) doomed.push_back(roles);
+      } catch (const Error& err) {
+        spdlog::warn("remote: {}", err.what());
+      }
+      spdlog::info("remote: {}{} ({})", dry_run ? "would delete " : "deleting ", name,
+                   what == PruneWhat::wrong_clock ? "dated ahead of this host's clock"
+                                                  : fmt::format("older than BACKUP_REMOTE_RETENTION_DAYS={}", rc.retention_days));
+    }
+  }
+  if (!dry_run && !doomed.empty()) remote.remove(doomed);
+  // Copies cut short that no push will resume: of a file just pruned here or there, or untouched
+  // for a week (a push resumes within a day; the same rule as an S3 lifecycle's
+  // AbortIncompleteMultipartUpload).
+  if (!dry_run) {
+    std::set<std::string> gone(doomed.begin(), doomed.end());
+    // The copies are deleted already; unfinished ones that cannot go wait for the next prune.
+    best_effort("remote: cannot drop unfinished copies on " + rc.url, [&] {
+      for (const auto& name : remote.drop_unfinished([&](const std::string& name, Clock::time_point started) {
+             std::error_code ec;
+             return gone.count(name) > 0 || started < now - kUnfinishedCopyKept ||
+                    !fs::exists(fs::symlink_status(config.backup_dir / name, ec));
+           })) {
+        spdlog::info("remote: dropped the unfinished copy of {}", name);
+      }
+    });
+  }
+  return doomed;
+}
+
+
+}  // namespace backupctl
