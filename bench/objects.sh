@@ -25,10 +25,13 @@ eval "$("$bench_root/tools/rgw-throwaway.sh" start "$work/rgw")"
 trap '"$bench_root/tools/rgw-throwaway.sh" stop "$work/rgw" || true' EXIT
 endpoint=$RGW_ENDPOINT
 export AWS_ACCESS_KEY_ID=$RGW_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$RGW_SECRET_KEY AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+# Empty config files of our own, not /dev/null: in some sandboxes /dev/null is a regular file that
+# holds whatever was written to it, and awscli then fails to parse it.
+: > "$work/empty.conf"
+export AWS_CONFIG_FILE=$work/empty.conf AWS_SHARED_CREDENTIALS_FILE=$work/empty.conf
 export RCLONE_CONFIG_RGW_TYPE=s3 RCLONE_CONFIG_RGW_PROVIDER=Ceph RCLONE_CONFIG_RGW_ENDPOINT=$endpoint
 export RCLONE_CONFIG_RGW_ACCESS_KEY_ID=$RGW_ACCESS_KEY RCLONE_CONFIG_RGW_SECRET_ACCESS_KEY=$RGW_SECRET_KEY
-export RCLONE_CONFIG=/dev/null
+export RCLONE_CONFIG=$work/empty.conf
 # The machine's AWS_CA_BUNDLE (if any) is for other endpoints; rclone's SDK refuses it on plain http.
 unset AWS_CA_BUNDLE
 s3() { "$aws" --endpoint-url "$endpoint" "$@"; }
