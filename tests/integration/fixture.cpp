@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <random>
 
 #include "support/loopback.hpp"
 
@@ -236,6 +237,13 @@ std::string sha256sum(const fs::path& file) {
 
 fs::path sql_file(const std::string& name) {
   return fs::path(BACKUPCTL_SOURCE_DIR) / "tests/integration/sql" / name;
+}
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(gen() & 0xff);
+  return s;
 }
 
 bool wait_for(const std::function<bool()>& pred, double seconds) {

@@ -100,6 +100,9 @@ fs::path sql_file(const std::string& name);
 // Waits up to `seconds` for pred() to become true, polling every 5 ms.
 bool wait_for(const std::function<bool()>& pred, double seconds);
 
+// `n` bytes of a seeded pseudo-random stream (the same seed, the same bytes).
+std::string random_bytes(std::size_t n, unsigned seed);
+
 // The state letter of process `pid` in /proc ("R", "S", "T" for stopped, ...); "" when gone.
 std::string process_state(pid_t pid);
 

@@ -17,13 +17,6 @@ namespace backupctl::test {
 
 namespace {
 
-std::string random_bytes(std::size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(gen() & 0xff);
-  return s;
-}
-
 std::string get(ObjectStore& store, const std::string& bucket, const std::string& key,
                 ObjectInfo* info = nullptr) {
   io::StringSink sink;

@@ -20,13 +20,6 @@ namespace backupctl::test {
 
 namespace {
 
-std::string random_bytes(std::size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(gen() & 0xff);
-  return s;
-}
-
 std::string sha256_of(const std::string& data) {
   TempDir t;
   write_file_atomic(t.path() / "f", data);

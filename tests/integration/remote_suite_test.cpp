@@ -22,13 +22,6 @@ namespace backupctl::test {
 
 namespace {
 
-std::string random_bytes(std::size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(gen() & 0xff);
-  return s;
-}
-
 std::string sha256_hex(const std::string& bytes) { return digest_hex(DigestKind::sha256, bytes); }
 
 class RemoteSuite : public ::testing::TestWithParam<std::string> {
