@@ -1,3 +1,7 @@
+// The database restore, one concern in its three stages: plan_restore_db() checks everything and
+// changes nothing, DbRestoreRun carries out the plan as the journal's steps, and the report and
+// `restore undo` describe and reverse it. Over 500 lines because the stages share the plan's and
+// the swap's invariants (restore_db.hpp); the loading itself is pg/load.cpp's.
 #include "command/restore_db.hpp"
 
 #include <fmt/format.h>
