@@ -19,29 +19,28 @@ build: deps
 	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBACKUPCTL_TESTS=OFF >/dev/null
 	@cmake --build $(BUILD_DIR)
 
-# Everything and the tests with AddressSanitizer + UndefinedBehaviorSanitizer. Its docker tests
-# run the release build's binaries (tests/CMakeLists.txt): `make build` first.
+# Everything and the tests with AddressSanitizer + UndefinedBehaviorSanitizer, the docker tests
+# included (the sanitizer runtimes are linked in: the containers have no libasan).
 build-asan: deps
-	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBACKUPCTL_SANITIZE=ON \
-	  -DBACKUPCTL_DOCKER_TEST_BUILD=$(abspath $(BUILD_DIR)) >/dev/null
+	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBACKUPCTL_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_DIR)
 
 # Unit and integration tests (a real PostgreSQL, a real S3 server, a real docker engine), each
 # once, built with AddressSanitizer + UndefinedBehaviorSanitizer; the docker ones (label `docker`)
-# drive the release build's backupctl and sample app (the containers have no libasan), one at a
-# time beside the others. One more test at a time than cores: the tests mostly wait (servers,
-# fsync, the engine). The compose tests' images are made beside the two builds
-# (tools/warm-test-images.sh: network-bound work beside CPU-bound).
+# one at a time beside the others. One more test at a time than cores: the tests mostly wait
+# (servers, fsync, the engine). The compose tests' images are made beside the build
+# (tools/warm-test-images.sh: network-bound work beside CPU-bound). The release build is not made
+# here: the tests drive the sanitized binaries everywhere, containers included.
 TEST_JOBS ?= $(shell echo $$(( $(JOBS) + 1 )))
 test: deps
 	@mkdir -p $(BUILD_DIR); tools/warm-test-images.sh >$(BUILD_DIR)/warm-images.log 2>&1 & warm=$$!; \
-	  $(MAKE) --no-print-directory build build-asan; built=$$?; \
+	  $(MAKE) --no-print-directory build-asan; built=$$?; \
 	  wait $$warm || echo "make test: the compose tests' images were not made ahead (see $(BUILD_DIR)/warm-images.log); they make them" >&2; \
 	  exit $$built
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(TEST_JOBS)
 
-# Line coverage of src/ by the unit and integration tests (the docker ones drive a release build):
+# Line coverage of src/ by the unit and integration tests but the docker ones:
 # gcovr's summary line, and a table per folder written to docs/COVERAGE.md. A test that fails
 # here is reported but does not stop the report (`make test` is where tests must pass).
 COVERAGE_DIR ?= build-coverage

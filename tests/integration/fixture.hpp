@@ -53,6 +53,8 @@ class PgCluster {
 
  private:
   RunResult as_postgres(std::vector<std::string> argv) const;
+  // The data directory of a fresh initdb, made once and copied by every cluster; empty on failure.
+  fs::path data_template() const;
   fs::path m_root;
   fs::path m_bindir;
   int m_port = 5432;
@@ -72,11 +74,11 @@ int free_port();
 CliResult run_backupctl(const std::vector<std::string>& args, const EnvList& env);
 
 // The backupctl the tests run: this build's, BACKUPCTL_TEST_BIN (another build's: does a new test
-// fail without its fix?), or the one of the build BACKUPCTL_TEST_BUILD names (the docker tests of
-// the sanitized build run the release build's: tests/CMakeLists.txt).
+// fail without its fix?), or the one of the build BACKUPCTL_TEST_BUILD names (a docker test run
+// against the release build by hand).
 std::string backupctl_binary();
 // The sample app the tests run: this build's, or the one of BACKUPCTL_TEST_BUILD (the app's
-// containers mount it, and they have no libasan).
+// containers mount it).
 std::string archive_app_binary();
 
 // Starts backupctl without waiting, for tests that interrupt it.
