@@ -16,7 +16,7 @@
 #include <optional>
 #include <sstream>
 
-#include "archive/object_archive.hpp"
+#include "tar/tar.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
 #include "io/age.hpp"
@@ -59,7 +59,7 @@ BackupResult backup_config(const Config& config, Progress&, const BackupConfigOp
   });
   io::AtomicFileSink& file = files.sinks[0];
   io::StoredChain stored(file, config.age_recipients);
-  ObjectArchiveWriter writer(stored.head(), ArchiveCompression::gzip, 1);
+  TarWriter writer(stored.head(), TarCompression::gzip, 1);
   std::size_t file_count = 0;
   for (const auto& [path, it] : items) {
     if (it.type == "directory") {

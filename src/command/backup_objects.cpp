@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "archive/object_archive.hpp"
+#include "tar/tar.hpp"
 #include "io/age.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
@@ -204,7 +204,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   });
   io::AtomicFileSink& file = files.sinks[0];
   io::StoredChain stored(file, config.age_recipients);
-  ObjectArchiveWriter writer(stored.head(), config.objects_zstd ? ArchiveCompression::zstd : ArchiveCompression::gzip,
+  TarWriter writer(stored.head(), config.objects_zstd ? TarCompression::zstd : TarCompression::gzip,
                              config.zstd_threads);
 
   Manifest manifest;
@@ -221,7 +221,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
       ManifestObject mo;
       mo.bucket = item.bucket;
       mo.key = item.entry.key;
-      mo.path = archive_path(item.bucket, item.entry.key);
+      mo.path = tar_path(item.bucket, item.entry.key);
       mo.etag = item.entry.etag;
       mo.last_modified = item.entry.last_modified;
       std::string md5;
@@ -255,7 +255,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
         if (!head.etag.empty()) mo.etag = head.etag;
         class EntrySink : public io::Sink {
          public:
-          EntrySink(ObjectArchiveWriter& w, const std::string& ct, const ManifestObject& mo)
+          EntrySink(TarWriter& w, const std::string& ct, const ManifestObject& mo)
               : m_w(w), m_ct(ct), m_mo(mo) {}
           void write(std::span<const char> data) override {
             if (!m_started) {
@@ -267,7 +267,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
           bool started() const { return m_started; }
 
          private:
-          ObjectArchiveWriter& m_w;
+          TarWriter& m_w;
           const std::string& m_ct;
           const ManifestObject& m_mo;
           bool m_started = false;

@@ -127,9 +127,9 @@ bool safe_path(const std::string& path) {
 
 std::map<std::string, Item> read_config_archive(const Config& config, const fs::path& file) {
   std::unique_ptr<io::Source> plain = io::open_plaintext(file, config.age_identity);
-  ObjectArchiveReader reader(*plain);
+  TarReader reader(*plain);
   std::map<std::string, Item> items;
-  ArchiveEntry e;
+  TarEntry e;
   std::vector<char> buf(1 << 16);
   std::uint64_t total = 0;
   while (reader.next(e)) {

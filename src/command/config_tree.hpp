@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "archive/object_archive.hpp"
+#include "tar/tar.hpp"
 #include "config/config.hpp"
 
 namespace backupctl {

@@ -12,9 +12,9 @@
 #include "command/sets.hpp"
 #include "io/age.hpp"
 #include "io/zstd.hpp"
-#include "pg/archive.hpp"
+#include "pg/dump_file.hpp"
 #include "pg/connection.hpp"
-#include "pg/custom_archive.hpp"
+#include "pg/dump_parser.hpp"
 #include "pg/identity.hpp"
 #include "pg/swap.hpp"
 #include "storage/disk/disk_store.hpp"
@@ -35,17 +35,14 @@ using nlohmann::json;
 namespace {
 
 // Rows per table as the backup holds them (lines of COPY data), for custom-format dumps.
-std::map<std::string, std::int64_t> archive_rows(const fs::path& file, const Config& config) {
+std::map<std::string, std::int64_t> dump_rows(const fs::path& file, const Config& config) {
   std::map<std::string, std::int64_t> out;
   auto format = db_format_of(file);
   if (!format || !is_custom(*format)) return out;
-  std::unique_ptr<io::Source> plain = io::open_plaintext(file, config.age_identity);
-  std::optional<io::ZstdSource> unzstd;
-  io::Source* source = plain.get();
-  if (*format == DbFormat::custom_zst) source = &unzstd.emplace(*plain);
+  DumpStream stream(file, *format, config.age_identity);
   io::NullSink null;
-  CustomArchiveInflater reader(null);
-  reader.run(*source);
+  DumpInflater reader(null);
+  reader.run(stream.source());
   for (const auto& [id, t] : reader.tables()) out[t.schema + "." + t.table] = t.rows;
   return out;
 }
@@ -158,7 +155,7 @@ RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::
 
     // Rows against the backup.
     t = std::chrono::steady_clock::now();
-    auto expected = archive_rows(db_file, config);
+    auto expected = dump_rows(db_file, config);
     std::vector<std::string> differ;
     json rows = json::object();
     for (const auto& [table, n] : r.tables) {

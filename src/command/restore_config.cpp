@@ -16,7 +16,7 @@
 #include <optional>
 #include <sstream>
 
-#include "archive/object_archive.hpp"
+#include "tar/tar.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
 #include "io/age.hpp"

@@ -260,7 +260,7 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   } else if (zstd == ZstdScan::toc_only) {
     known_sha256 = fetched_sha256(plan.file).value_or("");
   }
-  ArchiveScan scan = scan_db_archive(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress,
+  DumpScan scan = scan_dump(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress,
                                      config.age_identity, zstd, known_sha256);
   progress.finish();
   plan.size = scan.size;
@@ -285,7 +285,7 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
     plan.checksum_state = "no meta to compare with (--allow-no-meta)";
   }
   if (is_custom(plan.format)) {
-    auto db = archived_database(plan.toc);
+    auto db = dumped_database(plan.toc);
     if (!db) {
       throw Error(ErrorCode::verification, "the archive has no DATABASE entry",
                   "it is not a pg_dump of a whole database");

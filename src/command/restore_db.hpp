@@ -15,7 +15,7 @@
 #include "catalog/journal.hpp"
 #include "catalog/meta.hpp"
 #include "config/config.hpp"
-#include "pg/archive.hpp"
+#include "pg/dump_file.hpp"
 #include "pg/load.hpp"
 #include "pg/target.hpp"
 #include "util/progress.hpp"

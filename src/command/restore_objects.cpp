@@ -319,7 +319,7 @@ ObjectsPlan plan_restore_objects(const Config& config, ObjectStore& store,
   }
   spdlog::info("restore objects: checking {}", plan.file.string());
   progress.start("check " + plan.file.filename().string());
-  plan.scan = scan_object_archive(plan.file.string(), progress, config.age_identity);
+  plan.scan = scan_attachment_tar(plan.file.string(), progress, config.age_identity);
   progress.finish();
   if (plan.meta) {
     if (plan.scan.sha256 != plan.meta->sha256 || plan.scan.size != plan.meta->size) {
@@ -434,8 +434,8 @@ ObjectsReport run_restore_objects(const Config& config, ObjectStore& store, cons
     std::size_t read_objects = 0;
     Uploader uploader(store, config.object_parallel);
     std::unique_ptr<io::Source> raw = io::open_plaintext(plan.file, config.age_identity);
-    ObjectArchiveReader reader(*raw);
-    ArchiveEntry entry;
+    TarReader reader(*raw);
+    TarEntry entry;
     std::vector<char> buf(1 << 20);
     std::uint64_t read_bytes = 0;
     while (reader.next(entry) && !uploader.failed()) {

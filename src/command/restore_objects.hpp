@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "archive/object_archive.hpp"
+#include "tar/attachment_scan.hpp"
+#include "tar/tar.hpp"
 #include "catalog/journal.hpp"
 #include "catalog/meta.hpp"
 #include "config/config.hpp"
@@ -38,7 +39,7 @@ struct Placement {
 struct ObjectsPlan {
   std::filesystem::path file;
   std::optional<Meta> meta;
-  ObjectArchiveScan scan;
+  AttachmentTarScan scan;
   std::string checksum_state;
   std::string mode;
   std::string target;  // where, for messages

@@ -7,13 +7,14 @@
 #include <algorithm>
 #include <set>
 
-#include "archive/object_archive.hpp"
+#include "tar/attachment_scan.hpp"
+#include "tar/tar.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/meta.hpp"
 #include "catalog/naming.hpp"
 #include "io/age.hpp"
 #include "io/pipeline.hpp"
-#include "pg/archive.hpp"
+#include "pg/dump_file.hpp"
 #include "pg/tools.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
@@ -44,7 +45,7 @@ std::string check_db(const Config& config, const fs::path& file, const Meta& met
   if (!format) throw Error(ErrorCode::verification, "not a database backup file name");
   std::optional<PgTool> pg_restore;
   if (is_custom(*format)) pg_restore = find_pg_tool("pg_restore", dump_major(meta), config);
-  ArchiveScan scan = scan_db_archive(file, *format, pg_restore ? &*pg_restore : nullptr, progress,
+  DumpScan scan = scan_dump(file, *format, pg_restore ? &*pg_restore : nullptr, progress,
                                      config.age_identity);
   if (scan.sha256 != meta.sha256) throw sha_mismatch(meta.sha256, scan.sha256);
   std::string detail = "sha256 ok";
@@ -54,7 +55,7 @@ std::string check_db(const Config& config, const fs::path& file, const Meta& met
   if (is_custom(*format) && !quick) {
     // The sha256 proves the bytes are the ones the backup wrote, not that pg_dump wrote good ones
     // (or that the meta was not rewritten to match damaged bytes): every data block is decoded.
-    ArchiveDecode decoded = decode_db_archive(file, *format, *pg_restore, progress, config.age_identity);
+    DumpDecode decoded = decode_dump(file, *format, *pg_restore, progress, config.age_identity);
     detail += fmt::format(", every data block decoded ({} tables, {} rows)", decoded.tables, decoded.rows);
   }
   if (meta.parts.contains("roles")) {
@@ -119,7 +120,7 @@ VerifyVerdict verify_backup(const Config& config, const fs::path& file, Progress
     } else if (meta->kind == "db") {
       v.detail = check_db(config, file, *meta, progress, quick);
     } else if (meta->kind == "objects") {
-      ObjectArchiveScan scan = scan_object_archive(file.string(), progress, config.age_identity);
+      AttachmentTarScan scan = scan_attachment_tar(file.string(), progress, config.age_identity);
       if (scan.sha256 != meta->sha256) throw sha_mismatch(meta->sha256, scan.sha256);
       v.detail = fmt::format("sha256 ok, archive reads to its end, {} objects match the manifest",
                              scan.manifest.objects.size());

@@ -15,7 +15,7 @@
 #include "io/zstd.hpp"
 #include "pg/background_analyze.hpp"
 #include "pg/connection.hpp"
-#include "pg/custom_archive.hpp"
+#include "pg/dump_parser.hpp"
 #include "pg/parallel_load.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
@@ -29,35 +29,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The custom-format archive of `dump` as a stream: decrypted, decompressed (.dump.zst), its bytes
-// read reported to `report`. The load's stream is the dump's last reader: a dump still arriving
-// from the remote drops what it has read from then on (io/incoming.hpp).
-struct CustomArchiveStream {
-  enum class Reader { probe, last };
-  std::unique_ptr<io::Source> plain;
-  std::optional<io::ProgressSource> counted;
-  std::optional<io::ZstdSource> unzstd;
-  io::Source* source = nullptr;
-  CustomArchiveStream(const DumpSource& dump, std::function<void(std::uint64_t)> report, Reader reader) {
-    plain = io::open_plaintext(dump.file, dump.identity);
-    if (reader == Reader::last) {
-      if (auto incoming = io::IncomingFile::find(dump.file)) incoming->release_as_read();
-    }
-    source = &counted.emplace(*plain, std::move(report));
-    if (dump.format == DbFormat::custom_zst) source = &unzstd.emplace(*source);
-  }
-};
-
-// Whether the archive's version is one CustomArchiveInflater reads (formats 1.12-1.14: pg_dump up to 15).
-bool streamable(const DumpSource& dump) {
-  CustomArchiveStream s(dump, nullptr, CustomArchiveStream::Reader::probe);
-  auto header = read_custom_archive_header(*s.source);
-  return header && CustomArchiveInflater::supports(header->vmaj, header->vmin);
-}
-
 // The rows per table the archive holds, to compare the restored tables with; nullopt when some
 // table's data is not COPY text (pg_dump --inserts), whose rows are not counted.
-std::optional<TableRows> rows_of(const CustomArchiveInflater& inflater) {
+std::optional<TableRows> rows_of(const DumpInflater& inflater) {
   for (const auto& e : inflater.toc()) {
     if (e.desc == "TABLE DATA" && !e.is_copy_data()) return std::nullopt;
   }
@@ -93,24 +67,25 @@ LoadedRows load_custom_parallel(const DumpSource& dump, const PgTool& pg_restore
     run_pg_program(pg_restore, args, target, nullptr, lost, pgoptions);
   };
 
-  CustomArchiveStream stream(dump, [&](std::uint64_t n) { progress.update(n); }, CustomArchiveStream::Reader::last);
-  CustomArchiveInflater inflater(toc_sink);
+  DumpStream stream(dump.file, dump.format, dump.identity, DumpStream::Reader::last,
+                    [&](std::uint64_t n) { progress.update(n); });
+  DumpInflater inflater(toc_sink);
   std::optional<BackgroundAnalyzer> analyzer;  // outlives the loader, which hands it tables
   std::optional<ParallelCopyLoader> loader;
   inflater.set_tap({
       .toc_done =
-          [&](const std::vector<ArchiveTocEntry>& toc) {
+          [&](const std::vector<DumpTocEntry>& toc) {
             restore_section({"--section=pre-data"});
             spdlog::debug("restore: schema created; loading the data over {} connections", jobs);
             loader.emplace(target.with_database(db), jobs, ParallelCopyLoader::session_sql(toc));
             analyzer.emplace(target.with_database(db));
-            loader->on_loaded([&](const ArchiveTocEntry& e) { analyzer->add(e.schema, e.tag); });
+            loader->on_loaded([&](const DumpTocEntry& e) { analyzer->add(e.schema, e.tag); });
           },
-      .wants = [](const ArchiveTocEntry& e) { return e.is_copy_data(); },
-      .data = [&](const ArchiveTocEntry& e, const char* p, std::size_t n) { loader->data(e, p, n); },
-      .end = [&](const ArchiveTocEntry& e) { loader->end(e); },
+      .wants = [](const DumpTocEntry& e) { return e.is_copy_data(); },
+      .data = [&](const DumpTocEntry& e, const char* p, std::size_t n) { loader->data(e, p, n); },
+      .end = [&](const DumpTocEntry& e) { loader->end(e); },
   });
-  inflater.run(*stream.source);
+  inflater.run(stream.source());
   if (!loader) throw Error(ErrorCode::internal, "the archive's table of contents was never handed over");
   std::map<int, std::int64_t> loaded = loader->finish();
   for (const auto& [id, t] : inflater.tables()) {
@@ -194,18 +169,18 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
   LoadedRows rows;
   auto report = [&](std::uint64_t n) { progress.update(n); };
   // One look at the archive's version (for an encrypted dump each look starts an age).
-  const bool known = is_custom(dump.format) && streamable(dump);
+  const bool known = is_custom(dump.format) && DumpStream::inflatable(dump.file, dump.format, dump.identity).value_or(false);
   // Feeds pg_restore the archive with its data uncompressed, counting rows on the way; an archive
   // version backupctl's reader does not know (pg_dump 16+) goes as it is (pg_restore reads it from
   // a pipe in order; the rows are then counted after the load).
   auto inflate_into = [&](io::Sink& sink) {
-    CustomArchiveStream stream(dump, report, CustomArchiveStream::Reader::last);
+    DumpStream stream(dump.file, dump.format, dump.identity, DumpStream::Reader::last, report);
     if (!known) {
-      io::copy(*stream.source, sink);
+      io::copy(stream.source(), sink);
       return;
     }
-    CustomArchiveInflater inflater(sink);
-    inflater.run(*stream.source);
+    DumpInflater inflater(sink);
+    inflater.run(stream.source());
     rows.archive = rows_of(inflater);
   };
   progress.start("restore " + dump.file.filename().string());
@@ -225,7 +200,7 @@ LoadedRows load_dump(const DumpSource& dump, const PgTool& pg_restore, const PgT
   } else {
     run_pg_program(psql, {"-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "--dbname=" + db, "-f", "-"},
                    target,
-                   [&](io::Sink& sink) { stream_db_archive(dump.file, dump.format, sink, progress, dump.identity); },
+                   [&](io::Sink& sink) { stream_dump(dump.file, dump.format, sink, progress, dump.identity); },
                    lost);
   }
   progress.finish();

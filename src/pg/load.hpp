@@ -11,7 +11,7 @@
 #include <tuple>
 #include <vector>
 
-#include "pg/archive.hpp"
+#include "pg/dump_file.hpp"
 #include "pg/target.hpp"
 #include "pg/tools.hpp"
 #include "util/progress.hpp"

@@ -15,7 +15,7 @@ constexpr std::size_t kBatchBytes = 4 << 20;
 // pg_dump ends every table's COPY text with this (dumpTableData_copy).
 constexpr std::string_view kEndOfData = "\\.\n\n\n";
 
-std::string table_name(const ArchiveTocEntry& e) { return e.schema + "." + e.tag; }
+std::string table_name(const DumpTocEntry& e) { return e.schema + "." + e.tag; }
 
 std::string server_message(PGconn* conn, PGresult* res = nullptr) {
   std::string msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
@@ -26,7 +26,7 @@ std::string server_message(PGconn* conn, PGresult* res = nullptr) {
 // One connection's COPY of one table, in blocking mode.
 class CopyIn {
  public:
-  CopyIn(PgConnection& conn, const ArchiveTocEntry& entry) : m_conn(conn.get()), m_entry(entry) {
+  CopyIn(PgConnection& conn, const DumpTocEntry& entry) : m_conn(conn.get()), m_entry(entry) {
     PGresult* res = PQexec(m_conn, entry.copy_stmt.c_str());
     bool ok = PQresultStatus(res) == PGRES_COPY_IN;
     std::string msg = ok ? "" : server_message(m_conn, res);
@@ -75,13 +75,13 @@ class CopyIn {
                  "the archive's data does not fit the table the archive itself created; the backup may be damaged");
   }
   PGconn* m_conn;
-  const ArchiveTocEntry& m_entry;
+  const DumpTocEntry& m_entry;
   bool m_open = true;
 };
 
 }  // namespace
 
-std::string ParallelCopyLoader::session_sql(const std::vector<ArchiveTocEntry>& toc) {
+std::string ParallelCopyLoader::session_sql(const std::vector<DumpTocEntry>& toc) {
   // What pg_restore sets on its connections (_doSetFixedOutputState), the archive's own settings,
   // and asynchronous commit: a crash mid-restore leaves a side database that is dropped anyway,
   // and the commit of the swap flushes everything written before it.
@@ -138,7 +138,7 @@ void ParallelCopyLoader::rethrow_failure() {
   if (m_failure) std::rethrow_exception(m_failure);
 }
 
-bool ParallelCopyLoader::loaded_now(const ArchiveTocEntry* entry) {
+bool ParallelCopyLoader::loaded_now(const DumpTocEntry* entry) {
   auto it = m_state.find(entry);
   if (it == m_state.end() || !it->second.ended || it->second.queued > 0 || it->second.open > 0) return false;
   m_state.erase(it);  // reported once
@@ -156,7 +156,7 @@ void ParallelCopyLoader::push(Batch batch) {
   m_can_pop.notify_one();
 }
 
-bool ParallelCopyLoader::pop(Batch& batch, const ArchiveTocEntry* open_entry) {
+bool ParallelCopyLoader::pop(Batch& batch, const DumpTocEntry* open_entry) {
   std::unique_lock<std::mutex> lock(m_mutex);
   m_can_pop.wait(lock, [&] { return m_aborted || m_closed || !m_queue.empty(); });
   if (m_aborted || m_queue.empty()) return false;
@@ -175,7 +175,7 @@ void ParallelCopyLoader::work(const PgTarget& db, const std::string& session_sql
     PgConnection conn = PgConnection::open(db);
     conn.exec(session_sql);
     std::optional<CopyIn> copy;
-    const ArchiveTocEntry* open_entry = nullptr;
+    const DumpTocEntry* open_entry = nullptr;
     auto commit = [&] {
       std::int64_t rows = copy->end();
       copy.reset();
@@ -208,7 +208,7 @@ void ParallelCopyLoader::work(const PgTarget& db, const std::string& session_sql
   }
 }
 
-void ParallelCopyLoader::data(const ArchiveTocEntry& entry, const char* p, std::size_t n) {
+void ParallelCopyLoader::data(const DumpTocEntry& entry, const char* p, std::size_t n) {
   if (m_entry != &entry) {
     if (m_entry) end(*m_entry);
     m_entry = &entry;
@@ -229,7 +229,7 @@ void ParallelCopyLoader::data(const ArchiveTocEntry& entry, const char* p, std::
   send_pending(entry, m_last_newline + 1);
 }
 
-void ParallelCopyLoader::send_pending(const ArchiveTocEntry& entry, std::size_t cut) {
+void ParallelCopyLoader::send_pending(const DumpTocEntry& entry, std::size_t cut) {
   Batch b{&entry, std::move(m_pending)};
   m_pending.assign(b.bytes, cut);
   m_pending.reserve(kBatchBytes + (1 << 20));
@@ -239,7 +239,7 @@ void ParallelCopyLoader::send_pending(const ArchiveTocEntry& entry, std::size_t 
   push(std::move(b));
 }
 
-void ParallelCopyLoader::end(const ArchiveTocEntry& entry) {
+void ParallelCopyLoader::end(const DumpTocEntry& entry) {
   if (m_entry != &entry) {
     if (m_entry) end(*m_entry);
     m_entry = &entry;

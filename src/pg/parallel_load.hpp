@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "pg/custom_archive.hpp"
+#include "pg/dump_parser.hpp"
 #include "pg/target.hpp"
 
 namespace backupctl {
@@ -41,9 +41,9 @@ class ParallelCopyLoader {
 
   // COPY text of `entry` (an is_copy_data() entry), in any chunking. Throws the workers' first
   // failure as soon as it is known.
-  void data(const ArchiveTocEntry& entry, const char* p, std::size_t n);
+  void data(const DumpTocEntry& entry, const char* p, std::size_t n);
   // The end of the entry's data: its last batch, without pg_dump's end-of-data marker.
-  void end(const ArchiveTocEntry& entry);
+  void end(const DumpTocEntry& entry);
   // Waits for every batch to be loaded and every COPY to be committed; throws the first failure.
   // Returns the rows the server reported per dump id.
   std::map<int, std::int64_t> finish();
@@ -51,14 +51,14 @@ class ParallelCopyLoader {
   // the caller's, for an entry without rows), so that work on the table can start while later
   // tables still load. Set before the first data(); keep it short: the thread that calls it
   // loads nothing meanwhile.
-  void on_loaded(std::function<void(const ArchiveTocEntry&)> fn) { m_on_loaded = std::move(fn); }
+  void on_loaded(std::function<void(const DumpTocEntry&)> fn) { m_on_loaded = std::move(fn); }
 
   // The session settings for connections loading this archive's data, from its TOC.
-  static std::string session_sql(const std::vector<ArchiveTocEntry>& toc);
+  static std::string session_sql(const std::vector<DumpTocEntry>& toc);
 
  private:
   struct Batch {
-    const ArchiveTocEntry* entry = nullptr;
+    const DumpTocEntry* entry = nullptr;
     std::string bytes;
   };
   // Where an entry's data is: batches queued, connections with a COPY of it open, and whether
@@ -69,12 +69,12 @@ class ParallelCopyLoader {
     bool ended = false;
   };
   // Under m_mutex: whether the entry just became fully loaded (reported once).
-  bool loaded_now(const ArchiveTocEntry* entry);
+  bool loaded_now(const DumpTocEntry* entry);
   void push(Batch batch);
   // Queues the first `cut` bytes of the batch being filled; the rest begins the next one.
-  void send_pending(const ArchiveTocEntry& entry, std::size_t cut);
+  void send_pending(const DumpTocEntry& entry, std::size_t cut);
   // Takes the next batch; a worker whose open COPY is not for the batch's entry opens one.
-  bool pop(Batch& batch, const ArchiveTocEntry* open_entry);
+  bool pop(Batch& batch, const DumpTocEntry* open_entry);
   void work(const PgTarget& db, const std::string& session_sql);
   void fail(std::exception_ptr e);
   void rethrow_failure();
@@ -88,12 +88,12 @@ class ParallelCopyLoader {
   bool m_aborted = false;
   std::exception_ptr m_failure;
   std::map<int, std::int64_t> m_rows;
-  std::map<const ArchiveTocEntry*, EntryState> m_state;
-  std::function<void(const ArchiveTocEntry&)> m_on_loaded;
+  std::map<const DumpTocEntry*, EntryState> m_state;
+  std::function<void(const DumpTocEntry&)> m_on_loaded;
   std::vector<std::thread> m_workers;
   // The batch being filled, for the entry being read; how much of it was searched for newlines,
   // and the last newline found there.
-  const ArchiveTocEntry* m_entry = nullptr;
+  const DumpTocEntry* m_entry = nullptr;
   std::string m_pending;
   std::size_t m_searched = 0;
   std::size_t m_last_newline = std::string::npos;

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "archive/object_archive.hpp"
+#include "tar/tar.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/journal.hpp"
 #include "catalog/meta.hpp"
@@ -27,7 +27,7 @@
 #include "command/status.hpp"
 #include "config/config.hpp"
 #include "fixture.hpp"
-#include "pg/custom_archive.hpp"
+#include "pg/dump_parser.hpp"
 #include "storage/disk/disk_store.hpp"
 #include "util/env.hpp"
 #include "util/error.hpp"
@@ -213,10 +213,10 @@ TEST_F(Fuzz, DumpsThroughTheArchiveReader) {
     std::string bytes = m.bytes(dump);
     expect_clear("dump case " + std::to_string(i), [&] {
       io::StringSink null;
-      CustomArchiveInflater reader(null);
+      DumpInflater reader(null);
       StringSource src;
       src.data = bytes;
-      if (auto h = read_custom_archive_header(src)) (void)h;
+      if (auto h = read_dump_header(src)) (void)h;
       src.data = bytes;
       reader.run(src);
     });
@@ -269,8 +269,8 @@ TEST_F(Fuzz, ConfigArchivesThroughThePreview) {
     expect_clear("config archive case " + std::to_string(i), [&] {
       StringSource src;
       src.data = bytes;
-      ObjectArchiveReader reader(src);
-      ArchiveEntry e;
+      TarReader reader(src);
+      TarEntry e;
       std::vector<char> buf(4096);
       while (reader.next(e)) {
         while (reader.read(buf) > 0) {

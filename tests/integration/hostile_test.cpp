@@ -14,7 +14,7 @@
 #include "fixture.hpp"
 #include "s3_fixture.hpp"
 #include "support/normalizing_s3.hpp"
-#include "archive/object_archive.hpp"
+#include "tar/tar.hpp"
 #include "io/atomic_file.hpp"
 #include "storage/s3/s3_store.hpp"
 #include "support/tcp_forwarder.hpp"
@@ -126,13 +126,13 @@ TEST(ObjectKeys, KeysAFolderCannotHoldAreRefusedInThePlan) {
   fs::path archive = dir.path() / "objects/objects_minio_20261201_000000.tar.gz";
   {
     auto sink = io::AtomicFileSink::try_create(archive);
-    ObjectArchiveWriter w(*sink, ArchiveCompression::gzip, 1);
+    TarWriter w(*sink, TarCompression::gzip, 1);
     Manifest m;
     m.label = "minio";
     m.buckets = {"attachments"};
     for (const std::string key : {"docs/../../escaped.txt", "./dot/./x.txt", "plain/a.txt"}) {
       std::string body = "content of " + key;
-      ManifestObject o{"attachments", key, archive_path("attachments", key), body.size(), "", "", "", {}, ""};
+      ManifestObject o{"attachments", key, tar_path("attachments", key), body.size(), "", "", "", {}, ""};
       o.sha256 = [&] {
         io::NullSink null;
         io::Sha256Sink sha(null);

@@ -18,7 +18,7 @@ using backupctl::test::PgCluster;
 namespace {
 
 // Hands `text` to the loader in 64 KiB pieces, then pg_dump's end-of-data marker and the end.
-void feed(ParallelCopyLoader& loader, const ArchiveTocEntry& e, const std::string& text) {
+void feed(ParallelCopyLoader& loader, const DumpTocEntry& e, const std::string& text) {
   const std::string data = text + "\\.\n\n\n";
   for (std::size_t at = 0; at < data.size(); at += 65536) {
     loader.data(e, data.data() + at, std::min<std::size_t>(65536, data.size() - at));
@@ -33,7 +33,7 @@ TEST(ParallelCopyLoader, ReportsEachTableOnceWhenAllOfItsRowsAreCommitted) {
   pg.create_database("load");
   pg.psql("load", "CREATE TABLE public.a (x int); CREATE TABLE public.b (x text); CREATE TABLE public.e (x int)");
   const PgTarget db = PgTarget::from_url("host=" + pg.socket_dir().string() + " port=5432 user=postgres dbname=load");
-  const std::vector<ArchiveTocEntry> toc = {
+  const std::vector<DumpTocEntry> toc = {
       {1, "TABLE DATA", "a", "public", "", "COPY public.a (x) FROM stdin;\n"},
       {2, "TABLE DATA", "e", "public", "", "COPY public.e (x) FROM stdin;\n"},
       {3, "TABLE DATA", "b", "public", "", "COPY public.b (x) FROM stdin;\n"},
@@ -46,7 +46,7 @@ TEST(ParallelCopyLoader, ReportsEachTableOnceWhenAllOfItsRowsAreCommitted) {
   std::mutex mutex;
   std::vector<std::pair<std::string, std::string>> reported;  // table, rows a reader saw then
   ParallelCopyLoader loader(db, 2, "SET synchronous_commit = off;");
-  loader.on_loaded([&](const ArchiveTocEntry& e) {
+  loader.on_loaded([&](const DumpTocEntry& e) {
     // Another session sees every row of the table the moment it is reported.
     PgConnection reader = PgConnection::open(db);
     std::string rows = reader.scalar("SELECT count(*) FROM public." + e.tag);

@@ -10,7 +10,7 @@
 #include <random>
 #include <regex>
 
-#include "archive/object_archive.hpp"
+#include "tar/tar.hpp"
 #include "fixture.hpp"
 #include "s3_fixture.hpp"
 #include "storage/s3/s3_store.hpp"

@@ -2,8 +2,8 @@
 
 #include "io/pipeline.hpp"
 #include "io/zstd.hpp"
-#include "pg/archive.hpp"
-#include "pg/custom_archive.hpp"
+#include "pg/dump_file.hpp"
+#include "pg/dump_parser.hpp"
 #include "pg/roles.hpp"
 #include "util/error.hpp"
 #include "util/words.hpp"
@@ -63,13 +63,13 @@ TEST(DatabaseSql, RenamesTheDatabaseAndDropsConnects) {
 }
 
 TEST(DatabaseSql, FindsTheDatabaseEntry) {
-  auto db = archived_database(
+  auto db = dumped_database(
       ";\n; Archive created at ...\n3339; 1262 16384 DATABASE - my archive postgres\n"
       "3340; 0 0 COMMENT - DATABASE my archive postgres\n");
   ASSERT_TRUE(db);
   EXPECT_EQ(db->name, "my archive");
   EXPECT_EQ(db->owner, "postgres");
-  EXPECT_FALSE(archived_database("; nothing\n"));
+  EXPECT_FALSE(dumped_database("; nothing\n"));
 }
 
 TEST(Words, SplitsLikeAShellWithoutRunningOne) {
@@ -121,13 +121,13 @@ TEST(CustomArchive, TheSourcesErrorIsNotANoHeader) {
     }
   } interrupted;
   try {
-    (void)read_custom_archive_header(interrupted);
+    (void)read_dump_header(interrupted);
     FAIL() << "the header reader swallowed the interruption";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::interrupted) << e.what();
   }
   io::StringSink sink;
-  CustomArchiveInflater inflater(sink);
+  DumpInflater inflater(sink);
   try {
     inflater.run(interrupted);
     FAIL() << "the inflater swallowed the interruption";
@@ -143,7 +143,7 @@ TEST(CustomArchive, TheSourcesErrorIsNotANoHeader) {
       return 1;
     }
   } short_file;
-  EXPECT_FALSE(read_custom_archive_header(short_file).has_value());
+  EXPECT_FALSE(read_dump_header(short_file).has_value());
 }
 
 }  // namespace backupctl

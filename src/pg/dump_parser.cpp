@@ -1,4 +1,4 @@
-#include "pg/custom_archive.hpp"
+#include "pg/dump_parser.hpp"
 
 #include <isa-l/igzip_lib.h>
 
@@ -132,7 +132,7 @@ class Writer {
 };
 
 struct Header {
-  CustomArchiveHeader h;
+  DumpHeader h;
   int int_size = 4;
   int off_size = 8;
 };
@@ -165,19 +165,19 @@ std::optional<Header> parse_header_start(Reader& r) {
 
 }  // namespace
 
-bool CustomArchiveInflater::supports(int vmaj, int vmin) { return vmaj == 1 && vmin >= 12 && vmin <= 14; }
+bool DumpInflater::supports(int vmaj, int vmin) { return vmaj == 1 && vmin >= 12 && vmin <= 14; }
 
-std::optional<CustomArchiveHeader> read_custom_archive_header(io::Source& in) {
+std::optional<DumpHeader> read_dump_header(io::Source& in) {
   Reader r(in);
   auto h = parse_header_start(r);
   if (!h) return std::nullopt;
-  if (CustomArchiveInflater::supports(h->h.vmaj, h->h.vmin)) {
+  if (DumpInflater::supports(h->h.vmaj, h->h.vmin)) {
     h->h.compression = static_cast<int>(r.integer(h->int_size));
   }
   return h->h;
 }
 
-void CustomArchiveInflater::run(io::Source& in) {
+void DumpInflater::run(io::Source& in) {
   Reader r(in);
   r.set_copy(true);
   auto header = parse_header_start(r);
@@ -238,7 +238,7 @@ void CustomArchiveInflater::run(io::Source& in) {
   w.raw(r.take_copied());
   r.set_copy(false);
   if (m_tap && m_tap->toc_done) m_tap->toc_done(m_toc);
-  std::map<int, const ArchiveTocEntry*> tapped;
+  std::map<int, const DumpTocEntry*> tapped;
   if (m_tap) {
     for (const auto& e : m_toc) {
       if (m_tap->wants(e)) tapped[e.dump_id] = &e;
@@ -248,14 +248,14 @@ void CustomArchiveInflater::run(io::Source& in) {
   // A reader of the output that stopped (a pg_restore that failed and closed its stdin) ends the
   // run at once: reading on would only wait for the rest of the input (a download) to discard it.
   struct OutputClosed {};
-  auto check_output = [&](const ArchiveTocEntry* tap_entry) {
+  auto check_output = [&](const DumpTocEntry* tap_entry) {
     if (!tap_entry && !m_out.wants_more()) throw OutputClosed{};
   };
   // Data blocks.
   std::vector<char> in_chunk;
   std::vector<char> out(kOutChunk);
   // One data block: its chunks, uncompressed, to the output (or to the tap).
-  auto stream = [&](ArchiveTableData* table, const ArchiveTocEntry* tap_entry) {
+  auto stream = [&](DumpTableData* table, const DumpTocEntry* tap_entry) {
     auto emit = [&](const char* p, std::size_t n) {
       if (n == 0) return;
       if (tap_entry) {

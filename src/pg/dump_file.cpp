@@ -1,4 +1,4 @@
-#include "pg/archive.hpp"
+#include "pg/dump_file.hpp"
 
 #include <fmt/format.h>
 
@@ -8,7 +8,7 @@
 #include "io/gzip.hpp"
 #include "io/incoming.hpp"
 #include "io/zstd.hpp"
-#include "pg/custom_archive.hpp"
+#include "pg/dump_parser.hpp"
 #include "pg/connection.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
@@ -109,7 +109,24 @@ class WhileWantedSink : public io::Sink {
 
 }  // namespace
 
-void stream_db_archive(const fs::path& file, DbFormat format, io::Sink& sink, Progress& progress,
+DumpStream::DumpStream(const fs::path& file, DbFormat format, const fs::path& identity, Reader reader,
+                       std::function<void(std::uint64_t)> report) {
+  m_plain = io::open_plaintext(file, identity);
+  if (reader == Reader::last) {
+    if (auto incoming = io::IncomingFile::find(file)) incoming->release_as_read();
+  }
+  m_source = &m_counted.emplace(*m_plain, std::move(report));
+  if (format == DbFormat::custom_zst) m_source = &m_unzstd.emplace(*m_source);
+}
+
+std::optional<bool> DumpStream::inflatable(const fs::path& file, DbFormat format, const fs::path& identity) {
+  DumpStream stream(file, format, identity);
+  auto header = read_dump_header(stream.source());
+  if (!header) return std::nullopt;
+  return DumpInflater::supports(header->vmaj, header->vmin);
+}
+
+void stream_dump(const fs::path& file, DbFormat format, io::Sink& sink, Progress& progress,
                        const fs::path& identity) {
   std::unique_ptr<io::Source> plain = io::open_plaintext(file, identity);
   auto report = [&](std::uint64_t n) { progress.update(n); };
@@ -129,10 +146,10 @@ void stream_db_archive(const fs::path& file, DbFormat format, io::Sink& sink, Pr
   }
 }
 
-ArchiveScan scan_db_archive(const fs::path& file, DbFormat format, const PgTool* pg_restore,
+DumpScan scan_dump(const fs::path& file, DbFormat format, const PgTool* pg_restore,
                             Progress& progress, const fs::path& identity, ZstdScan zstd,
                             const std::string& known_sha256) {
-  ArchiveScan scan;
+  DumpScan scan;
   auto report = [&](std::uint64_t n) { progress.update(n); };
   if (!known_sha256.empty() && is_custom(format)) {
     // Only the table of contents: pg_restore stops reading after it, and copy() with it.
@@ -226,30 +243,17 @@ ArchiveScan scan_db_archive(const fs::path& file, DbFormat format, const PgTool*
   return scan;
 }
 
-ArchiveDecode decode_db_archive(const fs::path& file, DbFormat format, const PgTool& pg_restore, Progress& progress,
+DumpDecode decode_dump(const fs::path& file, DbFormat format, const PgTool& pg_restore, Progress& progress,
                                 const fs::path& identity) {
-  ArchiveDecode out;
-  auto open = [&](std::unique_ptr<io::Source>& plain, std::optional<io::ZstdSource>& unzstd) -> io::Source& {
-    plain = io::open_plaintext(file, identity);
-    if (format == DbFormat::custom_zst) return unzstd.emplace(*plain);
-    return *plain;
-  };
-  bool supported = false;
-  {
-    std::unique_ptr<io::Source> plain;
-    std::optional<io::ZstdSource> unzstd;
-    auto header = read_custom_archive_header(open(plain, unzstd));
-    if (!header) throw Error(ErrorCode::verification, "not a custom-format archive (no PGDMP header)", "use another backup");
-    supported = CustomArchiveInflater::supports(header->vmaj, header->vmin);
-  }
-  std::unique_ptr<io::Source> plain;
-  std::optional<io::ZstdSource> unzstd;
-  io::Source& source = open(plain, unzstd);
-  io::ProgressSource counted(source, [&](std::uint64_t n) { progress.update(n); });
-  if (supported) {
+  DumpDecode out;
+  std::optional<bool> supported = DumpStream::inflatable(file, format, identity);
+  if (!supported) throw Error(ErrorCode::verification, "not a custom-format archive (no PGDMP header)", "use another backup");
+  DumpStream stream(file, format, identity, DumpStream::Reader::probe,
+                    [&](std::uint64_t n) { progress.update(n); });
+  if (*supported) {
     io::NullSink null;
-    CustomArchiveInflater reader(null);
-    reader.run(counted);
+    DumpInflater reader(null);
+    reader.run(stream.source());
     for (const auto& [id, t] : reader.tables()) {
       ++out.tables;
       out.rows += t.rows;
@@ -258,13 +262,13 @@ ArchiveDecode decode_db_archive(const fs::path& file, DbFormat format, const PgT
     return out;
   }
   run_pg_restore(pg_restore, {"--file=/dev/null"}, file,
-                 [&](io::Sink& to_pg_restore) { io::copy(counted, to_pg_restore); },
+                 [&](io::Sink& to_pg_restore) { io::copy(stream.source(), to_pg_restore); },
                  "a data block does not read");
   out.how = "pg_restore";
   return out;
 }
 
-std::optional<ArchivedDatabase> archived_database(const std::string& toc) {
+std::optional<DumpedDatabase> dumped_database(const std::string& toc) {
   // "3339; 1262 16384 DATABASE - x1 postgres": desc DATABASE, namespace "-", tag, owner.
   std::size_t pos = 0;
   while (pos < toc.size()) {
@@ -276,7 +280,7 @@ std::optional<ArchivedDatabase> archived_database(const std::string& toc) {
     std::string rest = line.substr(at + 12);  // "<name> <owner>"
     auto sp = rest.rfind(' ');
     if (sp == std::string::npos) continue;
-    return ArchivedDatabase{rest.substr(0, sp), rest.substr(sp + 1)};
+    return DumpedDatabase{rest.substr(0, sp), rest.substr(sp + 1)};
   }
   return std::nullopt;
 }
@@ -329,7 +333,7 @@ std::string rename_database_in_sql(const std::string& sql, const std::string& fr
 std::string database_creation_sql(const fs::path& file, DbFormat format, const PgTool& pg_restore,
                                   const std::string& toc, const std::string& new_name,
                                   const fs::path& identity) {
-  auto db = archived_database(toc);
+  auto db = dumped_database(toc);
   if (!db) {
     throw Error(ErrorCode::verification, "the archive has no DATABASE entry",
                 "it was not made by pg_dump of a whole database; restore it with pg_restore by hand");
@@ -359,7 +363,7 @@ std::string database_creation_sql(const fs::path& file, DbFormat format, const P
     sql = run_pg_restore(pg_restore, args, file,
                          [&](io::Sink& to_pg_restore) {
                            NoProgress none;
-                           stream_db_archive(file, format, to_pg_restore, none, identity);
+                           stream_dump(file, format, to_pg_restore, none, identity);
                          },
                          "cannot read the database entries");
   } else {

@@ -26,36 +26,36 @@
 
 namespace backupctl {
 
-struct ArchiveTableData {
+struct DumpTableData {
   std::string schema;
   std::string table;
   std::int64_t rows = 0;  // lines of COPY text
 };
 
 // One entry of the archive's table of contents (the fields a restore needs).
-struct ArchiveTocEntry {
+struct DumpTocEntry {
   int dump_id = 0;
   std::string desc, tag, schema, defn, copy_stmt;
   // TABLE DATA in COPY format (not --inserts), whose data block is COPY text.
   bool is_copy_data() const { return desc == "TABLE DATA" && !copy_stmt.empty(); }
 };
 
-class CustomArchiveInflater {
+class DumpInflater {
  public:
   // Archive versions this understands.
   static bool supports(int vmaj, int vmin);
 
-  explicit CustomArchiveInflater(io::Sink& out) : m_out(out) {}
+  explicit DumpInflater(io::Sink& out) : m_out(out) {}
 
   // Takes the data of some entries out of the stream and hands it, uncompressed, to the caller;
   // the output then holds the header, the whole table of contents and the other entries' data.
   struct Tap {
     // Called once the header and the table of contents are written to the output, before any data.
-    std::function<void(const std::vector<ArchiveTocEntry>&)> toc_done;
+    std::function<void(const std::vector<DumpTocEntry>&)> toc_done;
     // Whether the caller takes this entry's data block.
-    std::function<bool(const ArchiveTocEntry&)> wants;
-    std::function<void(const ArchiveTocEntry&, const char* data, std::size_t n)> data;
-    std::function<void(const ArchiveTocEntry&)> end;
+    std::function<bool(const DumpTocEntry&)> wants;
+    std::function<void(const DumpTocEntry&, const char* data, std::size_t n)> data;
+    std::function<void(const DumpTocEntry&)> end;
   };
   void set_tap(Tap tap) { m_tap = std::move(tap); }
 
@@ -65,23 +65,23 @@ class CustomArchiveInflater {
   void run(io::Source& in);
 
   // Rows per TABLE DATA entry (by dump id), valid after run().
-  const std::map<int, ArchiveTableData>& tables() const { return m_tables; }
+  const std::map<int, DumpTableData>& tables() const { return m_tables; }
   // The table of contents, valid once run() has read it.
-  const std::vector<ArchiveTocEntry>& toc() const { return m_toc; }
+  const std::vector<DumpTocEntry>& toc() const { return m_toc; }
 
  private:
   io::Sink& m_out;
-  std::map<int, ArchiveTableData> m_tables;
-  std::vector<ArchiveTocEntry> m_toc;
+  std::map<int, DumpTableData> m_tables;
+  std::vector<DumpTocEntry> m_toc;
   std::optional<Tap> m_tap;
 };
 
 // The archive version and compression from a custom-format file's header; nullopt when it is not
 // one. Reads a few bytes.
-struct CustomArchiveHeader {
+struct DumpHeader {
   int vmaj = 0, vmin = 0, vrev = 0;
   int compression = 0;  // 0: none, else zlib (-1 = default level); only for versions < 1.15
 };
-std::optional<CustomArchiveHeader> read_custom_archive_header(io::Source& in);
+std::optional<DumpHeader> read_dump_header(io::Source& in);
 
 }  // namespace backupctl

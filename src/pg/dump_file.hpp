@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "io/pipeline.hpp"
+#include "io/zstd.hpp"
 #include "pg/tools.hpp"
 #include "util/progress.hpp"
 
@@ -26,7 +27,7 @@ std::optional<DbFormat> db_format_of(const std::filesystem::path& file);
 std::string_view db_format_name(DbFormat format);
 inline bool is_custom(DbFormat f) { return f == DbFormat::custom || f == DbFormat::custom_zst; }
 
-struct ArchiveScan {
+struct DumpScan {
   std::uint64_t size = 0;
   std::string sha256;
   std::string toc;  // `pg_restore --create --list` (custom formats)
@@ -34,7 +35,7 @@ struct ArchiveScan {
   std::uint64_t decompressed = 0;  // bytes after zstd/gzip
 };
 
-// How much of a .dump.zst scan_db_archive() decompresses.
+// How much of a .dump.zst scan_dump() decompresses.
 enum class ZstdScan {
   every_frame,  // all of it: `verify`, and restores of a file without a meta
   toc_only,     // what pg_restore needs for the table of contents; the rest is only hashed. For a
@@ -55,7 +56,7 @@ enum class ZstdScan {
 // restore --remote's fetch), the file is read only as far as its table of contents, and the scan
 // reports that sha256 and the file's size: hashing it again would cost a pass over the file for
 // nothing new. The restore decodes (and age authenticates) every byte before the swap anyway.
-ArchiveScan scan_db_archive(const std::filesystem::path& file, DbFormat format,
+DumpScan scan_dump(const std::filesystem::path& file, DbFormat format,
                             const PgTool* pg_restore, Progress& progress,
                             const std::filesystem::path& identity = {},
                             ZstdScan zstd = ZstdScan::every_frame, const std::string& known_sha256 = {});
@@ -64,24 +65,47 @@ ArchiveScan scan_db_archive(const std::filesystem::path& file, DbFormat format,
 // `identity`): each zlib stream inflated and checked (Adler-32), each table's COPY data read and
 // its lines counted. Archive versions backupctl's reader does not know (pg_dump 16+) are read
 // whole by `pg_restore --file=/dev/null` instead. Throws Error(verification) naming the problem.
-struct ArchiveDecode {
+struct DumpDecode {
   int tables = 0;
   std::int64_t rows = 0;
   std::string how;  // "backupctl's reader" or "pg_restore"
 };
-ArchiveDecode decode_db_archive(const std::filesystem::path& file, DbFormat format, const PgTool& pg_restore,
+DumpDecode decode_dump(const std::filesystem::path& file, DbFormat format, const PgTool& pg_restore,
                                 Progress& progress, const std::filesystem::path& identity = {});
 
+// A custom-format dump's bytes as pg_dump wrote them, to read: decrypted (.age) and un-zstd-ed
+// (.dump.zst), the file's bytes read so far reported to `report`. Every reader of a dump's
+// custom-format bytes opens it here. The last reader of a dump still arriving from the remote says
+// so (`Reader::last`): the arriving file then lets go of what has been read (io/incoming.hpp).
+class DumpStream {
+ public:
+  enum class Reader { probe, last };
+  DumpStream(const std::filesystem::path& file, DbFormat format, const std::filesystem::path& identity,
+             Reader reader = Reader::probe, std::function<void(std::uint64_t)> report = nullptr);
+  io::Source& source() { return *m_source; }
+
+  // One look at the header: whether backupctl's reader (DumpInflater) knows the dump's version
+  // (pg_dump up to 15); nullopt when there is no custom-format header at all.
+  static std::optional<bool> inflatable(const std::filesystem::path& file, DbFormat format,
+                                        const std::filesystem::path& identity);
+
+ private:
+  std::unique_ptr<io::Source> m_plain;
+  std::optional<io::ProgressSource> m_counted;
+  std::optional<io::ZstdSource> m_unzstd;
+  io::Source* m_source = nullptr;
+};
+
 // Streams the file's payload (decrypted, decompressed: custom-format bytes or SQL text) into `sink`.
-void stream_db_archive(const std::filesystem::path& file, DbFormat format, io::Sink& sink,
+void stream_dump(const std::filesystem::path& file, DbFormat format, io::Sink& sink,
                        Progress& progress, const std::filesystem::path& identity = {});
 
 // The database the archive was dumped from, from its DATABASE entry: name and owner.
-struct ArchivedDatabase {
+struct DumpedDatabase {
   std::string name;
   std::string owner;
 };
-std::optional<ArchivedDatabase> archived_database(const std::string& toc);
+std::optional<DumpedDatabase> dumped_database(const std::string& toc);
 
 // SQL (for psql, connected to a maintenance database) that creates database `new_name` with the
 // archive's database-level properties: encoding, locale, owner, comment, grants, `ALTER DATABASE
