@@ -9,7 +9,6 @@
 
 #include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -24,6 +23,7 @@
 #include "util/fs.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
+#include "util/work_queue.hpp"
 
 namespace backupctl {
 
@@ -287,63 +287,11 @@ class S3Remote : public Remote {
     }
     if (!upload) upload = m_store->start_multipart(m_config.bucket, key, options);
 
-    struct Job {
-      int number;
-      std::string data;
-      std::string md5_base64;
-    };
-    std::mutex mutex;
-    std::condition_variable cv;
-    std::deque<Job> queue;
-    bool closed = false;
-    std::exception_ptr failure;
-    auto worker = [&] {
-      for (;;) {
-        Job job;
-        {
-          std::unique_lock<std::mutex> lock(mutex);
-          cv.wait(lock, [&] { return closed || !queue.empty() || failure; });
-          if (failure || queue.empty()) return;
-          // After a signal the parts queued are not sent (the next push sends them), and the
-          // reader, which may be waiting for room in the queue, hears of it.
-          if (interrupt_pending()) {
-            try {
-              check_interrupted();
-            } catch (...) {
-              failure = std::current_exception();
-            }
-            cv.notify_all();
-            return;
-          }
-          job = std::move(queue.front());
-          queue.pop_front();
-        }
-        cv.notify_all();
-        try {
-          MemorySource src(job.data.data(), job.data.size());
-          upload->upload_part(job.number, src, job.md5_base64);
-          sent += job.data.size();
-          fault_point("remote.part-sent");
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(mutex);
-          if (!failure) failure = std::current_exception();
-          cv.notify_all();
-          return;
-        }
-      }
-    };
-    std::vector<std::thread> workers;
+    // Up to two parts per thread in memory: one being sent, one read and waiting.
     const int threads = std::min(kThreads, count);
-    auto stop = [&] {
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        closed = true;
-      }
-      cv.notify_all();
-      for (auto& t : workers) t.join();
-    };
+    std::optional<WorkQueue> senders;
     try {
-      start_workers(workers, static_cast<std::uint64_t>(threads), worker, stop);
+      senders.emplace(threads, part_size * 2 * static_cast<std::uint64_t>(threads));
     } catch (...) {
       // Nothing was sent: a resumed upload keeps its parts, a new one goes.
       if (result.resumed) {
@@ -374,22 +322,22 @@ class S3Remote : public Remote {
         if (auto h = have.find(n); h != have.end() && h->second.etag == hex_of(raw)) {
           continue;  // already there: not sent again
         }
-        std::unique_lock<std::mutex> lock(mutex);
-        cv.wait(lock, [&] { return queue.size() < static_cast<std::size_t>(threads) || failure; });
-        if (failure) break;
-        queue.push_back({n, std::move(data), base64_raw(raw)});
-        lock.unlock();
-        cv.notify_all();
+        if (!senders->reserve(len)) break;  // a part failed: reported below
+        senders->submit(len, [&upload, &sent, n, data = std::move(data), md5_base64 = base64_raw(raw)] {
+          MemorySource src(data.data(), data.size());
+          upload->upload_part(n, src, md5_base64);
+          sent += data.size();
+          fault_point("remote.part-sent");
+        });
       }
-      stop();
-      if (failure) std::rethrow_exception(failure);
+      if (!senders->drain()) std::rethrow_exception(senders->first_error());
       if (!sha256.empty() && sha.finish_hex() != sha256) {
         upload->abort();
         throw changed_since(local);
       }
       upload->complete();
     } catch (...) {
-      if (!workers.empty() && workers.front().joinable()) stop();
+      senders->cancel();  // no part of `upload` still on a worker
       upload->keep_open();  // the next push resumes from the parts that made it
       throw;
     }
