@@ -86,226 +86,285 @@ void start_staging_app(const Config& config, const PgTarget& staging, const std:
   }
 }
 
-}  // namespace
-
-RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::string& set_id,
-                         Journal& journal, Progress& progress) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const std::string ts = name_timestamp(Clock::now());
-  RehearsalReport report;
-  // The staging places, and their removal whatever happens (journal entries: undone at the end,
-  // on an error or a signal, or by the repair after a crash).
-  PgTarget staging = config.staging_database_url.empty()
-                         ? live.with_database(live.dbname() + "_rehearsal")
-                         : PgTarget::from_url(config.staging_database_url, "STAGING_DATABASE_URL");
-  // Before anything changes: the staging database can never be the live one, however the URL
-  // spells it (localhost or 127.0.0.1, options, a pooler's port).
-  refuse_live_target(live, staging, config.staging_database_url.empty() ? "the staging database" : "STAGING_DATABASE_URL");
-  json set = find_set(config, set_id, set_scope(config, live));
-  report.set_id = json_string(set, "set_id", set_id);
-  json j = {{"set_id", report.set_id}, {"started_at", iso8601(Clock::now())}, {"steps", json::array()}};
-  auto step = [&](const std::string& name, bool ok, const std::string& detail, double seconds) {
-    j["steps"].push_back({{"step", name}, {"ok", ok}, {"detail", detail}, {"seconds", seconds}});
-    spdlog::info("rehearse: {} {}: {}", name, ok ? "ok" : "FAILED", detail);
-  };
-  auto part = [&](const char* kind) -> std::string {
-    auto p = set_part_path(config, set, kind);
-    return p ? p->string() : "";
-  };
-
-  std::unique_ptr<ObjectStore> store;
-  std::string objects_target;
-  fs::path staging_dir;
-  Config quiet = config;  // restores into staging never stop the live services
-  quiet.service_control = ServiceControl::none;
-  quiet.confirmed = true;
-  quiet.restore_keep_previous_days = 0;
-  j["staging_database"] = staging.dbname();
-  journal.step("rehearse.staging-database");
-  Journal::Entry staging_db;
-  {
-    PgConnection conn = PgConnection::open(maintenance_target(staging));
-    staging_db = journal.add("staging_database",
-                             {{"server", server_record(conn)}, {"name", staging.dbname()}, {"live", live.dbname()}});
+// One rehearsal: its methods are the journal's steps (rehearse.staging-database, .restore-db,
+// .restore-objects, .staging-app, .checklist, .cleanup), then the report.
+class Rehearsal {
+ public:
+  Rehearsal(const Config& config, const PgTarget& live, Journal& journal, Progress& progress)
+      : m_config(config), m_live(live), m_journal(journal), m_progress(progress), m_quiet(config),
+        m_ts(name_timestamp(Clock::now())),
+        // The staging places, and their removal whatever happens (journal entries: undone at the
+        // end, on an error or a signal, or by the repair after a crash).
+        m_staging(config.staging_database_url.empty()
+                      ? live.with_database(live.dbname() + "_rehearsal")
+                      : PgTarget::from_url(config.staging_database_url, "STAGING_DATABASE_URL")) {
+    // Restores into staging never stop the live services.
+    m_quiet.service_control = ServiceControl::none;
+    m_quiet.confirmed = true;
+    m_quiet.restore_keep_previous_days = 0;
   }
-  Journal::Entry staging_objects;
-  Journal::Entry staging_app;  // its undo is STAGING_APP_STOP_CMD
 
-  bool ok = true;
-  std::string reason;
-  std::string db_file = part("db"), objects_file = part("objects");
-  ObjectsPlan objects_plan;
-  try {
-    // 1. The database.
-    if (db_file.empty()) throw Error(ErrorCode::not_found, "the set has no database backup");
+  RehearsalReport run(const std::string& set_id) {
+    const auto t0 = std::chrono::steady_clock::now();
+    // Before anything changes: the staging database can never be the live one, however the URL
+    // spells it (localhost or 127.0.0.1, options, a pooler's port).
+    refuse_live_target(m_live, m_staging,
+                       m_config.staging_database_url.empty() ? "the staging database" : "STAGING_DATABASE_URL");
+    json set = find_set(m_config, set_id, set_scope(m_config, m_live));
+    m_report.set_id = json_string(set, "set_id", set_id);
+    m_j = {{"set_id", m_report.set_id}, {"started_at", iso8601(Clock::now())}, {"steps", json::array()}};
+    auto part = [&](const char* kind) -> std::string {
+      auto p = set_part_path(m_config, set, kind);
+      return p ? p->string() : "";
+    };
+    m_db_file = part("db");
+    m_objects_file = part("objects");
+    staging_database();
+    try {
+      restore_db();
+      restore_objects();
+      staging_app();
+      checklist();
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::interrupted) throw;
+      fail(e.what() + (e.hint().empty() ? "" : " (" + e.hint() + ")"));
+      step("rehearsal", false, m_reason, 0);
+    }
+    cleanup();
+    m_j["seconds"] = seconds_since(t0);
+    write_report();
+    remember_in_set();
+    return m_report;
+  }
+
+ private:
+  void step(const std::string& name, bool ok, const std::string& detail, double seconds) {
+    m_j["steps"].push_back({{"step", name}, {"ok", ok}, {"detail", detail}, {"seconds", seconds}});
+    spdlog::info("rehearse: {} {}: {}", name, ok ? "ok" : "FAILED", detail);
+  }
+  void fail(const std::string& reason) {
+    m_ok = false;
+    if (m_reason.empty()) m_reason = reason;
+  }
+
+  void staging_database() {
+    m_j["staging_database"] = m_staging.dbname();
+    m_journal.step("rehearse.staging-database");
+    PgConnection conn = PgConnection::open(maintenance_target(m_staging));
+    m_staging_db = m_journal.add("staging_database", {{"server", server_record(conn)},
+                                                      {"name", m_staging.dbname()},
+                                                      {"live", m_live.dbname()}});
+  }
+
+  // 1. The database, and its rows against the backup.
+  void restore_db() {
+    if (m_db_file.empty()) throw Error(ErrorCode::not_found, "the set has no database backup");
     {
-      PgConnection conn = PgConnection::open(maintenance_target(staging));
-      drop_database(conn, staging.dbname());  // a leftover of an earlier rehearsal
+      PgConnection conn = PgConnection::open(maintenance_target(m_staging));
+      drop_database(conn, m_staging.dbname());  // a leftover of an earlier rehearsal
     }
     auto t = std::chrono::steady_clock::now();
     RestoreDbOptions o;
-    o.file = db_file;
-    o.target_db = staging.dbname();
-    o.live = live;
-    journal.step("rehearse.restore-db");
-    RestorePlan plan = plan_restore_db(quiet, staging, o, progress);
-    RestoreReport r = run_restore_db(quiet, staging, plan, o, journal, progress);
-    step("restore database", true, fmt::format("{} into {}", fs::path(db_file).filename().string(), staging.dbname()),
-         seconds_since(t));
+    o.file = m_db_file;
+    o.target_db = m_staging.dbname();
+    o.live = m_live;
+    m_journal.step("rehearse.restore-db");
+    RestorePlan plan = plan_restore_db(m_quiet, m_staging, o, m_progress);
+    RestoreReport r = run_restore_db(m_quiet, m_staging, plan, o, m_journal, m_progress);
+    step("restore database", true,
+         fmt::format("{} into {}", fs::path(m_db_file).filename().string(), m_staging.dbname()), seconds_since(t));
+    compare_rows(r.tables);
+  }
 
-    // Rows against the backup.
-    t = std::chrono::steady_clock::now();
-    auto expected = dump_rows(db_file, config);
+  void compare_rows(const std::vector<std::pair<std::string, std::int64_t>>& restored) {
+    auto t = std::chrono::steady_clock::now();
+    auto expected = dump_rows(m_db_file, m_config);
     std::vector<std::string> differ;
     json rows = json::object();
-    for (const auto& [table, n] : r.tables) {
+    for (const auto& [table, n] : restored) {
       auto it = expected.find(table);
       rows[table] = {{"restored", n}, {"backup", it == expected.end() ? json(nullptr) : json(it->second)}};
       if (it != expected.end() && it->second != n) differ.push_back(fmt::format("{} ({} vs {})", table, n, it->second));
     }
-    j["rows"] = rows;
+    m_j["rows"] = rows;
     if (expected.empty()) {
       step("row counts", true, "not compared: the backup is not a custom-format dump", seconds_since(t));
-    } else {
-      step("row counts", differ.empty(),
-           differ.empty() ? fmt::format("{} tables equal to the backup", expected.size()) : "differ: " + differ.front(),
-           seconds_since(t));
-      if (!differ.empty()) throw Error(ErrorCode::check_failed, "restored row counts differ from the backup: " + differ.front());
+      return;
     }
+    step("row counts", differ.empty(),
+         differ.empty() ? fmt::format("{} tables equal to the backup", expected.size()) : "differ: " + differ.front(),
+         seconds_since(t));
+    if (!differ.empty()) throw Error(ErrorCode::check_failed, "restored row counts differ from the backup: " + differ.front());
+  }
 
-    // 2. The attachments.
-    if (!objects_file.empty()) {
-      t = std::chrono::steady_clock::now();
-      RestoreObjectsOptions oo;
-      oo.file = objects_file;
-      journal.step("rehearse.restore-objects");
-      if (config.object_storage == ObjectStorage::disk) {
-        staging_dir = config.backup_dir / (".rehearsal-" + ts);
-        staging_objects = journal.add("temp_dir", {{"path", staging_dir.string()}});
-        make_dirs(staging_dir, 0700);
-        store = std::make_unique<DiskStore>(staging_dir);
-        oo.target = staging_dir.string();
-      } else {
-        store = make_object_store(config);
-        objects_target = "rehearsal-" + ts;
-        oo.target = config.staging_bucket + "/" + objects_target;
-        staging_objects = journal.add("staging_objects", {{"endpoint", store->describe()},
-                                                          {"bucket", config.staging_bucket},
-                                                          {"prefix", objects_target},
-                                                          {"created_bucket", !store->bucket_exists(config.staging_bucket)}});
-      }
-      objects_plan = plan_restore_objects(quiet, *store, oo, progress);
-      ObjectsReport orp = run_restore_objects(quiet, *store, objects_plan, journal, progress);
-      step("restore objects", true, fmt::format("{} objects into {}", orp.uploaded, oo.target), seconds_since(t));
-    } else {
+  // 2. The attachments, into a folder of BACKUP_DIR or a prefix of the staging bucket.
+  void restore_objects() {
+    if (m_objects_file.empty()) {
       step("restore objects", true, "the set has no attachments backup", 0);
+      return;
     }
-
-    // 3. The app on the staging copies, so the checklist's http checks ask a real api.
-    if (!config.staging_app_start_cmd.empty()) {
-      t = std::chrono::steady_clock::now();
-      journal.step("rehearse.staging-app");
-      staging_app = journal.add("staging_app", {{"stop_digest", command_digest(config.staging_app_stop_cmd)},
-                                                {"stop_shown", describe_command(config.staging_app_stop_cmd)}});
-      start_staging_app(config, staging, staging_dir.string(),
-                        objects_target.empty() ? "" : config.staging_bucket + "/" + objects_target);
-      step("staging app", true, "answering at " + config.staging_api_url, seconds_since(t));
-    }
-
-    // 4. The checklist against staging.
-    std::error_code ec;
-    if (fs::exists(config.checks_file, ec)) {
-      t = std::chrono::steady_clock::now();
-      CheckTarget target{staging, store.get(), nullptr, config.staging_api_url};
-      target.place = [&](const std::string& b, const std::string& k) {
-        Placement p = objects_plan.place(ManifestObject{b, k, "", 0, "", "", "", {}, ""});
-        return std::make_pair(p.bucket, p.key);
-      };
-      journal.step("rehearse.checklist");
-      auto results = run_checks(load_checklist(config.checks_file), target);
-      json checks = json::array();
-      for (const auto& c : results) {
-        checks.push_back({{"name", c.name}, {"kind", c.kind}, {"status", c.status}, {"detail", c.detail}});
-      }
-      j["checks"] = checks;
-      std::cerr << checks_table(results);
-      bool passed = all_passed(results);
-      step("checklist", passed, fmt::format("{} checks, {}", results.size(), passed ? "none failed" : "some failed"),
-           seconds_since(t));
-      if (!passed) throw Error(ErrorCode::check_failed, "checks failed against the staging copy");
+    auto t = std::chrono::steady_clock::now();
+    RestoreObjectsOptions oo;
+    oo.file = m_objects_file;
+    m_journal.step("rehearse.restore-objects");
+    if (m_config.object_storage == ObjectStorage::disk) {
+      m_staging_dir = m_config.backup_dir / (".rehearsal-" + m_ts);
+      m_staging_objects = m_journal.add("temp_dir", {{"path", m_staging_dir.string()}});
+      make_dirs(m_staging_dir, 0700);
+      m_store = std::make_unique<DiskStore>(m_staging_dir);
+      oo.target = m_staging_dir.string();
     } else {
-      step("checklist", true, "no checklist at " + config.checks_file.string(), 0);
+      m_store = make_object_store(m_config);
+      m_objects_target = "rehearsal-" + m_ts;
+      oo.target = m_config.staging_bucket + "/" + m_objects_target;
+      m_staging_objects = m_journal.add("staging_objects",
+                                        {{"endpoint", m_store->describe()},
+                                         {"bucket", m_config.staging_bucket},
+                                         {"prefix", m_objects_target},
+                                         {"created_bucket", !m_store->bucket_exists(m_config.staging_bucket)}});
     }
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::interrupted) throw;
-    ok = false;
-    reason = e.what();
-    if (!e.hint().empty()) reason += " (" + e.hint() + ")";
-    step("rehearsal", false, reason, 0);
+    m_objects_plan = plan_restore_objects(m_quiet, *m_store, oo, m_progress);
+    ObjectsReport orp = run_restore_objects(m_quiet, *m_store, m_objects_plan, m_journal, m_progress);
+    step("restore objects", true, fmt::format("{} objects into {}", orp.uploaded, oo.target), seconds_since(t));
+  }
+
+  // 3. The app on the staging copies, so the checklist's http checks ask a real api.
+  void staging_app() {
+    if (m_config.staging_app_start_cmd.empty()) return;
+    auto t = std::chrono::steady_clock::now();
+    m_journal.step("rehearse.staging-app");
+    m_staging_app = m_journal.add("staging_app", {{"stop_digest", command_digest(m_config.staging_app_stop_cmd)},
+                                                  {"stop_shown", describe_command(m_config.staging_app_stop_cmd)}});
+    start_staging_app(m_config, m_staging, m_staging_dir.string(),
+                      m_objects_target.empty() ? "" : m_config.staging_bucket + "/" + m_objects_target);
+    step("staging app", true, "answering at " + m_config.staging_api_url, seconds_since(t));
+  }
+
+  // 4. The checklist against staging.
+  void checklist() {
+    std::error_code ec;
+    if (!fs::exists(m_config.checks_file, ec)) {
+      step("checklist", true, "no checklist at " + m_config.checks_file.string(), 0);
+      return;
+    }
+    auto t = std::chrono::steady_clock::now();
+    CheckTarget target{m_staging, m_store.get(), nullptr, m_config.staging_api_url};
+    target.place = [&](const std::string& b, const std::string& k) {
+      Placement p = m_objects_plan.place(ManifestObject{b, k, "", 0, "", "", "", {}, ""});
+      return std::make_pair(p.bucket, p.key);
+    };
+    m_journal.step("rehearse.checklist");
+    auto results = run_checks(load_checklist(m_config.checks_file), target);
+    json checks = json::array();
+    for (const auto& c : results) {
+      checks.push_back({{"name", c.name}, {"kind", c.kind}, {"status", c.status}, {"detail", c.detail}});
+    }
+    m_j["checks"] = checks;
+    std::cerr << checks_table(results);
+    bool passed = all_passed(results);
+    step("checklist", passed, fmt::format("{} checks, {}", results.size(), passed ? "none failed" : "some failed"),
+         seconds_since(t));
+    if (!passed) throw Error(ErrorCode::check_failed, "checks failed against the staging copy");
   }
 
   // The staging copies go now, before the report is written (newest first, as the journal walks
   // back): a failure to remove them is part of the report.
-  journal.step("rehearse.cleanup");
-  for (Journal::Entry* e : {&staging_app, &staging_objects, &staging_db}) {
-    try {
-      e->undo();
-    } catch (const std::exception& err) {
-      ok = false;
-      if (reason.empty()) reason = std::string("cannot remove the staging copies: ") + err.what();
-      step("cleanup", false, err.what(), 0);
+  void cleanup() {
+    m_journal.step("rehearse.cleanup");
+    for (Journal::Entry* e : {&m_staging_app, &m_staging_objects, &m_staging_db}) {
+      try {
+        e->undo();
+      } catch (const std::exception& err) {
+        fail(std::string("cannot remove the staging copies: ") + err.what());
+        step("cleanup", false, err.what(), 0);
+      }
     }
+    m_store.reset();
   }
-  store.reset();
 
-  report.ok = ok;
-  j["ok"] = ok;
-  j["reason"] = reason;
-  j["finished_at"] = iso8601(Clock::now());
-  j["seconds"] = seconds_since(t0);
-  j["files"] = {{"db", db_file}, {"objects", objects_file}};
-  report.json = j;
+  void write_report() {
+    m_report.ok = m_ok;
+    m_j["ok"] = m_ok;
+    m_j["reason"] = m_reason;
+    m_j["finished_at"] = iso8601(Clock::now());
+    m_j["files"] = {{"db", m_db_file}, {"objects", m_objects_file}};
+    m_report.json = m_j;
+    m_report.markdown = markdown();
+    fs::path dir = m_config.backup_dir / "rehearsals";
+    make_dirs(dir, 0700);
+    m_report.json_file = dir / ("rehearsal_" + m_ts + ".json");
+    m_report.md_file = dir / ("rehearsal_" + m_ts + ".md");
+    write_file_atomic(m_report.json_file, m_j.dump(2) + "\n", 0600);
+    write_file_atomic(m_report.md_file, m_report.markdown, 0600);
+  }
 
-  std::string md = fmt::format("# Restore rehearsal of set {}\n\n", report.set_id);
-  md += fmt::format("- result: **{}**{}\n- started: {}\n- took: {}\n- staging database: {}\n\n", ok ? "PASSED" : "FAILED",
-                    ok ? "" : " — " + md_escape(reason), j["started_at"].get<std::string>(),
-                    human_duration(j["seconds"].get<double>()), staging.dbname());
-  md += "| step | result | detail | seconds |\n|---|---|---|---|\n";
-  for (const auto& s : j["steps"]) {
-    md += fmt::format("| {} | {} | {} | {:.1f} |\n", s["step"].get<std::string>(), s["ok"].get<bool>() ? "ok" : "FAILED",
-                      md_escape(s["detail"].get<std::string>()), s["seconds"].get<double>());
-  }
-  if (j.contains("checks")) {
-    md += "\n| check | kind | result | detail |\n|---|---|---|---|\n";
-    for (const auto& c : j["checks"]) {
-      md += fmt::format("| {} | {} | {} | {} |\n", md_escape(c["name"]), c["kind"].get<std::string>(),
-                        c["status"].get<std::string>(), md_escape(c["detail"]));
+  std::string markdown() const {
+    const json& j = m_j;
+    std::string md = fmt::format("# Restore rehearsal of set {}\n\n", m_report.set_id);
+    md += fmt::format("- result: **{}**{}\n- started: {}\n- took: {}\n- staging database: {}\n\n",
+                      m_ok ? "PASSED" : "FAILED", m_ok ? "" : " — " + md_escape(m_reason),
+                      j["started_at"].get<std::string>(), human_duration(j["seconds"].get<double>()),
+                      m_staging.dbname());
+    md += "| step | result | detail | seconds |\n|---|---|---|---|\n";
+    for (const auto& s : j["steps"]) {
+      md += fmt::format("| {} | {} | {} | {:.1f} |\n", s["step"].get<std::string>(),
+                        s["ok"].get<bool>() ? "ok" : "FAILED", md_escape(s["detail"].get<std::string>()),
+                        s["seconds"].get<double>());
     }
-  }
-  if (j.contains("rows")) {
-    md += "\n| table | rows restored | rows in the backup |\n|---|---|---|\n";
-    for (const auto& [table, v] : j["rows"].items()) {
-      md += fmt::format("| {} | {} | {} |\n", table, v["restored"].dump(), v["backup"].dump());
+    if (j.contains("checks")) {
+      md += "\n| check | kind | result | detail |\n|---|---|---|---|\n";
+      for (const auto& c : j["checks"]) {
+        md += fmt::format("| {} | {} | {} | {} |\n", md_escape(c["name"]), c["kind"].get<std::string>(),
+                          c["status"].get<std::string>(), md_escape(c["detail"]));
+      }
     }
+    if (j.contains("rows")) {
+      md += "\n| table | rows restored | rows in the backup |\n|---|---|---|\n";
+      for (const auto& [table, v] : j["rows"].items()) {
+        md += fmt::format("| {} | {} | {} |\n", table, v["restored"].dump(), v["backup"].dump());
+      }
+    }
+    return md;
   }
-  report.markdown = md;
-  fs::path dir = config.backup_dir / "rehearsals";
-  make_dirs(dir, 0700);
-  report.json_file = dir / ("rehearsal_" + ts + ".json");
-  report.md_file = dir / ("rehearsal_" + ts + ".md");
-  write_file_atomic(report.json_file, j.dump(2) + "\n", 0600);
-  write_file_atomic(report.md_file, md, 0600);
 
   // The set remembers its rehearsals (`list` shows the last one).
-  fs::path sets = config.backup_dir / "sets";
-  for (const auto& de : fs::directory_iterator(sets)) {
-    auto s = json::parse(read_file(de.path()), nullptr, false);
-    if (!s.is_object() || json_string(s, "set_id") != report.set_id) continue;
-    if (!s.contains("rehearsals") || !s["rehearsals"].is_array()) s["rehearsals"] = nlohmann::json::array();
-    s["rehearsals"].push_back({{"at", iso8601(Clock::now())}, {"ok", ok}, {"report", report.json_file.string()}});
-    write_file_atomic(de.path(), s.dump(2) + "\n", 0600);
+  void remember_in_set() {
+    fs::path sets = m_config.backup_dir / "sets";
+    for (const auto& de : fs::directory_iterator(sets)) {
+      auto s = json::parse(read_file(de.path()), nullptr, false);
+      if (!s.is_object() || json_string(s, "set_id") != m_report.set_id) continue;
+      if (!s.contains("rehearsals") || !s["rehearsals"].is_array()) s["rehearsals"] = nlohmann::json::array();
+      s["rehearsals"].push_back(
+          {{"at", iso8601(Clock::now())}, {"ok", m_ok}, {"report", m_report.json_file.string()}});
+      write_file_atomic(de.path(), s.dump(2) + "\n", 0600);
+    }
   }
-  return report;
+
+  const Config& m_config;
+  const PgTarget& m_live;
+  Journal& m_journal;
+  Progress& m_progress;
+  Config m_quiet;
+  const std::string m_ts;
+  const PgTarget m_staging;
+  RehearsalReport m_report;
+  json m_j;
+  std::string m_db_file, m_objects_file;
+  bool m_ok = true;
+  std::string m_reason;
+  std::unique_ptr<ObjectStore> m_store;
+  std::string m_objects_target;
+  fs::path m_staging_dir;
+  ObjectsPlan m_objects_plan;
+  Journal::Entry m_staging_db, m_staging_objects;
+  Journal::Entry m_staging_app;  // its undo is STAGING_APP_STOP_CMD
+};
+
+}  // namespace
+
+RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::string& set_id,
+                         Journal& journal, Progress& progress) {
+  return Rehearsal(config, live, journal, progress).run(set_id);
 }
 
 }  // namespace backupctl

@@ -219,8 +219,14 @@ std::string DbCompression::file_suffix() const {
   return method == Method::zstd ? ".dump.zst" : ".dump";
 }
 
-Config Config::from_environment() {
-  Config c;
+// The settings by concern, in the order they depend on each other (APP_ROOT first; the
+// retention before the remote, whose own retention defaults to it).
+namespace {
+
+unsigned cores() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+// APP_ROOT, BACKUP_DIR, BACKUP_PROFILE.
+void read_paths(Config& c) {
   std::error_code ec;
   fs::path cwd = fs::current_path(ec);
   c.app_root = env_value("APP_ROOT").value_or(cwd.string());
@@ -230,12 +236,12 @@ Config Config::from_environment() {
   c.backup_dir = c.backup_dir.lexically_normal();
   if (c.backup_dir.filename().empty()) c.backup_dir = c.backup_dir.parent_path();
   c.profile = env_value("BACKUP_PROFILE").value_or("default");
-  if (auto v = env_value("BACKUP_RETENTION_DAYS")) {
-    c.retention_days = static_cast<int>(parse_int_setting("BACKUP_RETENTION_DAYS", *v, 1, 36500));
-  }
+}
+
+// The database backup and the PostgreSQL tools.
+void read_database(Config& c) {
   if (auto v = env_value("BACKUP_DB_COMPRESSION")) c.db_compression = DbCompression::parse(*v);
-  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  c.zstd_threads = static_cast<int>(cores);
+  c.zstd_threads = static_cast<int>(cores());
   if (auto v = env_value("BACKUP_ZSTD_THREADS")) {
     c.zstd_threads = static_cast<int>(parse_int_setting("BACKUP_ZSTD_THREADS", *v, 1, 256));
   }
@@ -255,6 +261,10 @@ Config Config::from_environment() {
   if (auto v = env_value("PG_SERVICE")) c.pg_service = *v;
   if (auto v = env_value("PGPORT")) parse_int_setting("PGPORT", *v, 1, 65535);
 
+}
+
+// Stopping and starting the app around a restore.
+void read_services(Config& c) {
   if (auto v = env_value("SERVICE_CONTROL")) {
     std::string s = *v;
     if (s == "compose") {
@@ -306,16 +316,24 @@ Config Config::from_environment() {
     c.service_stop_cmd = split_words(*stop, "SERVICE_STOP_CMD");
     c.service_start_cmd = split_words(*start, "SERVICE_START_CMD");
   }
+}
+
+// Restores: kept previous copies, jobs, CONFIRM.
+void read_restore(Config& c) {
   if (auto v = env_value("RESTORE_KEEP_PREVIOUS_DAYS")) {
     c.restore_keep_previous_days =
         static_cast<int>(parse_int_setting("RESTORE_KEEP_PREVIOUS_DAYS", *v, 0, 36500));
   }
-  c.restore_jobs = static_cast<int>(cores);
+  c.restore_jobs = static_cast<int>(cores());
   if (auto v = env_value("RESTORE_JOBS")) {
     c.restore_jobs = static_cast<int>(parse_int_setting("RESTORE_JOBS", *v, 1, 256));
   }
   if (auto v = env_value("CONFIRM")) c.confirmed = *v == "YES";
 
+}
+
+// The attachments store and their backup.
+void read_objects(Config& c) {
   if (auto v = env_value("OBJECT_STORAGE")) {
     if (*v == "minio" || *v == "s3") {
       c.object_storage = ObjectStorage::minio;
@@ -342,6 +360,17 @@ Config Config::from_environment() {
   if (auto v = env_value("OBJECT_PARALLEL")) {
     c.object_parallel = static_cast<int>(parse_int_setting("OBJECT_PARALLEL", *v, 1, 64));
   }
+  if (auto v = env_value("BACKUP_OBJECTS_COMPRESSION")) {
+    if (*v == "zstd") {
+      c.objects_zstd = true;
+    } else if (*v != "gzip") {
+      throw Error(ErrorCode::usage, "invalid BACKUP_OBJECTS_COMPRESSION='" + *v + "'", "use gzip (.tar.gz) or zstd (.tar.zst)");
+    }
+  }
+}
+
+// The config files backed up (relative to APP_ROOT, never outside it).
+void read_config_paths(Config& c) {
   c.config_paths = split_words(env_value("CONFIG_PATHS").value_or("infra/env infra/docker-compose.yml infra/monitoring"),
                                "CONFIG_PATHS");
   for (const auto& p : c.config_paths) {
@@ -353,6 +382,13 @@ Config Config::from_environment() {
                   "config paths are relative to APP_ROOT and stay inside it");
     }
   }
+}
+
+// Retention.
+void read_retention(Config& c) {
+  if (auto v = env_value("BACKUP_RETENTION_DAYS")) {
+    c.retention_days = static_cast<int>(parse_int_setting("BACKUP_RETENTION_DAYS", *v, 1, 36500));
+  }
   auto count = [&](const char* name, int& field, int min) {
     if (auto v = env_value(name)) field = static_cast<int>(parse_int_setting(name, *v, min, 100000));
   };
@@ -361,6 +397,10 @@ Config Config::from_environment() {
   count("BACKUP_KEEP_WEEKLY", c.keep_weekly, 0);
   count("BACKUP_KEEP_MONTHLY", c.keep_monthly, 0);
   count("BACKUP_MAX_AGE_HOURS", c.max_age_hours, 1);
+}
+
+// Encryption and the off-site copy.
+void read_encryption_and_remote(Config& c) {
   if (auto v = env_value("BACKUP_AGE_RECIPIENTS")) {
     std::string list = *v;
     std::replace(list.begin(), list.end(), ',', ' ');
@@ -374,6 +414,10 @@ Config Config::from_environment() {
   }
   if (auto v = env_value("BACKUP_AGE_IDENTITY")) c.age_identity = *v;
   if (auto v = env_value("BACKUP_REMOTE_URL"); v && !v->empty()) c.remote = parse_remote(*v, c.retention_days);
+}
+
+// Pings, metrics, notifications, the checklist and the api.
+void read_monitoring(Config& c) {
   c.ping_url = env_value("BACKUP_PING_URL").value_or("");
   while (!c.ping_url.empty() && c.ping_url.back() == '/') c.ping_url.pop_back();
   if (auto v = env_value("BACKUP_METRICS_FILE")) c.metrics_file = *v;
@@ -383,6 +427,10 @@ Config Config::from_environment() {
   if (c.checks_file.is_relative()) c.checks_file = c.app_root / c.checks_file;
   c.api_url = env_value("API_URL").value_or("http://127.0.0.1:8000");
   while (!c.api_url.empty() && c.api_url.back() == '/') c.api_url.pop_back();
+}
+
+// The rehearsal's staging places and app.
+void read_rehearsal(Config& c) {
   c.staging_database_url = env_value("STAGING_DATABASE_URL").value_or("");
   c.staging_api_url = env_value("STAGING_API_URL").value_or("");
   c.staging_bucket = env_value("STAGING_BUCKET").value_or("backupctl-rehearsal");
@@ -402,13 +450,22 @@ Config Config::from_environment() {
       }
     }
   }
-  if (auto v = env_value("BACKUP_OBJECTS_COMPRESSION")) {
-    if (*v == "zstd") {
-      c.objects_zstd = true;
-    } else if (*v != "gzip") {
-      throw Error(ErrorCode::usage, "invalid BACKUP_OBJECTS_COMPRESSION='" + *v + "'", "use gzip (.tar.gz) or zstd (.tar.zst)");
-    }
-  }
+}
+
+}  // namespace
+
+Config Config::from_environment() {
+  Config c;
+  read_paths(c);
+  read_database(c);
+  read_services(c);
+  read_restore(c);
+  read_objects(c);
+  read_config_paths(c);
+  read_retention(c);
+  read_encryption_and_remote(c);
+  read_monitoring(c);
+  read_rehearsal(c);
   return c;
 }
 
