@@ -20,7 +20,7 @@ build: deps
 	@cmake --build $(BUILD_DIR)
 
 # Everything and the tests with AddressSanitizer + UndefinedBehaviorSanitizer, the docker tests
-# included (the sanitizer runtimes are linked in: the containers have no libasan).
+# included (their images get the sanitizer runtimes).
 build-asan: deps
 	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBACKUPCTL_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_DIR)

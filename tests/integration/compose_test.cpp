@@ -398,10 +398,17 @@ TEST_F(ComposeStack, TheBackupContainerOfTheComposeExample) {
                 (kSource / "examples/compose/Dockerfile").string(), "runtime"}});
   ASSERT_TRUE(runtime.status.ok()) << runtime.err;
   TempDir context("backupctl-image");
-  fs::copy_file(backupctl_binary(), context.path() / "backupctl");  // never a sanitized one: the image has no libasan
-  write_file_atomic(context.path() / "Dockerfile",
-                    "FROM backupctl-test/backupctl-runtime\n"
-                    "COPY backupctl /usr/local/bin/backupctl\n");
+  fs::copy_file(backupctl_binary(), context.path() / "backupctl");
+  // A sanitized backupctl (make test's) needs the sanitizer runtimes, which the runtime image has
+  // not: the host's, Debian 12's as the image's. A release build's does not use them.
+  std::string dockerfile = "FROM backupctl-test/backupctl-runtime\nCOPY backupctl /usr/local/bin/backupctl\n";
+  for (const char* lib : {"libasan.so.8", "libubsan.so.1"}) {
+    const fs::path host_lib = fs::path("/usr/lib/x86_64-linux-gnu") / lib;
+    if (!fs::exists(host_lib)) continue;
+    fs::copy_file(fs::canonical(host_lib), context.path() / lib);
+    dockerfile += std::string("COPY ") + lib + " /usr/lib/x86_64-linux-gnu/" + lib + "\n";
+  }
+  write_file_atomic(context.path() / "Dockerfile", dockerfile);
   RunResult image =
       run_command({.argv = {"/usr/bin/docker", "build", "-q", "-t", "backupctl:latest",
                             context.path().string()},
