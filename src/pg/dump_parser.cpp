@@ -177,20 +177,13 @@ std::optional<DumpHeader> read_dump_header(io::Source& in) {
   return h->h;
 }
 
-void DumpInflater::run(io::Source& in) {
-  Reader r(in);
-  r.set_copy(true);
-  auto header = parse_header_start(r);
-  if (!header) throw malformed("no PGDMP header (not a custom-format archive)");
-  if (!supports(header->h.vmaj, header->h.vmin)) {
-    throw Error(ErrorCode::usage,
-                "archive version " + std::to_string(header->h.vmaj) + "." +
-                    std::to_string(header->h.vmin) + " is not supported by the streaming restore");
-  }
-  const int isz = header->int_size;
-  Writer w(m_out, isz);
+namespace {
+
+// After the version bytes: the compression (read, and written as 0: the output's data is
+// uncompressed), the creation time, database name, server and pg_dump versions. Returns whether
+// the input's data is compressed.
+bool copy_header_rest(Reader& r, Writer& w, int isz) {
   w.raw(r.take_copied());
-  // Compression: read, and write 0 in its place.
   r.set_copy(false);
   const bool compressed = r.integer(isz) != 0;
   w.integer(0);
@@ -198,9 +191,14 @@ void DumpInflater::run(io::Source& in) {
   for (int i = 0; i < 7; ++i) r.integer(isz);  // creation time
   for (int i = 0; i < 3; ++i) r.string(isz);   // database name, server and pg_dump versions
   w.raw(r.take_copied());
+  return compressed;
+}
 
-  // Table of contents, copied as is except the data offsets: they point into the compressed file,
-  // so they are marked unknown (pg_restore reading a stream does not use them anyway).
+// The table of contents, copied as is except the data offsets: they point into the compressed
+// file, so they are marked unknown (pg_restore reading a stream does not use them anyway).
+void copy_toc(Reader& r, Writer& w, const Header& header, std::vector<DumpTocEntry>& toc,
+              std::map<int, DumpTableData>& tables) {
+  const int isz = header.int_size;
   const std::int64_t count = r.integer(isz);
   if (count < 0 || count > 100000000) throw malformed("implausible TOC size");
   for (std::int64_t i = 0; i < count; ++i) {
@@ -216,27 +214,165 @@ void DumpInflater::run(io::Source& in) {
     auto copy_stmt = r.string(isz);
     auto ns = r.string(isz);
     r.string(isz);  // tablespace
-    if (header->h.vmin >= 14) r.string(isz);  // tableam
-    r.string(isz);                            // owner
-    r.string(isz);                            // withOids
-    while (r.string(isz)) {                   // dependencies, ended by NULL
+    if (header.h.vmin >= 14) r.string(isz);  // tableam
+    r.string(isz);                           // owner
+    r.string(isz);                           // withOids
+    while (r.string(isz)) {                  // dependencies, ended by NULL
     }
     w.raw(r.take_copied());
     r.set_copy(false);
     int flag = r.byte();
-    std::vector<char> offset(static_cast<std::size_t>(header->off_size));
+    std::vector<char> offset(static_cast<std::size_t>(header.off_size));
     r.exact(offset.data(), offset.size());
     r.set_copy(true);
     char out_flag = static_cast<char>(flag == kOffsetPosSet ? kOffsetPosNotSet : flag);
     w.raw(std::string_view(&out_flag, 1));
     w.raw(std::string(offset.size(), '\0'));
-    m_toc.push_back({dump_id, desc.value_or(""), tag.value_or(""), ns.value_or(""), defn.value_or(""),
-                     copy_stmt.value_or("")});
+    toc.push_back({dump_id, desc.value_or(""), tag.value_or(""), ns.value_or(""), defn.value_or(""),
+                   copy_stmt.value_or("")});
     // Rows are lines only in COPY data (not in --inserts dumps).
-    if (m_toc.back().is_copy_data()) m_tables[dump_id] = {ns.value_or(""), tag.value_or(""), 0};
+    if (toc.back().is_copy_data()) tables[dump_id] = {ns.value_or(""), tag.value_or(""), 0};
   }
   w.raw(r.take_copied());
   r.set_copy(false);
+}
+
+// A reader of the output that stopped (a pg_restore that failed and closed its stdin) ends the
+// run at once: reading on would only wait for the rest of the input (a download) to discard it.
+struct OutputClosed {};
+
+// The data blocks: each one's chunks, uncompressed, to the output or to the tap, its COPY lines
+// counted on the way.
+class BlockCopier {
+ public:
+  BlockCopier(Reader& r, Writer& w, int isz, bool compressed, io::Sink& out, const DumpInflater::Tap* tap)
+      : m_r(r), m_w(w), m_isz(isz), m_compressed(compressed), m_out(out), m_tap(tap), m_buf(kOutChunk) {}
+
+  void check_output(const DumpTocEntry* tap_entry) {
+    if (!tap_entry && !m_out.wants_more()) throw OutputClosed{};
+  }
+
+  // One data block: `table` counts its rows (nullptr: not COPY data); `tap_entry` takes its bytes
+  // (nullptr: the output does).
+  void block(DumpTableData* table, const DumpTocEntry* tap_entry) {
+    Block b{table, tap_entry};
+    for (;;) {
+      std::int64_t len = m_r.integer(m_isz);
+      if (len == 0) break;
+      if (len < 0 || len > (1 << 30)) throw malformed("a data chunk of " + std::to_string(len) + " bytes");
+      // Read in pieces of at most kInChunk (inflate streams), so a damaged length fails at the
+      // end of the input instead of allocating it first.
+      for (std::size_t left = static_cast<std::size_t>(len); left > 0;) {
+        std::size_t n = std::min<std::size_t>(left, kInChunk);
+        m_in.resize(n);
+        m_r.exact(m_in.data(), n);
+        piece(b, m_in.data(), n);
+        left -= n;
+        check_output(tap_entry);
+      }
+    }
+    if (b.z && !b.ended) throw malformed("a compressed data block ends early");
+    // pg_dump ends COPY data with "\\.\n\n\n": three lines that are not rows.
+    if (table && b.tail.ends_with("\\.\n\n\n")) table->rows -= 3;
+    if (tap_entry) {
+      m_tap->end(*tap_entry);
+    } else {
+      m_w.integer(0);
+    }
+  }
+
+ private:
+  struct Block {
+    DumpTableData* table;
+    const DumpTocEntry* tap_entry;
+    std::unique_ptr<inflate_state> z;  // created at the first compressed chunk
+    bool ended = false;
+    std::string tail;  // the last bytes, to recognise pg_dump's end-of-COPY marker
+  };
+
+  void emit(Block& b, const char* p, std::size_t n) {
+    if (n == 0) return;
+    if (b.tap_entry) {
+      m_tap->data(*b.tap_entry, p, n);
+    } else {
+      m_w.chunk(p, n);
+    }
+  }
+
+  static void count_rows(Block& b, const char* p, std::size_t n) {
+    if (!b.table || n == 0) return;
+    // memchr is the libc's vectorised search; std::count is a byte loop at -O2 (it was a fifth
+    // of a restore's CPU in backupctl).
+    for (const char *q = p, *end = p + n; (q = static_cast<const char*>(std::memchr(q, '\n', end - q))); ++q) {
+      ++b.table->rows;
+    }
+    b.tail.append(p + (n > 8 ? n - 8 : 0), std::min<std::size_t>(n, 8));
+    if (b.tail.size() > 8) b.tail.erase(0, b.tail.size() - 8);
+  }
+
+  // One piece of a chunk: uncompressed, counted and passed on; compressed, inflated.
+  void piece(Block& b, const char* p, std::size_t n) {
+    if (!m_compressed) {
+      count_rows(b, p, n);
+      emit(b, p, n);
+      return;
+    }
+    if (!b.z) b.z = new_zlib_inflate();
+    if (b.ended) throw malformed("data after the end of a compressed stream");
+    inflate_state* z = b.z.get();
+    z->next_in = reinterpret_cast<std::uint8_t*>(const_cast<char*>(p));
+    z->avail_in = static_cast<std::uint32_t>(n);
+    // isal_inflate returns when the input is used up or the output is full (then it may hold
+    // more: call again until it has room left over).
+    do {
+      const std::uint32_t in_before = z->avail_in;
+      z->next_out = reinterpret_cast<std::uint8_t*>(m_buf.data());
+      z->avail_out = static_cast<std::uint32_t>(m_buf.size());
+      int rc = isal_inflate(z);
+      if (rc != ISAL_DECOMP_OK) {
+        throw malformed("corrupt compressed data (" +
+                        std::string(rc == ISAL_INCORRECT_CHECKSUM ? "incorrect data check"
+                                    : rc == ISAL_INVALID_WRAPPER  ? "incorrect header"
+                                                                  : "invalid deflate data") +
+                        ")");
+      }
+      std::size_t produced = m_buf.size() - z->avail_out;
+      count_rows(b, m_buf.data(), produced);
+      emit(b, m_buf.data(), produced);
+      if (z->block_state == ISAL_BLOCK_FINISH) {
+        b.ended = true;
+      } else if (produced == 0 && z->avail_in == in_before && z->avail_in > 0) {
+        throw malformed("corrupt compressed data (no progress)");
+      }
+    } while (!b.ended && (z->avail_in > 0 || z->avail_out == 0));
+  }
+
+  Reader& m_r;
+  Writer& m_w;
+  const int m_isz;
+  const bool m_compressed;
+  io::Sink& m_out;
+  const DumpInflater::Tap* m_tap;
+  std::vector<char> m_in;   // a piece of the input
+  std::vector<char> m_buf;  // inflated bytes
+};
+
+}  // namespace
+
+void DumpInflater::run(io::Source& in) {
+  Reader r(in);
+  r.set_copy(true);
+  auto header = parse_header_start(r);
+  if (!header) throw malformed("no PGDMP header (not a custom-format archive)");
+  if (!supports(header->h.vmaj, header->h.vmin)) {
+    throw Error(ErrorCode::usage,
+                "archive version " + std::to_string(header->h.vmaj) + "." +
+                    std::to_string(header->h.vmin) + " is not supported by the streaming restore");
+  }
+  const int isz = header->int_size;
+  Writer w(m_out, isz);
+  const bool compressed = copy_header_rest(r, w, isz);
+  copy_toc(r, w, *header, m_toc, m_tables);
   if (m_tap && m_tap->toc_done) m_tap->toc_done(m_toc);
   std::map<int, const DumpTocEntry*> tapped;
   if (m_tap) {
@@ -244,124 +380,33 @@ void DumpInflater::run(io::Source& in) {
       if (m_tap->wants(e)) tapped[e.dump_id] = &e;
     }
   }
-
-  // A reader of the output that stopped (a pg_restore that failed and closed its stdin) ends the
-  // run at once: reading on would only wait for the rest of the input (a download) to discard it.
-  struct OutputClosed {};
-  auto check_output = [&](const DumpTocEntry* tap_entry) {
-    if (!tap_entry && !m_out.wants_more()) throw OutputClosed{};
-  };
-  // Data blocks.
-  std::vector<char> in_chunk;
-  std::vector<char> out(kOutChunk);
-  // One data block: its chunks, uncompressed, to the output (or to the tap).
-  auto stream = [&](DumpTableData* table, const DumpTocEntry* tap_entry) {
-    auto emit = [&](const char* p, std::size_t n) {
-      if (n == 0) return;
-      if (tap_entry) {
-        m_tap->data(*tap_entry, p, n);
-      } else {
-        w.chunk(p, n);
-      }
-    };
-    std::unique_ptr<inflate_state> z;  // created at the first compressed chunk
-    bool ended = false;
-    std::string tail;  // the last bytes, to recognise pg_dump's end-of-COPY marker
-    auto count_rows = [&](const char* p, std::size_t n) {
-      if (!table || n == 0) return;
-      // memchr is the libc's vectorised search; std::count is a byte loop at -O2 (it was a fifth
-      // of a restore's CPU in backupctl).
-      for (const char *q = p, *end = p + n; (q = static_cast<const char*>(std::memchr(q, '\n', end - q))); ++q) {
-        ++table->rows;
-      }
-      tail.append(p + (n > 8 ? n - 8 : 0), std::min<std::size_t>(n, 8));
-      if (tail.size() > 8) tail.erase(0, tail.size() - 8);
-    };
-    // One chunk's bytes: uncompressed, counted and passed on; compressed, inflated. A chunk is
-    // read in pieces of at most kInChunk (inflate streams), so a damaged length fails at the end
-    // of the input instead of allocating it first.
-    auto piece = [&](const char* p, std::size_t n) {
-      if (!compressed) {
-        count_rows(p, n);
-        emit(p, n);
-        return;
-      }
-      if (!z) z = new_zlib_inflate();
-      if (ended) throw malformed("data after the end of a compressed stream");
-      z->next_in = reinterpret_cast<std::uint8_t*>(const_cast<char*>(p));
-      z->avail_in = static_cast<std::uint32_t>(n);
-      // isal_inflate returns when the input is used up or the output is full (then it may hold
-      // more: call again until it has room left over).
-      do {
-        const std::uint32_t in_before = z->avail_in;
-        z->next_out = reinterpret_cast<std::uint8_t*>(out.data());
-        z->avail_out = static_cast<std::uint32_t>(out.size());
-        int rc = isal_inflate(z.get());
-        if (rc != ISAL_DECOMP_OK) {
-          throw malformed("corrupt compressed data (" +
-                          std::string(rc == ISAL_INCORRECT_CHECKSUM ? "incorrect data check"
-                                      : rc == ISAL_INVALID_WRAPPER  ? "incorrect header"
-                                                                    : "invalid deflate data") +
-                          ")");
-        }
-        std::size_t produced = out.size() - z->avail_out;
-        count_rows(out.data(), produced);
-        emit(out.data(), produced);
-        if (z->block_state == ISAL_BLOCK_FINISH) {
-          ended = true;
-        } else if (produced == 0 && z->avail_in == in_before && z->avail_in > 0) {
-          throw malformed("corrupt compressed data (no progress)");
-        }
-      } while (!ended && (z->avail_in > 0 || z->avail_out == 0));
-    };
-    for (;;) {
-      std::int64_t len = r.integer(isz);
-      if (len == 0) break;
-      if (len < 0 || len > (1 << 30)) throw malformed("a data chunk of " + std::to_string(len) + " bytes");
-      for (std::size_t left = static_cast<std::size_t>(len); left > 0;) {
-        std::size_t n = std::min<std::size_t>(left, kInChunk);
-        in_chunk.resize(n);
-        r.exact(in_chunk.data(), n);
-        piece(in_chunk.data(), n);
-        left -= n;
-        check_output(tap_entry);
-      }
-    }
-    if (z && !ended) throw malformed("a compressed data block ends early");
-    // pg_dump ends COPY data with "\\.\n\n\n": three lines that are not rows.
-    if (table && tail.ends_with("\\.\n\n\n")) table->rows -= 3;
-    if (tap_entry) {
-      m_tap->end(*tap_entry);
-    } else {
-      w.integer(0);
-    }
-  };
+  BlockCopier blocks(r, w, isz, compressed, m_out, m_tap ? &*m_tap : nullptr);
   try {
-  for (;;) {
-    check_output(nullptr);
-    int type = r.byte_or_eof();
-    if (type < 0) break;
-    int id = static_cast<int>(r.integer(isz));
-    auto tap = type == kBlkData ? tapped.find(id) : tapped.end();
-    if (tap == tapped.end()) {
-      char t = static_cast<char>(type);
-      w.raw(std::string_view(&t, 1));
-      w.integer(id);
-    }
-    if (type == kBlkData) {
-      auto it = m_tables.find(id);
-      stream(it == m_tables.end() ? nullptr : &it->second, tap == tapped.end() ? nullptr : tap->second);
-    } else if (type == kBlkBlobs) {
-      for (;;) {
-        std::int64_t oid = r.integer(isz);
-        w.integer(oid);
-        if (oid == 0) break;
-        stream(nullptr, nullptr);
+    for (;;) {
+      blocks.check_output(nullptr);
+      int type = r.byte_or_eof();
+      if (type < 0) break;
+      int id = static_cast<int>(r.integer(isz));
+      auto tap = type == kBlkData ? tapped.find(id) : tapped.end();
+      if (tap == tapped.end()) {
+        char t = static_cast<char>(type);
+        w.raw(std::string_view(&t, 1));
+        w.integer(id);
       }
-    } else {
-      throw malformed("unknown data block type " + std::to_string(type));
+      if (type == kBlkData) {
+        auto it = m_tables.find(id);
+        blocks.block(it == m_tables.end() ? nullptr : &it->second, tap == tapped.end() ? nullptr : tap->second);
+      } else if (type == kBlkBlobs) {
+        for (;;) {
+          std::int64_t oid = r.integer(isz);
+          w.integer(oid);
+          if (oid == 0) break;
+          blocks.block(nullptr, nullptr);
+        }
+      } else {
+        throw malformed("unknown data block type " + std::to_string(type));
+      }
     }
-  }
   } catch (const OutputClosed&) {
     return;  // the reader's own error says what went wrong
   }
