@@ -125,7 +125,7 @@ bool safe_path(const std::string& path) {
   return true;
 }
 
-std::map<std::string, Item> read_config_archive(const Config& config, const fs::path& file) {
+std::map<std::string, Item> read_config_tar(const Config& config, const fs::path& file) {
   std::unique_ptr<io::Source> plain = io::open_plaintext(file, config.age_identity);
   TarReader reader(*plain);
   std::map<std::string, Item> items;

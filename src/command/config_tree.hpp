@@ -44,7 +44,7 @@ bool under_config_paths(const Config& config, const std::string& path);
 bool safe_path(const std::string& path);
 // The items of a config backup. Throws Error(verification) for an entry outside CONFIG_PATHS
 // or an archive too large to be a config backup.
-std::map<std::string, Item> read_config_archive(const Config& config, const std::filesystem::path& file);
+std::map<std::string, Item> read_config_tar(const Config& config, const std::filesystem::path& file);
 
 // Where `rel` (a path under APP_ROOT) leads once every link on the way is followed, in the tree
 // as it is after the apply: false when it leaves APP_ROOT (or the links loop).

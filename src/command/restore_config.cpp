@@ -59,7 +59,7 @@ ConfigPlan preview_config(const Config& config, const fs::path& file, NoMeta no_
     throw Error(ErrorCode::verification, "no " + meta_path.filename().string() + ": the checksum cannot be checked",
                 "an archive made elsewhere needs --allow-no-meta");
   }
-  std::map<std::string, Item> backup = read_config_archive(config, file);
+  std::map<std::string, Item> backup = read_config_tar(config, file);
   for (auto& [p, it] : backup) {
     if (it.type == "symlink") it.outside = it.outside || !stays_inside(config, backup, p);
   }
@@ -159,114 +159,151 @@ bool lexists(const fs::path& p) {
 
 }  // namespace
 
-ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Journal& journal, Progress& progress) {
-  ConfigApplyReport report;
-  std::map<std::string, Item> backup = read_config_archive(config, plan.file);
+namespace {
+
+// One apply: its methods are the journal's steps (restore-config.safety-backup, .stage, .apply,
+// .commit), after a check that changes nothing.
+class ConfigApply {
+ public:
+  ConfigApply(const Config& config, const ConfigPlan& plan, Journal& journal, Progress& progress)
+      : m_config(config), m_plan(plan), m_journal(journal), m_progress(progress),
+        m_backup(read_config_tar(config, plan.file)) {}
+
+  ConfigApplyReport run() {
+    check();
+    safety_backup();
+    // The journal lists every file first: any failure, signal or crash before the commit rolls
+    // every file back.
+    Journal::Entry applying = m_journal.add("config_apply", journal_record());
+    try {
+      stage();
+      swap_in();
+    } catch (const Error& e) {
+      roll_back(applying, e);
+    }
+    commit(applying);
+    for (const auto& ch : m_changes) m_report.applied.push_back({ch.path, ch.status, ""});
+    return m_report;
+  }
+
+ private:
   struct Change {
     std::string path, status;
     fs::path target;
     bool existed = false;
-    const Item* item = nullptr;
+    const Item* item = nullptr;  // nullptr: the file goes
   };
-  std::vector<Change> changes;
-  std::vector<fs::path> dirs;  // folders to create, parents first
+
   // 1. Everything is checked before anything is written: real folders on the way, every written
   // path inside APP_ROOT through every link, no leftover of an earlier apply in the way.
-  for (const auto& c : plan.changes) {
-    if (c.status == "unchanged" || c.status == "skipped") continue;
-    Change ch{c.path, c.status, config.app_root / c.path, false, nullptr};
-    ch.existed = lexists(ch.target);
-    for (const auto& d : missing_dirs(config.app_root, c.path)) {
-      if (std::find(dirs.begin(), dirs.end(), d) == dirs.end()) dirs.push_back(d);
-    }
-    if (c.status != "removed") {
-      ch.item = &backup.at(c.path);
-      if (!stays_inside(config, backup, c.path)) {
-        throw Error(ErrorCode::verification, "cannot write " + c.path + ": the links on its way lead out of APP_ROOT",
-                    "refusing the whole apply; nothing was changed");
+  void check() {
+    for (const auto& c : m_plan.changes) {
+      if (c.status == "unchanged" || c.status == "skipped") continue;
+      Change ch{c.path, c.status, m_config.app_root / c.path, false, nullptr};
+      ch.existed = lexists(ch.target);
+      for (const auto& d : missing_dirs(m_config.app_root, c.path)) {
+        if (std::find(m_dirs.begin(), m_dirs.end(), d) == m_dirs.end()) m_dirs.push_back(d);
       }
-    }
-    for (const fs::path& p : {staged_path(ch.target), kept_path(ch.target)}) {
-      if (lexists(p)) {
-        throw Error(ErrorCode::io, p.string() + " is in the way (left by an earlier apply?)",
-                    "remove it by hand after checking it; nothing was changed");
+      if (c.status != "removed") {
+        ch.item = &m_backup.at(c.path);
+        if (!stays_inside(m_config, m_backup, c.path)) {
+          throw Error(ErrorCode::verification, "cannot write " + c.path + ": the links on its way lead out of APP_ROOT",
+                      "refusing the whole apply; nothing was changed");
+        }
       }
+      for (const fs::path& p : {staged_path(ch.target), kept_path(ch.target)}) {
+        if (lexists(p)) {
+          throw Error(ErrorCode::io, p.string() + " is in the way (left by an earlier apply?)",
+                      "remove it by hand after checking it; nothing was changed");
+        }
+      }
+      m_changes.push_back(ch);
     }
-    changes.push_back(ch);
   }
 
-  // 2. The current files, so the apply can itself be undone.
-  // On a host being rebuilt none of CONFIG_PATHS is there yet: nothing to keep.
-  journal.step("restore-config.safety-backup");
-  bool anything_there = false;
-  for (const auto& p : config.config_paths) anything_there = anything_there || lexists(config.app_root / p);
-  if (anything_there) {
-    Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
-    report.safety_backup = backup_config(config, progress).file;
-    unfinished.settle();
+  // 2. The current files, so the apply can itself be undone. On a host being rebuilt none of
+  // CONFIG_PATHS is there yet: nothing to keep.
+  void safety_backup() {
+    m_journal.step("restore-config.safety-backup");
+    bool anything_there = false;
+    for (const auto& p : m_config.config_paths) anything_there = anything_there || lexists(m_config.app_root / p);
+    if (anything_there) {
+      Journal::Entry unfinished = m_journal.add("backup", nlohmann::json::object());
+      m_report.safety_backup = backup_config(m_config, m_progress).file;
+      unfinished.settle();
+    }
+    m_safety = anything_there ? m_report.safety_backup.string() : "nothing: none of CONFIG_PATHS existed";
   }
-  const std::string safety = anything_there ? report.safety_backup.string() : "nothing: none of CONFIG_PATHS existed";
 
-  // 3. Stage every file beside its target (content, mode, owner, mtime; fsynced), then swap them
-  // all in, keeping each original as a hard link until the end. The journal lists them first:
-  // any failure, signal or crash before the commit rolls every file back.
-  nlohmann::json items = nlohmann::json::array();
-  for (const auto& ch : changes) {
-    items.push_back({{"path", ch.path}, {"action", ch.status == "removed" ? "remove" : "write"}, {"existed", ch.existed}});
+  nlohmann::json journal_record() {
+    nlohmann::json items = nlohmann::json::array();
+    for (const auto& ch : m_changes) {
+      items.push_back({{"path", ch.path}, {"action", ch.status == "removed" ? "remove" : "write"}, {"existed", ch.existed}});
+    }
+    nlohmann::json dir_list = nlohmann::json::array();
+    for (const auto& d : m_dirs) dir_list.push_back(fs::relative(d, m_config.app_root).string());
+    m_record = {{"app_root", m_config.app_root.string()}, {"items", items}, {"dirs", dir_list}, {"committed", false}};
+    return m_record;
   }
-  nlohmann::json dir_list = nlohmann::json::array();
-  for (const auto& d : dirs) dir_list.push_back(fs::relative(d, config.app_root).string());
-  nlohmann::json data = {{"app_root", config.app_root.string()}, {"items", items}, {"dirs", dir_list}, {"committed", false}};
-  Journal::Entry applying = journal.add("config_apply", data);
-  try {
-    journal.step("restore-config.stage");
-    for (const auto& d : dirs) {
+
+  // 3. Every file staged beside its target (content, mode, owner, mtime; fsynced), the missing
+  // folders made with their recorded owners.
+  void stage() {
+    m_journal.step("restore-config.stage");
+    for (const auto& d : m_dirs) {
       if (::mkdir(d.c_str(), 0755) != 0) throw_errno("cannot create " + d.string());
-      auto rel = fs::relative(d, config.app_root).generic_string();
-      if (auto it = backup.find(rel); it != backup.end() && owner_recorded(it->second.owner)) {
+      auto rel = fs::relative(d, m_config.app_root).generic_string();
+      if (auto it = m_backup.find(rel); it != m_backup.end() && owner_recorded(it->second.owner)) {
         auto [uid, gid] = owner_ids(it->second.owner);
         if (::chown(d.c_str(), uid, gid) != 0) throw_errno("cannot give " + d.string() + " to " + describe_owner(it->second.owner));
         ::chmod(d.c_str(), it->second.mode);
       }
     }
-    for (const auto& ch : changes) {
-      if (!ch.item) continue;
-      const Item& it = *ch.item;
-      fs::path tmp = staged_path(ch.target);
-      // The recorded owner; for backups that recorded none, the one the file has now.
-      bool chown_it = owner_recorded(it.owner);
-      auto [uid, gid] = owner_ids(it.owner);
-      if (!chown_it && ch.existed) {
-        struct stat st{};
-        if (::lstat(ch.target.c_str(), &st) == 0) {
-          chown_it = true;
-          uid = st.st_uid;
-          gid = st.st_gid;
-        }
-      }
-      auto chown_error = [&] {
-        return Error(ErrorCode::io,
-                     "cannot give " + ch.path + " to " + describe_owner(it.owner) + ": " + std::strerror(errno),
-                     ::geteuid() == 0 ? "check the file system" : "run the apply as root (or as that user)");
-      };
-      if (it.type == "symlink") {
-        if (::symlink(it.target.c_str(), tmp.c_str()) != 0) throw_errno("cannot create the link " + tmp.string());
-        if (chown_it && ::lchown(tmp.c_str(), uid, gid) != 0) throw chown_error();
-      } else {
-        Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-        if (!fd) throw_errno("cannot create " + tmp.string());
-        write_all(fd.get(), it.content.data(), it.content.size(), "cannot write " + tmp.string());
-        if (chown_it && ::fchown(fd.get(), uid, gid) != 0) throw chown_error();
-        if (::fchmod(fd.get(), it.mode) != 0) throw_errno("cannot chmod " + tmp.string());
-        struct timespec times[2] = {{it.mtime, 0}, {it.mtime, 0}};
-        ::futimens(fd.get(), times);
-        if (::fsync(fd.get()) != 0) throw_errno("cannot fsync " + tmp.string());
+    for (const auto& ch : m_changes) {
+      if (ch.item) stage_file(ch);
+    }
+  }
+
+  static void stage_file(const Change& ch) {
+    const Item& it = *ch.item;
+    fs::path tmp = staged_path(ch.target);
+    // The recorded owner; for backups that recorded none, the one the file has now.
+    bool chown_it = owner_recorded(it.owner);
+    auto [uid, gid] = owner_ids(it.owner);
+    if (!chown_it && ch.existed) {
+      struct stat st{};
+      if (::lstat(ch.target.c_str(), &st) == 0) {
+        chown_it = true;
+        uid = st.st_uid;
+        gid = st.st_gid;
       }
     }
-    journal.step("restore-config.apply");
+    auto chown_error = [&] {
+      return Error(ErrorCode::io,
+                   "cannot give " + ch.path + " to " + describe_owner(it.owner) + ": " + std::strerror(errno),
+                   ::geteuid() == 0 ? "check the file system" : "run the apply as root (or as that user)");
+    };
+    if (it.type == "symlink") {
+      if (::symlink(it.target.c_str(), tmp.c_str()) != 0) throw_errno("cannot create the link " + tmp.string());
+      if (chown_it && ::lchown(tmp.c_str(), uid, gid) != 0) throw chown_error();
+      return;
+    }
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw_errno("cannot create " + tmp.string());
+    write_all(fd.get(), it.content.data(), it.content.size(), "cannot write " + tmp.string());
+    if (chown_it && ::fchown(fd.get(), uid, gid) != 0) throw chown_error();
+    if (::fchmod(fd.get(), it.mode) != 0) throw_errno("cannot chmod " + tmp.string());
+    struct timespec times[2] = {{it.mtime, 0}, {it.mtime, 0}};
+    ::futimens(fd.get(), times);
+    if (::fsync(fd.get()) != 0) throw_errno("cannot fsync " + tmp.string());
+  }
+
+  // Then all swapped in, each original kept as a hard link until the commit.
+  void swap_in() {
+    m_journal.step("restore-config.apply");
     std::size_t n = 0;
-    for (const auto& ch : changes) {
-      if (n++ == changes.size() / 2) fault_point("restore-config.half-applied");
+    for (const auto& ch : m_changes) {
+      if (n++ == m_changes.size() / 2) fault_point("restore-config.half-applied");
       if (ch.existed && ::link(ch.target.c_str(), kept_path(ch.target).c_str()) != 0) {
         throw_errno("cannot keep " + ch.target.string() + " while applying");
       }
@@ -276,29 +313,49 @@ ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Jou
       }
       if (!ch.item && ::unlink(ch.target.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove " + ch.target.string());
     }
-    for (const auto& ch : changes) fsync_dir(ch.target.parent_path());
-  } catch (const Error& e) {
+    for (const auto& ch : m_changes) fsync_dir(ch.target.parent_path());
+  }
+
+  [[noreturn]] void roll_back(Journal::Entry& applying, const Error& e) {
     InterruptShield shield;
     try {
       applying.undo();
     } catch (const std::exception& again) {
       throw Error(e.code(), std::string(e.what()) + "; rolling the other files back failed too: " + again.what(),
-                  "the config as it was is in " + safety + ": restore-config BACKUP_FILE=" + safety +
+                  "the config as it was is in " + m_safety + ": restore-config BACKUP_FILE=" + m_safety +
                       " MODE=apply CONFIRM=YES");
     }
-    if (e.code() == ErrorCode::interrupted) throw;
+    if (e.code() == ErrorCode::interrupted) throw e;
     throw Error(e.code(), e.what(),
                 (e.hint().empty() ? "" : e.hint() + "; ") + "every file was left as it was (the config as it was is also in " +
-                    safety + ")");
+                    m_safety + ")");
   }
+
   // 4. Committed: the kept originals go.
-  journal.step("restore-config.commit");
-  data["committed"] = true;
-  applying.update(data);
-  for (const auto& ch : changes) ::unlink(kept_path(ch.target).c_str());
-  applying.settle();
-  for (const auto& ch : changes) report.applied.push_back({ch.path, ch.status, ""});
-  return report;
+  void commit(Journal::Entry& applying) {
+    m_journal.step("restore-config.commit");
+    m_record["committed"] = true;
+    applying.update(m_record);
+    for (const auto& ch : m_changes) ::unlink(kept_path(ch.target).c_str());
+    applying.settle();
+  }
+
+  const Config& m_config;
+  const ConfigPlan& m_plan;
+  Journal& m_journal;
+  Progress& m_progress;
+  const std::map<std::string, Item> m_backup;
+  std::vector<Change> m_changes;
+  std::vector<fs::path> m_dirs;  // folders to create, parents first
+  std::string m_safety;          // where the config as it was is, for messages
+  nlohmann::json m_record;       // the journal's record of the apply
+  ConfigApplyReport m_report;
+};
+
+}  // namespace
+
+ConfigApplyReport apply_config(const Config& config, const ConfigPlan& plan, Journal& journal, Progress& progress) {
+  return ConfigApply(config, plan, journal, progress).run();
 }
 
 std::string rollback_config_apply(const Config& config, const nlohmann::json& data) {
