@@ -2,9 +2,10 @@
 // archive, a config archive, their metas, a set file, a journal) made by backupctl itself,
 // mutated thousands of times from a fixed seed (bit flips, bytes set, cuts, inserted and repeated
 // runs, JSON values swapped for hostile ones), and fed through the readers in-process. Run under
-// ASan/UBSan in `make test` (the second ctest pass). For every case: no crash, no exception other
-// than a backupctl::Error with a message (a clear refusal), and nothing written outside the
-// places the case owns (a sentinel folder beside them must stay as it was).
+// ASan/UBSan in `make test`. For every case: no crash, no exception other than a backupctl::Error
+// with a message and the code the reader must refuse with (a damaged file is `verification`,
+// exit 5, never `internal`), nothing written outside the places the case owns (a sentinel folder
+// beside them must stay as it was), and where the file has its .meta, no changed byte accepted.
 //   BACKUPCTL_FUZZ_CASES=N   cases per reader (default 2000)
 //   BACKUPCTL_FUZZ_SEED=S    the seed (default 20261201); a failure names its seed and case
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "tar/tar.hpp"
 #include "catalog/catalog.hpp"
@@ -118,18 +120,34 @@ std::string tree(const fs::path& dir) {
   return out;
 }
 
-// Runs `fn`; a backupctl::Error with a message is a clear refusal, anything else a failure.
+// The codes a reader may refuse with: a damaged or forged file is `verification`; `usage` where
+// the reader also judges what the file asks for (a dump version it does not read, keys a target
+// cannot hold); any code but `internal` (a bug) for the commands over metadata.
+using Codes = std::set<ErrorCode>;
+const Codes kDamaged = {ErrorCode::verification};
+const Codes kDamagedOrRefused = {ErrorCode::verification, ErrorCode::usage};
+const Codes kAnyButInternal = {ErrorCode::usage,  ErrorCode::connection, ErrorCode::not_found, ErrorCode::verification,
+                               ErrorCode::io,     ErrorCode::tool_failed, ErrorCode::locked,  ErrorCode::stale,
+                               ErrorCode::check_failed, ErrorCode::repair_needed, ErrorCode::wrong_clock,
+                               ErrorCode::confirmation_required};
+
+// Runs `fn`; a backupctl::Error with a message and one of `allowed` is a clear refusal, anything
+// else a failure. Returns whether it refused.
 template <typename Fn>
-void expect_clear(const std::string& what, Fn fn) {
+bool expect_clear(const std::string& what, const Codes& allowed, Fn fn) {
   try {
     fn();
+    return false;
   } catch (const Error& e) {
     EXPECT_FALSE(std::string(e.what()).empty()) << what << ": an error without a message";
+    EXPECT_TRUE(allowed.count(e.code())) << what << ": refused with code " << static_cast<int>(e.code()) << ": "
+                                         << e.what();
   } catch (const std::exception& e) {
     ADD_FAILURE() << what << ": not a clear refusal: " << typeid(e).name() << ": " << e.what();
   } catch (...) {
     ADD_FAILURE() << what << ": an unknown exception";
   }
+  return true;
 }
 
 class Fuzz : public ::testing::Test {
@@ -138,7 +156,7 @@ class Fuzz : public ::testing::Test {
   fs::path backups, app, objects, target, sentinel, tmp;
   int cases = env_int("BACKUPCTL_FUZZ_CASES", 2000);
   std::uint32_t seed = static_cast<std::uint32_t>(env_int("BACKUPCTL_FUZZ_SEED", 20261201));
-  std::string dump, objects_archive, config_archive, dump_meta, objects_meta, set_json, journal_json;
+  std::string dump, objects_tar, config_tar, dump_meta, objects_meta, config_meta, set_json, journal_json;
 
   void SetUp() override {
     backups = root.path() / "backups";
@@ -170,8 +188,9 @@ class Fuzz : public ::testing::Test {
     auto j = nlohmann::json::parse(all.out);
     auto path = [&](const char* kind) { return backups / j["set"]["parts"][kind]["path"].get<std::string>(); };
     dump = read_file(path("db"));
-    objects_archive = read_file(path("objects"));
-    config_archive = read_file(path("config"));
+    objects_tar = read_file(path("objects"));
+    config_tar = read_file(path("config"));
+    config_meta = read_file(path("config").string() + ".meta");
     dump_meta = read_file(path("db").string() + ".meta");
     objects_meta = read_file(path("objects").string() + ".meta");
     set_json = read_file(j["set_file"].get<std::string>());
@@ -207,11 +226,11 @@ class Fuzz : public ::testing::Test {
 
 }  // namespace
 
-TEST_F(Fuzz, DumpsThroughTheArchiveReader) {
+TEST_F(Fuzz, DumpsThroughTheDumpParser) {
   Mutator m(seed);
   for (int i = 0; i < cases; ++i) {
     std::string bytes = m.bytes(dump);
-    expect_clear("dump case " + std::to_string(i), [&] {
+    expect_clear("dump case " + std::to_string(i), kDamagedOrRefused, [&] {
       io::StringSink null;
       DumpInflater reader(null);
       StringSource src;
@@ -222,18 +241,43 @@ TEST_F(Fuzz, DumpsThroughTheArchiveReader) {
     });
     if (HasFailure()) FAIL() << "seed " << seed << ", case " << i;
   }
+  // What a user sees for the commonest damage: the reason, not only a refusal.
+  auto refusal = [&](std::string bytes) {
+    try {
+      io::StringSink null;
+      DumpInflater reader(null);
+      StringSource src;
+      src.data = bytes;
+      reader.run(src);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::verification) << e.what();
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(refusal("NOTADUMP" + dump.substr(8)).find("no PGDMP header"), std::string::npos);
+  EXPECT_NE(refusal(dump.substr(0, dump.size() / 2)).find("ends early"), std::string::npos)
+      << refusal(dump.substr(0, dump.size() / 2));
 }
 
-TEST_F(Fuzz, ObjectArchivesThroughTheCheckAndTheRestoreIntoAFolder) {
+TEST_F(Fuzz, AttachmentTarsThroughTheCheckAndTheRestoreIntoAFolder) {
   Mutator m(seed + 1);
   Config c = config();
   fs::path file = backups / "objects/objects_disk_20300101_000000.tar.gz";
   const std::string before = tree(objects);
   for (int i = 0; i < cases; ++i) {
-    std::string bytes = m.bytes(objects_archive);
+    std::string bytes = m.bytes(objects_tar);
     write_file_atomic(file, bytes);
-    fs::remove(file.string() + ".meta");
-    expect_clear("objects case " + std::to_string(i), [&] {
+    // Every other case keeps the meta: then any changed byte must be refused, as damaged, before
+    // anything is written. Without it the manifest is checked against every entry's bytes.
+    const bool with_meta = i % 2 == 1;
+    if (with_meta) {
+      write_file_atomic(file.string() + ".meta", objects_meta);
+    } else {
+      fs::remove(file.string() + ".meta");
+    }
+    const std::string target_before = tree(target);
+    bool refused = expect_clear("objects case " + std::to_string(i), kDamagedOrRefused, [&] {
       NoProgress quiet;
       DiskStore store(target);
       RestoreObjectsOptions o;
@@ -245,28 +289,41 @@ TEST_F(Fuzz, ObjectArchivesThroughTheCheckAndTheRestoreIntoAFolder) {
         run_restore_objects(c, store, plan, journal, quiet);
       }
     });
+    if (with_meta && bytes != objects_tar) {
+      EXPECT_TRUE(refused) << "objects case " << i << ": a changed byte was accepted with the meta there";
+      EXPECT_EQ(tree(target), target_before) << "objects case " << i << ": a refused file wrote";
+    }
     if (HasFailure()) FAIL() << "seed " << seed + 1 << ", case " << i;
   }
   EXPECT_EQ(tree(objects), before) << "a restore into the target folder wrote into the live one";
   expect_sentinel("objects");
 }
 
-TEST_F(Fuzz, ConfigArchivesThroughThePreview) {
+TEST_F(Fuzz, ConfigTarsThroughThePreview) {
   Mutator m(seed + 2);
   Config c = config();
   fs::path file = backups / "config/config_20300101_000000.tar.gz";
   const std::string before = tree(app);
   int previews = std::max(1, cases / 10);  // each diff runs diff(1)
   for (int i = 0; i < previews; ++i) {
-    std::string bytes = m.bytes(config_archive);
+    std::string bytes = m.bytes(config_tar);
     write_file_atomic(file, bytes);
-    fs::remove(file.string() + ".meta");
-    expect_clear("config case " + std::to_string(i), [&] { preview_config(c, file, NoMeta::allow); });
+    const bool with_meta = i % 2 == 1;
+    if (with_meta) {
+      write_file_atomic(file.string() + ".meta", config_meta);
+    } else {
+      fs::remove(file.string() + ".meta");
+    }
+    bool refused = expect_clear("config case " + std::to_string(i), kDamagedOrRefused,
+                                [&] { preview_config(c, file, NoMeta::allow); });
+    if (with_meta && bytes != config_tar) {
+      EXPECT_TRUE(refused) << "config case " << i << ": a changed byte was accepted with the meta there";
+    }
     if (HasFailure()) FAIL() << "seed " << seed + 2 << ", case " << i;
   }
   for (int i = 0; i < cases; ++i) {
-    std::string bytes = m.bytes(config_archive);
-    expect_clear("config archive case " + std::to_string(i), [&] {
+    std::string bytes = m.bytes(config_tar);
+    expect_clear("config tar case " + std::to_string(i), kDamaged, [&] {
       StringSource src;
       src.data = bytes;
       TarReader reader(src);
@@ -310,29 +367,29 @@ TEST_F(Fuzz, MetasSetsManifestsAndJournalsThroughListStatusPruneRestoreAllAndRep
     write_file_atomic(objects_path.string() + ".meta", text_or_json(objects_meta));
     write_file_atomic(set_path, text_or_json(set_json));
     const std::string what = "metadata case " + std::to_string(i);
-    expect_clear(what + " (meta)", [&] { read_meta(dump_path.string() + ".meta"); });
-    expect_clear(what + " (list)", [&] {
+    expect_clear(what + " (meta)", kDamaged, [&] { read_meta(dump_path.string() + ".meta"); });
+    expect_clear(what + " (list)", kAnyButInternal, [&] {
       auto entries = list_backups(c, std::nullopt);
       backups_table(entries, c.backup_dir);
       backups_json(entries, c.backup_dir);
     });
-    expect_clear(what + " (status)", [&] { backup_status(c, Clock::now()); });
-    expect_clear(what + " (set)", [&] {
+    expect_clear(what + " (status)", kAnyButInternal, [&] { backup_status(c, Clock::now()); });
+    expect_clear(what + " (set)", kAnyButInternal, [&] {
       nlohmann::json set = find_set(c, "latest", SetScope{"archive", "disk", Clock::now()});
       for (const char* kind : {"db", "objects", "config"}) set_part_path(c, set, kind);
     });
-    expect_clear(what + " (manifest)", [&] {
+    expect_clear(what + " (manifest)", kDamaged, [&] {
       auto j = nlohmann::json::parse(text_or_json(nlohmann::json::parse(objects_meta).dump()), nullptr, false);
       if (!j.is_discarded()) Manifest::from_json(j);
     });
-    expect_clear(what + " (prune)", [&] { prune(c, i % 2 == 0 ? DryRun::yes : DryRun::no, std::nullopt, Clock::now() + std::chrono::hours(24 * 400)); });
+    expect_clear(what + " (prune)", kAnyButInternal, [&] { prune(c, i % 2 == 0 ? DryRun::yes : DryRun::no, std::nullopt, Clock::now() + std::chrono::hours(24 * 400)); });
     if (i % 4 == 0) {
       make_dirs(backups / "journal", 0700);
       write_file_atomic(backups / "journal/run_20300101_000000_1.json", text_or_json(journal_json), 0600);
-      expect_clear(what + " (repair)", [&] { repair_interrupted_runs(c, LockHeld::no); });
+      expect_clear(what + " (repair)", kAnyButInternal, [&] { repair_interrupted_runs(c, LockHeld::no); });
       for (const auto& f : list_dir(backups / "journal")) fs::remove(backups / "journal" / f);
     }
-    expect_clear(what + " (env file)", [&] { parse_env_file(m.bytes("A=1\nexport B='two'\nC=\"x\\ny\"\n"), "fuzz"); });
+    expect_clear(what + " (env file)", kAnyButInternal, [&] { parse_env_file(m.bytes("A=1\nexport B='two'\nC=\"x\\ny\"\n"), "fuzz"); });
     if (HasFailure()) FAIL() << "seed " << seed + 3 << ", case " << i;
     if (!fs::exists(dump_path) || !fs::exists(objects_path)) break;  // a prune took them: nothing left to mutate
   }
