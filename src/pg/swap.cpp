@@ -114,6 +114,13 @@ bool swap_databases(PgConnection& conn, const std::string& side, const std::stri
   }
 }
 
+SwapFound judge_swap(bool has_live, bool has_side, bool has_previous) {
+  if (!has_live && has_previous) return SwapFound::live_name_empty;
+  if (has_live && !has_side) return SwapFound::committed;
+  if (has_live) return SwapFound::not_committed;
+  return SwapFound::none;
+}
+
 std::string settle_swap(PgConnection& conn, const std::string& live, const std::string& side,
                         const std::string& previous, bool live_allowed) {
   auto allows = [&](const std::string& db) {
@@ -123,21 +130,26 @@ std::string settle_swap(PgConnection& conn, const std::string& live, const std::
   const bool has_side = database_exists(conn, side);
   bool has_previous = !previous.empty() && database_exists(conn, previous);
   std::string found;
-  if (!has_live && has_previous) {
-    // Only renames made one at a time (an older backupctl, or by hand) leave this: the live name
-    // empty and the database it held under `previous`. Put it back.
-    end_sessions(conn, previous);
-    conn.exec("ALTER DATABASE " + quote_ident(previous) + " RENAME TO " + quote_ident(live));
-    has_live = true;
-    has_previous = false;
-    found = "the live name was empty: " + previous + " was renamed back to " + live;
-  } else if (has_live && !has_side) {
-    found = "the swap had committed: " + live + " is the restored database" +
-            (has_previous ? ", " + previous + " the one before" : "");
-  } else if (has_live) {
-    found = "the swap had not committed: " + live + " is the database from before the restore";
-  } else {
-    found = "there was no " + live + " before the restore, and there is none";
+  switch (judge_swap(has_live, has_side, has_previous)) {
+    case SwapFound::live_name_empty:
+      // Only renames made one at a time (an older backupctl, or by hand) leave this: the live
+      // name empty and the database it held under `previous`. Put it back.
+      end_sessions(conn, previous);
+      conn.exec("ALTER DATABASE " + quote_ident(previous) + " RENAME TO " + quote_ident(live));
+      has_live = true;
+      has_previous = false;
+      found = "the live name was empty: " + previous + " was renamed back to " + live;
+      break;
+    case SwapFound::committed:
+      found = "the swap had committed: " + live + " is the restored database" +
+              (has_previous ? ", " + previous + " the one before" : "");
+      break;
+    case SwapFound::not_committed:
+      found = "the swap had not committed: " + live + " is the database from before the restore";
+      break;
+    case SwapFound::none:
+      found = "there was no " + live + " before the restore, and there is none";
+      break;
   }
   if (has_live && live_allowed && !allows(live)) {
     conn.exec("ALTER DATABASE " + quote_ident(live) + " ALLOW_CONNECTIONS true");

@@ -55,6 +55,15 @@ bool swap_databases(PgConnection& conn, const std::string& side, const std::stri
 std::string settle_swap(PgConnection& conn, const std::string& live, const std::string& side,
                         const std::string& previous, bool live_allowed);
 
+// settle_swap's judgement, from which of the three names exist on the server.
+enum class SwapFound {
+  live_name_empty,  // only `previous` holds the live database (renames made one at a time): rename it back
+  committed,        // the restored database is live (`side` is gone)
+  not_committed,    // the database from before the restore is live (`side` still there)
+  none,             // there was no live database before the restore, and there is none
+};
+SwapFound judge_swap(bool has_live, bool has_side, bool has_previous);
+
 struct PreviousDatabase {
   std::string name;
   std::string timestamp;  // YYYYMMDD_HHMMSS from the name

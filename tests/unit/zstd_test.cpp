@@ -1,0 +1,43 @@
+// io/zstd.hpp: the pull side of zstd, and a cut stream.
+#include <gtest/gtest.h>
+
+#include "io/pipeline.hpp"
+#include "io/zstd.hpp"
+#include "util/error.hpp"
+
+namespace backupctl {
+
+TEST(ZstdSource, PullsWhatWasPushed) {
+  std::string data;
+  for (int i = 0; i < 200000; ++i) data += std::to_string(i) + "\n";
+  io::StringSink compressed;
+  {
+    io::ZstdCompressSink z(compressed, 3, 1);
+    z.write(std::span<const char>(data.data(), data.size()));
+    z.finish();
+  }
+  class StrSource : public io::Source {
+   public:
+    explicit StrSource(std::string s) : m_s(std::move(s)) {}
+    std::size_t read(std::span<char> buf) override {
+      std::size_t n = std::min<std::size_t>({buf.size(), m_s.size() - m_pos, 777});
+      std::copy_n(m_s.data() + m_pos, n, buf.data());
+      m_pos += n;
+      return n;
+    }
+    std::string m_s;
+    std::size_t m_pos = 0;
+  };
+  StrSource src(compressed.data());
+  io::ZstdSource unz(src);
+  io::StringSink out;
+  io::copy(unz, out);
+  EXPECT_EQ(out.data(), data);
+
+  StrSource cut(compressed.data().substr(0, compressed.data().size() / 2));
+  io::ZstdSource unz2(cut);
+  io::NullSink null;
+  EXPECT_THROW(io::copy(unz2, null), Error);
+}
+
+}  // namespace backupctl
