@@ -102,33 +102,44 @@ std::set<fs::path> beyond_remote_retention(const Config& config, Clock::time_poi
 
 }  // namespace
 
-PushReport push(const Config& config, Remote& remote, const std::vector<fs::path>& files,
-                const std::vector<fs::path>& set_files, Progress& progress, TakeOver take_over) {
-  const RemoteConfig& rc = *config.remote;
-  if (config.age_recipients.empty() && !rc.allow_plaintext) {
-    throw Error(ErrorCode::usage,
-                "refusing to copy unencrypted backups to " + rc.url +
-                    ": they hold every secret of the stack (BACKUP_AGE_RECIPIENTS is not set)",
-                "set BACKUP_AGE_RECIPIENTS (age-keygen makes a key; keep the identity off this host), or "
-                "BACKUP_REMOTE_ALLOW_PLAINTEXT=yes for a remote you trust as much as this host");
+namespace {
+
+// One push: each backup in turn (push_backup), the read-back of what it put (read_back), then the
+// sets whose backups are all there (push_set).
+class PushRun {
+ public:
+  PushRun(const Config& config, Remote& remote, Progress& progress)
+      : m_config(config), m_rc(*config.remote), m_remote(remote), m_progress(progress),
+        m_owner_id(backup_dir_id(config.backup_dir)) {}
+
+  PushReport run(const std::vector<fs::path>& files, const std::vector<fs::path>& set_files, TakeOver take_over) {
+    if (m_config.age_recipients.empty() && !m_rc.allow_plaintext) {
+      throw Error(ErrorCode::usage,
+                  "refusing to copy unencrypted backups to " + m_rc.url +
+                      ": they hold every secret of the stack (BACKUP_AGE_RECIPIENTS is not set)",
+                  "set BACKUP_AGE_RECIPIENTS (age-keygen makes a key; keep the identity off this host), or "
+                  "BACKUP_REMOTE_ALLOW_PLAINTEXT=yes for a remote you trust as much as this host");
+    }
+    require_remote_owner(m_config, m_remote, take_over);
+    warn_if_remote_is_attachments(m_config);
+    m_report.remote = m_rc.url;
+    m_listing = m_remote.list();
+    m_too_old = beyond_remote_retention(m_config, Clock::now());
+    m_progress.start("push to " + m_rc.url);
+    for (const fs::path& file : files) {
+      check_interrupted();
+      push_backup(file);
+    }
+    if (!m_copies.empty()) read_back();
+    for (const fs::path& set : set_files) {
+      check_interrupted();
+      push_set(set);
+    }
+    m_progress.finish();
+    return m_report;
   }
-  require_remote_owner(config, remote, take_over);
-  warn_if_remote_is_attachments(config);
-  PushReport report;
-  report.remote = rc.url;
-  auto listing = remote.list();
-  const std::set<fs::path> too_old = beyond_remote_retention(config, Clock::now());
-  const std::string owner_id = backup_dir_id(config.backup_dir);
-  std::atomic<std::uint64_t> sent{0};
-  progress.start("push to " + rc.url);
-  auto put = [&](const fs::path& local, const std::string& name, const std::string& sha256) {
-    PutResult r = remote.put(local, name, sha256, sent);
-    progress.update(sent.load());
-    report.bytes += r.sent;
-    report.sent.push_back(name);
-    spdlog::info("remote: {} {} ({})", r.resumed ? "resumed" : "copied", name, human_bytes(r.sent));
-    return r;
-  };
+
+ private:
   // What this push put, to be read back before the sets go: a push reports success only for
   // copies that are its own bytes (another host writing to the same names between our check and
   // our write is caught here).
@@ -139,100 +150,102 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
     std::string etag;
     std::string sha256;
   };
-  std::vector<Copy> copies;
   // Where each backup of this push stands on the remote once it is done.
   enum class State { there, refused, skipped };
-  std::map<std::string, State> states;
+
+  PutResult put(const fs::path& local, const std::string& name, const std::string& sha256) {
+    PutResult r = m_remote.put(local, name, sha256, m_sent);
+    m_progress.update(m_sent.load());
+    m_report.bytes += r.sent;
+    m_report.sent.push_back(name);
+    spdlog::info("remote: {} {} ({})", r.resumed ? "resumed" : "copied", name, human_bytes(r.sent));
+    return r;
+  }
+
   // The local meta's record of the copy (added, or taken back when the copy is not there).
-  auto record_copy = [&](const fs::path& file, Meta meta, std::optional<nlohmann::json> record) {
+  void record_copy(const fs::path& file, Meta meta, std::optional<nlohmann::json> record) {
     if (!meta.other.contains("remote_copies") || !meta.other["remote_copies"].is_object()) {
       meta.other["remote_copies"] = nlohmann::json::object();
     }
     if (record) {
-      meta.other["remote_copies"][rc.url] = *record;
+      meta.other["remote_copies"][m_rc.url] = *record;
     } else {
-      meta.other["remote_copies"].erase(rc.url);
+      meta.other["remote_copies"].erase(m_rc.url);
     }
     write_meta(file.string() + ".meta", meta);
-  };
-  for (const fs::path& file : files) {
-    check_interrupted();
+  }
+
+  nlohmann::json copy_record(std::uint64_t size, const std::string& etag) const {
+    return {{"at", iso8601(Clock::now())}, {"size", size}, {"etag", etag}, {"by", m_owner_id}};
+  }
+
+  void push_backup(const fs::path& file) {
     CatalogEntry e = catalog_entry(file);
     const std::string dir(kind_name(e.kind));
     const std::string name = dir + "/" + file.filename().string();
     auto fail = [&](const std::string& why) {
-      report.failed.push_back(name + ": " + why);
-      states[name] = State::refused;
+      m_report.failed.push_back(name + ": " + why);
+      m_states[name] = State::refused;
     };
-    if (!e.meta) {
-      fail(e.meta_problem);
-      continue;
+    if (!e.meta) return fail(e.meta_problem);
+    if (e.damaged()) return fail("its size is not its meta's (damaged since the backup)");
+    if (!encrypted(*e.meta) && !m_rc.allow_plaintext) {
+      return fail("not encrypted (made before BACKUP_AGE_RECIPIENTS was set); BACKUP_REMOTE_ALLOW_PLAINTEXT=yes copies it anyway");
     }
-    if (e.damaged()) {
-      fail("its size is not its meta's (damaged since the backup)");
-      continue;
-    }
-    if (!encrypted(*e.meta) && !rc.allow_plaintext) {
-      fail("not encrypted (made before BACKUP_AGE_RECIPIENTS was set); BACKUP_REMOTE_ALLOW_PLAINTEXT=yes copies it anyway");
-      continue;
-    }
-    auto there = listing.find(name);
-    if (listing.count(name + ".meta")) {
+    auto there = m_listing.find(name);
+    if (m_listing.count(name + ".meta")) {
       // A backup of this name is there: this one (same sha256), or another never overwritten.
       std::string foreign;
       try {
-        Meta theirs = remote_meta(remote, name + ".meta");
+        Meta theirs = remote_meta(m_remote, name + ".meta");
         if (theirs.sha256 != e.meta->sha256) foreign = made_by(theirs);
       } catch (const Error& err) {
         if (err.code() == ErrorCode::interrupted) throw;
         foreign = err.what();
       }
       if (!foreign.empty()) {
-        fail("the remote holds another backup of this name (" + foreign + "): not overwritten; does another host push to " +
-             rc.url + "?");
-        continue;
+        return fail("the remote holds another backup of this name (" + foreign +
+                    "): not overwritten; does another host push to " + m_rc.url + "?");
       }
-      if (there != listing.end() && there->second.size == e.meta->size) {
-        report.present.push_back(name);
-        states[name] = State::there;
+      if (there != m_listing.end() && there->second.size == e.meta->size) {
+        m_report.present.push_back(name);
+        m_states[name] = State::there;
         // There, but this meta has no record of it (copied under another spelling of the URL,
         // or before its meta here was rewritten): recorded now, so retention and status see it.
-        if (!copied_at(e, rc.url)) {
-          record_copy(file, *e.meta, nlohmann::json{{"at", iso8601(Clock::now())}, {"size", e.meta->size},
-                                                    {"etag", there->second.etag}, {"by", owner_id}});
-        }
-        continue;
+        if (!copied_at(e, m_rc.url)) record_copy(file, *e.meta, copy_record(e.meta->size, there->second.etag));
+        return;
       }
     }
-    if (too_old.count(file)) {
-      report.skipped.push_back(name + ": older than BACKUP_REMOTE_RETENTION_DAYS=" + std::to_string(rc.retention_days) +
-                               " (the remote's retention would delete it)");
-      states[name] = State::skipped;
-      continue;
+    if (m_too_old.count(file)) {
+      m_report.skipped.push_back(name + ": older than BACKUP_REMOTE_RETENTION_DAYS=" +
+                                 std::to_string(m_rc.retention_days) + " (the remote's retention would delete it)");
+      m_states[name] = State::skipped;
+      return;
     }
     PutResult copied = put(file, name, e.meta->sha256);
     for (const fs::path& c : companions(file, *e.meta)) put(c, dir + "/" + c.filename().string(), "");
-    // The copy's record in the local meta, and that meta last: on the remote it marks the
-    // backup finished and carries the digests a listing is checked against.
-    record_copy(file, *e.meta, nlohmann::json{{"at", iso8601(Clock::now())}, {"size", e.meta->size},
-                                              {"etag", copied.etag}, {"by", owner_id}});
+    // The copy's record in the local meta, and that meta last: on the remote it marks the backup
+    // finished and carries the digests a listing is checked against.
+    record_copy(file, *e.meta, copy_record(e.meta->size, copied.etag));
     put(file.string() + ".meta", name + ".meta", "");
-    copies.push_back({file, name, e.meta->size, copied.etag, e.meta->sha256});
-    states[name] = State::there;
+    m_copies.push_back({file, name, e.meta->size, copied.etag, e.meta->sha256});
+    m_states[name] = State::there;
   }
+
   // Read back: each copy this push made is still its own (size, ETag, and the meta's sha256).
   // One that is not is not copied: its record here is taken back (local retention keeps it).
-  if (!copies.empty()) {
+  void read_back() {
     fault_point("remote.pushed");
-    auto after = remote.list();
-    for (const Copy& c : copies) {
+    auto after = m_remote.list();
+    for (const Copy& c : m_copies) {
       auto f = after.find(c.name);
       std::string why;
-      if (f == after.end() || f->second.size != c.size || (!c.etag.empty() && !f->second.etag.empty() && f->second.etag != c.etag)) {
+      if (f == after.end() || f->second.size != c.size ||
+          (!c.etag.empty() && !f->second.etag.empty() && f->second.etag != c.etag)) {
         why = "its bytes there are not the ones sent";
       } else {
         try {
-          Meta theirs = remote_meta(remote, c.name + ".meta");
+          Meta theirs = remote_meta(m_remote, c.name + ".meta");
           if (theirs.sha256 != c.sha256) why = "its meta there is another backup's (" + made_by(theirs) + ")";
         } catch (const Error& err) {
           if (err.code() == ErrorCode::interrupted) throw;
@@ -240,47 +253,45 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
         }
       }
       if (why.empty()) continue;
-      report.failed.push_back(c.name + ": replaced on the remote during this push: " + why +
-                              "; does another host push to " + rc.url + "?");
-      states[c.name] = State::refused;
-      try {
-        record_copy(c.local, read_meta(c.local.string() + ".meta"), std::nullopt);
-      } catch (const Error& err) {
-        spdlog::warn("remote: cannot take back the record of {} in its meta: {}", c.name, err.what());
-      }
+      m_report.failed.push_back(c.name + ": replaced on the remote during this push: " + why +
+                                "; does another host push to " + m_rc.url + "?");
+      m_states[c.name] = State::refused;
+      best_effort("take back the record of " + c.name + " in its meta",
+                  [&] { record_copy(c.local, read_meta(c.local.string() + ".meta"), std::nullopt); });
     }
   }
+
   // A set goes up only once every backup it names is there, its own (with its meta): a set on the
   // remote is one that `restore all --remote` can restore. One whose backups the remote does not
   // keep (older than its retention) is not sent, and that is no failure.
-  for (const fs::path& set : set_files) {
-    check_interrupted();
+  void push_set(const fs::path& set) {
     const std::string name = "sets/" + set.filename().string();
     const std::string mine = read_file(set);
-    if (listing.count(name)) {
+    if (m_listing.count(name)) {
       io::StringSink theirs;
       io::LimitSink limited(theirs, kRemoteMetaLimit, name + " on the remote");
-      remote.get(name, limited);
+      m_remote.get(name, limited);
       if (theirs.data() == mine) {
-        report.present.push_back(name);
+        m_report.present.push_back(name);
       } else {
-        report.failed.push_back(name + ": the remote holds another set of this name (set " +
-                                json_string(nlohmann::json::parse(theirs.data(), nullptr, false), "set_id", "?") +
-                                "): not overwritten; does another host push to " + rc.url + "?");
+        m_report.failed.push_back(name + ": the remote holds another set of this name (set " +
+                                  json_string(nlohmann::json::parse(theirs.data(), nullptr, false), "set_id", "?") +
+                                  "): not overwritten; does another host push to " + m_rc.url + "?");
       }
-      continue;
+      return;
     }
     auto j = nlohmann::json::parse(mine, nullptr, false);
     std::string refused, missing;
     try {
       for (const char* kind : {"db", "objects", "config"}) {
-        auto p = j.is_object() ? set_part_path(config, j, kind) : std::nullopt;
+        auto p = j.is_object() ? set_part_path(m_config, j, kind) : std::nullopt;
         if (!p) continue;
         const std::string part = std::string(kind) + "/" + p->filename().string();
-        auto st = states.find(part);
-        if (st != states.end() ? st->second == State::refused : false) {
+        auto st = m_states.find(part);
+        if (st != m_states.end() ? st->second == State::refused : false) {
           if (refused.empty()) refused = part;
-        } else if (st != states.end() ? st->second == State::skipped : !(listing.count(part) && listing.count(part + ".meta"))) {
+        } else if (st != m_states.end() ? st->second == State::skipped
+                                        : !(m_listing.count(part) && m_listing.count(part + ".meta"))) {
           if (missing.empty()) missing = part;
         }
       }
@@ -288,17 +299,33 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
       refused = err.what();
     }
     if (!refused.empty()) {
-      report.failed.push_back(name + ": not sent: " + refused + " is not on the remote");
+      m_report.failed.push_back(name + ": not sent: " + refused + " is not on the remote");
     } else if (!missing.empty()) {
-      report.skipped.push_back(name + ": not sent: " + missing + " is not on the remote (not kept there)");
+      m_report.skipped.push_back(name + ": not sent: " + missing + " is not on the remote (not kept there)");
     } else {
       put(set, name, "");
     }
   }
-  progress.finish();
-  return report;
-}
 
+  const Config& m_config;
+  const RemoteConfig& m_rc;
+  Remote& m_remote;
+  Progress& m_progress;
+  const std::string m_owner_id;
+  PushReport m_report;
+  std::map<std::string, RemoteFile> m_listing;
+  std::set<fs::path> m_too_old;
+  std::atomic<std::uint64_t> m_sent{0};
+  std::vector<Copy> m_copies;
+  std::map<std::string, State> m_states;
+};
+
+}  // namespace
+
+PushReport push(const Config& config, Remote& remote, const std::vector<fs::path>& files,
+                const std::vector<fs::path>& set_files, Progress& progress, TakeOver take_over) {
+  return PushRun(config, remote, progress).run(files, set_files, take_over);
+}
 
 // An unfinished copy (an open multipart upload, a .partial) of a backup still here is resumed by
 // the next push; after a week it is dropped anyway.
