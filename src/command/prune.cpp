@@ -87,84 +87,113 @@ std::map<const CatalogEntry*, std::string> kept_of_source(const Config& config,
   return keep;
 }
 
-PruneResult prune(const Config& config, DryRun mode, const std::optional<PgTarget>& pg,
-                  Clock::time_point now, Journal* journal, PruneWhat what) {
-  const bool dry_run = mode == DryRun::yes;
-  PruneResult result;
-  const auto cutoff = now - std::chrono::hours(24) * config.retention_days;
-  std::vector<CatalogEntry> entries = scan_catalog(config.backup_dir);
-  std::set<fs::path> remaining;
-  std::vector<std::pair<std::vector<fs::path>, std::string>> doomed;  // files of one backup, why
+namespace {
 
+// One prune: what goes by the rules (choose), what killed runs left (find_leftovers), the sets
+// left without backups (find_dead_sets), then the deletions under one journal entry, and the
+// databases kept by restores.
+class PruneRun {
+ public:
+  PruneRun(const Config& config, DryRun mode, Clock::time_point now, PruneWhat what)
+      : m_config(config), m_dry_run(mode == DryRun::yes), m_now(now), m_what(what) {}
+
+  PruneResult run(const std::optional<PgTarget>& pg, Journal* journal) {
+    choose();
+    find_leftovers();
+    find_dead_sets();
+    delete_files(journal);
+    if (pg) drop_previous_databases(*pg);
+    for (const auto& a : m_result.deleted) {
+      spdlog::info("prune: {}{} ({})", m_dry_run ? "would delete " : "deleted ", a.what, a.reason);
+    }
+    return m_result;
+  }
+
+ private:
   // The rules hold per source: each database, each objects source, the config. The backups of
   // one database never count for another's (its only backup stays, however many newer ones the
   // other has).
-  for (const auto& [source, list] : group_by_source(entries)) {
-    auto keep = kept_of_source(config, list, now);
-    // Every backup of a source ahead of the clock: this host's clock is more likely behind (a
-    // dead RTC, no NTP) than every backup wrong; --wrong-clock deletes none of them.
-    const bool all_ahead = all_dated_ahead(list, now);
-    for (const CatalogEntry* e : list) {
-      std::string why;
-      if (what == PruneWhat::wrong_clock) {
-        if (!e->wrong_clock(now) || all_ahead) {
-          if (all_ahead) {
-            result.kept.push_back({e->path.string(), "every backup of the " + source_label(*e) +
-                                                         " is dated ahead: this host's clock is more likely behind; set it right"});
-          }
-          remaining.insert(e->path);
+  void choose() {
+    const auto cutoff = m_now - std::chrono::hours(24) * m_config.retention_days;
+    std::vector<CatalogEntry> entries = scan_catalog(m_config.backup_dir);
+    for (const auto& [source, list] : group_by_source(entries)) {
+      auto keep = kept_of_source(m_config, list, m_now);
+      // Every backup of a source ahead of the clock: this host's clock is more likely behind (a
+      // dead RTC, no NTP) than every backup wrong; --wrong-clock deletes none of them.
+      const bool all_ahead = all_dated_ahead(list, m_now);
+      for (const CatalogEntry* e : list) {
+        std::optional<std::string> why = m_what == PruneWhat::wrong_clock ? wrong_clock_reason(*e, all_ahead)
+                                                                          : retention_reason(*e, keep, cutoff);
+        if (!why) {
+          m_remaining.insert(e->path);
           continue;
         }
-        why = "dated " + iso8601(e->time) + ", ahead of this host's clock (--wrong-clock)";
-      } else {
-        if (e->time >= cutoff) {
-          remaining.insert(e->path);
-          continue;
-        }
-        if (auto k = keep.find(e); k != keep.end()) {
-          result.kept.push_back({e->path.string(), k->second + " of the " + source_label(*e)});
-          remaining.insert(e->path);
-          continue;
-        }
-        // Not copied off-site yet (the remote fails, or was added since): kept until it is, or
-        // until the remote would not keep it either (catalog/health.hpp).
-        if (needs_remote_copy(config, *e, now)) {
-          result.kept.push_back({e->path.string(), "not on " + config.remote->url + " yet (`backupctl push --all`)"});
-          remaining.insert(e->path);
-          continue;
-        }
-        why = fmt::format("older than BACKUP_RETENTION_DAYS={} ({})", config.retention_days, iso8601(e->time).substr(0, 10));
+        m_doomed.emplace_back(own_files(*e), *why);
       }
-      // Only the backup's own files: the file (a backup name inside BACKUP_DIR/<kind>, as
-      // scan_catalog found it), its meta, and the roles file its meta names beside it. A meta
-      // naming anything else is reported, not followed.
-      std::vector<fs::path> files = {e->path, e->path.string() + ".meta"};
-      if (e->meta && e->meta->parts.contains("roles")) {
-        try {
-          if (auto roles = meta_part_file(e->path, *e->meta, "roles")) files.push_back(*roles);
-        } catch (const Error& err) {
-          spdlog::warn("prune: {}", err.what());
-        }
-      }
-      doomed.emplace_back(std::move(files), why);
     }
+  }
+
+  // Why `e` goes with --wrong-clock; nullopt when it stays.
+  std::optional<std::string> wrong_clock_reason(const CatalogEntry& e, bool all_ahead) {
+    if (e.wrong_clock(m_now) && !all_ahead) {
+      return "dated " + iso8601(e.time) + ", ahead of this host's clock (--wrong-clock)";
+    }
+    if (all_ahead) {
+      m_result.kept.push_back({e.path.string(), "every backup of the " + source_label(e) +
+                                                    " is dated ahead: this host's clock is more likely behind; set it right"});
+    }
+    return std::nullopt;
+  }
+
+  // Why `e` goes by the retention rules; nullopt when it stays.
+  std::optional<std::string> retention_reason(const CatalogEntry& e, const std::map<const CatalogEntry*, std::string>& keep,
+                                              Clock::time_point cutoff) {
+    if (e.time >= cutoff) return std::nullopt;
+    if (auto k = keep.find(&e); k != keep.end()) {
+      m_result.kept.push_back({e.path.string(), k->second + " of the " + source_label(e)});
+      return std::nullopt;
+    }
+    // Not copied off-site yet (the remote fails, or was added since): kept until it is, or until
+    // the remote would not keep it either (catalog/health.hpp).
+    if (needs_remote_copy(m_config, e, m_now)) {
+      m_result.kept.push_back({e.path.string(), "not on " + m_config.remote->url + " yet (`backupctl push --all`)"});
+      return std::nullopt;
+    }
+    return fmt::format("older than BACKUP_RETENTION_DAYS={} ({})", m_config.retention_days, iso8601(e.time).substr(0, 10));
+  }
+
+  // Only the backup's own files: the file (a backup name inside BACKUP_DIR/<kind>, as
+  // scan_catalog found it), its meta, and the roles file its meta names beside it. A meta naming
+  // anything else is reported, not followed.
+  static std::vector<fs::path> own_files(const CatalogEntry& e) {
+    std::vector<fs::path> files = {e.path, e.path.string() + ".meta"};
+    if (e.meta && e.meta->parts.contains("roles")) {
+      try {
+        if (auto roles = meta_part_file(e.path, *e.meta, "roles")) files.push_back(*roles);
+      } catch (const Error& err) {
+        spdlog::warn("prune: {}", err.what());
+      }
+    }
+    return files;
   }
 
   // Leftovers: .partial and temporary files, metas without their backup, roles files without
   // their dump (not those of the backups deleted here: they go with them).
-  std::vector<std::pair<fs::path, std::string>> leftovers;
-  for (auto& [p, why] : interrupted_leftovers(config.backup_dir)) {
-    bool doomed_already = false;
-    for (const auto& [files, reason] : doomed) {
-      doomed_already = doomed_already || std::find(files.begin(), files.end(), p) != files.end();
+  void find_leftovers() {
+    for (auto& [p, why] : interrupted_leftovers(m_config.backup_dir)) {
+      bool doomed_already = false;
+      for (const auto& [files, reason] : m_doomed) {
+        doomed_already = doomed_already || std::find(files.begin(), files.end(), p) != files.end();
+      }
+      if (!doomed_already) m_leftovers.emplace_back(p, why);
     }
-    if (!doomed_already) leftovers.emplace_back(p, why);
   }
+
   // Set files whose parts are all gone.
-  std::vector<fs::path> dead_sets;
-  fs::path sets = config.backup_dir / "sets";
-  std::error_code ec;
-  if (fs::is_directory(sets, ec)) {
+  void find_dead_sets() {
+    fs::path sets = m_config.backup_dir / "sets";
+    std::error_code ec;
+    if (!fs::is_directory(sets, ec)) return;
     for (const auto& de : fs::directory_iterator(sets, ec)) {
       if (de.path().extension() != ".json" || !de.is_regular_file(ec)) continue;
       auto j = nlohmann::json::parse(read_file(de.path()), nullptr, false);
@@ -175,66 +204,81 @@ PruneResult prune(const Config& config, DryRun mode, const std::optional<PgTarge
       bool any = false;
       for (const char* kind : {"db", "objects", "config"}) {
         try {
-          auto p = set_part_path(config, j, kind);
-          any = any || (p && remaining.count(*p));
+          auto p = set_part_path(m_config, j, kind);
+          any = any || (p && m_remaining.count(*p));
         } catch (const Error& err) {
           spdlog::warn("prune: {}", err.what());
           any = true;  // not understood: not ours to delete
         }
       }
-      if (!any) dead_sets.push_back(de.path());
+      if (!any) m_dead_sets.push_back(de.path());
     }
   }
 
-  // Announce every deletion in the journal first: a prune cut short is finished by the repair.
-  Journal::Entry entry;
-  if (!dry_run && journal && (!doomed.empty() || !leftovers.empty() || !dead_sets.empty())) {
-    nlohmann::json files = nlohmann::json::array();
-    for (const auto& [group, why] : doomed) {
-      for (const auto& f : group) files.push_back(fs::relative(f, config.backup_dir).string());
+  // Every deletion is announced in the journal first: a prune cut short is finished by the repair.
+  void delete_files(Journal* journal) {
+    Journal::Entry entry;
+    if (!m_dry_run && journal && (!m_doomed.empty() || !m_leftovers.empty() || !m_dead_sets.empty())) {
+      nlohmann::json files = nlohmann::json::array();
+      for (const auto& [group, why] : m_doomed) {
+        for (const auto& f : group) files.push_back(fs::relative(f, m_config.backup_dir).string());
+      }
+      entry = journal->add("prune", {{"files", files}});
     }
-    entry = journal->add("prune", {{"files", files}});
-  }
-  int n = 0;
-  for (const auto& [group, why] : doomed) {
-    result.deleted.push_back({group.front().string(), why});
-    if (dry_run) continue;
-    if (n++ == 1) fault_point("prune.deleting");
-    // The meta goes last: a backup file without its meta is never left behind looking finished.
-    for (std::size_t i = group.size(); i-- > 0;) {
-      if (i != 1) remove_file(group[i]);
+    int n = 0;
+    for (const auto& [group, why] : m_doomed) {
+      m_result.deleted.push_back({group.front().string(), why});
+      if (m_dry_run) continue;
+      if (n++ == 1) fault_point("prune.deleting");
+      // The meta goes last: a backup file without its meta is never left behind looking finished.
+      for (std::size_t i = group.size(); i-- > 0;) {
+        if (i != 1) remove_file(group[i]);
+      }
+      remove_file(group[1]);
     }
-    remove_file(group[1]);
+    for (const auto& [p, why] : m_leftovers) {
+      m_result.deleted.push_back({p.string(), why});
+      if (!m_dry_run) remove_file(p);
+    }
+    for (const auto& p : m_dead_sets) {
+      m_result.deleted.push_back({p.string(), "a set whose backups are all gone"});
+      if (!m_dry_run) remove_file(p);
+    }
+    entry.settle();
   }
-  for (const auto& [p, why] : leftovers) {
-    result.deleted.push_back({p.string(), why});
-    if (!dry_run) remove_file(p);
-  }
-  for (const auto& p : dead_sets) {
-    result.deleted.push_back({p.string(), "a set whose backups are all gone"});
-    if (!dry_run) remove_file(p);
-  }
-  entry.settle();
 
-  // Databases kept by restores.
-  if (pg) {
+  // Databases kept by restores (`<db>__pre_restore_*`) older than RESTORE_KEEP_PREVIOUS_DAYS.
+  void drop_previous_databases(const PgTarget& pg) {
     try {
-      PgConnection conn = PgConnection::open(maintenance_target(*pg));
-      auto cutoff_prev = now - std::chrono::hours(24) * config.restore_keep_previous_days;
-      for (const auto& p : previous_databases(conn, pg->dbname())) {
-        if (p.time >= cutoff_prev) continue;
-        result.deleted.push_back({"database " + p.name, fmt::format("older than RESTORE_KEEP_PREVIOUS_DAYS={}",
-                                                                    config.restore_keep_previous_days)});
-        if (!dry_run) drop_database(conn, p.name);
+      PgConnection conn = PgConnection::open(maintenance_target(pg));
+      auto cutoff = m_now - std::chrono::hours(24) * m_config.restore_keep_previous_days;
+      for (const auto& p : previous_databases(conn, pg.dbname())) {
+        if (p.time >= cutoff) continue;
+        m_result.deleted.push_back({"database " + p.name, fmt::format("older than RESTORE_KEEP_PREVIOUS_DAYS={}",
+                                                                      m_config.restore_keep_previous_days)});
+        if (!m_dry_run) drop_database(conn, p.name);
       }
     } catch (const Error& e) {
       spdlog::warn("prune: cannot check previous databases on the server: {}", e.what());
     }
   }
-  for (const auto& a : result.deleted) {
-    spdlog::info("prune: {}{} ({})", dry_run ? "would delete " : "deleted ", a.what, a.reason);
-  }
-  return result;
+
+  const Config& m_config;
+  const bool m_dry_run;
+  const Clock::time_point m_now;
+  const PruneWhat m_what;
+  PruneResult m_result;
+  std::set<fs::path> m_remaining;
+  std::vector<std::pair<std::vector<fs::path>, std::string>> m_doomed;  // files of one backup, why
+  std::vector<std::pair<fs::path, std::string>> m_leftovers;
+  std::vector<fs::path> m_dead_sets;
+};
+
+}  // namespace
+
+PruneResult prune(const Config& config, DryRun mode, const std::optional<PgTarget>& pg,
+                  Clock::time_point now, Journal* journal, PruneWhat what) {
+  return PruneRun(config, mode, now, what).run(pg, journal);
 }
 
 }  // namespace backupctl
