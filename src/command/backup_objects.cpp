@@ -167,22 +167,106 @@ bool md5_etag(const std::string& etag) {
 
 }  // namespace
 
+namespace {
+
+// MINIO_BUCKETS, each checked to exist, or every bucket of the store; sorted.
+std::vector<std::string> buckets_to_back_up(const Config& config, ObjectStore& store) {
+  std::vector<std::string> buckets = config.minio_buckets;
+  if (buckets.empty()) return store.list_buckets();
+  for (const auto& b : buckets) {
+    if (!store.bucket_exists(b)) {
+      throw Error(ErrorCode::not_found, "bucket " + b + " does not exist on " + store.describe(),
+                  "check MINIO_BUCKETS (empty means every bucket)");
+    }
+  }
+  std::sort(buckets.begin(), buckets.end());
+  return buckets;
+}
+
+// A small object, fetched ahead by the prefetcher, into the tar. False when it was deleted
+// during the backup (skipped).
+bool add_prefetched(Prefetcher& prefetch, std::size_t i, TarWriter& writer, ManifestObject& mo, std::string& md5) {
+  Fetched f = prefetch.take(i);
+  if (f.error) std::rethrow_exception(f.error);
+  if (f.vanished) return false;
+  mo.size = f.data.size();
+  mo.content_type = f.info.content_type;
+  mo.metadata = f.info.metadata;
+  if (!f.info.etag.empty()) mo.etag = f.info.etag;
+  writer.begin(mo.path, mo.size, parse_mtime(mo.last_modified),
+               looks_compressible(mo.content_type, std::span<const char>(f.data.data(), f.data.size())));
+  DigestSink digest(nullptr);
+  digest.write(std::span<const char>(f.data.data(), f.data.size()));
+  writer.write(std::span<const char>(f.data.data(), f.data.size()));
+  writer.end();
+  mo.sha256 = digest.sha256();
+  md5 = digest.md5();
+  return true;
+}
+
+// A tar entry begun at the object's first bytes (they decide whether it is worth deflating).
+class EntrySink : public io::Sink {
+ public:
+  EntrySink(TarWriter& w, const ManifestObject& mo) : m_w(w), m_mo(mo) {}
+  void write(std::span<const char> data) override {
+    if (!m_started) {
+      m_w.begin(m_mo.path, m_mo.size, parse_mtime(m_mo.last_modified), looks_compressible(m_mo.content_type, data));
+      m_started = true;
+    }
+    m_w.write(data);
+  }
+  bool started() const { return m_started; }
+
+ private:
+  TarWriter& m_w;
+  const ManifestObject& m_mo;
+  bool m_started = false;
+};
+
+// A large object, streamed from the store into the tar now; the entry's size is the one the
+// store reports and must hold.
+void add_streamed(ObjectStore& store, const Item& item, TarWriter& writer, ManifestObject& mo, std::string& md5) {
+  ObjectInfo head = store.head_object(item.bucket, item.entry.key);
+  mo.size = head.size;
+  mo.content_type = head.content_type;
+  mo.metadata = head.metadata;
+  if (!head.etag.empty()) mo.etag = head.etag;
+  EntrySink entry_sink(writer, mo);
+  DigestSink digest(&entry_sink);
+  store.get_object(item.bucket, item.entry.key, digest);
+  if (!entry_sink.started() || digest.bytes() != mo.size) {
+    throw Error(ErrorCode::tool_failed,
+                fmt::format("{}/{} changed while it was read ({} bytes read, {} expected)", item.bucket,
+                            item.entry.key, digest.bytes(), mo.size),
+                "the object was replaced during the backup; run it again");
+  }
+  writer.end();
+  mo.sha256 = digest.sha256();
+  md5 = digest.md5();
+}
+
+// Kept, but no S3 restore will put them back (storage/object_store.hpp: dot_segment): said now,
+// not on the day of the restore.
+void warn_dotted_keys(const Manifest& manifest) {
+  std::size_t dotted = 0;
+  std::string first_dotted;
+  for (const auto& o : manifest.objects) {
+    if (!dot_segment(o.key).empty() && dotted++ == 0) first_dotted = o.bucket + "/" + o.key;
+  }
+  if (dotted > 0) {
+    spdlog::warn("backup objects: {} key(s) have a '.' or '..' segment (first: {}): kept in the archive, but a "
+                 "restore into S3 refuses them (README: security notes); rename them in the store",
+                 dotted, first_dotted);
+  }
+}
+
+}  // namespace
+
 BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& progress,
                             const BackupObjectsOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   // 1. Which buckets, then the whole listing, before anything is written.
-  std::vector<std::string> buckets = config.minio_buckets;
-  if (buckets.empty()) {
-    buckets = store.list_buckets();
-  } else {
-    for (const auto& b : buckets) {
-      if (!store.bucket_exists(b)) {
-        throw Error(ErrorCode::not_found, "bucket " + b + " does not exist on " + store.describe(),
-                    "check MINIO_BUCKETS (empty means every bucket)");
-      }
-    }
-    std::sort(buckets.begin(), buckets.end());
-  }
+  const std::vector<std::string> buckets = buckets_to_back_up(config, store);
   std::vector<Item> items;
   std::uint64_t listed_bytes = 0;
   for (const auto& b : buckets) {
@@ -205,7 +289,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   io::AtomicFileSink& file = files.sinks[0];
   io::StoredChain stored(file, config.age_recipients);
   TarWriter writer(stored.head(), config.objects_zstd ? TarCompression::zstd : TarCompression::gzip,
-                             config.zstd_threads);
+                   config.zstd_threads);
 
   Manifest manifest;
   manifest.label = store.label();
@@ -226,63 +310,14 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
       mo.last_modified = item.entry.last_modified;
       std::string md5;
       if (item.entry.size <= kBufferedMax) {
-        Fetched f = prefetch.take(i);
-        if (f.error) std::rethrow_exception(f.error);
-        if (f.vanished) {
+        if (!add_prefetched(prefetch, i, writer, mo, md5)) {
           spdlog::warn("backup objects: {}/{} was deleted during the backup; skipped", item.bucket, item.entry.key);
           ++vanished;
           continue;
         }
-        mo.size = f.data.size();
-        mo.content_type = f.info.content_type;
-        mo.metadata = f.info.metadata;
-        if (!f.info.etag.empty()) mo.etag = f.info.etag;
-        writer.begin(mo.path, mo.size, parse_mtime(mo.last_modified),
-                     looks_compressible(mo.content_type, std::span<const char>(f.data.data(), f.data.size())));
-        DigestSink digest(nullptr);
-        digest.write(std::span<const char>(f.data.data(), f.data.size()));
-        writer.write(std::span<const char>(f.data.data(), f.data.size()));
-        writer.end();
-        mo.sha256 = digest.sha256();
-        md5 = digest.md5();
       } else {
-        // Large: stream it through now; the entry's size is the listed one and must hold.
         prefetch.writer_at(i);
-        ObjectInfo head = store.head_object(item.bucket, item.entry.key);
-        mo.size = head.size;
-        mo.content_type = head.content_type;
-        mo.metadata = head.metadata;
-        if (!head.etag.empty()) mo.etag = head.etag;
-        class EntrySink : public io::Sink {
-         public:
-          EntrySink(TarWriter& w, const std::string& ct, const ManifestObject& mo)
-              : m_w(w), m_ct(ct), m_mo(mo) {}
-          void write(std::span<const char> data) override {
-            if (!m_started) {
-              m_w.begin(m_mo.path, m_mo.size, parse_mtime(m_mo.last_modified), looks_compressible(m_ct, data));
-              m_started = true;
-            }
-            m_w.write(data);
-          }
-          bool started() const { return m_started; }
-
-         private:
-          TarWriter& m_w;
-          const std::string& m_ct;
-          const ManifestObject& m_mo;
-          bool m_started = false;
-        } entry_sink(writer, mo.content_type, mo);
-        DigestSink digest(&entry_sink);
-        store.get_object(item.bucket, item.entry.key, digest);
-        if (!entry_sink.started() || digest.bytes() != mo.size) {
-          throw Error(ErrorCode::tool_failed,
-                      fmt::format("{}/{} changed while it was read ({} bytes read, {} expected)",
-                                  item.bucket, item.entry.key, digest.bytes(), mo.size),
-                      "the object was replaced during the backup; run it again");
-        }
-        writer.end();
-        mo.sha256 = digest.sha256();
-        md5 = digest.md5();
+        add_streamed(store, item, writer, mo, md5);
       }
       if (md5_etag(mo.etag) && md5 != mo.etag) {
         // A single-part ETag is the MD5 of the content (unless the server encrypts it).
@@ -296,18 +331,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   }
   writer.finish(manifest);
   progress.finish();
-  // Kept, but no S3 restore will put them back (storage/object_store.hpp: dot_segment): said now,
-  // not on the day of the restore.
-  std::size_t dotted = 0;
-  std::string first_dotted;
-  for (const auto& o : manifest.objects) {
-    if (!dot_segment(o.key).empty() && dotted++ == 0) first_dotted = o.bucket + "/" + o.key;
-  }
-  if (dotted > 0) {
-    spdlog::warn("backup objects: {} key(s) have a '.' or '..' segment (first: {}): kept in the archive, but a "
-                 "restore into S3 refuses them (README: security notes); rename them in the store",
-                 dotted, first_dotted);
-  }
+  warn_dotted_keys(manifest);
 
   Meta meta = new_backup_meta("objects", file.final_path(), stored.size(), stored.sha256(), config.profile,
                               files.time, seconds_since(t0),

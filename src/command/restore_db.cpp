@@ -181,11 +181,11 @@ DbFormat sniffed_format(const fs::path& file, DbFormat named, const fs::path& id
 
 }  // namespace
 
-RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
-                            const RestoreDbOptions& options, Progress& progress) {
-  RestorePlan plan;
-  plan.file = options.file;
-  plan.incoming = options.incoming;
+namespace {
+
+// plan_restore_db's steps, in order; each fills in `plan` or throws, and none changes anything.
+// 0. The options, the file and its format, and the target.
+void plan_file_and_target(const Config& config, const PgTarget& target, const RestoreDbOptions& options, RestorePlan& plan) {
   if (options.in_place && options.online) {
     throw Error(ErrorCode::usage, "--in-place and --online cannot be combined",
                 "--online needs room for a second copy; --in-place replaces the database directly");
@@ -211,6 +211,9 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
                        options.live ? "STAGING_DATABASE_URL" : "--target-db");
   }
 
+}
+
+void plan_meta(const Config& config, const RestoreDbOptions& options, RestorePlan& plan) {
   // 1. The meta: present, or an explicit opt-in for a dump made elsewhere.
   fs::path meta_path = plan.file;
   meta_path += ".meta";
@@ -234,6 +237,9 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   }
   plan.format = sniffed_format(plan.file, plan.format, config.age_identity, plan.format_note);
 
+}
+
+void plan_scan(const Config& config, const RestoreDbOptions& options, RestorePlan& plan, Progress& progress) {
   // 2. One pass over the file: sha256 and whether it reads.
   std::optional<PgTool> pg_restore;
   if (is_custom(plan.format)) {
@@ -284,6 +290,10 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   } else {
     plan.checksum_state = "no meta to compare with (--allow-no-meta)";
   }
+}
+
+// Whose dump it is.
+void plan_source_database(const PgTarget& target, const RestoreDbOptions& options, RestorePlan& plan) {
   if (is_custom(plan.format)) {
     auto db = dumped_database(plan.toc);
     if (!db) {
@@ -309,6 +319,9 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
     plan.other_database = source;
   }
 
+}
+
+void plan_server(const Config& config, const PgTarget& target, const RestoreDbOptions& options, RestorePlan& plan) {
   // 3. The server: the target, its size, the roles the backup needs.
   PgTarget maintenance = maintenance_target(target);
   PgConnection conn = PgConnection::open(maintenance);
@@ -341,6 +354,20 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
   if (!options.in_place && plan.target_exists) {
     plan.previous_name = previous_database_name(plan.target_database, unused_restore_timestamp(conn, plan.target_database));
   }
+}
+
+}  // namespace
+
+RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
+                            const RestoreDbOptions& options, Progress& progress) {
+  RestorePlan plan;
+  plan.file = options.file;
+  plan.incoming = options.incoming;
+  plan_file_and_target(config, target, options, plan);
+  plan_meta(config, options, plan);
+  plan_scan(config, options, plan, progress);
+  plan_source_database(target, options, plan);
+  plan_server(config, target, options, plan);
   return plan;
 }
 

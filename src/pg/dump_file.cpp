@@ -146,31 +146,43 @@ void stream_dump(const fs::path& file, DbFormat format, io::Sink& sink, Progress
   }
 }
 
+namespace {
+
+// scan_dump() of a custom-format file whose sha256 the caller already has: only the table of
+// contents is read (pg_restore stops reading after it, and copy() with it).
+DumpScan scan_toc_only(const fs::path& file, DbFormat format, const PgTool& pg_restore, Progress& progress,
+                       const fs::path& identity, const std::string& known_sha256) {
+  DumpScan scan;
+  auto report = [&](std::uint64_t n) { progress.update(n); };
+  std::unique_ptr<io::Source> source = io::open_plaintext(file, identity);
+  std::function<void(io::Sink&)> feed;
+  if (format == DbFormat::custom_zst) {
+    feed = [&](io::Sink& to_pg_restore) {
+      io::ZstdDecompressSink unzstd(to_pg_restore);
+      io::copy(*source, unzstd, report);
+    };
+  } else if (io::is_encrypted(file)) {
+    feed = [&](io::Sink& to_pg_restore) { io::copy(*source, to_pg_restore, report); };
+  }
+  scan.toc = run_pg_restore(pg_restore, {"--create", "--list"}, file, feed,
+                            "the archive's table of contents does not read");
+  auto incoming = io::IncomingFile::find(file);
+  scan.size = incoming ? incoming->size() : fs::file_size(file);
+  scan.sha256 = known_sha256;
+  scan.toc_entries = count_toc_entries(scan.toc);
+  return scan;
+}
+
+}  // namespace
+
 DumpScan scan_dump(const fs::path& file, DbFormat format, const PgTool* pg_restore,
                             Progress& progress, const fs::path& identity, ZstdScan zstd,
                             const std::string& known_sha256) {
+  if (!known_sha256.empty() && is_custom(format)) {
+    return scan_toc_only(file, format, *pg_restore, progress, identity, known_sha256);
+  }
   DumpScan scan;
   auto report = [&](std::uint64_t n) { progress.update(n); };
-  if (!known_sha256.empty() && is_custom(format)) {
-    // Only the table of contents: pg_restore stops reading after it, and copy() with it.
-    std::unique_ptr<io::Source> source = io::open_plaintext(file, identity);
-    std::function<void(io::Sink&)> feed;
-    if (format == DbFormat::custom_zst) {
-      feed = [&](io::Sink& to_pg_restore) {
-        io::ZstdDecompressSink unzstd(to_pg_restore);
-        io::copy(*source, unzstd, report);
-      };
-    } else if (io::is_encrypted(file)) {
-      feed = [&](io::Sink& to_pg_restore) { io::copy(*source, to_pg_restore, report); };
-    }
-    scan.toc = run_pg_restore(*pg_restore, {"--create", "--list"}, file, feed,
-                              "the archive's table of contents does not read");
-    auto incoming = io::IncomingFile::find(file);
-    scan.size = incoming ? incoming->size() : fs::file_size(file);
-    scan.sha256 = known_sha256;
-    scan.toc_entries = count_toc_entries(scan.toc);
-    return scan;
-  }
   // The stored bytes are hashed: in the same pass as the checks when they are the plaintext, in a
   // pass of their own when the file is encrypted.
   const bool encrypted = io::is_encrypted(file);

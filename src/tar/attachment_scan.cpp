@@ -16,6 +16,41 @@ namespace backupctl {
 
 using nlohmann::json;
 
+namespace {
+
+// Every object the manifest names is in the tar, at the path its bucket and key give, with the
+// manifest's size and sha256; nothing else is. `seen`: path -> size, sha256 of every entry.
+void check_against_manifest(const Manifest& manifest,
+                            const std::map<std::string, std::pair<std::uint64_t, std::string>>& seen) {
+  std::set<std::string> named;
+  for (const ManifestObject& o : manifest.objects) {
+    // The path is derived from bucket and key, never taken from the archive: a crafted manifest
+    // cannot steer a file outside its folder.
+    if (o.path != tar_path(o.bucket, o.key)) {
+      throw Error(ErrorCode::verification, "the manifest maps " + o.bucket + "/" + o.key + " to " + o.path,
+                  "refusing an archive whose paths do not follow from its keys");
+    }
+    auto it = seen.find(o.path);
+    if (it == seen.end()) {
+      throw Error(ErrorCode::verification, "the archive lacks " + o.bucket + "/" + o.key + " (" + o.path + ")",
+                  "the file is incomplete; use another backup");
+    }
+    if (it->second.first != o.size || it->second.second != o.sha256) {
+      throw Error(ErrorCode::verification, "the archive's copy of " + o.bucket + "/" + o.key + " does not match its manifest",
+                  "the file is damaged; use another backup");
+    }
+    named.insert(o.path);
+  }
+  for (const auto& [path, _] : seen) {
+    if (!named.count(path)) {
+      throw Error(ErrorCode::verification, "the archive holds " + path + ", which its manifest does not name",
+                  "refusing it: it was not written by backupctl, or was altered");
+    }
+  }
+}
+
+}  // namespace
+
 AttachmentTarScan scan_attachment_tar(const std::string& file, Progress& progress,
                                       const std::filesystem::path& identity) {
   const bool encrypted = io::is_encrypted(file);
@@ -75,31 +110,7 @@ AttachmentTarScan scan_attachment_tar(const std::string& file, Progress& progres
     throw Error(ErrorCode::verification, "the archive has no manifest (it ends early?)",
                 "the file is incomplete; use another backup");
   }
-  std::set<std::string> named;
-  for (const ManifestObject& o : scan.manifest.objects) {
-    // The path is derived from bucket and key, never taken from the archive: a crafted manifest
-    // cannot steer a file outside its folder.
-    if (o.path != tar_path(o.bucket, o.key)) {
-      throw Error(ErrorCode::verification, "the manifest maps " + o.bucket + "/" + o.key + " to " + o.path,
-                  "refusing an archive whose paths do not follow from its keys");
-    }
-    auto it = seen.find(o.path);
-    if (it == seen.end()) {
-      throw Error(ErrorCode::verification, "the archive lacks " + o.bucket + "/" + o.key + " (" + o.path + ")",
-                  "the file is incomplete; use another backup");
-    }
-    if (it->second.first != o.size || it->second.second != o.sha256) {
-      throw Error(ErrorCode::verification, "the archive's copy of " + o.bucket + "/" + o.key + " does not match its manifest",
-                  "the file is damaged; use another backup");
-    }
-    named.insert(o.path);
-  }
-  for (const auto& [path, _] : seen) {
-    if (!named.count(path)) {
-      throw Error(ErrorCode::verification, "the archive holds " + path + ", which its manifest does not name",
-                  "refusing it: it was not written by backupctl, or was altered");
-    }
-  }
+  check_against_manifest(scan.manifest, seen);
   return scan;
 }
 
