@@ -56,13 +56,28 @@ struct RestoreUndoArgs {
   bool confirm = false;
 };
 
+// Whether the app's api (API_URL) answers now, before a restore stops it.
+enum class ApiBefore { answered, silent };
+ApiBefore probe_api(const Config& config) {
+  if (config.api_url.empty()) return ApiBefore::silent;
+  return wait_until_http_answers(config.api_url, 0).empty() ? ApiBefore::answered : ApiBefore::silent;
+}
+
 // After a restore, with the services running again: the checklist (plan §4.5). Throws
-// Error(check_failed) naming the failed checks, with `undo` as the hint.
-void post_restore_checks(const Config& config, const std::string& undo) {
+// Error(check_failed) naming the failed checks, with `undo` as the hint. An api that answered
+// before the restore stopped it is given a minute to come back first: a container still starting
+// is not a failed check.
+void post_restore_checks(const Config& config, const std::string& undo, ApiBefore api = ApiBefore::silent) {
   std::error_code ec;
   if (!fs::exists(config.checks_file, ec)) {
     spdlog::info("restore: no checklist at {} (CHECKS_FILE); nothing checked", config.checks_file.string());
     return;
+  }
+  if (api == ApiBefore::answered) {
+    if (std::string why = wait_until_http_answers(config.api_url, 60); !why.empty()) {
+      spdlog::warn("restore: the api at {} answered before the restore and not for a minute since ({})",
+                   config.api_url, why);
+    }
   }
   auto checks = load_checklist(config.checks_file);
   std::unique_ptr<ObjectStore> store;
@@ -127,6 +142,7 @@ int restore_db_cmd(const Invocation& in, const RestoreDbArgs& args) {
                                              : "make restore-db BACKUP_FILE=" + args.restore.file.string() +
                                                    " CONFIRM=YES (or backupctl restore db --confirm)");
   return run_recorded(config, "restore db", "restore", [&](Journal& journal) {
+    const ApiBefore api = plan.stops_services ? probe_api(config) : ApiBefore::silent;
     RestoreReport report = run_restore_db(config, target, plan, args.restore, journal, *progress);
     if (in.out.json) {
       print_json(report.to_json());
@@ -143,7 +159,8 @@ int restore_db_cmd(const Invocation& in, const RestoreDbArgs& args) {
     post_restore_checks(config, report.safety_dump
                                     ? "to go back: CONFIRM=YES backupctl restore db --in-place --file " + report.safety_dump->string()
                                 : report.previous_kept ? "to go back: CONFIRM=YES backupctl restore undo"
-                                                       : "to go back: restore an earlier backup (`backupctl list --kind db`)");
+                                                       : "to go back: restore an earlier backup (`backupctl list --kind db`)",
+                        api);
     return Outcome{};
   });
 }
@@ -291,6 +308,7 @@ int restore_set(const Invocation& in, const RestoreAllArgs& args, IncomingBackup
   require_confirmation(in, args.confirm, text, {{"set", set}},
                        "CONFIRM=YES backupctl restore all --set " + json_string(set, "set_id", args.set));
   return run_recorded(config, "restore all", "restore", [&](Journal& journal) {
+    const ApiBefore api = db_plan && db_plan->stops_services ? probe_api(config) : ApiBefore::silent;
     nlohmann::json out = {{"ok", true}, {"set_id", json_string(set, "set_id")}};
     if (db_plan) {
       RestoreReport r = run_restore_db(config, target, *db_plan, db_options, journal, *progress);
@@ -313,7 +331,8 @@ int restore_set(const Invocation& in, const RestoreAllArgs& args, IncomingBackup
       }
     }
     if (in.out.json) print_json(out);
-    post_restore_checks(config, "to go back: CONFIRM=YES backupctl restore undo (and restore an earlier objects backup)");
+    post_restore_checks(config, "to go back: CONFIRM=YES backupctl restore undo (and restore an earlier objects backup)",
+                        api);
     return Outcome{};
   });
 }
