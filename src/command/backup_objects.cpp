@@ -3,12 +3,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
-#include <deque>
-#include <map>
-#include <mutex>
-#include <thread>
-
 #include "tar/tar.hpp"
 #include "io/age.hpp"
 #include "catalog/catalog.hpp"
@@ -20,6 +14,7 @@
 #include "util/fs.hpp"
 #include "util/signals.hpp"
 #include "util/time.hpp"
+#include "util/work_queue.hpp"
 
 namespace backupctl {
 
@@ -39,11 +34,9 @@ struct Item {
 };
 
 struct Fetched {
-  bool done = false;
   bool vanished = false;  // deleted between the listing and the download
   std::string data;
   ObjectInfo info;
-  std::exception_ptr error;
 };
 
 std::time_t parse_mtime(const std::string& text) {
@@ -72,93 +65,49 @@ class DigestSink : public io::Sink {
   std::uint64_t m_bytes = 0;
 };
 
-// Downloads the small objects ahead of the writer, in parallel, within kBudget bytes.
+// Downloads the small objects ahead of the writer, side by side, within kBudget bytes and kWindow
+// objects of it; the large ones are left to the writer.
 class Prefetcher {
  public:
   Prefetcher(ObjectStore& store, const std::vector<Item>& items, int threads)
-      : m_store(store), m_items(items), m_results(items.size()) {
-    for (int i = 0; i < threads; ++i) m_threads.emplace_back([this] { work(); });
-  }
-  ~Prefetcher() {
-    {
-      std::lock_guard<std::mutex> lock(m_mutex);
-      m_stop = true;
-    }
-    m_cv.notify_all();
-    for (auto& t : m_threads) t.join();
-  }
+      : m_store(store), m_items(items), m_work(threads, kBudget) {}
 
-  // Waits for item i (small) and hands its result over.
+  // Waits for item i (small, the next one not taken) and hands its result over.
   Fetched take(std::size_t i) {
-    std::unique_lock<std::mutex> lock(m_mutex);
-    m_writer_at = i;
-    m_cv.notify_all();
-    // Wake up now and then to notice SIGINT/SIGTERM (the handler cannot signal the condition).
-    while (!m_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return m_results[i].done; })) {
-      check_interrupted();
-    }
-    Fetched f = std::move(m_results[i]);
-    m_in_flight -= m_items[i].entry.size;
-    m_cv.notify_all();
-    return f;
+    writer_at(i);
+    return m_work.take();
   }
+  // Keeps the downloads ahead of item i going. Item i itself always fits: every small item
+  // before it has been taken, so nothing is held.
   void writer_at(std::size_t i) {
-    std::lock_guard<std::mutex> lock(m_mutex);
-    m_writer_at = i;
-    m_cv.notify_all();
+    while (m_next < m_items.size() && m_next < i + kWindow) {
+      const Item& item = m_items[m_next];
+      if (item.entry.size <= kBufferedMax &&
+          !m_work.try_add(item.entry.size, [this, &item] { return fetch(item); })) {
+        return;
+      }
+      ++m_next;
+    }
   }
 
  private:
-  void work() {
-    for (;;) {
-      std::size_t i;
-      {
-        std::unique_lock<std::mutex> lock(m_mutex);
-        for (;;) {
-          if (m_stop) return;
-          while (m_next < m_items.size() && m_items[m_next].entry.size > kBufferedMax) ++m_next;
-          if (m_next >= m_items.size()) return;
-          std::uint64_t size = m_items[m_next].entry.size;
-          bool room = m_in_flight == 0 || m_in_flight + size <= kBudget;
-          if (room && m_next < m_writer_at + kWindow) break;
-          m_cv.wait(lock);
-        }
-        i = m_next++;
-        m_in_flight += m_items[i].entry.size;
-      }
-      Fetched f;
-      try {
-        io::StringSink sink;
-        f.info = m_store.get_object(m_items[i].bucket, m_items[i].entry.key, sink);
-        f.data = sink.take();
-      } catch (const Error& e) {
-        if (e.code() == ErrorCode::not_found) {
-          f.vanished = true;
-        } else {
-          f.error = std::current_exception();
-        }
-      } catch (...) {
-        f.error = std::current_exception();
-      }
-      f.done = true;
-      {
-        std::lock_guard<std::mutex> lock(m_mutex);
-        m_results[i] = std::move(f);
-      }
-      m_cv.notify_all();
+  Fetched fetch(const Item& item) {
+    Fetched f;
+    try {
+      io::StringSink sink;
+      f.info = m_store.get_object(item.bucket, item.entry.key, sink);
+      f.data = sink.take();
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::not_found) throw;
+      f.vanished = true;
     }
+    return f;
   }
 
   ObjectStore& m_store;
   const std::vector<Item>& m_items;
-  std::vector<Fetched> m_results;
-  std::vector<std::thread> m_threads;
-  std::mutex m_mutex;
-  std::condition_variable m_cv;
-  std::size_t m_next = 0;
-  std::size_t m_writer_at = 0;
-  std::uint64_t m_in_flight = 0;
-  bool m_stop = false;
+  std::size_t m_next = 0;  // the first item not yet queued
+  OrderedWork<Fetched> m_work;
 };
 
 bool md5_etag(const std::string& etag) {
@@ -187,7 +136,6 @@ std::vector<std::string> buckets_to_back_up(const Config& config, ObjectStore& s
 // during the backup (skipped).
 bool add_prefetched(Prefetcher& prefetch, std::size_t i, TarWriter& writer, ManifestObject& mo, std::string& md5) {
   Fetched f = prefetch.take(i);
-  if (f.error) std::rethrow_exception(f.error);
   if (f.vanished) return false;
   mo.size = f.data.size();
   mo.content_type = f.info.content_type;

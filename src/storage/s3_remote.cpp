@@ -7,11 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <optional>
-#include <thread>
 
 #include "storage/object_store.hpp"
 #include "storage/remote_files.hpp"
@@ -30,20 +28,6 @@ namespace backupctl {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Starts `n` threads running `worker`. A thread that cannot be made (out of memory or threads)
-// stops the ones already running and is a clear error, not std::terminate in a destructor.
-template <class Worker, class Stop>
-void start_workers(std::vector<std::thread>& workers, std::uint64_t n, Worker& worker, Stop& stop) {
-  try {
-    workers.reserve(n);
-    for (std::uint64_t i = 0; i < n; ++i) workers.emplace_back(worker);
-  } catch (const std::exception& e) {  // std::system_error, or std::bad_alloc
-    stop();
-    throw Error(ErrorCode::io, std::string("cannot start a transfer thread: ") + e.what(),
-                "the host is out of memory or threads; try again when it is less busy");
-  }
-}
 
 std::string hex_of(const std::string& raw) {
   return hex_encode(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
@@ -76,6 +60,30 @@ struct ChunkSink : io::Sink {
   std::string name;
   std::uint64_t size = 0;
   std::string data;
+};
+
+// The buffers of one download's ranges, allocated once.
+class RangeBuffers {
+ public:
+  RangeBuffers(std::size_t n, const std::string& name) : m_buffers(n, ChunkSink(name)) {
+    for (auto& b : m_buffers) m_free.push_back(&b);
+  }
+  ChunkSink* pop() {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_free.empty()) throw Error(ErrorCode::internal, "no free buffer for a range");
+    ChunkSink* b = m_free.back();
+    m_free.pop_back();
+    return b;
+  }
+  void push(ChunkSink* b) {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_free.push_back(b);
+  }
+
+ private:
+  std::vector<ChunkSink> m_buffers;
+  std::mutex m_mutex;
+  std::vector<ChunkSink*> m_free;
 };
 
 class S3Remote : public Remote {
@@ -136,77 +144,35 @@ class S3Remote : public Remote {
       return;
     }
     const std::uint64_t chunks = (info.size + kGetChunk - 1) / kGetChunk;
-    std::vector<ChunkSink> buffers(kGetBuffers, ChunkSink(name));
-    std::vector<ChunkSink*> free_buffers;
-    for (auto& b : buffers) free_buffers.push_back(&b);
-    std::mutex mutex;
-    std::condition_variable cv;
-    std::map<std::uint64_t, ChunkSink*> ready;
-    std::uint64_t next_to_take = 0;
-    std::exception_ptr failure;
+    RangeBuffers buffers(kGetBuffers, name);
     const std::atomic<bool>* caller_stop = current_stop();
-    auto worker = [&] {
-      StopScope stop_with_the_caller(caller_stop);  // a caller that gives up ends the ranges in flight
-      for (;;) {
-        std::uint64_t i;
-        ChunkSink* chunk;
-        {
-          std::unique_lock<std::mutex> lock(mutex);
-          cv.wait(lock, [&] { return failure || next_to_take >= chunks || !free_buffers.empty(); });
-          if (failure || next_to_take >= chunks) return;
-          i = next_to_take++;
-          chunk = free_buffers.back();
-          free_buffers.pop_back();
-        }
-        try {
+    // The budget admits kGetBuffers ranges (only the last is shorter than kGetChunk) between
+    // try_add() and the end of the sink's write: a free buffer is always there for a range.
+    OrderedWork<ChunkSink*> ranges(static_cast<int>(std::min<std::uint64_t>(kThreads, chunks)),
+                                   kGetBuffers * kGetChunk);
+    auto add_ranges = [&] {
+      while (ranges.added() < chunks) {
+        const std::uint64_t first = ranges.added() * kGetChunk, last = std::min(info.size, first + kGetChunk) - 1;
+        bool added = ranges.try_add(last - first + 1, [&, first, last] {
+          StopScope stop_with_the_caller(caller_stop);  // a caller that gives up ends the ranges in flight
           check_interrupted();
-          const std::uint64_t first = i * kGetChunk, last = std::min(info.size, first + kGetChunk) - 1;
+          ChunkSink* chunk = buffers.pop();  // not given back on an error: the download ends
           chunk->expect(last - first + 1);
           m_store->get_range(m_config.bucket, key, first, last, *chunk, info.etag);
           chunk->check_whole();
-          std::lock_guard<std::mutex> lock(mutex);
-          ready.emplace(i, chunk);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(mutex);
-          if (!failure) failure = std::current_exception();
-        }
-        cv.notify_all();
+          return chunk;
+        });
+        if (!added) return;
       }
     };
-    std::vector<std::thread> workers;
-    auto stop = [&] {
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        if (!failure) failure = std::make_exception_ptr(Error(ErrorCode::internal, "stopped"));
-      }
-      cv.notify_all();
-      for (auto& t : workers) t.join();
-    };
-    start_workers(workers, std::min<std::uint64_t>(kThreads, chunks), worker, stop);
-    try {
-      for (std::uint64_t next = 0; next < chunks; ++next) {
-        ChunkSink* chunk;
-        {
-          std::unique_lock<std::mutex> lock(mutex);
-          cv.wait(lock, [&] { return failure || ready.count(next); });
-          if (failure) std::rethrow_exception(failure);
-          chunk = ready[next];
-          ready.erase(next);
-        }
-        sink.write(std::span<const char>(chunk->data.data(), chunk->data.size()));
-        fault_point("remote.chunk-fetched");
-        check_interrupted();  // the ranges in flight may all be on their way already
-        {
-          std::lock_guard<std::mutex> lock(mutex);
-          free_buffers.push_back(chunk);
-        }
-        cv.notify_all();
-      }
-    } catch (...) {
-      stop();
-      throw;
+    for (std::uint64_t next = 0; next < chunks; ++next) {
+      add_ranges();
+      ChunkSink* chunk = ranges.take();
+      sink.write(std::span<const char>(chunk->data.data(), chunk->data.size()));
+      fault_point("remote.chunk-fetched");
+      check_interrupted();  // the ranges in flight may all be on their way already
+      buffers.push(chunk);
     }
-    for (auto& t : workers) t.join();
   }
 
   void remove(const std::vector<std::string>& names) override {

@@ -49,6 +49,21 @@ bool WorkQueue::reserve(std::uint64_t bytes) {
   return true;
 }
 
+bool WorkQueue::try_reserve(std::uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  if (m_error || (m_held != 0 && m_held + bytes > m_budget)) return false;
+  m_held += bytes;
+  return true;
+}
+
+void WorkQueue::release(std::uint64_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_held -= bytes;
+  }
+  m_cv.notify_all();
+}
+
 void WorkQueue::submit(std::uint64_t bytes, std::function<void()> job) {
   {
     std::lock_guard<std::mutex> lock(m_mutex);

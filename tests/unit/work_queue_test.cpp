@@ -1,4 +1,4 @@
-// util/work_queue.hpp: the byte budget, the first error, cancel.
+// util/work_queue.hpp: the byte budget, the first error, cancel; OrderedWork's order and budget.
 #include "util/work_queue.hpp"
 
 #include <gtest/gtest.h>
@@ -101,6 +101,49 @@ TEST(WorkQueue, CancelDropsTheQueuedJobsAndWaitsForTheRunningOne) {
   queue.submit(1000, [&] { ++others; });
   EXPECT_TRUE(queue.drain());
   EXPECT_EQ(others, 1);
+}
+
+TEST(OrderedWork, ResultsComeInTheOrderAddedWhateverOrderTheyEndIn) {
+  OrderedWork<int> work(4, 1000);
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(work.try_add(10, [i] {
+      std::this_thread::sleep_for(std::chrono::milliseconds((8 - i) * 3));  // the later ones end first
+      return i;
+    }));
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(work.take(), i);
+  EXPECT_EQ(work.taken(), 8u);
+}
+
+TEST(OrderedWork, BytesStayHeldUntilTheResultIsTaken) {
+  OrderedWork<int> work(2, 100);
+  ASSERT_TRUE(work.try_add(60, [] { return 1; }));
+  std::this_thread::sleep_for(20ms);  // the job has ended; its result waits for take()
+  EXPECT_FALSE(work.try_add(60, [] { return 2; })) << "60 + 60 does not fit in 100 until the first is taken";
+  EXPECT_EQ(work.take(), 1);
+  ASSERT_TRUE(work.try_add(60, [] { return 2; }));
+  EXPECT_EQ(work.take(), 2);
+  EXPECT_TRUE(work.try_add(500, [] { return 3; })) << "nothing held: a job larger than the budget runs alone";
+  EXPECT_EQ(work.take(), 3);
+}
+
+TEST(OrderedWork, TakeRethrowsTheFirstErrorEvenForAnEarlierJob) {
+  OrderedWork<int> work(2, 1000);
+  std::atomic<bool> go{false};
+  ASSERT_TRUE(work.try_add(1, [&] {
+    while (!go) std::this_thread::sleep_for(1ms);
+    return 1;
+  }));
+  ASSERT_TRUE(work.try_add(1, []() -> int { throw Error(ErrorCode::io, "range 2 failed"); }));
+  try {
+    (void)work.take();
+    ADD_FAILURE() << "take() returned although a job failed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::io);
+    EXPECT_STREQ(e.what(), "range 2 failed");
+  }
+  go = true;
+  EXPECT_FALSE(work.try_add(1, [] { return 3; })) << "a failed queue takes no more jobs";
 }
 
 }  // namespace
