@@ -132,6 +132,21 @@ std::vector<std::string> buckets_to_back_up(const Config& config, ObjectStore& s
   return buckets;
 }
 
+// Every object of `buckets`, in the order the store lists them.
+std::vector<Item> list_items(ObjectStore& store, const std::vector<std::string>& buckets) {
+  std::vector<Item> items;
+  std::uint64_t listed_bytes = 0;
+  for (const auto& b : buckets) {
+    store.list_objects(b, "", [&](const ObjectEntry& e) {
+      items.push_back({b, e});
+      listed_bytes += e.size;
+    });
+  }
+  spdlog::info("backup objects: {} objects, {} in {} bucket(s) of {}", items.size(), human_bytes(listed_bytes),
+               buckets.size(), store.describe());
+  return items;
+}
+
 // A small object, fetched ahead by the prefetcher, into the tar. False when it was deleted
 // during the backup (skipped).
 bool add_prefetched(Prefetcher& prefetch, std::size_t i, TarWriter& writer, ManifestObject& mo, std::string& md5) {
@@ -215,16 +230,7 @@ BackupResult backup_objects(const Config& config, ObjectStore& store, Progress& 
   const auto t0 = std::chrono::steady_clock::now();
   // 1. Which buckets, then the whole listing, before anything is written.
   const std::vector<std::string> buckets = buckets_to_back_up(config, store);
-  std::vector<Item> items;
-  std::uint64_t listed_bytes = 0;
-  for (const auto& b : buckets) {
-    store.list_objects(b, "", [&](const ObjectEntry& e) {
-      items.push_back({b, e});
-      listed_bytes += e.size;
-    });
-  }
-  spdlog::info("backup objects: {} objects, {} in {} bucket(s) of {}", items.size(),
-               human_bytes(listed_bytes), buckets.size(), store.describe());
+  const std::vector<Item> items = list_items(store, buckets);
 
   // 2. The archive, reserved and streamed.
   const fs::path dir = config.kind_dir("objects");

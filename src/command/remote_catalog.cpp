@@ -98,6 +98,21 @@ std::string remote_table(const std::vector<RemoteEntry>& entries) {
   return out;
 }
 
+namespace {
+// This BACKUP_DIR's meta of a file named `name`, when it has a readable one.
+std::optional<Meta> local_meta(const Config& config, const std::string& name) {
+  std::error_code ec;
+  const fs::path mine = config.backup_dir / (name + ".meta");
+  if (!fs::is_regular_file(fs::symlink_status(mine, ec))) return std::nullopt;
+  try {
+    return read_meta(mine);
+  } catch (const Error& err) {
+    if (err.code() == ErrorCode::interrupted) throw;
+    return std::nullopt;
+  }
+}
+}  // namespace
+
 std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, bool read_data, Progress& progress,
                                          Journal* journal) {
   const std::string url = config.remote->url;
@@ -123,15 +138,7 @@ std::vector<RemoteVerdict> verify_remote(const Config& config, Remote& remote, b
     }
     // This BACKUP_DIR's own record of the copy, where it has one: a copy another host put under
     // the same name (with a meta of its own) is not this host's backup.
-    std::optional<Meta> local;
-    std::error_code ec;
-    if (const fs::path mine = config.backup_dir / (e.name + ".meta"); fs::is_regular_file(fs::symlink_status(mine, ec))) {
-      try {
-        local = read_meta(mine);
-      } catch (const Error& err) {
-        if (err.code() == ErrorCode::interrupted) throw;
-      }
-    }
+    const std::optional<Meta> local = local_meta(config, e.name);
     if (local && local->sha256 != e.meta->sha256) {
       v.detail = "not this host's backup: the remote's is " + made_by(*e.meta) + ", this BACKUP_DIR's sha256 " +
                  local->sha256.substr(0, 12) + "… (another host pushes to " + url + "?)";

@@ -232,6 +232,30 @@ class ObjectsRestoreRun {
     return true;
   }
 
+  // A multipart upload of `o`, journaled before it starts: a kill between the start and the
+  // journal would leave an open upload no one knows of. Until its id is known, the repair aborts
+  // the open uploads of this key begun since (there are none of ours before). `open_upload` is
+  // the journal's entry, settled at once for a store with nothing to abort.
+  std::unique_ptr<MultipartUpload> start_upload(const ManifestObject& o, const Placement& where,
+                                                Journal::Entry& open_upload) {
+    nlohmann::json record = {{"endpoint", m_store.describe()},
+                             {"bucket", where.bucket},
+                             {"key", where.key},
+                             {"upload_id", ""},
+                             // the server's clock may be behind ours by up to S3's 15 minutes
+                             {"since", iso8601_utc(Clock::now() - std::chrono::minutes(15))}};
+    open_upload = m_journal.add("multipart", record);
+    auto upload = m_store.start_multipart(where.bucket, where.key, PutOptions{o.content_type, o.metadata});
+    fault_point("restore-objects.upload-started");
+    if (upload->upload_id().empty()) {
+      open_upload.settle();  // a store with nothing to abort (a folder's parts are its own)
+    } else {
+      record["upload_id"] = upload->upload_id();
+      open_upload.update(record);
+    }
+    return upload;
+  }
+
   // Large: a multipart upload, its parts read in turn by this thread and sent side by side by the
   // workers (within the same memory budget) where the store takes parts in parallel. False when
   // an upload has failed (this one or another).
@@ -244,24 +268,8 @@ class ObjectsRestoreRun {
     std::string part_md5s;
     int number = 0;
     try {
-      // Journaled before it starts: a kill between the start and the journal would leave an open
-      // upload no one knows of. Until its id is known, the repair aborts the open uploads of this
-      // key begun since (there are none of ours before).
-      nlohmann::json record = {{"endpoint", m_store.describe()},
-                               {"bucket", where.bucket},
-                               {"key", where.key},
-                               {"upload_id", ""},
-                               // the server's clock may be behind ours by up to S3's 15 minutes
-                               {"since", iso8601_utc(Clock::now() - std::chrono::minutes(15))}};
-      Journal::Entry open_upload = m_journal.add("multipart", record);
-      auto upload = m_store.start_multipart(where.bucket, where.key, PutOptions{o.content_type, o.metadata});
-      fault_point("restore-objects.upload-started");
-      if (upload->upload_id().empty()) {
-        open_upload.settle();  // a store with nothing to abort (a folder's parts are its own)
-      } else {
-        record["upload_id"] = upload->upload_id();
-        open_upload.update(record);
-      }
+      Journal::Entry open_upload;
+      auto upload = start_upload(o, where, open_upload);
       const bool parallel = upload->parallel_parts();
       // Whatever ends this block (an error, a signal), no worker may still hold a part of
       // `upload` when it goes (aborting the upload); declared after it, this runs first.

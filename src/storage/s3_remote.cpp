@@ -222,17 +222,11 @@ class S3Remote : public Remote {
     return PutResult{hex_of(md5_raw), size, false};
   }
 
-  // A multipart upload: this thread reads the file in order (its sha256 on the way, each part's
-  // MD5), kThreads workers send the parts side by side. An open upload of the same key that an
-  // earlier push left is taken up again: parts already there with the same size and MD5 are kept.
-  PutResult put_parts(int fd, const fs::path& local, const std::string& key, std::uint64_t size,
-                      const std::string& sha256, const PutOptions& options, std::atomic<std::uint64_t>& sent) {
-    const std::uint64_t sent_before = sent.load();
-    const std::uint64_t part_size = part_size_for(size);
-    const int count = static_cast<int>((size + part_size - 1) / part_size);
-    std::unique_ptr<MultipartUpload> upload;
-    std::map<int, S3Store::Part> have;
-    PutResult result;
+  // The upload of `key`: an open one an earlier push left, when its parts fit this file's part
+  // size (`have` gets them), else a new one.
+  std::unique_ptr<MultipartUpload> open_upload(const std::string& key, std::uint64_t size, std::uint64_t part_size,
+                                               int count, const PutOptions& options,
+                                               std::map<int, S3Store::Part>& have, PutResult& result) {
     if (auto id = m_store->open_upload(m_config.bucket, key)) {
       auto parts = m_store->list_parts(m_config.bucket, key, *id);
       bool fits = true;
@@ -243,15 +237,27 @@ class S3Remote : public Remote {
       }
       if (fits) {
         // The parts there are in the upload's list; a part sent again replaces its entry.
-        upload = m_store->resume_multipart(m_config.bucket, key, *id, parts);
         result.resumed = true;
         spdlog::info("remote: resuming the upload of {} ({} of {} parts there)", key, parts.size(), count);
-      } else {
-        m_store->abort_multipart(m_config.bucket, key, *id);
-        have.clear();
+        return m_store->resume_multipart(m_config.bucket, key, *id, parts);
       }
+      m_store->abort_multipart(m_config.bucket, key, *id);
+      have.clear();
     }
-    if (!upload) upload = m_store->start_multipart(m_config.bucket, key, options);
+    return m_store->start_multipart(m_config.bucket, key, options);
+  }
+
+  // A multipart upload: this thread reads the file in order (its sha256 on the way, each part's
+  // MD5), kThreads workers send the parts side by side. An open upload of the same key that an
+  // earlier push left is taken up again: parts already there with the same size and MD5 are kept.
+  PutResult put_parts(int fd, const fs::path& local, const std::string& key, std::uint64_t size,
+                      const std::string& sha256, const PutOptions& options, std::atomic<std::uint64_t>& sent) {
+    const std::uint64_t sent_before = sent.load();
+    const std::uint64_t part_size = part_size_for(size);
+    const int count = static_cast<int>((size + part_size - 1) / part_size);
+    std::map<int, S3Store::Part> have;
+    PutResult result;
+    std::unique_ptr<MultipartUpload> upload = open_upload(key, size, part_size, count, options, have, result);
 
     // Up to two parts per thread in memory: one being sent, one read and waiting.
     const int threads = std::min(kThreads, count);

@@ -105,6 +105,57 @@ ExitStatus decode(int status) {
   return s;
 }
 
+// The child's side of spawn(), between fork and exec: only async-signal-safe calls.
+struct ChildStdio {
+  int fd;     // -1: inherited, unless null
+  bool null;  // /dev/null
+};
+[[noreturn]] void exec_in_child(pid_t parent, ChildStdio in, ChildStdio out, ChildStdio err,
+                                const std::string& program, std::vector<char*>& argv, std::vector<char*>& envp,
+                                int exec_error_fd) {
+  struct sigaction dfl;
+  std::memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGXFSZ}) ::sigaction(sig, &dfl, nullptr);
+  // The child dies with us, even when we are killed with SIGKILL: no orphaned pg_restore keeps
+  // loading a database nobody will use. (The death signal fires when the spawning thread ends:
+  // children are spawned by threads that outlive them.)
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  int e = 0;
+  if (::getppid() != parent) ::_exit(127);
+  if (!child_redirect(in.fd, 0, in.null, O_RDONLY) || !child_redirect(out.fd, 1, out.null, O_WRONLY) ||
+      !child_redirect(err.fd, 2, err.null, O_WRONLY)) {
+    e = errno;
+  } else {
+    ::execve(program.c_str(), argv.data(), envp.data());
+    e = errno;
+  }
+  [[maybe_unused]] ssize_t n = ::write(exec_error_fd, &e, sizeof e);
+  ::_exit(127);
+}
+
+// Reads the errno a child that could not exec sent (nothing: exec worked, the pipe closed on
+// it) and throws it, the child reaped.
+void check_exec(pid_t pid, int exec_error_fd, const std::string& argv0) {
+  int child_errno = 0;
+  ssize_t got;
+  do {
+    got = ::read(exec_error_fd, &child_errno, sizeof child_errno);
+  } while (got < 0 && errno == EINTR);
+  if (got != static_cast<ssize_t>(sizeof child_errno)) return;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  Error e = errno_error(child_errno, "cannot run " + argv0);
+  if (child_errno == ENOENT) {
+    throw Error(ErrorCode::not_found, e.what(), "install it or put its directory on PATH (for PostgreSQL tools: PG_BINDIR)");
+  }
+  throw e;
+}
+
 }  // namespace
 
 Child Child::spawn(const SpawnOptions& options) {
@@ -149,49 +200,14 @@ Child Child::spawn(const SpawnOptions& options) {
   const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
-    struct sigaction dfl;
-    std::memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGXFSZ}) ::sigaction(sig, &dfl, nullptr);
-    // The child dies with us, even when we are killed with SIGKILL: no orphaned pg_restore keeps
-    // loading a database nobody will use. (The death signal fires when the spawning thread ends:
-    // children are spawned by threads that outlive them.)
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    int err = 0;
-    if (::getppid() != parent) ::_exit(127);
-    if (!child_redirect(in_fd, 0, in_null, O_RDONLY) || !child_redirect(out_fd, 1, out_null, O_WRONLY) ||
-        !child_redirect(err_fd, 2, err_null, O_WRONLY)) {
-      err = errno;
-    } else {
-      ::execve(program.c_str(), argv.data(), envp.data());
-      err = errno;
-    }
-    [[maybe_unused]] ssize_t n = ::write(exec_error.write.get(), &err, sizeof err);
-    ::_exit(127);
+    exec_in_child(parent, {in_fd, in_null}, {out_fd, out_null}, {err_fd, err_null}, program, argv, envp,
+                  exec_error.write.get());
   }
   int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) throw errno_error(fork_errno, "cannot run " + options.argv[0] + " (fork)");
   exec_error.write.reset();
-  int child_errno = 0;
-  ssize_t got;
-  do {
-    got = ::read(exec_error.read.get(), &child_errno, sizeof child_errno);
-  } while (got < 0 && errno == EINTR);
-  if (got == static_cast<ssize_t>(sizeof child_errno)) {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    Error e = errno_error(child_errno, "cannot run " + options.argv[0]);
-    if (child_errno == ENOENT) {
-      throw Error(ErrorCode::not_found, e.what(),
-                  "install it or put its directory on PATH (for PostgreSQL tools: PG_BINDIR)");
-    }
-    throw e;
-  }
+  check_exec(pid, exec_error.read.get(), options.argv[0]);
   child.m_pid = pid;
   child.m_in = std::move(in_pipe.write);
   child.m_out = std::move(out_pipe.read);
