@@ -9,12 +9,16 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 build, out = sys.argv[1], sys.argv[2]
 common = ["gcovr", "--root", ".", "--filter", "src/", "--object-directory", build]
-summary = subprocess.run(common + ["--print-summary", "-o", os.devnull], check=True,
-                         capture_output=True, text=True).stdout
+# The report itself goes to a scratch file, not /dev/null: after a coverage run here /dev/null
+# was found a regular file (cause not pinned down), and a tool run as root must not risk it.
+with tempfile.TemporaryDirectory() as scratch:
+    summary = subprocess.run(common + ["--print-summary", "-o", os.path.join(scratch, "report.txt")],
+                             check=True, capture_output=True, text=True).stdout
 print(summary.strip())
 files = json.loads(subprocess.run(common + ["--json-summary"], check=True, capture_output=True,
                                   text=True).stdout)["files"]

@@ -85,7 +85,9 @@ void ZstdDecompressSink::write(std::span<const char> data) {
                   "the file is damaged; use another backup");
     }
     m_last_hint = hint;
-    output_full = out.pos == out.size;
+    // A frame that ended exactly at the end of the buffer is done: another call would start a
+    // next frame and wait for its header (every WAL segment, 16 MiB, ends so).
+    output_full = out.pos == out.size && hint != 0;
     if (out.pos > 0) {
       m_out_bytes += out.pos;
       m_next.write(std::span<const char>(m_out.data(), out.pos));

@@ -1,4 +1,4 @@
-// io/zstd.hpp: the pull side of zstd, and a cut stream.
+// io/zstd.hpp: the pull side of zstd, a cut stream, a frame that fills the last buffer exactly.
 #include <gtest/gtest.h>
 
 #include "io/pipeline.hpp"
@@ -38,6 +38,26 @@ TEST(ZstdSource, PullsWhatWasPushed) {
   io::ZstdSource unz2(cut);
   io::NullSink null;
   EXPECT_THROW(io::copy(unz2, null), Error);
+}
+
+// A frame whose content ends exactly where the decoder's output buffer does (16 MiB: every WAL
+// segment) is whole; it was once taken for a cut stream, the decoder asked for a next frame.
+TEST(ZstdDecompressSink, AFrameEndingAtTheEndOfTheOutputBufferIsWhole) {
+  const std::string data(16u << 20, '\0');
+  io::StringSink compressed;
+  io::ZstdCompressSink z(compressed, 3, 0);
+  z.write(std::span<const char>(data.data(), data.size()));
+  z.finish();
+  io::StringSink out;
+  io::ZstdDecompressSink unz(out);
+  unz.write(std::span<const char>(compressed.data().data(), compressed.data().size()));
+  EXPECT_NO_THROW(unz.finish());
+  EXPECT_EQ(out.data().size(), data.size());
+
+  io::StringSink out2;
+  io::ZstdDecompressSink cut(out2);
+  cut.write(std::span<const char>(compressed.data().data(), compressed.data().size() - 4));
+  EXPECT_THROW(cut.finish(), Error) << "without its checksum the frame is not whole";
 }
 
 }  // namespace backupctl
