@@ -37,6 +37,10 @@ std::string iso8601(Clock::time_point t) {
   return std::string(buf) + zone;
 }
 
+namespace {
+constexpr int kFirstYear = 1970, kLastYear = 2200;  // system_clock's range is 1677-2262
+}  // namespace
+
 std::optional<Clock::time_point> parse_iso8601(std::string_view text) {
   int y, mo, d, h, mi, s;
   char rest[16] = {0};
@@ -44,6 +48,9 @@ std::optional<Clock::time_point> parse_iso8601(std::string_view text) {
   if (std::sscanf(str.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%15s", &y, &mo, &d, &h, &mi, &s, rest) < 6) {
     return std::nullopt;
   }
+  // Years a std::chrono::system_clock (nanoseconds since 1970) holds: a crafted "2999-01-01" in a
+  // meta must be refused, not overflow.
+  if (y < kFirstYear || y > kLastYear) return std::nullopt;
   long offset = 0;
   std::string zone(rest);
   // Fractional seconds are accepted and ignored.
@@ -81,6 +88,7 @@ std::optional<Clock::time_point> parse_name_timestamp(std::string_view text) {
     if (i != 8 && (text[i] < '0' || text[i] > '9')) return std::nullopt;
   }
   std::string s(text);
+  if (const int year = std::stoi(s.substr(0, 4)); year < kFirstYear || year > kLastYear) return std::nullopt;
   std::tm tm{};
   tm.tm_year = std::stoi(s.substr(0, 4)) - 1900;
   tm.tm_mon = std::stoi(s.substr(4, 2)) - 1;

@@ -44,6 +44,9 @@ TEST_F(TimeTest, Iso8601RoundTrips) {
   EXPECT_EQ(parse_iso8601("2026-02-25T22:15:00-05:00"), t);
   EXPECT_FALSE(parse_iso8601("yesterday"));
   EXPECT_FALSE(parse_iso8601("2026-02-26T03:15:00+0x:00"));
+  // Past what the clock type holds (UBSan once caught the overflow): refused, not wrapped.
+  EXPECT_FALSE(parse_iso8601("2999-01-01T00:00:00Z"));
+  EXPECT_FALSE(parse_iso8601("1066-10-14T09:00:00Z"));
 }
 
 TEST_F(TimeTest, NameTimestampsParseBack) {
@@ -52,6 +55,7 @@ TEST_F(TimeTest, NameTimestampsParseBack) {
   EXPECT_FALSE(parse_name_timestamp("20261326_121500"));
   EXPECT_FALSE(parse_name_timestamp("20260226-121500"));
   EXPECT_FALSE(parse_name_timestamp("2026022_121500"));
+  EXPECT_FALSE(parse_name_timestamp("29990101_000000"));
 }
 
 }  // namespace backupctl
