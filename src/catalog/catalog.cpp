@@ -161,7 +161,7 @@ std::vector<std::pair<fs::path, std::string>> interrupted_leftovers(const fs::pa
       roles_in_use.insert(roles_filename(name.substr(0, name.size() - 5)));
     }
   }
-  for (const char* sub : {"db", "objects", "config", "sets", "rehearsals", "reports", "journal"}) {
+  for (const char* sub : {"db", "objects", "config", "base", "sets", "rehearsals", "reports", "journal"}) {
     fs::path dir = backup_dir / sub;
     if (!fs::is_directory(dir, ec)) continue;
     for (const auto& de : fs::directory_iterator(dir, ec)) {

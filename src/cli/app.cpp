@@ -104,6 +104,7 @@ int run_cli(int argc, char** argv) {
   add_restore_commands(app, table);
   add_inspect_commands(app, table);
   add_maintain_commands(app, table);
+  add_wal_commands(app, table);
 
   try {
     app.parse(argc, argv);

@@ -8,6 +8,7 @@
 
 #include "cli/command.hpp"
 #include "command/backup_config.hpp"
+#include "command/backup_base.hpp"
 #include "command/backup_db.hpp"
 #include "command/backup_objects.hpp"
 #include "command/remote.hpp"
@@ -179,6 +180,7 @@ void add_backup_commands(CLI::App& app, CommandTable& table) {
   auto* objects = backup->add_subcommand("objects", "archive the attachments (S3 or disk)");
   auto* config = backup->add_subcommand("config", "archive the config files (CONFIG_PATHS)");
   auto* all = backup->add_subcommand("all", "db, objects and config as one backup set");
+  auto* base = backup->add_subcommand("base", "a base backup for point-in-time recovery (pg_basebackup)");
   for (auto* b : {db, objects, config, all}) {
     b->add_flag("--no-remote", backup_opts->no_remote, "no off-site copy this time (BACKUP_REMOTE_URL)");
   }
@@ -194,6 +196,20 @@ void add_backup_commands(CLI::App& app, CommandTable& table) {
     return run_backup(in, *backup_opts, "config", [&](Progress& p) { return backup_config(in.config, p); });
   });
   table.add(all, [backup_opts](const Invocation& in) { return backup_all_cmd(in, *backup_opts); });
+  table.add(base, [](const Invocation& in) {
+    PgTarget target = PgTarget::from_environment();
+    // Not pruned nor copied off-site yet: retention and push do not know base backups (STATUS).
+    return run_recorded(in.config, "backup base", "base", [&](Journal& journal) {
+      auto progress = make_progress(in.out);
+      Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
+      BackupResult r = backup_base(in.config, target, *progress);
+      unfinished.settle();
+      show_backup(in.out, r);
+      Outcome outcome;
+      outcome.successes.emplace_back(r.meta.kind, r.meta.duration_seconds, r.meta.size, r.file.string());
+      return outcome;
+    });
+  });
 
   auto push_opts = std::make_shared<PushOptions>();
   auto* push = app.add_subcommand("push", "copy to BACKUP_REMOTE_URL what it lacks (resumes a copy cut short)");

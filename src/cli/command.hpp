@@ -40,6 +40,7 @@ void add_backup_commands(CLI::App& app, CommandTable& table);    // backup db|ob
 void add_restore_commands(CLI::App& app, CommandTable& table);   // restore db|objects|config|all|undo
 void add_inspect_commands(CLI::App& app, CommandTable& table);   // list, verify, status, check
 void add_maintain_commands(CLI::App& app, CommandTable& table);  // prune, repair, rehearse, schedule
+void add_wal_commands(CLI::App& app, CommandTable& table);       // wal check|stream
 
 // Without CONFIRM=YES (or --confirm) a command that changes live state prints its plan and stops,
 // having changed nothing: Error(confirmation_required) with `how` to go ahead as the hint.

@@ -12,6 +12,7 @@
 #include "command/remote.hpp"
 #include "command/restore_config.hpp"
 #include "command/restore_db.hpp"
+#include "command/restore_pitr.hpp"
 #include "command/restore_objects.hpp"
 #include "command/sets.hpp"
 #include "pg/target.hpp"
@@ -27,6 +28,7 @@ namespace {
 
 struct RestoreDbArgs {
   RestoreDbOptions restore;
+  std::string to_time, to_lsn;  // a point-in-time restore
   bool confirm = false;
   bool remote = false;  // --file names a backup on the remote
 };
@@ -113,8 +115,41 @@ bool streams_from_remote(const Config& config, const std::string& name, bool in_
   return !in_place && format && is_custom(*format) && !fs::exists(fs::symlink_status(config.kind_dir("db") / name, ec));
 }
 
+// restore db --to-time / --to-lsn: the guarded restore of the database as recovered to a moment
+// (command/restore_pitr.hpp).
+int restore_pitr_cmd(const Invocation& in, const RestoreDbArgs& args) {
+  const Config& config = in.config;
+  if (!args.restore.file.empty()) {
+    throw Error(ErrorCode::usage, "--file and --to-time/--to-lsn name two sources", "give a dump file, or a moment");
+  }
+  if (args.remote) {
+    throw Error(ErrorCode::usage, "a point-in-time restore from the remote is not built yet",
+                "restore from BACKUP_DIR (docs/STATUS.md: continuous protection)");
+  }
+  PgTarget target = PgTarget::from_environment();
+  PitrOptions options{args.to_time, args.to_lsn, args.restore};
+  PitrPlan plan = plan_pitr(config, target, options);
+  require_confirmation(in, args.confirm, plan.describe(), plan.to_json(),
+                       "CONFIRM=YES backupctl restore db " +
+                           (args.to_lsn.empty() ? "--to-time " + args.to_time : "--to-lsn " + args.to_lsn));
+  return run_recorded(config, "restore db", "restore", [&](Journal& journal) {
+    auto progress = make_progress(in.out);
+    const ApiBefore api = args.restore.target_db.empty() ? probe_api(config) : ApiBefore::silent;
+    RestoreReport report = run_pitr(config, target, plan, options, journal, *progress);
+    if (in.out.json) {
+      print_json(report.to_json());
+    } else {
+      std::cout << report.describe();
+    }
+    if (!args.restore.target_db.empty()) return Outcome{};
+    post_restore_checks(config, report.previous_kept ? "to go back: CONFIRM=YES backupctl restore undo" : "", api);
+    return Outcome{};
+  });
+}
+
 int restore_db_cmd(const Invocation& in, const RestoreDbArgs& args) {
   const Config& config = in.config;
+  if (!args.to_time.empty() || !args.to_lsn.empty()) return restore_pitr_cmd(in, args);
   if (args.remote && !args.restore.file.empty()) {
     RestoreDbArgs local = args;
     local.remote = false;
@@ -375,6 +410,9 @@ void add_restore_commands(CLI::App& app, CommandTable& table) {
   db->add_flag("--allow-no-meta", db_args->restore.allow_no_meta, "accept a dump without .meta (made elsewhere)");
   db->add_flag("--allow-other-database", db_args->restore.allow_other_database,
                "restore a dump of another database than PGDATABASE over it");
+  db->add_option("--to-time", db_args->to_time,
+                 "point-in-time: the database as it was then (2026-12-06T14:01:59Z, or latest)");
+  db->add_option("--to-lsn", db_args->to_lsn, "point-in-time: the database as it was at this WAL position");
   db->add_flag("--confirm", db_args->confirm, kConfirmHelp);
   db->add_flag("--remote", db_args->remote, kRemoteFileHelp);
   table.add(db, [db_args](const Invocation& in) { return restore_db_cmd(in, *db_args); });

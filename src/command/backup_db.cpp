@@ -22,42 +22,6 @@
 namespace backupctl {
 namespace {
 
-struct StreamResult {
-  std::uint64_t size = 0;
-  std::string sha256;
-};
-
-// Runs `argv` and streams its stdout through [zstd] -> sha256 -> count -> sink, then checks its
-// exit status. On any failure the caller's sink is left uncommitted (and so removed).
-StreamResult stream_program(const std::string& tool, SpawnOptions spawn, io::AtomicFileSink& sink,
-                            const DbCompression* zstd, int zstd_threads,
-                            const std::vector<std::string>& age_recipients, Progress& progress,
-                            std::string_view what_was_lost) {
-  io::StoredChain stored(sink, age_recipients);
-  std::unique_ptr<io::ZstdCompressSink> compress;
-  io::Sink* head = &stored.head();
-  if (zstd != nullptr) {
-    compress = std::make_unique<io::ZstdCompressSink>(stored.head(), zstd->level, zstd_threads);
-    head = compress.get();
-  }
-  spawn.in = Stdio::null;
-  spawn.out = Stdio::pipe;
-  spawn.err = Stdio::pipe;
-
-  Child child = Child::spawn(spawn);
-  io::ChildSource source(child);
-  io::copy(source, *head, [&](std::uint64_t n) { progress.update(n); });
-  ExitStatus status = child.wait();
-  if (!status.ok()) throw pg_tool_failure(tool, status, child.stderr_tail(), what_was_lost);
-  for (std::string_view rest = child.stderr_tail(); !rest.empty();) {
-    auto nl = rest.find('\n');
-    std::string line(rest.substr(0, nl));
-    if (!line.empty()) spdlog::warn("{}", line);
-    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
-  }
-  return {stored.size(), stored.sha256()};
-}
-
 struct ServerInfo {
   std::string database, where, host, port, user, version;
   int major = 0;
@@ -108,18 +72,20 @@ BackupResult backup_db(const Config& config, const PgTarget& target, Progress& p
   // if the dump fails, both are removed; if we crash in between, an orphan .roles.sql is not a
   // backup and prune removes it.
   NoProgress quiet;
-  StreamResult roles = stream_program(
+  StreamResult roles = stream_pg_program(
       pg_dumpall.name(), {.argv = pg_dumpall.argv({"--roles-only", "--no-role-passwords", "--no-password", "--database=" + database}),
        .env = target.child_env()},
       roles_sink, nullptr, 0, config.age_recipients, quiet, "no roles file was kept");
+  warn_lines(roles.stderr_text);
 
   int level = zstd ? 0 : config.db_compression.level;
   progress.start("pg_dump " + database);
-  StreamResult data = stream_program(
+  StreamResult data = stream_pg_program(
       pg_dump.name(), {.argv = pg_dump.argv({"--format=custom", "--compress=" + std::to_string(level), "--no-password"}),
        .env = target.child_env()},
       dump, zstd ? &config.db_compression : nullptr, config.zstd_threads, config.age_recipients,
       progress, "the incomplete dump was removed");
+  warn_lines(data.stderr_text);
   progress.finish();
   if (data.size == 0) {
     throw Error(ErrorCode::tool_failed, "pg_dump produced no output",

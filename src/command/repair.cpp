@@ -13,6 +13,8 @@
 #include "catalog/naming.hpp"
 #include "command/restore_config.hpp"
 #include "command/restore_db.hpp"
+#include "command/restore_pitr.hpp"
+#include "pg/recovery_cluster.hpp"
 #include "pg/connection.hpp"
 #include "pg/identity.hpp"
 #include "pg/swap.hpp"
@@ -208,6 +210,16 @@ std::string repair_temp_dir(const Config& config, const json& d) {
   return "removed " + p.string();
 }
 
+// A point-in-time restore's temporary cluster: its server stopped, its folder removed.
+std::string repair_recovery_cluster(const Config& config, const json& d) {
+  fs::path p = json_string(d, "path");
+  if (!own_recovery_folder(config, p)) throw forged("\"" + p.string() + "\" as a recovery folder");
+  struct stat st{};
+  if (::lstat(p.c_str(), &st) != 0) return "";
+  if (!S_ISDIR(st.st_mode)) throw forged("\"" + p.string() + "\", not a folder, as a recovery folder");
+  return remove_recovery_cluster(p);
+}
+
 std::string repair_staging_database(const json& d) {
   std::string name = json_string(d, "name"), live = json_string(d, "live");
   if (name.empty() || name == live || name == current_target().dbname()) {
@@ -337,6 +349,7 @@ std::string repair_entry(const Config& config, const std::string& type, const js
   if (type == "swap") return repair_swap(data);
   if (type == "in_place") return repair_in_place(config, data);
   if (type == "temp_dir") return repair_temp_dir(config, data);
+  if (type == "recovery_cluster") return repair_recovery_cluster(config, data);
   if (type == "staging_database") return repair_staging_database(data);
   if (type == "staging_app") return repair_staging_app(config, data);
   if (type == "staging_objects") return repair_staging_objects(config, data);

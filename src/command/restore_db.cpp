@@ -719,6 +719,7 @@ RestoreReport run_restore_db(const Config& config, const PgTarget& target, const
 std::string RestoreReport::describe() const {
   std::string out = fmt::format("restored {} into database {} ({}) in {}\n", file.string(), target,
                                 mode, human_duration(total_seconds));
+  if (!recovered_to.empty()) out += "  recovered to " + recovered_to + "\n";
   for (const auto& [name, secs] : phases) out += fmt::format("  {:<22} {}\n", name, human_duration(secs));
   out += fmt::format("  {:<22} {}\n", "services down", human_duration(services_down_seconds));
   if (!roles_created.empty()) {
@@ -748,6 +749,7 @@ std::string RestoreReport::describe() const {
 nlohmann::json RestoreReport::to_json() const {
   nlohmann::json j = {{"ok", true},
                       {"file", file.string()},
+                      {"recovered_to", recovered_to},
                       {"target", target},
                       {"mode", mode},
                       {"previous", previous_kept ? previous : ""},

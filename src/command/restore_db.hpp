@@ -73,6 +73,7 @@ struct RestorePlan {
 
 struct RestoreReport {
   std::filesystem::path file;
+  std::string recovered_to;  // a point-in-time restore: the target, and where replay stopped
   std::string target;
   std::string mode;
   std::string previous;  // "<db>__pre_restore_<ts>", empty when there was none

@@ -429,6 +429,35 @@ void read_monitoring(Config& c) {
   while (!c.api_url.empty() && c.api_url.back() == '/') c.api_url.pop_back();
 }
 
+// Continuous protection: the WAL receiver, base backups, the point-in-time restore's scratch.
+void read_wal(Config& c) {
+  if (auto v = env_value("BACKUP_WAL")) {
+    if (*v == "stream") {
+      c.wal_stream = true;
+    } else if (*v != "off") {
+      throw Error(ErrorCode::usage, "BACKUP_WAL=" + *v + " is not a WAL mode", "use stream (continuous protection) or off");
+    }
+  }
+  if (auto v = env_value("WAL_SLOT")) {
+    const bool ok = !v->empty() && v->size() <= 63 && std::all_of(v->begin(), v->end(), [](char ch) {
+      return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+    });
+    if (!ok) throw Error(ErrorCode::usage, "WAL_SLOT=" + *v + " is not a slot name", "use lower-case letters, digits and _ (at most 63)");
+    c.wal_slot = *v;
+  }
+  if (auto v = env_value("WAL_PUSH_INTERVAL")) c.wal_push_interval = static_cast<int>(parse_int_setting("WAL_PUSH_INTERVAL", *v, 1, 86400));
+  if (auto v = env_value("BACKUP_BASE_EVERY_HOURS")) {
+    c.base_every_hours = static_cast<int>(parse_int_setting("BACKUP_BASE_EVERY_HOURS", *v, 1, 24 * 366));
+  }
+  if (auto v = env_value("WAL_ALLOW_UNBOUNDED_SLOT")) c.wal_allow_unbounded_slot = parse_bool_setting("WAL_ALLOW_UNBOUNDED_SLOT", *v);
+  c.pitr_work_dir = env_value("PITR_WORK_DIR").value_or((c.backup_dir / ".pitr").string());
+  if (c.pitr_work_dir.is_relative()) c.pitr_work_dir = c.app_root / c.pitr_work_dir;
+  c.pitr_work_dir = c.pitr_work_dir.lexically_normal();
+  while (c.pitr_work_dir.has_filename() == false && c.pitr_work_dir != c.pitr_work_dir.root_path()) {
+    c.pitr_work_dir = c.pitr_work_dir.parent_path();
+  }
+}
+
 // The rehearsal's staging places and app.
 void read_rehearsal(Config& c) {
   c.staging_database_url = env_value("STAGING_DATABASE_URL").value_or("");
@@ -466,6 +495,7 @@ Config Config::from_environment() {
   read_encryption_and_remote(c);
   read_monitoring(c);
   read_rehearsal(c);
+  read_wal(c);
   return c;
 }
 

@@ -131,6 +131,14 @@ struct Config {
   // against the staging database and objects for the rehearsal's checks and stopped after them.
   std::vector<std::string> staging_app_start_cmd, staging_app_stop_cmd;
 
+  // Continuous protection (point-in-time recovery).
+  bool wal_stream = false;                    // BACKUP_WAL=stream|off
+  std::string wal_slot = "backupctl";         // WAL_SLOT: the receiver's replication slot
+  int wal_push_interval = 30;                 // WAL_PUSH_INTERVAL, seconds
+  int base_every_hours = 24;                  // BACKUP_BASE_EVERY_HOURS
+  bool wal_allow_unbounded_slot = false;      // WAL_ALLOW_UNBOUNDED_SLOT=yes
+  fs::path pitr_work_dir;                     // PITR_WORK_DIR, default $BACKUP_DIR/.pitr
+
   // Reads and validates the environment; throws Error(usage) naming the bad variable.
   static Config from_environment();
 

@@ -59,7 +59,7 @@ std::string endpoint(const PgTarget& target) {
 
 }  // namespace
 
-PgConnection PgConnection::open(const PgTarget& target) {
+PgConnection PgConnection::open(const PgTarget& target, Session session) {
   std::vector<const char*> keys, values;
   bool has_timeout = false;
   for (const auto& [k, v] : target.params()) {
@@ -74,6 +74,10 @@ PgConnection PgConnection::open(const PgTarget& target) {
   if (!has_timeout && !std::getenv("PGCONNECT_TIMEOUT")) {
     keys.push_back("connect_timeout");
     values.push_back("10");
+  }
+  if (session == Session::replication) {
+    keys.push_back("replication");
+    values.push_back("database");
   }
   keys.push_back(nullptr);
   values.push_back(nullptr);
@@ -128,6 +132,24 @@ PgRows PgConnection::query(std::string_view sql, const std::vector<std::string>&
     }
   }
   return rows;
+}
+
+SystemIdentity PgConnection::identify_system() {
+  Result r(PQexec(m_conn, "IDENTIFY_SYSTEM"));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1 || PQnfields(r.get()) < 3) {
+    throw Error(ErrorCode::connection,
+                "IDENTIFY_SYSTEM failed on " + describe() + ": " + first_line(PQresultErrorMessage(r.get())),
+                "the role needs REPLICATION and pg_hba.conf a `host replication` line (`backupctl wal check`)");
+  }
+  SystemIdentity id;
+  try {
+    id.system_identifier = std::stoull(PQgetvalue(r.get(), 0, 0));
+    id.timeline = static_cast<std::uint32_t>(std::stoul(PQgetvalue(r.get(), 0, 1)));
+  } catch (const std::exception&) {
+    throw Error(ErrorCode::tool_failed, "IDENTIFY_SYSTEM answered something unreadable on " + describe());
+  }
+  id.wal_position = PQgetvalue(r.get(), 0, 2);
+  return id;
 }
 
 std::string PgConnection::scalar(std::string_view sql, const std::vector<std::string>& params) {

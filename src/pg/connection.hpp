@@ -3,6 +3,7 @@
 
 #include <libpq-fe.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,11 +16,23 @@ namespace backupctl {
 // Rows of text values; a NULL is nullopt.
 using PgRows = std::vector<std::vector<std::optional<std::string>>>;
 
+// A replication session (replication=database) takes the replication commands
+// (IDENTIFY_SYSTEM) besides simple SQL; it needs the REPLICATION attribute and a
+// `host replication` line in pg_hba.conf.
+enum class Session { normal, replication };
+
+// What IDENTIFY_SYSTEM says about the server.
+struct SystemIdentity {
+  std::uint64_t system_identifier = 0;
+  std::uint32_t timeline = 0;
+  std::string wal_position;  // "0/16B3F48"
+};
+
 class PgConnection {
  public:
   // Connects; throws Error(connection) when the server is unreachable or refuses the login,
   // Error(not_found) when the database does not exist.
-  static PgConnection open(const PgTarget& target);
+  static PgConnection open(const PgTarget& target, Session session = Session::normal);
 
   PgConnection(PgConnection&& other) noexcept;
   PgConnection& operator=(PgConnection&&) = delete;
@@ -38,6 +51,9 @@ class PgConnection {
   // "user@host:port/db" without the password.
   std::string describe() const;
   std::string dbname() const;
+
+  // IDENTIFY_SYSTEM, on a Session::replication connection.
+  SystemIdentity identify_system();
 
   PGconn* get() { return m_conn; }
 

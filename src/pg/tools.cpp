@@ -11,11 +11,14 @@
 #include <cerrno>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <regex>
 #include <set>
 #include <sstream>
 
+#include "io/age.hpp"
+#include "io/zstd.hpp"
 #include "service/compose.hpp"
 #include "util/env.hpp"
 #include "util/error.hpp"
@@ -390,6 +393,38 @@ void run_pg_program(const PgTool& pg_tool, const std::vector<std::string>& args,
       }
     }
     throw pg_tool_failure(tool, status, text, what_was_lost);
+  }
+}
+
+StreamResult stream_pg_program(const std::string& tool, SpawnOptions spawn, io::AtomicFileSink& sink,
+                               const DbCompression* zstd, int zstd_threads,
+                               const std::vector<std::string>& age_recipients, Progress& progress,
+                               std::string_view what_was_lost) {
+  io::StoredChain stored(sink, age_recipients);
+  std::unique_ptr<io::ZstdCompressSink> compress;
+  io::Sink* head = &stored.head();
+  if (zstd != nullptr) {
+    compress = std::make_unique<io::ZstdCompressSink>(stored.head(), zstd->level, zstd_threads);
+    head = compress.get();
+  }
+  spawn.in = Stdio::null;
+  spawn.out = Stdio::pipe;
+  spawn.err = Stdio::pipe;
+
+  Child child = Child::spawn(spawn);
+  io::ChildSource source(child);
+  io::copy(source, *head, [&](std::uint64_t n) { progress.update(n); });
+  ExitStatus status = child.wait();
+  if (!status.ok()) throw pg_tool_failure(tool, status, child.stderr_tail(), what_was_lost);
+  return {stored.size(), stored.sha256(), child.stderr_tail()};
+}
+
+void warn_lines(std::string_view rest) {
+  while (!rest.empty()) {
+    auto nl = rest.find('\n');
+    std::string line(rest.substr(0, nl));
+    if (!line.empty()) spdlog::warn("{}", line);
+    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
   }
 }
 

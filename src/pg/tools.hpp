@@ -76,7 +76,10 @@ void remove_dead_service_folders(const Config& config);
 #include <functional>
 #include <vector>
 
+#include "config/config.hpp"
+#include "io/atomic_file.hpp"
 #include "io/pipeline.hpp"
+#include "util/progress.hpp"
 #include "pg/target.hpp"
 #include "util/error.hpp"
 #include "util/process.hpp"
@@ -96,5 +99,22 @@ Error pg_tool_failure(std::string_view tool, const ExitStatus& status, const std
 void run_pg_program(const PgTool& tool, const std::vector<std::string>& args, const PgTarget& target,
                     const std::function<void(io::Sink&)>& feed, std::string_view what_was_lost,
                     const std::string& pgoptions = "");
+
+struct StreamResult {
+  std::uint64_t size = 0;  // bytes stored
+  std::string sha256;      // of the bytes stored
+  std::string stderr_text;  // what the program said (its last 16 KiB)
+};
+
+// Runs a program (pg_dump, pg_basebackup, ...) and streams its stdout through [zstd at
+// `zstd->level`] -> [age] -> sha256 -> count -> `sink`, then checks its exit status (throws
+// pg_tool_failure()). On any failure the caller's sink is left uncommitted (and so removed).
+StreamResult stream_pg_program(const std::string& tool, SpawnOptions spawn, io::AtomicFileSink& sink,
+                               const DbCompression* zstd, int zstd_threads,
+                               const std::vector<std::string>& age_recipients, Progress& progress,
+                               std::string_view what_was_lost);
+
+// Logs each non-empty line of a program's stderr as a warning.
+void warn_lines(std::string_view stderr_text);
 
 }  // namespace backupctl

@@ -340,6 +340,17 @@ ExitStatus Child::wait() {
   return m_status;
 }
 
+std::optional<ExitStatus> Child::try_wait() {
+  if (m_waited) return m_status;
+  int status = 0;
+  pid_t r = ::waitpid(m_pid, &status, WNOHANG);
+  if (r == 0 || (r < 0 && errno == EINTR)) return std::nullopt;
+  if (r != m_pid) throw_errno("waitpid " + m_name);
+  m_waited = true;
+  m_status = decode(status);
+  return m_status;
+}
+
 RunResult run_command(SpawnOptions options) {
   options.out = Stdio::pipe;
   options.err = Stdio::pipe;

@@ -64,6 +64,9 @@ class Child {
 
   // Waits for the exit, draining stderr first if it is a pipe.
   ExitStatus wait();
+  // The exit status when the child has ended, else nullopt at once (for a child whose output
+  // goes to files, not pipes).
+  std::optional<ExitStatus> try_wait();
 
   void kill(int sig);
 

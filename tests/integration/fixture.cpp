@@ -81,10 +81,12 @@ PgCluster::PgCluster(Listen listen) {
     ADD_FAILURE() << "cannot copy " << made << ": " << copy.err;
     return;
   }
-  // pwuser must give a password (scram); everyone else is trusted on the private socket.
+  // pwuser must give a password (scram); everyone else is trusted on the private socket, for
+  // replication too (the WAL receiver and base backups of the point-in-time tests).
   std::ofstream(m_root / "data/pg_hba.conf")
       << "local all pwuser scram-sha-256\n"
          "local all all trust\n"
+         "local replication all trust\n"
          "host all all 127.0.0.1/32 trust\n"
          "host all all ::1/128 trust\n";
   RunResult start = as_postgres(

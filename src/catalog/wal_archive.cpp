@@ -1,0 +1,174 @@
+#include "catalog/wal_archive.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "io/atomic_file.hpp"
+#include "io/pipeline.hpp"
+#include "io/zstd.hpp"
+#include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/fs.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t kMaxSegment = 1ull << 30;  // PostgreSQL's largest wal_segment_size
+constexpr std::uint64_t kMaxHistory = 1u << 20;
+
+std::string decompress(const fs::path& file, std::uint64_t limit) {
+  io::StringSink out;
+  io::LimitSink limited(out, limit, file.filename().string());
+  io::ZstdDecompressSink z(limited);
+  Fd fd = open_read(file);
+  io::FdSource in(fd.get(), file.string());
+  io::copy(in, z);
+  z.finish();
+  return out.take();
+}
+
+void write_new(const fs::path& to, const std::string& data) {
+  Fd fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("cannot create " + to.string());
+  write_all(fd.get(), data.data(), data.size(), to.string());
+}
+
+bool is_segment_name(const std::string& name) {
+  return name.size() == 24 && std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+         });
+}
+
+}  // namespace
+
+WalArchive::WalArchive(const fs::path& backup_dir, std::uint64_t system_identifier)
+    : m_sysid(system_identifier), m_dir(backup_dir / "wal" / std::to_string(system_identifier)) {}
+
+std::vector<std::string> WalArchive::archive_incoming() {
+  std::vector<std::string> done;
+  std::error_code ec;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(incoming(), ec)) {
+    const std::string name = e.path().filename().string();
+    if ((is_segment_name(name) || parse_history_name(name)) && e.is_regular_file(ec) && !e.is_symlink(ec)) {
+      files.push_back(e.path());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    if (archive_one(f)) done.push_back(f.filename().string());
+  }
+  return done;
+}
+
+bool WalArchive::archive_one(const fs::path& file) {
+  const std::string name = file.filename().string();
+  const bool history = parse_history_name(name).has_value();
+  std::string data = read_file(file);
+  std::string why = history ? (data.size() > kMaxHistory ? "larger than a history file can be" : "")
+                            : check_wal_segment(name, data, m_sysid);
+  if (!why.empty()) {
+    spdlog::warn("wal: {} in {} is not taken: {}; kept as {}.rejected", name, incoming().string(), why, name);
+    fs::rename(file, fs::path(file.string() + ".rejected"));
+    return false;
+  }
+  const fs::path dest = m_dir / (name + ".zst");
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(dest, ec))) {
+    // The receiver sent it again (it restarts at the slot's position): the same bytes are
+    // nothing new; other bytes under an archived name are never taken in its place.
+    std::string have;
+    try {
+      have = decompress(dest, history ? kMaxHistory : kMaxSegment);
+    } catch (const Error&) {
+    }
+    if (have != data) {
+      spdlog::warn("wal: {} arrived again with other bytes than the archived copy; kept aside as {}.conflict", name, name);
+      fs::rename(file, fs::path(file.string() + ".conflict"));
+      return false;
+    }
+    fs::remove(file);
+    return false;
+  }
+  // One receiver per cluster folder (wal_stream holds its lock): a .partial here is a killed
+  // receiver's.
+  fs::remove(fs::path(dest.string() + ".partial"), ec);
+  auto sink = io::AtomicFileSink::try_create(dest);
+  if (!sink) throw Error(ErrorCode::io, "cannot create " + dest.string() + ".partial", "check the folder's permissions");
+  io::ZstdCompressSink z(*sink, 3, 0);
+  z.write(data);
+  z.finish();
+  sink->commit();
+  fsync_dir(m_dir);
+  fs::remove(file);
+  return true;
+}
+
+std::vector<std::string> WalArchive::segments() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(m_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() == 28 && name.ends_with(".zst") && is_segment_name(name.substr(0, 24))) out.push_back(name.substr(0, 24));
+  }
+  // Finished by the receiver and not archived yet (it archives every second; a receiver that
+  // was killed leaves them for the next): as much a part of the WAL kept.
+  for (const auto& e : fs::directory_iterator(incoming(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (is_segment_name(name) && e.is_regular_file(ec) && !e.is_symlink(ec)) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+void WalArchive::restore_segment(const std::string& name, const fs::path& to) const {
+  if (!is_segment_name(name)) throw Error(ErrorCode::usage, "not a WAL segment name: " + name);
+  std::error_code ec;
+  const fs::path archived = m_dir / (name + ".zst");
+  std::string data = fs::exists(fs::symlink_status(archived, ec)) ? decompress(archived, kMaxSegment)
+                                                                  : read_file(incoming() / name);
+  if (std::string why = check_wal_segment(name, data, m_sysid); !why.empty()) {
+    throw Error(ErrorCode::verification, "the archived WAL segment " + name + " is not what its name says: " + why,
+                "the WAL archive in " + m_dir.string() + " was changed; restore to a moment before it");
+  }
+  write_new(to, data);
+}
+
+void WalArchive::restore_history(const std::string& name, const fs::path& to) const {
+  if (!parse_history_name(name)) throw Error(ErrorCode::usage, "not a timeline history name: " + name);
+  write_new(to, decompress(m_dir / (name + ".zst"), kMaxHistory));
+}
+
+std::optional<std::string> WalArchive::partial() const {
+  std::error_code ec;
+  std::optional<std::string> newest;
+  for (const auto& e : fs::directory_iterator(incoming(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() == 32 && name.ends_with(".partial") && is_segment_name(name.substr(0, 24)) && e.is_regular_file(ec) &&
+        (!newest || name.substr(0, 24) > *newest)) {
+      newest = name.substr(0, 24);
+    }
+  }
+  return newest;
+}
+
+std::vector<std::uint64_t> wal_clusters(const fs::path& backup_dir) {
+  std::vector<std::uint64_t> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(backup_dir / "wal", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.size() > 20 || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    out.push_back(std::stoull(name));
+  }
+  return out;
+}
+
+}  // namespace backupctl

@@ -1,0 +1,60 @@
+// The WAL kept in BACKUP_DIR, one folder per cluster (the system identifier: WAL of another
+// cluster is never mixed in):
+//
+//   wal/<system id>/<segment>.zst          a finished segment, zstd with its checksum
+//                                          (`zstd -d` gives PostgreSQL's file back)
+//   wal/<system id>/<tli>.history.zst      a timeline's history file
+//   wal/<system id>/incoming/              the receiver's folder (pg_receivewal): finished files
+//                                          until archived, the unfinished <segment>.partial
+//
+// A file is archived only when its first page says it is the segment its name says, of this
+// cluster; one that is not is renamed <name>.rejected and named in a warning. An archived name is
+// never replaced: the same name with other bytes is kept aside as <name>.conflict.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pg/wal.hpp"
+
+namespace backupctl {
+
+class WalArchive {
+ public:
+  WalArchive(const std::filesystem::path& backup_dir, std::uint64_t system_identifier);
+
+  std::uint64_t system_identifier() const { return m_sysid; }
+  const std::filesystem::path& dir() const { return m_dir; }
+  std::filesystem::path incoming() const { return m_dir / "incoming"; }
+
+  // Archives every finished file in incoming/ (fsynced, then removed from there); returns the
+  // names archived.
+  std::vector<std::string> archive_incoming();
+
+  // The finished segments kept (names, sorted: by timeline, then position): archived, or
+  // finished in incoming/ and not archived yet.
+  std::vector<std::string> segments() const;
+
+  // The segment `name` (archived: decompressed; else from incoming/), checked, written to `to`
+  // (created; mode 0600).
+  // Throws Error(verification) when the archived file is damaged or not that segment.
+  void restore_segment(const std::string& name, const std::filesystem::path& to) const;
+  void restore_history(const std::string& name, const std::filesystem::path& to) const;
+
+  // The receiver's unfinished segment: its name (without .partial), when one is there.
+  std::optional<std::string> partial() const;
+
+ private:
+  bool archive_one(const std::filesystem::path& file);
+
+  std::uint64_t m_sysid;
+  std::filesystem::path m_dir;
+};
+
+// The system identifiers BACKUP_DIR holds WAL of.
+std::vector<std::uint64_t> wal_clusters(const std::filesystem::path& backup_dir);
+
+}  // namespace backupctl

@@ -1,0 +1,18 @@
+// `backupctl backup base`: a base backup for point-in-time recovery. pg_basebackup writes the
+// data directory as one tar to its stdout (-Ft -D -, WAL fetched into it: -X fetch, so the backup
+// restores on its own to the moment it ended); the tar streams through zstd (and age) into
+// base/base_<system id>_<ts>.tar.zst, whose meta records the cluster (system identifier), the
+// timeline, the WAL positions the backup starts and ends at and the server's version: what a
+// restore needs to pick it and to know which WAL follows it.
+#pragma once
+
+#include "command/backup_db.hpp"
+#include "config/config.hpp"
+#include "pg/target.hpp"
+#include "util/progress.hpp"
+
+namespace backupctl {
+
+BackupResult backup_base(const Config& config, const PgTarget& target, Progress& progress);
+
+}  // namespace backupctl

@@ -1,0 +1,337 @@
+#include "command/restore_pitr.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <set>
+
+#include "catalog/catalog.hpp"
+#include "catalog/wal_archive.hpp"
+#include "io/age.hpp"
+#include "io/atomic_file.hpp"
+#include "pg/connection.hpp"
+#include "pg/tools.hpp"
+#include "pg/wal.hpp"
+#include "util/error.hpp"
+#include "util/fs.hpp"
+#include "util/json.hpp"
+#include "util/process.hpp"
+#include "util/time.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct BaseBackup {
+  fs::path file;
+  Meta meta;
+  std::uint64_t sysid = 0;
+  std::uint32_t timeline = 0;
+  Lsn start = 0, stop = 0;
+  std::uint64_t segment_size = 0;
+  int major = 0;
+  Clock::time_point finished;
+};
+
+// The base backups in BACKUP_DIR/base with a readable meta that names its own file; the others
+// are passed over with a warning.
+std::vector<BaseBackup> list_base_backups(const Config& config) {
+  std::vector<BaseBackup> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(config.kind_dir("base"), ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("base_") || !name.ends_with(".meta")) continue;
+    try {
+      BaseBackup b;
+      b.meta = read_meta(e.path());
+      b.file = e.path().parent_path() / name.substr(0, name.size() - 5);
+      if (b.meta.kind != "base" || b.meta.file != b.file.filename().string()) {
+        throw Error(ErrorCode::verification, "the meta does not describe " + b.file.filename().string());
+      }
+      const auto& s = b.meta.source;
+      b.sysid = std::stoull(json_string(s, "system_identifier"));
+      b.timeline = s.at("timeline").get<std::uint32_t>();
+      auto start = parse_lsn(json_string(s, "start_lsn")), stop = parse_lsn(json_string(s, "stop_lsn"));
+      b.segment_size = s.at("wal_segment_size").get<std::uint64_t>();
+      b.major = s.at("server_major").get<int>();
+      auto finished = parse_iso8601(b.meta.finished_at);
+      if (!start || !stop || !finished || *stop < *start || b.timeline == 0 || !parse_wal_segment_name("000000010000000000000001", b.segment_size)) {
+        throw Error(ErrorCode::verification, "its WAL positions, timeline, segment size or time are not readable");
+      }
+      b.start = *start;
+      b.stop = *stop;
+      b.finished = *finished;
+      if (!fs::is_regular_file(fs::symlink_status(b.file, ec))) throw Error(ErrorCode::not_found, "the file is not there");
+      out.push_back(std::move(b));
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::interrupted) throw;
+      spdlog::warn("restore: base backup {} passed over: {}", name, err.what());
+    } catch (const std::exception& err) {
+      spdlog::warn("restore: base backup {} passed over: its meta is malformed ({})", name, err.what());
+    }
+  }
+  return out;
+}
+
+// The live server's cluster, when it says (0 otherwise: a user without the right to ask).
+std::uint64_t live_system_identifier(const PgTarget& live) {
+  try {
+    PgConnection conn = PgConnection::open(live);
+    return std::stoull(conn.scalar("SELECT system_identifier FROM pg_control_system()"));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) throw;
+    return 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// The cluster whose backups a restore uses: the live server's when BACKUP_DIR has base backups
+// of it, else the only cluster there is; several others are refused (which one is meant?).
+std::uint64_t choose_cluster(const std::vector<BaseBackup>& bases, std::uint64_t live) {
+  std::set<std::uint64_t> clusters;
+  for (const auto& b : bases) clusters.insert(b.sysid);
+  if (clusters.empty()) {
+    throw Error(ErrorCode::not_found, "no base backup in BACKUP_DIR/base",
+                "point-in-time recovery starts from one: `backupctl backup base` (with BACKUP_WAL=stream and `wal stream` running)");
+  }
+  if (clusters.count(live)) return live;
+  if (clusters.size() == 1) return *clusters.begin();
+  std::string names;
+  for (auto c : clusters) names += (names.empty() ? "" : ", ") + std::to_string(c);
+  throw Error(ErrorCode::usage, "BACKUP_DIR holds base backups of several clusters (" + names + "), none of them the live server's",
+              "move the other clusters' base/ and wal/ folders away, or restore on the server they came from");
+}
+
+const BaseBackup& choose_base(const std::vector<BaseBackup>& bases, std::uint64_t cluster, const RecoveryTarget& target) {
+  const BaseBackup* best = nullptr;
+  std::optional<Clock::time_point> when;
+  if (target.kind == RecoveryTarget::Kind::time) {
+    when = parse_iso8601(target.value.substr(0, 10) + "T" + target.value.substr(11));
+  }
+  const std::optional<Lsn> lsn = target.kind == RecoveryTarget::Kind::lsn ? parse_lsn(target.value) : std::nullopt;
+  for (const auto& b : bases) {
+    if (b.sysid != cluster) continue;
+    if (when && b.finished > *when) continue;
+    if (lsn && b.stop > *lsn) continue;
+    if (!best || b.finished > best->finished) best = &b;
+  }
+  if (!best) {
+    throw Error(ErrorCode::not_found, "no base backup of cluster " + std::to_string(cluster) + " ended before " + target.describe(),
+                "a moment after the oldest base backup's end can be restored (`backupctl list --kind base`)");
+  }
+  return *best;
+}
+
+// "2026-12-06T14:01:59.5Z" -> "2026-12-06 14:01:59.5+00:00" (PostgreSQL rejects the T and Z).
+const std::regex kIsoTime(R"(^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})$)");
+
+// The server log's words for where replay stopped.
+std::string recovered_to(const std::string& log) {
+  std::smatch m;
+  static const std::regex stop(R"(recovery stopping (before|after) commit of transaction \d+, time ([^\n]+))");
+  static const std::regex last(R"(last completed transaction was at log time ([^\n]+))");
+  if (std::regex_search(log, m, stop)) return "stopped " + std::string(m[1]) + " the commit at " + std::string(m[2]);
+  if (std::regex_search(log, m, last)) return "the last transaction replayed committed at " + std::string(m[1]);
+  return "";
+}
+
+}  // namespace
+
+RecoveryTarget parse_recovery_target(const std::string& to_time, const std::string& to_lsn) {
+  if (!to_time.empty() && !to_lsn.empty()) {
+    throw Error(ErrorCode::usage, "--to-time and --to-lsn name two targets", "give one of them");
+  }
+  if (!to_lsn.empty()) {
+    if (!parse_lsn(to_lsn)) throw Error(ErrorCode::usage, "--to-lsn " + to_lsn + " is not a WAL position", "write it as PostgreSQL does: 0/16B3F48");
+    return {RecoveryTarget::Kind::lsn, format_lsn(*parse_lsn(to_lsn))};
+  }
+  if (to_time == "latest") return {RecoveryTarget::Kind::latest, ""};
+  std::smatch m;
+  if (!std::regex_match(to_time, m, kIsoTime) || !parse_iso8601(std::string(m[1]) + "T" + std::string(m[2]) + (m[4] == "Z" ? "Z" : std::string(m[4])))) {
+    throw Error(ErrorCode::usage, "--to-time " + to_time + " is not a moment backupctl can restore to",
+                "use ISO 8601 with Z or an offset (2026-12-06T14:01:59Z, 2026-12-06T23:01:59.250+09:00) or latest");
+  }
+  std::string zone = m[4] == "Z" ? "+00:00" : std::string(m[4]);
+  if (zone.size() == 5) zone = zone.substr(0, 3) + ":" + zone.substr(3);
+  const std::string pg = std::string(m[1]) + " " + std::string(m[2]) + std::string(m[3]) + zone;
+  auto when = parse_iso8601(std::string(m[1]) + "T" + std::string(m[2]) + zone);
+  if (when && dated_in_future(*when, Clock::now())) {
+    throw Error(ErrorCode::usage, "--to-time " + to_time + " is in the future", "to restore everything received, use --to-time latest");
+  }
+  return {RecoveryTarget::Kind::time, pg};
+}
+
+std::string PitrPlan::describe() const {
+  std::string s = fmt::format(
+      "Point-in-time restore plan (nothing has been changed):\n"
+      "  target:       {}\n"
+      "  base backup:  {} (cluster {}, timeline {}, WAL {} to {}, ended {})\n"
+      "  WAL:          {} segment(s) kept after it{}{}\n"
+      "  recovery:     a temporary server ({}/postgres) replays them to the target, then\n"
+      "                pg_dump of \"{}\" from it is restored as a dump restore is:\n",
+      target.describe(), base.string(), system_identifier, timeline, start_lsn, stop_lsn, base_meta.finished_at,
+      segments.size(), partial ? ", and the unfinished " + *partial : "",
+      gap.empty() ? "" : "; the WAL has a gap at " + gap + " (nothing after it can be replayed)", bindir.string(), database);
+  return s;
+}
+
+nlohmann::json PitrPlan::to_json() const {
+  return {{"target", target.describe()},
+          {"base", base.string()},
+          {"system_identifier", std::to_string(system_identifier)},
+          {"timeline", timeline},
+          {"start_lsn", start_lsn},
+          {"stop_lsn", stop_lsn},
+          {"segments", segments.size()},
+          {"partial", partial.value_or("")},
+          {"gap", gap},
+          {"database", database}};
+}
+
+PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions& options) {
+  PitrPlan plan;
+  plan.target = parse_recovery_target(options.to_time, options.to_lsn);
+  plan.database = live.dbname();  // the database recovered; --target-db is where it goes
+  const std::vector<BaseBackup> bases = list_base_backups(config);
+  const std::uint64_t cluster = choose_cluster(bases, live_system_identifier(live));
+  const BaseBackup& base = choose_base(bases, cluster, plan.target);
+  plan.base = base.file;
+  plan.base_meta = base.meta;
+  plan.system_identifier = base.sysid;
+  plan.timeline = base.timeline;
+  plan.segment_size = base.segment_size;
+  plan.start_lsn = format_lsn(base.start);
+  plan.stop_lsn = format_lsn(base.stop);
+
+  // The base backup's bytes are its meta's.
+  const io::FileDigest digest = io::digest_file(base.file.string());
+  if (digest.sha256 != base.meta.sha256 || digest.size != base.meta.size) {
+    throw Error(ErrorCode::verification, "the base backup " + base.file.filename().string() + " does not match its meta (sha256)",
+                "it was changed or damaged; use another (`backupctl list --kind base`)");
+  }
+
+  // The WAL after it, on its timeline, to the first gap. The segments up to the backup's end are
+  // in its tar (-X fetch): missing here, they are not a gap.
+  WalArchive archive(config.backup_dir, base.sysid);
+  std::set<std::string> kept;
+  for (auto& s : archive.segments()) kept.insert(s);
+  const WalSegmentName first = segment_of(base.start, base.timeline, base.segment_size);
+  const std::uint64_t last_in_tar = base.stop / base.segment_size;
+  std::uint64_t segno = first.segno;
+  for (;; ++segno) {
+    const std::string name = WalSegmentName{base.timeline, segno}.str(base.segment_size);
+    if (kept.count(name)) {
+      plan.segments.push_back(name);
+    } else if (segno > last_in_tar) {
+      break;
+    }
+  }
+  const std::string next = WalSegmentName{base.timeline, segno}.str(base.segment_size);
+  if (auto p = archive.partial(); p && *p == next) plan.partial = p;
+  for (const auto& s : kept) {
+    auto parsed = parse_wal_segment_name(s, base.segment_size);
+    if (parsed && parsed->timeline == base.timeline && parsed->segno > segno && !plan.partial) {
+      plan.gap = next;
+      break;
+    }
+  }
+
+  // The server's programs of the backup's major version, on this host.
+  Config host = config;
+  host.pg_tools = PgTools::host;
+  const PgTool postgres = find_pg_tool("postgres", base.major, host);
+  if (postgres.major != base.major) {
+    throw Error(ErrorCode::not_found,
+                fmt::format("the base backup is of PostgreSQL {}, this host's server programs are {}", base.major, postgres.major),
+                fmt::format("install postgresql-{} (the server package) or set PG_BINDIR to its bin folder", base.major));
+  }
+  plan.bindir = fs::path(postgres.path).parent_path();
+  plan.major = base.major;
+  return plan;
+}
+
+bool own_recovery_folder(const Config& config, const fs::path& root) {
+  return root.is_absolute() && root.lexically_normal() == root && root.parent_path() == config.pitr_work_dir &&
+         root.filename().string().starts_with("pitr-");
+}
+
+RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPlan& plan, const PitrOptions& options,
+                       Journal& journal, Progress& progress) {
+  // The work folder can be traversed by the server's user (as root: postgres); what is inside is
+  // that user's alone (0700).
+  make_dirs(config.pitr_work_dir, 0711);
+  const fs::path root = config.pitr_work_dir / ("pitr-" + run_tag());
+  Journal::Entry folder = journal.add("recovery_cluster", {{"path", root.string()}});
+  journal.step("restore-pitr.unpack");
+  std::optional<RecoveryCluster> cluster;
+  cluster.emplace(root, plan.bindir);
+  {
+    auto source = io::open_plaintext(plan.base, config.age_identity);
+    cluster->unpack_base(*source);
+  }
+
+  journal.step("restore-pitr.wal");
+  WalArchive archive(config.backup_dir, plan.system_identifier);
+  for (const auto& s : plan.segments) archive.restore_segment(s, cluster->wal_dir() / s);
+  if (plan.partial) {
+    // The receiver's unfinished segment, under its full name (what PostgreSQL asks for); the
+    // bytes not received yet are zeros, where replay ends.
+    const std::string data = read_file(archive.incoming() / (*plan.partial + ".partial"));
+    if (std::string why = check_wal_segment(*plan.partial, data, plan.system_identifier, true); !why.empty()) {
+      spdlog::warn("restore: the unfinished segment {} is not used: {}", *plan.partial, why);
+    } else {
+      write_file_atomic(cluster->wal_dir() / *plan.partial, data);
+    }
+  }
+
+  journal.step("restore-pitr.replay");
+  cluster->start(plan.target);
+  cluster->wait_until_promoted();
+  const std::string reached = recovered_to(cluster->log_tail());
+  spdlog::info("restore: recovered to {} ({})", plan.target.describe(), reached.empty() ? "no transaction replayed" : reached);
+
+  journal.step("restore-pitr.dump");
+  const fs::path dump_path = root / "recovered.dump";
+  {
+    Config host = config;
+    host.pg_tools = PgTools::host;
+    const PgTool pg_dump = find_pg_tool("pg_dump", plan.major, host);
+    auto dump = io::AtomicFileSink::try_create(dump_path);
+    if (!dump) throw Error(ErrorCode::internal, dump_path.string() + ".partial exists in a new folder");
+    NoProgress quiet;
+    const auto t0 = std::chrono::steady_clock::now();
+    StreamResult out = stream_pg_program(pg_dump.name(),
+                                         {.argv = pg_dump.argv({"--format=custom", "--compress=1", "--no-password"}),
+                                          .env = cluster->target(live, plan.database).child_env()},
+                                         *dump, nullptr, 0, {}, quiet, "nothing was restored");
+    // Its meta, as a backup's: the dump restore checks the file against it like any other.
+    Meta meta = new_backup_meta("db", dump_path, out.size, out.sha256, config.profile, Clock::now(), seconds_since(t0),
+                                plan.base_meta.set_id, {});
+    meta.format = "pg_custom";
+    meta.compression = "gzip:1";
+    meta.source = {{"database", plan.database}, {"recovered_to", plan.target.describe()}, {"base", plan.base.filename().string()}};
+    publish_backup(*dump, meta);
+  }
+  cluster->stop();
+  cluster.reset();
+  std::error_code ec;
+  fs::remove_all(root / "data", ec);  // room for the restore
+
+  RestoreDbOptions restore = options.restore;
+  restore.file = dump_path;
+  restore.incoming = nullptr;
+  RestorePlan dump_plan = plan_restore_db(config, live, restore, progress);
+  RestoreReport report = run_restore_db(config, live, dump_plan, restore, journal, progress);
+  report.file = plan.base;
+  report.recovered_to = plan.target.describe() + (reached.empty() ? "" : " (" + reached + ")");
+  return report;  // `folder`, unsettled, removes the temporary cluster's folder
+}
+
+}  // namespace backupctl

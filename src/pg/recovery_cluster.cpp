@@ -1,0 +1,295 @@
+#include "pg/recovery_cluster.hpp"
+
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <pwd.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "tar/tar.hpp"
+#include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/fs.hpp"
+#include "util/signals.hpp"
+
+namespace backupctl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kPort = 5432;  // names only the socket file in our private folder
+
+// A path PostgreSQL's configuration and restore_command can quote: no quotes, backslashes,
+// percent signs or control characters.
+void require_plain_path(const fs::path& p) {
+  for (char c : p.string()) {
+    if (c == '\'' || c == '"' || c == '\\' || c == '%' || static_cast<unsigned char>(c) < 0x20) {
+      throw Error(ErrorCode::usage, "the recovery folder " + p.string() + " has a quote, backslash, % or control character",
+                  "set PITR_WORK_DIR to a plain path");
+    }
+  }
+}
+
+// A tar entry's path as a relative path with no ".." segment ("." segments dropped:
+// pg_basebackup writes the WAL it fetched as ./pg_wal/...); nullopt otherwise.
+std::optional<fs::path> safe_relative(std::string path) {
+  while (path.ends_with('/')) path.pop_back();
+  if (path.empty() || path.starts_with('/')) return std::nullopt;
+  fs::path out;
+  for (const auto& part : fs::path(path)) {
+    const std::string s = part.string();
+    if (s == "..") return std::nullopt;
+    if (s.empty() || s == ".") continue;
+    out /= part;
+  }
+  if (out.empty()) return std::nullopt;
+  return out;
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream f(p, std::ios::trunc);
+  f << text;
+  f.close();
+  if (!f) throw Error(ErrorCode::io, "cannot write " + p.string());
+}
+
+std::string read_tail(const fs::path& p, std::size_t bytes) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) return "";
+  f.seekg(0, std::ios::end);
+  const auto size = static_cast<std::size_t>(f.tellg());
+  const std::size_t from = size > bytes ? size - bytes : 0;
+  f.seekg(static_cast<std::streamoff>(from));
+  std::string out(size - from, '\0');
+  f.read(out.data(), static_cast<std::streamsize>(out.size()));
+  return out;
+}
+
+// The most telling line of a server log: the last FATAL, else the last line.
+std::string log_reason(const std::string& log) {
+  std::string last, fatal;
+  std::size_t start = 0;
+  while (start < log.size()) {
+    std::size_t nl = log.find('\n', start);
+    std::string line = log.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+    if (!line.empty()) last = line;
+    if (line.find("FATAL:") != std::string::npos || line.find("PANIC:") != std::string::npos) fatal = line;
+    if (nl == std::string::npos) break;
+    start = nl + 1;
+  }
+  return fatal.empty() ? last : fatal;
+}
+
+}  // namespace
+
+std::string RecoveryTarget::describe() const {
+  switch (kind) {
+    case Kind::time: return value;
+    case Kind::lsn: return "LSN " + value;
+    case Kind::latest: break;
+  }
+  return "the end of the WAL kept";
+}
+
+RecoveryCluster::RecoveryCluster(fs::path root, fs::path bindir) : m_root(std::move(root)), m_bindir(std::move(bindir)) {
+  require_plain_path(m_root);
+  if (::geteuid() == 0) {
+    struct passwd* pw = ::getpwnam("postgres");
+    if (!pw) {
+      throw Error(ErrorCode::usage, "running as root, the temporary server needs a `postgres` user (PostgreSQL refuses root)",
+                  "install the PostgreSQL server package (it creates the user), or run backupctl as another user");
+    }
+    m_uid = pw->pw_uid;
+    m_gid = pw->pw_gid;
+  }
+  make_dirs(data_dir(), 0700);
+  make_dirs(wal_dir(), 0700);
+}
+
+RecoveryCluster::~RecoveryCluster() {
+  if (m_server) {
+    m_server->kill(SIGQUIT);  // immediate shutdown: the folder goes next
+    try {
+      m_server->wait();
+    } catch (...) {  // a signal: the Child's destructor reaps it
+    }
+  }
+}
+
+void RecoveryCluster::unpack_base(io::Source& tar) {
+  TarReader reader(tar);
+  TarEntry entry;
+  std::vector<char> buf(1 << 20);
+  std::set<fs::path> seen;
+  while (reader.next(entry)) {
+    check_interrupted();
+    auto rel = safe_relative(entry.path);
+    if (!rel) throw Error(ErrorCode::verification, "the base backup has an entry outside its folder: " + entry.path, "use another base backup");
+    if (!seen.insert(*rel).second) {
+      throw Error(ErrorCode::verification, "the base backup has " + entry.path + " twice", "use another base backup");
+    }
+    const fs::path dest = data_dir() / *rel;
+    if (entry.type == "directory") {
+      make_dirs(dest, 0700);
+      continue;
+    }
+    if (!entry.regular) {
+      throw Error(ErrorCode::verification,
+                  "the base backup has a " + entry.type + " (" + entry.path + "): only folders and files belong in it",
+                  "use another base backup");
+    }
+    make_dirs(dest.parent_path(), 0700);
+    Fd fd(::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw_errno("cannot create " + dest.string());
+    std::uint64_t written = 0;
+    for (std::size_t n; (n = reader.read(buf)) > 0;) {
+      write_all(fd.get(), buf.data(), n, dest.string());
+      written += n;
+    }
+    if (written != entry.size) throw Error(ErrorCode::verification, "the base backup ends inside " + entry.path, "use another base backup");
+  }
+  if (!fs::exists(data_dir() / "PG_VERSION") || !fs::exists(data_dir() / "global/pg_control")) {
+    throw Error(ErrorCode::verification, "the base backup has no PG_VERSION or global/pg_control: not a data directory",
+                "use another base backup");
+  }
+}
+
+void RecoveryCluster::write_config(const RecoveryTarget& target) {
+  const std::string root = m_root.string();
+  std::string conf =
+      "# written by backupctl for a point-in-time restore; removed with this folder\n"
+      "listen_addresses = ''\n"
+      "port = " + std::to_string(kPort) + "\n"
+      "unix_socket_directories = '" + root + "'\n"
+      "hba_file = '" + root + "/hba.conf'\n"
+      "ident_file = '" + root + "/ident.conf'\n"
+      "max_connections = 20\n"
+      "archive_mode = off\n"
+      "hot_standby = off\n"  // no connection before recovery ended: one that works means promoted
+      "restore_command = 'cp \"" + wal_dir().string() + "/%f\" \"%p\"'\n"
+      "recovery_target_action = 'promote'\n"
+      "recovery_target_timeline = 'current'\n";
+  if (target.kind == RecoveryTarget::Kind::time) conf += "recovery_target_time = '" + target.value + "'\n";
+  if (target.kind == RecoveryTarget::Kind::lsn) conf += "recovery_target_lsn = '" + target.value + "'\n";
+  write_text(m_root / "server.conf", conf);
+  write_text(m_root / "hba.conf", "local all all trust\n");
+  write_text(m_root / "ident.conf", "");
+  // ALTER SYSTEM settings of the live server (preloaded libraries, ports) do not apply here.
+  write_text(data_dir() / "postgresql.auto.conf", "");
+  std::error_code ec;
+  fs::remove(data_dir() / "standby.signal", ec);
+  fs::remove(data_dir() / "postmaster.pid", ec);
+  write_text(data_dir() / "recovery.signal", "");
+}
+
+void RecoveryCluster::own_tree() {
+  if (m_uid < 0) return;
+  auto own = [&](const fs::path& p) {
+    if (::lchown(p.c_str(), static_cast<uid_t>(m_uid), static_cast<gid_t>(m_gid)) != 0) throw_errno("chown " + p.string());
+  };
+  own(m_root);
+  for (const auto& e : fs::recursive_directory_iterator(m_root)) own(e.path());
+}
+
+bool RecoveryCluster::accepting() {
+  const std::string port = std::to_string(kPort), host = m_root.string();
+  const char* keys[] = {"host", "port", "dbname", "connect_timeout", nullptr};
+  const char* values[] = {host.c_str(), port.c_str(), "postgres", "2", nullptr};
+  return PQpingParams(keys, values, 0) == PQPING_OK;
+}
+
+void RecoveryCluster::start(const RecoveryTarget& target) {
+  write_config(target);
+  ::chmod(data_dir().c_str(), 0700);
+  own_tree();
+  Fd log(::open((m_root / "server.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log) throw_errno("cannot create " + (m_root / "server.log").string());
+  if (m_uid >= 0 && ::fchown(log.get(), static_cast<uid_t>(m_uid), static_cast<gid_t>(m_gid)) != 0) {
+    throw_errno("chown server.log");
+  }
+  std::vector<std::string> argv = {(m_bindir / "postgres").string(), "-D", data_dir().string(), "-c",
+                                   "config_file=" + (m_root / "server.conf").string()};
+  if (m_uid >= 0) argv.insert(argv.begin(), {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"});
+  spdlog::info("restore: starting a temporary server in {} to recover to {}", m_root.string(), target.describe());
+  m_server.emplace(Child::spawn({.argv = argv, .in = Stdio::null, .out_fd = log.get(), .err_fd = log.get()}));
+}
+
+void RecoveryCluster::wait_until_promoted() {
+  for (;;) {
+    check_interrupted();
+    if (auto status = m_server->try_wait()) {
+      m_server.reset();
+      const std::string reason = log_reason(log_tail());
+      std::string hint = "the server log is " + (m_root / "server.log").string();
+      if (reason.find("before configured recovery target") != std::string::npos ||
+          reason.find("recovery target") != std::string::npos) {
+        hint = "the WAL kept ends before that moment: choose an earlier one (`backupctl status` shows the window)";
+      }
+      throw Error(ErrorCode::tool_failed, "the temporary server stopped during recovery (" + status->describe() + "): " + reason, hint);
+    }
+    if (accepting()) return;  // hot_standby = off: a session is possible only once promoted
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+PgTarget RecoveryCluster::target(const PgTarget& like, const std::string& dbname) const {
+  std::string user;
+  for (const auto& [k, v] : like.params()) {
+    if (k == "user") user = v;
+  }
+  if (user.empty()) {
+    const char* u = std::getenv("PGUSER");
+    user = u && *u ? u : "postgres";
+  }
+  return like.with_server(m_root.string(), std::to_string(kPort), user).with_database(dbname);
+}
+
+void RecoveryCluster::stop() noexcept {
+  if (!m_server) return;
+  m_server->kill(SIGINT);  // fast shutdown
+  for (int i = 0; i < 600; ++i) {
+    try {
+      if (m_server->try_wait()) break;
+    } catch (...) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  m_server->kill(SIGKILL);
+  m_server.reset();
+}
+
+std::string RecoveryCluster::log_tail() const { return read_tail(m_root / "server.log", 8192); }
+
+std::string remove_recovery_cluster(const fs::path& root) {
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(root, ec))) return "";
+  std::string did;
+  // The postmaster of a killed run (as root it ran under another user: it did not die with us).
+  std::ifstream pidfile(root / "data/postmaster.pid");
+  long pid = 0;
+  if (pidfile >> pid && pid > 1) {
+    fs::path cwd = fs::read_symlink("/proc/" + std::to_string(pid) + "/cwd", ec);
+    if (!ec && fs::equivalent(cwd, root / "data", ec)) {
+      ::kill(static_cast<pid_t>(pid), SIGQUIT);
+      for (int i = 0; i < 100 && ::kill(static_cast<pid_t>(pid), 0) == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ::kill(static_cast<pid_t>(pid), SIGKILL);
+      did = "stopped the temporary server (pid " + std::to_string(pid) + "), ";
+    }
+  }
+  fs::remove_all(root, ec);
+  if (ec) throw Error(ErrorCode::io, "cannot remove " + root.string() + ": " + ec.message());
+  return did + "removed " + root.string();
+}
+
+}  // namespace backupctl

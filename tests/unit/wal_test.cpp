@@ -1,0 +1,125 @@
+// pg/wal.hpp and catalog/wal_archive.hpp: WAL names and positions, the check of a segment's first
+// page, and the archive's round trip and refusals, on segments made here (no server).
+#include "pg/wal.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "catalog/wal_archive.hpp"
+#include "util/error.hpp"
+#include "util/fs.hpp"
+
+namespace backupctl {
+namespace {
+
+constexpr std::uint64_t kSeg = 16u << 20;
+constexpr std::uint64_t kSysid = 7716462788975573621ull;
+
+// A segment as PostgreSQL 15 writes one: the long page header, then `fill` bytes of "records".
+std::string make_segment(std::uint32_t tli, std::uint64_t segno, std::uint64_t sysid = kSysid, char fill = 'r') {
+  std::string s(kSeg, '\0');
+  auto put = [&](std::size_t off, auto v) { std::memcpy(s.data() + off, &v, sizeof v); };
+  put(0, std::uint16_t{0xD110});
+  put(2, std::uint16_t{0x0002});
+  put(4, tli);
+  put(8, std::uint64_t{segno * kSeg});
+  put(24, sysid);
+  put(32, std::uint32_t{kSeg});
+  put(36, std::uint32_t{8192});
+  std::memset(s.data() + 40, fill, 100000);
+  return s;
+}
+
+TEST(Wal, LsnsParseAndPrintAsPostgresDoes) {
+  EXPECT_EQ(parse_lsn("0/16B3F48"), 0x16B3F48u);
+  EXPECT_EQ(parse_lsn("1/0"), 1ull << 32);
+  EXPECT_EQ(parse_lsn("a/ff"), (10ull << 32) | 0xFF);
+  EXPECT_EQ(format_lsn(0x16B3F48u), "0/16B3F48");
+  for (const char* bad : {"", "/", "0/", "/1", "x/1", "0/123456789", "0-1", "0/1/2"}) EXPECT_FALSE(parse_lsn(bad)) << bad;
+}
+
+TEST(Wal, SegmentNamesFollowTheTimelineAndThePosition) {
+  auto n = parse_wal_segment_name("000000020000000100000003", kSeg);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->timeline, 2u);
+  EXPECT_EQ(n->segno, 256u + 3u);
+  EXPECT_EQ(n->str(kSeg), "000000020000000100000003");
+  EXPECT_EQ(segment_of(*parse_lsn("1/3000028"), 2, kSeg).str(kSeg), "000000020000000100000003");
+  for (const char* bad : {"00000002000000010000000", "000000020000000100000003.partial", "000000020000000100000g03",
+                          "000000020000000100000100", "000000000000000100000003", "00000002000000010000000a"}) {
+    EXPECT_FALSE(parse_wal_segment_name(bad, kSeg)) << bad;
+  }
+  EXPECT_EQ(parse_history_name("00000002.history"), 2u);
+  EXPECT_FALSE(parse_history_name("00000000.history"));
+  EXPECT_FALSE(parse_history_name("0000002.history"));
+}
+
+TEST(Wal, ASegmentIsCheckedAgainstItsNameAndCluster) {
+  const std::string seg = make_segment(1, 3);
+  EXPECT_EQ(check_wal_segment("000000010000000000000003", seg, kSysid), "");
+  EXPECT_NE(check_wal_segment("000000010000000000000004", seg, kSysid).find("its name says"), std::string::npos);
+  EXPECT_NE(check_wal_segment("000000010000000000000003", seg, kSysid + 1).find("belongs to the cluster"), std::string::npos);
+  EXPECT_NE(check_wal_segment("000000010000000000000003", seg.substr(0, kSeg - 1), kSysid).find("bytes"), std::string::npos);
+  EXPECT_EQ(check_wal_segment("000000010000000000000003", seg.substr(0, 8192), kSysid, true), "") << "an unfinished one may be short";
+  EXPECT_NE(check_wal_segment("000000010000000000000003", std::string(kSeg, '\0'), kSysid), "");
+  EXPECT_EQ(check_wal_segment("000000020000000000000003", seg, kSysid), "") << "a new timeline's first segment starts as the old one's copy";
+  EXPECT_NE(check_wal_segment("000000010000000000000003", make_segment(2, 3), kSysid).find("timeline"), std::string::npos);
+}
+
+TEST(WalArchive, FinishedSegmentsAreArchivedCompressedAndComeBackByteForByte) {
+  TempDir dir;
+  WalArchive archive(dir.path(), kSysid);
+  make_dirs(archive.incoming());
+  const std::string seg = make_segment(1, 5);
+  write_file_atomic(archive.incoming() / "000000010000000000000005", seg);
+  write_file_atomic(archive.incoming() / "000000010000000000000006.partial", make_segment(1, 6));
+  EXPECT_EQ(archive.segments(), std::vector<std::string>{"000000010000000000000005"}) << "finished, not archived yet";
+  EXPECT_EQ(archive.archive_incoming(), std::vector<std::string>{"000000010000000000000005"});
+  EXPECT_FALSE(fs::exists(archive.incoming() / "000000010000000000000005"));
+  EXPECT_LT(fs::file_size(archive.dir() / "000000010000000000000005.zst"), kSeg / 10);
+  EXPECT_EQ(archive.segments(), std::vector<std::string>{"000000010000000000000005"});
+  EXPECT_EQ(archive.partial(), "000000010000000000000006");
+  archive.restore_segment("000000010000000000000005", dir.path() / "out");
+  EXPECT_EQ(read_file(dir.path() / "out"), seg);
+
+  // Sent again by a restarted receiver: the same bytes are dropped, other bytes kept aside.
+  write_file_atomic(archive.incoming() / "000000010000000000000005", seg);
+  EXPECT_TRUE(archive.archive_incoming().empty());
+  EXPECT_FALSE(fs::exists(archive.incoming() / "000000010000000000000005"));
+  write_file_atomic(archive.incoming() / "000000010000000000000005", make_segment(1, 5, kSysid, 'x'));
+  EXPECT_TRUE(archive.archive_incoming().empty());
+  EXPECT_TRUE(fs::exists(archive.incoming() / "000000010000000000000005.conflict"));
+  archive.restore_segment("000000010000000000000005", dir.path() / "again");
+  EXPECT_EQ(read_file(dir.path() / "again"), seg) << "the archived copy is never replaced";
+}
+
+TEST(WalArchive, CraftedFilesAreRejectedNotArchived) {
+  TempDir dir;
+  WalArchive archive(dir.path(), kSysid);
+  make_dirs(archive.incoming());
+  write_file_atomic(archive.incoming() / "000000010000000000000007", make_segment(1, 8));          // wrong name
+  write_file_atomic(archive.incoming() / "000000010000000000000009", make_segment(1, 9, 42));      // another cluster
+  write_file_atomic(archive.incoming() / "00000001000000000000000A", make_segment(1, 10).substr(0, 4096));  // short
+  write_file_atomic(archive.incoming() / "notes.txt", "hello");
+  EXPECT_TRUE(archive.archive_incoming().empty());
+  EXPECT_TRUE(archive.segments().empty());
+  for (const char* n : {"000000010000000000000007", "000000010000000000000009", "00000001000000000000000A"}) {
+    EXPECT_TRUE(fs::exists(archive.incoming() / (std::string(n) + ".rejected"))) << n;
+  }
+
+  // An archived file changed on disk afterwards is refused on the way out.
+  write_file_atomic(archive.incoming() / "00000001000000000000000B", make_segment(1, 11));
+  ASSERT_EQ(archive.archive_incoming().size(), 1u);
+  fs::rename(archive.dir() / "00000001000000000000000B.zst", archive.dir() / "00000001000000000000000C.zst");
+  try {
+    archive.restore_segment("00000001000000000000000C", dir.path() / "out");
+    ADD_FAILURE() << "a segment under another name was restored";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::verification);
+  }
+  EXPECT_FALSE(fs::exists(dir.path() / "out"));
+}
+
+}  // namespace
+}  // namespace backupctl
