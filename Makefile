@@ -9,7 +9,8 @@ JOBS ?= $(shell nproc)
 env_flag = $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
 .PHONY: deps build build-asan test demo push backup-db restore-db backup-objects restore-objects \
-	backup-config restore-config backup-all prune status check rehearse bench clean coverage
+	backup-config restore-config backup-all prune status check rehearse bench clean coverage \
+	wal-stream backup-base
 
 deps:
 	@tools/install-deps.sh
@@ -91,6 +92,13 @@ restore-config: build
 
 backup-all: build
 	@$(BACKUPCTL) $(env_flag) backup all
+
+# Continuous protection (BACKUP_WAL=stream): the WAL receiver in the foreground, and a base backup.
+wal-stream: build
+	@$(BACKUPCTL) $(env_flag) wal stream
+
+backup-base: build
+	@$(BACKUPCTL) $(env_flag) backup base
 
 prune: build
 	@$(BACKUPCTL) $(env_flag) prune

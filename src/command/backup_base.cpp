@@ -8,6 +8,7 @@
 
 #include "catalog/catalog.hpp"
 #include "catalog/naming.hpp"
+#include "util/json.hpp"
 #include "io/atomic_file.hpp"
 #include "pg/connection.hpp"
 #include "pg/tools.hpp"
@@ -46,6 +47,46 @@ BackupPoints parse_points(const std::string& stderr_text) {
 }
 
 }  // namespace
+
+// The base backups in BACKUP_DIR/base with a readable meta that names its own file; the others
+// are passed over with a warning.
+std::vector<BaseBackup> list_base_backups(const Config& config) {
+  std::vector<BaseBackup> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(config.kind_dir("base"), ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("base_") || !name.ends_with(".meta")) continue;
+    try {
+      BaseBackup b;
+      b.meta = read_meta(e.path());
+      b.file = e.path().parent_path() / name.substr(0, name.size() - 5);
+      if (b.meta.kind != "base" || b.meta.file != b.file.filename().string()) {
+        throw Error(ErrorCode::verification, "the meta does not describe " + b.file.filename().string());
+      }
+      const auto& s = b.meta.source;
+      b.sysid = std::stoull(json_string(s, "system_identifier"));
+      b.timeline = s.at("timeline").get<std::uint32_t>();
+      auto start = parse_lsn(json_string(s, "start_lsn")), stop = parse_lsn(json_string(s, "stop_lsn"));
+      b.segment_size = s.at("wal_segment_size").get<std::uint64_t>();
+      b.major = s.at("server_major").get<int>();
+      auto finished = parse_iso8601(b.meta.finished_at);
+      if (!start || !stop || !finished || *stop < *start || b.timeline == 0 || !parse_wal_segment_name("000000010000000000000001", b.segment_size)) {
+        throw Error(ErrorCode::verification, "its WAL positions, timeline, segment size or time are not readable");
+      }
+      b.start = *start;
+      b.stop = *stop;
+      b.finished = *finished;
+      if (!fs::is_regular_file(fs::symlink_status(b.file, ec))) throw Error(ErrorCode::not_found, "the file is not there");
+      out.push_back(std::move(b));
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::interrupted) throw;
+      spdlog::warn("restore: base backup {} passed over: {}", name, err.what());
+    } catch (const std::exception& err) {
+      spdlog::warn("restore: base backup {} passed over: its meta is malformed ({})", name, err.what());
+    }
+  }
+  return out;
+}
 
 BackupResult backup_base(const Config& config, const PgTarget& target, Progress& progress) {
   const auto t0 = std::chrono::steady_clock::now();

@@ -6,13 +6,34 @@
 // restore needs to pick it and to know which WAL follows it.
 #pragma once
 
+#include <filesystem>
+#include <vector>
+
 #include "command/backup_db.hpp"
 #include "config/config.hpp"
+#include "pg/wal.hpp"
+#include "util/time.hpp"
 #include "pg/target.hpp"
 #include "util/progress.hpp"
 
 namespace backupctl {
 
 BackupResult backup_base(const Config& config, const PgTarget& target, Progress& progress);
+
+// A base backup in BACKUP_DIR/base, as its meta describes it.
+struct BaseBackup {
+  std::filesystem::path file;
+  Meta meta;
+  std::uint64_t sysid = 0;
+  std::uint32_t timeline = 0;
+  Lsn start = 0, stop = 0;
+  std::uint64_t segment_size = 0;
+  int major = 0;
+  Clock::time_point finished;
+};
+
+// The base backups with a readable meta that names its own file; the others are passed over
+// with a warning.
+std::vector<BaseBackup> list_base_backups(const Config& config);
 
 }  // namespace backupctl

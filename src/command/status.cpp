@@ -4,6 +4,7 @@
 
 #include "catalog/catalog.hpp"
 #include "catalog/health.hpp"
+#include "command/wal_stream.hpp"
 #include "monitor/state.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"
@@ -68,8 +69,17 @@ StatusReport backup_status(const Config& config, Clock::time_point now) {
     remote["last_rehearsal_failure"] = from_state("last_failure", "remote_rehearsal");
     r.stale = r.stale || stale;
   }
+  // Continuous protection: a receiver that stopped or no base backup is as stale as an old backup.
+  nlohmann::json wal = nullptr;
+  if (config.wal_stream) {
+    WalStatus w = wal_status(config, now);
+    wal = w.json;
+    r.stale = r.stale || w.failing;
+    r.wal_text = w.describe();
+  }
   r.json = {{"ok", !r.stale && !r.wrong_clock},
             {"remote", remote},
+            {"wal", wal},
             {"max_age_hours", config.max_age_hours},
             {"backup_dir", config.backup_dir.string()},
             {"kinds", kinds},
@@ -124,6 +134,7 @@ std::string StatusReport::describe() const {
       out += fmt::format("           last failed rehearsal from the remote: {}\n", json_string(rm["last_rehearsal_failure"], "at"));
     }
   }
+  out += wal_text;
   for (const auto& w : json["wrong_clock"]) {
     out += fmt::format("  WRONG CLOCK: {} is dated {}, {:.1f} h ahead of this host's clock: it is not \"latest\" "
                        "and not counted as the newest\n",

@@ -1,6 +1,7 @@
 // `backupctl status [--json]`: per kind, the newest good backup (a meta, and not failed by verify)
-// and its age, the last failure, the last verify and rehearsal. Exits 10 when the newest good
-// backup of a kind is older than BACKUP_MAX_AGE_HOURS (or there is none).
+// and its age, the last failure, the last verify and rehearsal; with BACKUP_WAL=stream, the WAL
+// receiver and the window a restore to a moment can reach. Exits 10 when the newest good backup of
+// a kind is older than BACKUP_MAX_AGE_HOURS (or there is none), or the receiver does not run.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@ struct StatusReport {
   nlohmann::json json;
   bool stale = false;
   bool wrong_clock = false;  // a backup dated ahead of this host's clock (exit 13)
+  std::string wal_text;      // continuous protection's lines (BACKUP_WAL=stream)
   std::string describe() const;
 };
 

@@ -3,14 +3,18 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <signal.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <optional>
 
-#include "catalog/wal_archive.hpp"
+#include "command/backup_base.hpp"
+#include "pg/wal_archive.hpp"
 #include "pg/connection.hpp"
 #include "pg/tools.hpp"
 #include "util/error.hpp"
@@ -110,7 +114,82 @@ bool receive_once(const Config& config, const PgTarget& target, WalArchive& arch
   }
 }
 
+// Whether a `wal stream` holds the cluster folder's lock now.
+bool receiver_running(const WalArchive& archive) {
+  const fs::path path = archive.dir() / ".receiver.lock";
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return false;
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+    ::flock(fd.get(), LOCK_UN);
+    return false;
+  }
+  return errno == EWOULDBLOCK;
+}
+
+// When the newest WAL of the cluster arrived: the newest file's time, archived or in incoming/.
+std::optional<Clock::time_point> newest_wal(const WalArchive& archive) {
+  std::optional<Clock::time_point> newest;
+  std::error_code ec;
+  for (const fs::path& dir : {archive.dir(), archive.incoming()}) {
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string name = e.path().filename().string();
+      struct stat st{};
+      if (name.starts_with(".") || name.ends_with(".rejected") || name.ends_with(".conflict") ||
+          ::lstat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        continue;
+      }
+      const Clock::time_point t = Clock::from_time_t(st.st_mtim.tv_sec) +
+                                  std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(st.st_mtim.tv_nsec));
+      if (!newest || t > *newest) newest = t;
+    }
+  }
+  return newest;
+}
+
 }  // namespace
+
+WalStatus wal_status(const Config& config, Clock::time_point now) {
+  WalStatus w;
+  nlohmann::json clusters = nlohmann::json::array();
+  const std::vector<BaseBackup> bases = list_base_backups(config);
+  for (std::uint64_t id : wal_clusters(config.backup_dir)) {
+    WalArchive archive(config.backup_dir, id);
+    const bool running = receiver_running(archive);
+    std::optional<Clock::time_point> oldest_base, newest = newest_wal(archive);
+    for (const auto& b : bases) {
+      if (b.sysid == id && (!oldest_base || b.finished < *oldest_base)) oldest_base = b.finished;
+    }
+    nlohmann::json c = {{"system_identifier", std::to_string(id)},
+                        {"receiver", running ? "running" : "not running"},
+                        {"newest_wal", newest ? nlohmann::json(iso8601(*newest)) : nlohmann::json(nullptr)},
+                        {"newest_wal_age_seconds", newest ? nlohmann::json(std::chrono::duration<double>(now - *newest).count()) : nlohmann::json(nullptr)},
+                        {"window_from", oldest_base ? nlohmann::json(iso8601(*oldest_base)) : nlohmann::json(nullptr)},
+                        {"window_to", oldest_base && newest ? nlohmann::json(iso8601(*newest)) : nlohmann::json(nullptr)}};
+    w.failing = w.failing || !running || !oldest_base;
+    clusters.push_back(c);
+  }
+  if (clusters.empty()) w.failing = true;  // switched on, and nothing received yet
+  w.json = {{"clusters", clusters}, {"ok", !w.failing}};
+  return w;
+}
+
+std::string WalStatus::describe() const {
+  if (json["clusters"].empty()) {
+    return "  wal      FAIL   BACKUP_WAL=stream and no WAL received yet: start the receiver (`make wal-stream`)\n";
+  }
+  std::string out;
+  for (const auto& c : json["clusters"]) {
+    const bool running = c["receiver"] == "running";
+    const bool base = !c["window_from"].is_null();
+    std::string line = fmt::format("cluster {}: receiver {}", c["system_identifier"].get<std::string>(), c["receiver"].get<std::string>());
+    if (!c["newest_wal"].is_null()) line += ", newest WAL " + c["newest_wal"].get<std::string>();
+    line += base && !c["window_to"].is_null()
+                ? "; restorable from " + c["window_from"].get<std::string>() + " to " + c["window_to"].get<std::string>()
+                : "; no base backup yet (`make backup-base`): nothing can be restored to a moment";
+    out += fmt::format("  {:<8} {:<6} {}\n", "wal", running && base ? "ok" : "FAIL", line);
+  }
+  return out;
+}
 
 std::vector<WalCheckItem> wal_check(const Config& config, const PgTarget& target) {
   std::vector<WalCheckItem> out;

@@ -7,14 +7,17 @@
 // backoff when the server goes away. We chose it over a replication client of our own: it is the
 // stock tool every PostgreSQL installation has, it follows timeline switches, and a file it writes
 // is exactly PostgreSQL's. backupctl does the rest: each finished segment is checked against its
-// name and the cluster (catalog/wal_archive.hpp), compressed, fsynced and recorded.
+// name and the cluster (pg/wal_archive.hpp), compressed, fsynced and recorded.
 #pragma once
+
+#include <nlohmann/json.hpp>
 
 #include <string>
 #include <vector>
 
 #include "config/config.hpp"
 #include "pg/target.hpp"
+#include "util/time.hpp"
 
 namespace backupctl {
 
@@ -30,5 +33,16 @@ std::vector<WalCheckItem> wal_check(const Config& config, const PgTarget& target
 // Runs the receiver until SIGTERM or SIGINT; returns 0 after a clean stop. Throws Error(usage)
 // when the server cannot be used safely (an unbounded slot without WAL_ALLOW_UNBOUNDED_SLOT=yes).
 int wal_stream(const Config& config, const PgTarget& target);
+
+// What `status` says of continuous protection (BACKUP_WAL=stream): per cluster in BACKUP_DIR/wal,
+// whether a receiver runs (holds the folder's lock), when the newest WAL arrived, and the window a
+// restore can reach (from the oldest base backup's end to the newest WAL). `failing` when no
+// receiver runs or no base backup is there: the operator must hear of it.
+struct WalStatus {
+  nlohmann::json json;
+  bool failing = false;
+  std::string describe() const;
+};
+WalStatus wal_status(const Config& config, Clock::time_point now);
 
 }  // namespace backupctl

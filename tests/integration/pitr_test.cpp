@@ -216,6 +216,28 @@ TEST_F(PitrTest, TheReceiverKilledAndStartedAgainLeavesNoGap) {
   EXPECT_EQ(r.out.find("gap"), std::string::npos) << r.out;
 }
 
+TEST_F(PitrTest, StatusShowsTheReceiverAndTheWindowAndFailsWhenTheReceiverStops) {
+  pg.psql("archive", "INSERT INTO t VALUES (1000, 'x')");
+  wait_received();
+  CliResult r = run_backupctl({"status", "--json"}, env());
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["wal"]["clusters"].size(), 1u) << r.out;
+  EXPECT_EQ(j["wal"]["clusters"][0]["receiver"], "running");
+  EXPECT_TRUE(j["wal"]["ok"].get<bool>());
+  EXPECT_FALSE(j["wal"]["clusters"][0]["window_from"].is_null());
+  EXPECT_LT(j["wal"]["clusters"][0]["newest_wal_age_seconds"].get<double>(), 30.0);
+  CliResult text = run_backupctl({"status"}, env());
+  EXPECT_NE(text.out.find("receiver running"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("restorable from"), std::string::npos) << text.out;
+
+  stop_receiver();
+  r = run_backupctl({"status", "--json"}, env());
+  EXPECT_EQ(r.exit_code, 10) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["wal"]["clusters"][0]["receiver"], "not running");
+  EXPECT_FALSE(j["wal"]["ok"].get<bool>());
+}
+
 TEST(PitrReceiver, AnUnboundedSlotIsRefusedAndWalCheckSaysWhatToSet) {
   PgCluster pg;
   TempDir dir;

@@ -1,4 +1,4 @@
-// pg/wal.hpp and catalog/wal_archive.hpp: WAL names and positions, the check of a segment's first
+// pg/wal.hpp and pg/wal_archive.hpp: WAL names and positions, the check of a segment's first
 // page, and the archive's round trip and refusals, on segments made here (no server).
 #include "pg/wal.hpp"
 
@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "catalog/wal_archive.hpp"
+#include "pg/wal_archive.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 

@@ -1,4 +1,4 @@
-#include "catalog/wal_archive.hpp"
+#include "pg/wal_archive.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>
