@@ -48,6 +48,17 @@ BackupPoints parse_points(const std::string& stderr_text) {
 
 }  // namespace
 
+std::optional<Clock::time_point> parse_precise_time(const std::string& text) {
+  auto t = parse_iso8601(text);
+  const auto dot = text.find('.');
+  if (!t || dot == std::string::npos) return t;
+  const auto end = text.find_first_not_of("0123456789", dot + 1);
+  std::string digits = text.substr(dot + 1, end == std::string::npos ? std::string::npos : end - dot - 1);
+  if (digits.empty() || digits.size() > 9) return std::nullopt;
+  digits.resize(9, '0');
+  return *t + std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(std::stoll(digits)));
+}
+
 // The base backups in BACKUP_DIR/base with a readable meta that names its own file; the others
 // are passed over with a warning.
 std::vector<BaseBackup> list_base_backups(const Config& config) {
@@ -69,7 +80,11 @@ std::vector<BaseBackup> list_base_backups(const Config& config) {
       auto start = parse_lsn(json_string(s, "start_lsn")), stop = parse_lsn(json_string(s, "stop_lsn"));
       b.segment_size = s.at("wal_segment_size").get<std::uint64_t>();
       b.major = s.at("server_major").get<int>();
-      auto finished = parse_iso8601(b.meta.finished_at);
+      // The server's clock when the backup had ended (what a target time is compared with:
+      // PostgreSQL's commit times are the server's); older metas: this host's, a second later.
+      auto finished = s.contains("stop_time") ? parse_precise_time(json_string(s, "stop_time"))
+                                              : parse_iso8601(b.meta.finished_at);
+      if (!s.contains("stop_time") && finished) *finished += std::chrono::seconds(1);
       if (!start || !stop || !finished || *stop < *start || b.timeline == 0 || !parse_wal_segment_name("000000010000000000000001", b.segment_size)) {
         throw Error(ErrorCode::verification, "its WAL positions, timeline, segment size or time are not readable");
       }
@@ -116,6 +131,9 @@ BackupResult backup_base(const Config& config, const PgTarget& target, Progress&
       file, &zstd, config.zstd_threads, config.age_recipients, progress, "the incomplete base backup was removed");
   progress.finish();
   const BackupPoints points = parse_points(out.stderr_text);
+  // The server's clock now: the backup has ended, so a moment from here on can be restored from it.
+  const std::string stop_time =
+      conn.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
 
   Meta meta = new_backup_meta("base", file.final_path(), out.size, out.sha256, config.profile, files.time, seconds_since(t0),
                               new_set_id(files.time), config.age_recipients);
@@ -125,6 +143,7 @@ BackupResult backup_base(const Config& config, const PgTarget& target, Progress&
                  {"timeline", points.timeline},
                  {"start_lsn", points.start_lsn},
                  {"stop_lsn", points.stop_lsn},
+                 {"stop_time", stop_time},
                  {"wal_segment_size", segment_size},
                  {"server", conn.describe()},
                  {"server_version", version},

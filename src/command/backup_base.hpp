@@ -7,6 +7,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 #include "command/backup_db.hpp"
@@ -29,8 +30,11 @@ struct BaseBackup {
   Lsn start = 0, stop = 0;
   std::uint64_t segment_size = 0;
   int major = 0;
-  Clock::time_point finished;
+  Clock::time_point finished;  // when it had surely ended, by the server's clock
 };
+
+// parse_iso8601() keeping the fraction of a second ("2026-12-06T14:01:59.123456Z").
+std::optional<Clock::time_point> parse_precise_time(const std::string& text);
 
 // The base backups with a readable meta that names its own file; the others are passed over
 // with a warning.

@@ -63,11 +63,12 @@ const BaseBackup& choose_base(const std::vector<BaseBackup>& bases, std::uint64_
   const BaseBackup* best = nullptr;
   std::optional<Clock::time_point> when;
   if (target.kind == RecoveryTarget::Kind::time) {
-    when = parse_iso8601(target.value.substr(0, 10) + "T" + target.value.substr(11));
+    when = parse_precise_time(target.value.substr(0, 10) + "T" + target.value.substr(11));
   }
   const std::optional<Lsn> lsn = target.kind == RecoveryTarget::Kind::lsn ? parse_lsn(target.value) : std::nullopt;
   for (const auto& b : bases) {
     if (b.sysid != cluster) continue;
+    // PostgreSQL refuses a target before the backup's consistent point.
     if (when && b.finished > *when) continue;
     if (lsn && b.stop > *lsn) continue;
     if (!best || b.finished > best->finished) best = &b;
@@ -124,8 +125,9 @@ std::string PitrPlan::describe() const {
       "  target:       {}\n"
       "  base backup:  {} (cluster {}, timeline {}, WAL {} to {}, ended {})\n"
       "  WAL:          {} segment(s) kept after it{}{}\n"
-      "  recovery:     a temporary server ({}/postgres) replays them to the target, then\n"
-      "                pg_dump of \"{}\" from it is restored as a dump restore is:\n",
+      "  recovery:     a temporary server ({}/postgres) replays them to the target; then\n"
+      "                pg_dump of \"{}\" from it is restored as `restore db` restores a dump\n"
+      "                (services stopped, side database, swap, checklist; `restore undo` goes back)\n",
       target.describe(), base.string(), system_identifier, timeline, start_lsn, stop_lsn, base_meta.finished_at,
       segments.size(), partial ? ", and the unfinished " + *partial : "",
       gap.empty() ? "" : "; the WAL has a gap at " + gap + " (nothing after it can be replayed)", bindir.string(), database);
@@ -241,6 +243,10 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
     }
   }
 
+  if (!plan.gap.empty()) {
+    spdlog::warn("restore: the WAL kept has a gap at {}: replay cannot go past it (a base backup after the gap "
+                 "starts a new window)", plan.gap);
+  }
   journal.step("restore-pitr.replay");
   cluster->start(plan.target);
   cluster->wait_until_promoted();

@@ -51,6 +51,8 @@ std::optional<Clock::time_point> parse_iso8601(std::string_view text) {
   // Years a std::chrono::system_clock (nanoseconds since 1970) holds: a crafted "2999-01-01" in a
   // meta must be refused, not overflow.
   if (y < kFirstYear || y > kLastYear) return std::nullopt;
+  // timegm() would roll a 13th month or a 32nd day over into the next one.
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 || h < 0 || mi < 0 || s < 0) return std::nullopt;
   long offset = 0;
   std::string zone(rest);
   // Fractional seconds are accepted and ignored.

@@ -47,6 +47,9 @@ TEST_F(TimeTest, Iso8601RoundTrips) {
   // Past what the clock type holds (UBSan once caught the overflow): refused, not wrapped.
   EXPECT_FALSE(parse_iso8601("2999-01-01T00:00:00Z"));
   EXPECT_FALSE(parse_iso8601("1066-10-14T09:00:00Z"));
+  EXPECT_FALSE(parse_iso8601("2026-13-06T14:01:59Z")) << "not rolled over into January";
+  EXPECT_FALSE(parse_iso8601("2026-12-32T14:01:59Z"));
+  EXPECT_FALSE(parse_iso8601("2026-12-06T24:01:59Z"));
 }
 
 TEST_F(TimeTest, NameTimestampsParseBack) {

@@ -1,0 +1,48 @@
+// command/restore_pitr.hpp and backup_base.hpp without a server: the moments an operator types, as
+// PostgreSQL is given them, and the base backups' precise end times.
+#include "command/restore_pitr.hpp"
+
+#include <gtest/gtest.h>
+
+#include "command/backup_base.hpp"
+#include "util/error.hpp"
+
+namespace backupctl {
+namespace {
+
+TEST(RecoveryTargetParse, IsoMomentsBecomePostgresTimesWithTheirOffset) {
+  EXPECT_EQ(parse_recovery_target("2026-12-06T14:01:59Z", "").value, "2026-12-06 14:01:59+00:00");
+  EXPECT_EQ(parse_recovery_target("2026-12-06T23:01:59.250+09:00", "").value, "2026-12-06 23:01:59.250+09:00");
+  EXPECT_EQ(parse_recovery_target("2026-12-06T14:01:59.123456-0530", "").value, "2026-12-06 14:01:59.123456-05:30");
+  EXPECT_EQ(parse_recovery_target("latest", "").kind, RecoveryTarget::Kind::latest);
+  RecoveryTarget lsn = parse_recovery_target("", "0/16b3f48");
+  EXPECT_EQ(lsn.kind, RecoveryTarget::Kind::lsn);
+  EXPECT_EQ(lsn.value, "0/16B3F48");
+}
+
+TEST(RecoveryTargetParse, WhatPostgresWouldMisreadIsRefused) {
+  // No offset: PostgreSQL would take the server's time zone, which the operator may not know.
+  for (const char* bad : {"2026-12-06T14:01:59", "2026-12-06", "yesterday", "2026-12-06T14:01:59.1234567Z",
+                          "2026-12-06T14:01:59Z; DROP", "2026-13-06T14:01:59Z", "2999-01-01T00:00:00Z", ""}) {
+    try {
+      (void)parse_recovery_target(bad, "");
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::usage) << bad;
+    }
+  }
+  EXPECT_THROW((void)parse_recovery_target("2100-01-01T00:00:00Z", ""), Error) << "in the future";
+  EXPECT_THROW((void)parse_recovery_target("latest", "0/1"), Error) << "two targets";
+  EXPECT_THROW((void)parse_recovery_target("", "0/xyz"), Error);
+}
+
+TEST(BaseBackupTimes, KeepTheFractionOfASecond) {
+  auto whole = parse_precise_time("2026-12-06T14:01:59Z");
+  auto part = parse_precise_time("2026-12-06T14:01:59.250001Z");
+  ASSERT_TRUE(whole && part);
+  EXPECT_EQ(*part - *whole, std::chrono::microseconds(250001));
+  EXPECT_FALSE(parse_precise_time("2026-12-06T14:01:59.Z"));
+}
+
+}  // namespace
+}  // namespace backupctl
