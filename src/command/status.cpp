@@ -167,12 +167,42 @@ std::string schedule_text(const Config& config, bool systemd, const std::string&
     throw Error(ErrorCode::usage, "invalid --time '" + time + "'", "use HH:MM, e.g. 03:15");
   }
   std::string env = env_file.empty() ? "" : " --env-file " + env_file;
+  // With continuous protection the daily run also takes a base backup (where a restore to a moment
+  // starts), and the receiver runs as a service of its own: cron cannot keep it running.
+  const std::string base = config.wal_stream ? fmt::format(" && {}{} backup base", backupctl_path, env) : "";
   if (!systemd) {
-    return fmt::format(
+    std::string out = fmt::format(
         "# backupctl: every day at {:02}:{:02} (off hours), a backup set, then verify the newest backups.\n"
-        "{} {} * * * cd {} && ({}{} backup all && {}{} verify --latest) >> {}/backupctl.log 2>&1\n",
-        h, m, m, h, config.app_root.string(), backupctl_path, env, backupctl_path, env,
+        "{} {} * * * cd {} && ({}{} backup all{} && {}{} verify --latest) >> {}/backupctl.log 2>&1\n",
+        h, m, m, h, config.app_root.string(), backupctl_path, env, base, backupctl_path, env,
         config.backup_dir.string());
+    if (config.wal_stream) {
+      out += "# BACKUP_WAL=stream: run the WAL receiver (`" + backupctl_path + env +
+             " wal stream`) as a service that restarts it (`schedule --systemd` prints one), not from cron\n";
+    }
+    return out;
+  }
+  std::string receiver;
+  if (config.wal_stream) {
+    receiver = fmt::format(
+        "\n"
+        "# /etc/systemd/system/backupctl-wal.service (BACKUP_WAL=stream: the WAL receiver)\n"
+        "[Unit]\n"
+        "Description=backupctl: WAL receiver of the document archive (restores to any moment)\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "WorkingDirectory={0}\n"
+        "ExecStart={1}{2} wal stream\n"
+        "Restart=always\n"
+        "RestartSec=10\n"
+        "TimeoutStopSec=30\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+        "# then: systemctl daemon-reload && systemctl enable --now backupctl-wal.service\n",
+        config.app_root.string(), backupctl_path, env);
   }
   return fmt::format(
       "# /etc/systemd/system/backupctl.service\n"
@@ -185,6 +215,7 @@ std::string schedule_text(const Config& config, bool systemd, const std::string&
       "Type=oneshot\n"
       "WorkingDirectory={0}\n"
       "ExecStart={1}{2} backup all\n"
+      "{5}"
       "ExecStartPost={1}{2} verify --latest\n"
       "Nice=10\n"
       "IOSchedulingClass=idle\n"
@@ -200,8 +231,10 @@ std::string schedule_text(const Config& config, bool systemd, const std::string&
       "\n"
       "[Install]\n"
       "WantedBy=timers.target\n"
-      "# then: systemctl daemon-reload && systemctl enable --now backupctl.timer\n",
-      config.app_root.string(), backupctl_path, env, h, m);
+      "# then: systemctl daemon-reload && systemctl enable --now backupctl.timer\n"
+      "{6}",
+      config.app_root.string(), backupctl_path, env, h, m,
+      config.wal_stream ? fmt::format("ExecStartPost={}{} backup base\n", backupctl_path, env) : "", receiver);
 }
 
 }  // namespace backupctl

@@ -793,6 +793,19 @@ TEST(Schedule, CronAndSystemdOutput) {
   EXPECT_NE(sd.out.find("Persistent=true"), std::string::npos);
   EXPECT_EQ(run_backupctl({"schedule", "--cron", "--time", "25:00"}, e).exit_code, 2);
   EXPECT_EQ(run_backupctl({"schedule"}, e).exit_code, 2);
+  EXPECT_EQ(sd.out.find("wal stream"), std::string::npos) << "no receiver unless BACKUP_WAL=stream";
+
+  // Continuous protection: the daily run takes a base backup too, and the receiver is a service.
+  e.emplace_back("BACKUP_WAL", "stream");
+  CliResult wal_cron = run_backupctl({"schedule", "--cron"}, e);
+  ASSERT_EQ(wal_cron.exit_code, 0) << wal_cron.err;
+  EXPECT_TRUE(std::regex_search(wal_cron.out, std::regex(R"(backup all && \S+backupctl --env-file \S+ backup base && )"))) << wal_cron.out;
+  EXPECT_NE(wal_cron.out.find("wal stream`) as a service"), std::string::npos) << wal_cron.out;
+  CliResult wal_sd = run_backupctl({"schedule", "--systemd"}, e);
+  ASSERT_EQ(wal_sd.exit_code, 0) << wal_sd.err;
+  EXPECT_NE(wal_sd.out.find("backup base\nExecStartPost="), std::string::npos) << wal_sd.out;
+  EXPECT_NE(wal_sd.out.find("# /etc/systemd/system/backupctl-wal.service"), std::string::npos) << wal_sd.out;
+  EXPECT_TRUE(std::regex_search(wal_sd.out, std::regex(R"(ExecStart=\S+backupctl --env-file \S+ wal stream\nRestart=always)"))) << wal_sd.out;
 }
 
 }  // namespace backupctl::test
