@@ -1,7 +1,10 @@
 #include "command/restore_pitr.hpp"
 
 #include <fmt/format.h>
+#include <pwd.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -93,6 +96,30 @@ std::string recovered_to(const std::string& log) {
   return "";
 }
 
+// Run as root, the temporary server runs as `postgres` and must reach its folder: every folder
+// above PITR_WORK_DIR that exists must let others (or postgres) through. Said in the plan, before
+// anything is unpacked, not as a server that would not start.
+void require_reachable_by_postgres(const fs::path& work) {
+  if (::geteuid() != 0) return;
+  struct passwd* pw = ::getpwnam("postgres");
+  if (!pw) return;  // RecoveryCluster says what is missing
+  for (fs::path p = work.parent_path(); !p.empty(); p = p.parent_path()) {
+    struct stat st{};
+    if (::stat(p.c_str(), &st) == 0) {
+      const bool through = (st.st_mode & S_IXOTH) || (st.st_uid == pw->pw_uid && (st.st_mode & S_IXUSR)) ||
+                           (st.st_gid == pw->pw_gid && (st.st_mode & S_IXGRP));
+      if (!through) {
+        throw Error(ErrorCode::usage,
+                    fmt::format("the postgres user cannot reach PITR_WORK_DIR {}: {} is mode {:04o}", work.string(),
+                                p.string(), st.st_mode & 07777),
+                    "set PITR_WORK_DIR to a folder postgres can reach, on a disk with room for the database "
+                    "(e.g. /var/tmp/backupctl-pitr)");
+      }
+    }
+    if (p == p.root_path()) break;
+  }
+}
+
 }  // namespace
 
 RecoveryTarget parse_recovery_target(const std::string& to_time, const std::string& to_lsn) {
@@ -150,6 +177,7 @@ nlohmann::json PitrPlan::to_json() const {
 PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions& options) {
   PitrPlan plan;
   plan.target = parse_recovery_target(options.to_time, options.to_lsn);
+  require_reachable_by_postgres(config.pitr_work_dir);
   plan.database = live.dbname();  // the database recovered; --target-db is where it goes
   const std::vector<BaseBackup> bases = list_base_backups(config);
   const std::uint64_t cluster = choose_cluster(bases, live_system_identifier(live));

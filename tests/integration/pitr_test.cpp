@@ -176,8 +176,19 @@ TEST_F(PitrTest, MomentsThatCannotBeRestoredAreRefusedBeforeAnythingChanges) {
       write_file_atomic(e.path(), data);
     }
   }
+  // Run as root, a work folder the postgres user cannot reach is said in the plan.
+  if (::geteuid() == 0) {
+    TempDir closed;  // 0700, root's
+    EnvList e = confirmed();
+    e.emplace_back("PITR_WORK_DIR", (closed.path() / "pitr").string());
+    CliResult refused = run_backupctl({"restore", "db", "--to-time", "latest"}, e);
+    EXPECT_EQ(refused.exit_code, 2) << refused.err;
+    EXPECT_NE(refused.err.find("cannot reach PITR_WORK_DIR"), std::string::npos) << refused.err;
+    EXPECT_FALSE(fs::exists(closed.path() / "pitr"));
+  }
   CliResult r = run_backupctl({"restore", "db", "--to-time", "latest"}, confirmed());
   EXPECT_EQ(r.exit_code, 5) << r.err;
+
   EXPECT_NE(r.err.find("does not match its meta"), std::string::npos) << r.err;
   EXPECT_EQ(rows(), "base:500 ");
   EXPECT_TRUE(list_dir(work.path()).empty());
