@@ -1,4 +1,4 @@
-# The operator contract (DESIGN.md): each target is a thin call of backupctl and builds what it
+# The operator contract (README: Operator commands): each target is a thin call of backupctl and builds what it
 # needs first. Settings come from the environment, and from $(ENV_FILE) when that file exists.
 SHELL := /bin/bash
 BUILD_DIR ?= build

@@ -1,5 +1,5 @@
 // Settings from the environment (and --env-file), validated once at start-up. Names follow the
-// operator contract in DESIGN.md; README.md lists every variable.
+// operator contract; README.md (Settings) lists every variable.
 #pragma once
 
 #include <filesystem>
