@@ -142,7 +142,10 @@ int restore_pitr_cmd(const Invocation& in, const RestoreDbArgs& args) {
       std::cout << report.describe();
     }
     if (!args.restore.target_db.empty()) return Outcome{};
-    post_restore_checks(config, report.previous_kept ? "to go back: CONFIRM=YES backupctl restore undo" : "", api);
+    post_restore_checks(config,
+                        report.previous_kept ? "to go back: CONFIRM=YES backupctl restore undo"
+                                             : "to go back: restore an earlier moment or backup (`backupctl list --kind db`)",
+                        api);
     return Outcome{};
   });
 }

@@ -198,12 +198,19 @@ bool own_temp_dir(const Config& config, const fs::path& p) {
   return p.parent_path() == config.backup_dir && (name.starts_with(".rehearsal-") || name.starts_with(".remote-verify."));
 }
 
+// Whether the folder a journal entry names is still there; a path that is not one of ours, or
+// not a folder, is a forged entry.
+bool journaled_folder_exists(const fs::path& p, bool ours, const std::string& as) {
+  if (!ours) throw forged("\"" + p.string() + "\" as " + as);
+  struct stat st{};
+  if (::lstat(p.c_str(), &st) != 0) return false;
+  if (!S_ISDIR(st.st_mode)) throw forged("\"" + p.string() + "\", not a folder, as " + as);
+  return true;
+}
+
 std::string repair_temp_dir(const Config& config, const json& d) {
   fs::path p = json_string(d, "path");
-  if (!own_temp_dir(config, p)) throw forged("\"" + p.string() + "\" as a temporary folder");
-  struct stat st{};
-  if (::lstat(p.c_str(), &st) != 0) return "";
-  if (!S_ISDIR(st.st_mode)) throw forged("\"" + p.string() + "\", not a folder, as a temporary folder");
+  if (!journaled_folder_exists(p, own_temp_dir(config, p), "a temporary folder")) return "";
   std::error_code ec;
   fs::remove_all(p, ec);
   if (ec) throw Error(ErrorCode::io, "cannot remove " + p.string() + ": " + ec.message());
@@ -213,10 +220,7 @@ std::string repair_temp_dir(const Config& config, const json& d) {
 // A point-in-time restore's temporary cluster: its server stopped, its folder removed.
 std::string repair_recovery_cluster(const Config& config, const json& d) {
   fs::path p = json_string(d, "path");
-  if (!own_recovery_folder(config, p)) throw forged("\"" + p.string() + "\" as a recovery folder");
-  struct stat st{};
-  if (::lstat(p.c_str(), &st) != 0) return "";
-  if (!S_ISDIR(st.st_mode)) throw forged("\"" + p.string() + "\", not a folder, as a recovery folder");
+  if (!journaled_folder_exists(p, own_recovery_folder(config, p), "a recovery folder")) return "";
   return remove_recovery_cluster(p);
 }
 

@@ -260,17 +260,7 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
   journal.step("restore-pitr.wal");
   WalArchive archive(config.backup_dir, plan.system_identifier);
   for (const auto& s : plan.segments) archive.restore_segment(s, cluster->wal_dir() / s);
-  if (plan.partial) {
-    // The receiver's unfinished segment, under its full name (what PostgreSQL asks for); the
-    // bytes not received yet are zeros, where replay ends.
-    const std::string data = read_file(archive.incoming() / (*plan.partial + ".partial"));
-    if (std::string why = check_wal_segment(*plan.partial, data, plan.system_identifier, true); !why.empty()) {
-      spdlog::warn("restore: the unfinished segment {} is not used: {}", *plan.partial, why);
-    } else {
-      write_file_atomic(cluster->wal_dir() / *plan.partial, data);
-    }
-  }
-
+  if (plan.partial) archive.restore_partial(*plan.partial, cluster->wal_dir() / *plan.partial);
   if (!plan.gap.empty()) {
     spdlog::warn("restore: the WAL kept has a gap at {}: replay cannot go past it (a base backup after the gap "
                  "starts a new window)", plan.gap);

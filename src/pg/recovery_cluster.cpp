@@ -277,13 +277,16 @@ std::string remove_recovery_cluster(const fs::path& root) {
   std::ifstream pidfile(root / "data/postmaster.pid");
   long pid = 0;
   if (pidfile >> pid && pid > 1) {
-    fs::path cwd = fs::read_symlink("/proc/" + std::to_string(pid) + "/cwd", ec);
-    if (!ec && fs::equivalent(cwd, root / "data", ec)) {
-      ::kill(static_cast<pid_t>(pid), SIGQUIT);
-      for (int i = 0; i < 100 && ::kill(static_cast<pid_t>(pid), 0) == 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      ::kill(static_cast<pid_t>(pid), SIGKILL);
+    // Only a process working in this data directory is ours (the pid may be another's by now).
+    auto runs_here = [&] {
+      std::error_code e2;
+      fs::path cwd = fs::read_symlink("/proc/" + std::to_string(pid) + "/cwd", e2);
+      return !e2 && fs::equivalent(cwd, root / "data", e2);
+    };
+    if (runs_here()) {
+      ::kill(static_cast<pid_t>(pid), SIGQUIT);  // immediate shutdown
+      for (int i = 0; i < 100 && runs_here(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (runs_here()) ::kill(static_cast<pid_t>(pid), SIGKILL);
       did = "stopped the temporary server (pid " + std::to_string(pid) + "), ";
     }
   }

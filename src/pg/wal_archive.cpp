@@ -34,6 +34,19 @@ std::string decompress(const fs::path& file, std::uint64_t limit) {
   return out.take();
 }
 
+// A file of incoming/ (anyone who can write BACKUP_DIR can put one there): read only when it is
+// no larger than a segment can be.
+std::string read_bounded(const fs::path& file, std::uint64_t limit) {
+  std::error_code ec;
+  const auto size = fs::file_size(file, ec);
+  if (ec) throw Error(ErrorCode::io, "cannot read " + file.string() + ": " + ec.message());
+  if (size > limit) {
+    throw Error(ErrorCode::verification, file.string() + " is larger than a WAL segment can be",
+                "it is not the receiver's; remove it");
+  }
+  return read_file(file);
+}
+
 void write_new(const fs::path& to, const std::string& data) {
   Fd fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd) throw_errno("cannot create " + to.string());
@@ -71,16 +84,20 @@ std::vector<std::string> WalArchive::archive_incoming() {
 bool WalArchive::archive_one(const fs::path& file) {
   const std::string name = file.filename().string();
   const bool history = parse_history_name(name).has_value();
-  std::string data = read_file(file);
-  std::string why = history ? (data.size() > kMaxHistory ? "larger than a history file can be" : "")
-                            : check_wal_segment(name, data, m_sysid);
+  std::error_code ec;
+  std::string data, why;
+  if (fs::file_size(file, ec) > (history ? kMaxHistory : kMaxSegment) || ec) {
+    why = "larger than a WAL file can be";  // never read into memory
+  } else {
+    data = read_file(file);
+    why = history ? "" : check_wal_segment(name, data, m_sysid);
+  }
   if (!why.empty()) {
     spdlog::warn("wal: {} in {} is not taken: {}; kept as {}.rejected", name, incoming().string(), why, name);
     fs::rename(file, fs::path(file.string() + ".rejected"));
     return false;
   }
   const fs::path dest = m_dir / (name + ".zst");
-  std::error_code ec;
   if (fs::exists(fs::symlink_status(dest, ec))) {
     // The receiver sent it again (it restarts at the slot's position): the same bytes are
     // nothing new; other bytes under an archived name are never taken in its place.
@@ -134,7 +151,7 @@ void WalArchive::restore_segment(const std::string& name, const fs::path& to) co
   std::error_code ec;
   const fs::path archived = m_dir / (name + ".zst");
   std::string data = fs::exists(fs::symlink_status(archived, ec)) ? decompress(archived, kMaxSegment)
-                                                                  : read_file(incoming() / name);
+                                                                  : read_bounded(incoming() / name, kMaxSegment);
   if (std::string why = check_wal_segment(name, data, m_sysid); !why.empty()) {
     throw Error(ErrorCode::verification, "the archived WAL segment " + name + " is not what its name says: " + why,
                 "the WAL archive in " + m_dir.string() + " was changed; restore to a moment before it");
@@ -145,6 +162,17 @@ void WalArchive::restore_segment(const std::string& name, const fs::path& to) co
 void WalArchive::restore_history(const std::string& name, const fs::path& to) const {
   if (!parse_history_name(name)) throw Error(ErrorCode::usage, "not a timeline history name: " + name);
   write_new(to, decompress(m_dir / (name + ".zst"), kMaxHistory));
+}
+
+bool WalArchive::restore_partial(const std::string& name, const fs::path& to) const {
+  if (!is_segment_name(name)) throw Error(ErrorCode::usage, "not a WAL segment name: " + name);
+  const std::string data = read_bounded(incoming() / (name + ".partial"), kMaxSegment);
+  if (std::string why = check_wal_segment(name, data, m_sysid, true); !why.empty()) {
+    spdlog::warn("wal: the unfinished segment {} is not used: {}", name, why);
+    return false;
+  }
+  write_new(to, data);
+  return true;
 }
 
 std::optional<std::string> WalArchive::partial() const {

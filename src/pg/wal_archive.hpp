@@ -44,6 +44,11 @@ class WalArchive {
   void restore_segment(const std::string& name, const std::filesystem::path& to) const;
   void restore_history(const std::string& name, const std::filesystem::path& to) const;
 
+  // The unfinished segment `name` (incoming/<name>.partial) written to `to` under its full name
+  // (what PostgreSQL asks for; the bytes not received yet are zeros, where replay ends). False,
+  // with a warning, when its first page is not what its name says.
+  bool restore_partial(const std::string& name, const std::filesystem::path& to) const;
+
   // The receiver's unfinished segment: its name (without .partial), when one is there.
   std::optional<std::string> partial() const;
 

@@ -194,7 +194,7 @@ TEST_F(PitrTest, MomentsThatCannotBeRestoredAreRefusedBeforeAnythingChanges) {
   EXPECT_TRUE(list_dir(work.path()).empty());
 }
 
-TEST_F(PitrTest, KilledAtEveryStepTheNextCommandStopsTheServerAndRemovesTheFolder) {
+TEST_F(PitrTest, KilledOrSignalledAtEveryStepNothingIsLeftAndTheLiveDatabaseIsWhole) {
   pg.psql("archive", "DELETE FROM t WHERE id > 250");
   wait_received();
   for (const char* point : {"restore-pitr.unpack", "restore-pitr.wal", "restore-pitr.replay", "restore-pitr.dump"}) {
@@ -208,6 +208,24 @@ TEST_F(PitrTest, KilledAtEveryStepTheNextCommandStopsTheServerAndRemovesTheFolde
     EXPECT_TRUE(processes_in(work.path()).empty()) << point << ": still running " << processes_in(work.path())[0];
     EXPECT_TRUE(list_dir(dir.path() / "journal").empty()) << point;
     EXPECT_EQ(rows(), "base:250 ") << point << ": the live database changed";
+  }
+  // SIGTERM and SIGHUP (a dropped SSH session) at each step: the run ends itself, says so, and
+  // leaves nothing; the next command finds nothing to repair.
+  for (auto [sig, number] : {std::pair<const char*, int>{"TERM", SIGTERM}, {"HUP", SIGHUP}}) {
+    for (const char* point : {"restore-pitr.unpack", "restore-pitr.wal", "restore-pitr.replay", "restore-pitr.dump"}) {
+      const std::string at = std::string(sig) + " at " + point;
+      EnvList e = confirmed();
+      e.insert(e.end(), {{"BACKUPCTL_FAULT", point}, {"BACKUPCTL_FAULT_SIGNAL", sig}});
+      CliResult r = run_backupctl({"restore", "db", "--to-time", "latest"}, e);
+      EXPECT_EQ(r.exit_code, 128 + number) << at << ": " << r.err;
+      EXPECT_TRUE(list_dir(work.path()).empty()) << at << ": left " << list_dir(work.path())[0];
+      EXPECT_TRUE(processes_in(work.path()).empty()) << at << ": still running " << processes_in(work.path())[0];
+      EXPECT_TRUE(list_dir(dir.path() / "journal").empty()) << at;
+      CliResult next = run_backupctl({"list"}, env());
+      EXPECT_EQ(next.exit_code, 0) << at << ": " << next.err;
+      EXPECT_EQ(next.err.find("repaired"), std::string::npos) << at << ": the run left something: " << next.err;
+      EXPECT_EQ(rows(), "base:250 ") << at << ": the live database changed";
+    }
   }
 }
 

@@ -102,9 +102,13 @@ TEST(WalArchive, CraftedFilesAreRejectedNotArchived) {
   write_file_atomic(archive.incoming() / "000000010000000000000009", make_segment(1, 9, 42));      // another cluster
   write_file_atomic(archive.incoming() / "00000001000000000000000A", make_segment(1, 10).substr(0, 4096));  // short
   write_file_atomic(archive.incoming() / "notes.txt", "hello");
+  fs::resize_file(archive.incoming() / "notes.txt", 0);
+  write_file_atomic(archive.incoming() / "00000001000000000000000D", "");
+  fs::resize_file(archive.incoming() / "00000001000000000000000D", (1ull << 30) + 1);  // sparse: never read
   EXPECT_TRUE(archive.archive_incoming().empty());
   EXPECT_TRUE(archive.segments().empty());
-  for (const char* n : {"000000010000000000000007", "000000010000000000000009", "00000001000000000000000A"}) {
+  for (const char* n : {"000000010000000000000007", "000000010000000000000009", "00000001000000000000000A",
+                        "00000001000000000000000D"}) {
     EXPECT_TRUE(fs::exists(archive.incoming() / (std::string(n) + ".rejected"))) << n;
   }
 
