@@ -1,3 +1,6 @@
+// Reading and checking every setting: one concern, in one read_* step per group of settings
+// (paths, database, services, restore, objects, retention, remote, monitoring, rehearsal, WAL).
+// Just over 500 lines because each setting carries its own one-line error and hint.
 #include "config/config.hpp"
 
 #include <algorithm>
