@@ -38,6 +38,8 @@ std::string CatalogEntry::source() const {
     }
     case Kind::config:
       return "";
+    case Kind::base:
+      return "cluster " + label;  // the system identifier
   }
   return "";
 }
@@ -79,7 +81,7 @@ CatalogEntry catalog_entry(const fs::path& file) {
 
 std::vector<CatalogEntry> scan_catalog(const fs::path& backup_dir) {
   std::vector<CatalogEntry> out;
-  for (Kind kind : {Kind::db, Kind::objects, Kind::config}) {
+  for (Kind kind : {Kind::db, Kind::objects, Kind::config, Kind::base}) {
     fs::path dir = backup_dir / std::string(kind_name(kind));
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) continue;

@@ -31,11 +31,11 @@ struct CatalogEntry {
   // Dated ahead of `now` by more than the clocks' tolerance: made with a wrong clock (util/time).
   bool wrong_clock(Clock::time_point now) const { return dated_in_future(time, now); }
   // The source a backup is of, for retention per source: the database (db), the store label and
-  // location (objects), or "" (config).
+  // location (objects), "cluster <system identifier>" (base), or "" (config).
   std::string source() const;
 };
 
-// Every backup file under <backup_dir>/{db,objects,config}, newest first. Files that are not
+// Every backup file under <backup_dir>/{db,objects,config,base}, newest first. Files that are not
 // backups (.partial, .meta, roles files, temporary files) are left out. A missing directory is an
 // empty catalog.
 std::vector<CatalogEntry> scan_catalog(const std::filesystem::path& backup_dir);

@@ -27,6 +27,7 @@ bool needs_remote_copy(const Config& config, const CatalogEntry& e, Clock::time_
 CatalogHealth catalog_health(const Config& config, const std::vector<CatalogEntry>& entries, Clock::time_point now) {
   CatalogHealth h;
   for (Kind k : {Kind::db, Kind::objects, Kind::config}) h.kinds[k];
+  if (config.wal_stream) h.kinds[Kind::base];
   for (const CatalogEntry& e : entries) {  // newest first
     auto& k = h.kinds[e.kind];
     ++k.count;

@@ -12,6 +12,7 @@ std::string_view kind_name(Kind kind) {
     case Kind::db: return "db";
     case Kind::objects: return "objects";
     case Kind::config: return "config";
+    case Kind::base: return "base";
   }
   return "db";
 }
@@ -20,6 +21,7 @@ std::optional<Kind> parse_kind(std::string_view name) {
   if (name == "db") return Kind::db;
   if (name == "objects") return Kind::objects;
   if (name == "config") return Kind::config;
+  if (name == "base") return Kind::base;
   return std::nullopt;
 }
 
@@ -52,6 +54,7 @@ std::optional<ParsedName> parse_backup_filename(std::string_view filename) {
   static const std::regex db(R"(^archive_(.+)_(\d{8}_\d{6})(\.dump\.zst|\.dump|\.sql\.gz|\.sql)(\.age)?$)");
   static const std::regex objects(R"(^objects_(minio|disk)_(\d{8}_\d{6})(\.tar\.gz|\.tar\.zst|\.tar)(\.age)?$)");
   static const std::regex config(R"(^config_(\d{8}_\d{6})(\.tar\.gz)(\.age)?$)");
+  static const std::regex base(R"(^base_(\d{1,20})_(\d{8}_\d{6})(\.tar\.zst)(\.age)?$)");
   std::string name(filename);
   std::smatch m;
   if (std::regex_match(name, m, db)) {
@@ -62,6 +65,9 @@ std::optional<ParsedName> parse_backup_filename(std::string_view filename) {
   }
   if (std::regex_match(name, m, config)) {
     return ParsedName{Kind::config, "", m[1], m[2], m[3].matched};
+  }
+  if (std::regex_match(name, m, base)) {
+    return ParsedName{Kind::base, m[1], m[2], m[3], m[4].matched};
   }
   return std::nullopt;
 }

@@ -2,6 +2,7 @@
 //   db/archive_<db>_<YYYYMMDD_HHMMSS>.dump (or .dump.zst, .sql, .sql.gz)
 //   objects/objects_<minio|disk>_<YYYYMMDD_HHMMSS>.tar.gz (or .tar.zst)
 //   config/config_<YYYYMMDD_HHMMSS>.tar.gz
+//   base/base_<system identifier>_<YYYYMMDD_HHMMSS>.tar.zst  (point-in-time recovery's base backups)
 // each optionally followed by .age when encrypted, and each with a `<file>.meta` sidecar.
 #pragma once
 
@@ -13,7 +14,7 @@
 
 namespace backupctl {
 
-enum class Kind { db, objects, config };
+enum class Kind { db, objects, config, base };
 
 std::string_view kind_name(Kind kind);
 std::optional<Kind> parse_kind(std::string_view name);
@@ -30,7 +31,7 @@ std::string roles_filename(std::string_view dump_filename);
 
 struct ParsedName {
   Kind kind;
-  std::string label;      // the database (db) or minio|disk (objects); empty for config
+  std::string label;      // the database (db), minio|disk (objects), the system identifier (base); empty for config
   std::string timestamp;  // YYYYMMDD_HHMMSS
   std::string suffix;     // ".dump", ".dump.zst", ".sql", ".sql.gz", ".tar.gz", ...
   bool encrypted = false; // ends in .age

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "catalog/catalog.hpp"
 #include "catalog/health.hpp"
 #include "command/wal_stream.hpp"
@@ -20,13 +22,18 @@ StatusReport backup_status(const Config& config, Clock::time_point now) {
   const CatalogHealth health = catalog_health(config, entries, now);
   nlohmann::json kinds = nlohmann::json::object();
   for (const auto& [kind, h] : health.kinds) {
+    // Base backups are part of continuous protection: held to BACKUP_BASE_EVERY_HOURS while it
+    // is on, not counted once it is off.
+    if (kind == Kind::base && !config.wal_stream) continue;
+    const double max_age = kind == Kind::base ? std::max<double>(config.max_age_hours, config.base_every_hours + 2)
+                                              : config.max_age_hours;
     std::string name(kind_name(kind));
     nlohmann::json k = {{"backups", h.count}, {"newest", nullptr}, {"stale", true}};
     if (const CatalogEntry* e = h.newest_good) {
       double age_h = std::chrono::duration<double>(now - e->time).count() / 3600.0;
       k["newest"] = {{"file", e->path.string()}, {"created_at", e->meta->created_at}, {"age_hours", age_h},
                      {"size", e->size}, {"verified", e->verify_state()}};
-      k["stale"] = age_h > config.max_age_hours;
+      k["stale"] = age_h > max_age;
     }
     if (state.json().contains("last_failure") && state.json()["last_failure"].contains(name)) {
       k["last_failure"] = state.json()["last_failure"][name];

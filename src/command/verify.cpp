@@ -14,9 +14,11 @@
 #include "catalog/naming.hpp"
 #include "io/age.hpp"
 #include "io/pipeline.hpp"
+#include "io/zstd.hpp"
 #include "pg/dump_file.hpp"
 #include "pg/tools.hpp"
 #include "util/error.hpp"
+#include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
 #include "util/process.hpp"
@@ -77,6 +79,19 @@ std::string check_db(const Config& config, const fs::path& file, const Meta& met
   return detail;
 }
 
+// A base backup: its sha256, then its zstd stream decoded to its end (each frame's checksum).
+std::string check_base(const Config& config, const fs::path& file, const Meta& meta) {
+  io::FileDigest d = io::digest_file(file.string());
+  if (d.sha256 != meta.sha256) throw sha_mismatch(meta.sha256, d.sha256);
+  auto source = io::open_plaintext(file, config.age_identity);
+  io::NullSink null;
+  io::CountSink count(null);
+  io::ZstdDecompressSink z(count);
+  io::copy(*source, z);
+  z.finish();
+  return fmt::format("sha256 ok, zstd frames ok ({} decompressed)", human_bytes(count.bytes()));
+}
+
 }  // namespace
 
 VerifyVerdict verify_backup(const Config& config, const fs::path& file, Progress& progress, VerifyDepth depth) {
@@ -119,6 +134,8 @@ VerifyVerdict verify_backup(const Config& config, const fs::path& file, Progress
       v.detail = "sha256 ok (encrypted: set BACKUP_AGE_IDENTITY to check the contents too)";
     } else if (meta->kind == "db") {
       v.detail = check_db(config, file, *meta, progress, quick);
+    } else if (meta->kind == "base") {
+      v.detail = check_base(config, file, *meta);
     } else if (meta->kind == "objects") {
       AttachmentTarScan scan = scan_attachment_tar(file.string(), progress, config.age_identity);
       if (scan.sha256 != meta->sha256) throw sha_mismatch(meta->sha256, scan.sha256);

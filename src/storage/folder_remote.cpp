@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "storage/remote_files.hpp"
 #include "util/digest.hpp"
@@ -41,6 +43,20 @@ class Throttle {
   std::uint64_t m_total = 0;
 };
 
+// The folders a remote holds files in, with the name prefix of their files: db/, objects/, ...,
+// and wal/<system identifier>/ for each cluster (symbolic links are not followed).
+std::vector<std::pair<fs::path, std::string>> remote_folders(const fs::path& root) {
+  std::vector<std::pair<fs::path, std::string>> out;
+  std::error_code ec;
+  for (const char* d : kRemoteDirs) out.emplace_back(root / d, std::string(d) + "/");
+  for (const auto& de : fs::directory_iterator(root / "wal", ec)) {
+    if (fs::is_directory(de.symlink_status(ec))) {
+      out.emplace_back(de.path(), "wal/" + de.path().filename().string() + "/");
+    }
+  }
+  return out;
+}
+
 class FolderRemote : public Remote {
  public:
   explicit FolderRemote(const RemoteConfig& c) : m_config(c) {}
@@ -54,13 +70,12 @@ class FolderRemote : public Remote {
       throw Error(ErrorCode::not_found, "the remote folder " + m_config.dir.string() + " does not exist",
                   "mount it, or create it: mkdir -p " + m_config.dir.string());
     }
-    for (const char* d : kRemoteDirs) {
-      fs::path dir = m_config.dir / d;
+    for (const auto& [dir, prefix] : remote_folders(m_config.dir)) {
       if (!fs::is_directory(fs::symlink_status(dir, ec))) continue;
       for (const auto& de : fs::directory_iterator(dir, ec)) {
         // Symbolic links are not followed: only files really in the remote count.
         if (!fs::is_regular_file(de.symlink_status(ec))) continue;
-        std::string name = std::string(d) + "/" + de.path().filename().string();
+        std::string name = prefix + de.path().filename().string();
         if (name.ends_with(".partial") || !remote_name_ok(name)) continue;
         out[name] = RemoteFile{name, static_cast<std::uint64_t>(de.file_size(ec)), ""};
       }
@@ -168,13 +183,12 @@ class FolderRemote : public Remote {
       const std::function<bool(const std::string&, Clock::time_point)>& abandoned) override {
     std::vector<std::string> out;
     std::error_code ec;
-    for (const char* d : kRemoteDirs) {
-      fs::path dir = m_config.dir / d;
+    for (const auto& [dir, prefix] : remote_folders(m_config.dir)) {
       if (!fs::is_directory(fs::symlink_status(dir, ec))) continue;
       for (const auto& de : fs::directory_iterator(dir, ec)) {
         std::string file = de.path().filename().string();
         if (!file.ends_with(".partial") || !fs::is_regular_file(de.symlink_status(ec))) continue;
-        std::string name = std::string(d) + "/" + file.substr(0, file.size() - 8);
+        std::string name = prefix + file.substr(0, file.size() - 8);
         struct stat st {};
         if (!remote_name_ok(name) || ::lstat(de.path().c_str(), &st) != 0) continue;
         auto started = Clock::from_time_t(st.st_mtim.tv_sec);

@@ -1,6 +1,8 @@
 #include "storage/remote.hpp"
 
 #include <fcntl.h>
+
+#include <algorithm>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,14 +18,23 @@ namespace backupctl {
 
 namespace fs = std::filesystem;
 
-// A remote name is "<db|objects|config|sets>/<file>": one plain file name below one of the four
-// folders (or the owner record at the root). A listing is input someone else may have written:
+// A remote name is "<db|objects|config|base|sets>/<file>": one plain file name below one of the
+// folders (or the owner record at the root), or a WAL file "wal/<system identifier>/<file>" of
+// the characters WAL names are made of. A listing is input someone else may have written:
 // anything else is not ours.
 bool remote_name_ok(const std::string& name) {
   if (name == kRemoteOwnerName) return true;
   auto slash = name.find('/');
   if (slash == std::string::npos) return false;
   std::string dir = name.substr(0, slash), file = name.substr(slash + 1);
+  if (dir == "wal") {
+    auto second = file.find('/');
+    if (second == std::string::npos || second == 0 || second > 20) return false;
+    const std::string cluster = file.substr(0, second), wal = file.substr(second + 1);
+    auto plain = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '.'; };
+    return std::all_of(cluster.begin(), cluster.end(), ::isdigit) && !wal.empty() && wal[0] != '.' &&
+           std::all_of(wal.begin(), wal.end(), plain);
+  }
   bool known = false;
   for (const char* d : kRemoteDirs) known = known || dir == d;
   return known && !file.empty() && file != "." && file != ".." && file.find('/') == std::string::npos &&

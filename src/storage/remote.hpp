@@ -25,7 +25,7 @@
 namespace backupctl {
 
 struct RemoteFile {
-  std::string name;  // relative: "db/…", "objects/…", "config/…", "sets/…"
+  std::string name;  // relative: "db/…", "objects/…", "config/…", "base/…", "sets/…", "wal/<id>/…"
   std::uint64_t size = 0;
   std::string etag;  // S3: the server's ETag ("" in a folder)
 };
@@ -57,7 +57,8 @@ class Remote {
       const std::function<bool(const std::string& name, Clock::time_point started)>& abandoned) = 0;
 };
 
-// Whether `name` is one a remote holds: "<db|objects|config|sets>/<plain file name>", or
+// Whether `name` is one a remote holds: "<db|objects|config|base|sets>/<plain file name>",
+// "wal/<system identifier>/<WAL file name>", or
 // kRemoteOwnerName at its root. Names from a listing or a meta are input someone else may have
 // written: anything else is not followed.
 bool remote_name_ok(const std::string& name);

@@ -14,7 +14,7 @@
 namespace backupctl {
 
 // The folders of a remote, below its root or prefix.
-inline constexpr const char* kRemoteDirs[] = {"db", "objects", "config", "sets"};
+inline constexpr const char* kRemoteDirs[] = {"db", "objects", "config", "base", "sets"};
 
 // Throws Error(internal) unless remote_name_ok(name): a name backupctl never makes is a bug.
 void require_remote_name(const std::string& name);

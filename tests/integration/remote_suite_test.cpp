@@ -146,7 +146,9 @@ TEST_P(RemoteSuite, AFileThatNoLongerMatchesItsSha256IsNotCopied) {
 
 TEST_P(RemoteSuite, NamesThatAreNotTheRemotesOwnAreRefusedAndNeverListed) {
   const fs::path file = local_file("f", "bytes");
-  for (const char* bad : {"../escape.dump", "db/../../escape.dump", "other/archive.dump", "db/sub/archive.dump", "db/", "db"}) {
+  for (const char* bad : {"../escape.dump", "db/../../escape.dump", "other/archive.dump", "db/sub/archive.dump", "db/", "db",
+                          "wal/x/000000010000000000000001.zst", "wal/1/../000000010000000000000001.zst", "wal/1/a/b.zst",
+                          "wal/1/.hidden", "wal/1/", "wal//000000010000000000000001.zst", "wal/123456789012345678901/x.zst"}) {
     SCOPED_TRACE(bad);
     EXPECT_FALSE(remote_name_ok(bad));
     EXPECT_THROW(put(file, bad, ""), Error);
@@ -157,9 +159,13 @@ TEST_P(RemoteSuite, NamesThatAreNotTheRemotesOwnAreRefusedAndNeverListed) {
   plant("notes.txt", "not ours");
   plant("db/sub/archive.dump", "not a plain name");
   plant("config/config_20261201_031500.tar.gz", "ours");
+  plant("wal/12/sub/000000010000000000000001.zst", "too deep");
+  plant("wal/x/000000010000000000000001.zst", "not a cluster");
+  plant("wal/12/000000010000000000000001.zst.age", "ours");
   auto listing = remote->list();
-  ASSERT_EQ(listing.size(), 1u);
+  ASSERT_EQ(listing.size(), 2u) << ::testing::PrintToString(listing.size());
   EXPECT_EQ(listing.begin()->first, "config/config_20261201_031500.tar.gz");
+  EXPECT_EQ(std::next(listing.begin())->first, "wal/12/000000010000000000000001.zst.age");
 }
 
 TEST_P(RemoteSuite, RemoveDeletesAndAMissingFileIsNotFound) {

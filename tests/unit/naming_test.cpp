@@ -44,6 +44,13 @@ TEST(Naming, ParsesEveryKind) {
   auto config = parse_backup_filename("config_20260226_031500.tar.gz");
   ASSERT_TRUE(config);
   EXPECT_EQ(config->kind, Kind::config);
+
+  auto base = parse_backup_filename("base_7716462788975573621_20260226_031500.tar.zst.age");
+  ASSERT_TRUE(base);
+  EXPECT_EQ(base->kind, Kind::base);
+  EXPECT_EQ(base->label, "7716462788975573621");
+  EXPECT_EQ(base->suffix, ".tar.zst");
+  EXPECT_TRUE(base->encrypted);
 }
 
 TEST(Naming, RejectsWhatIsNotABackup) {
@@ -51,7 +58,8 @@ TEST(Naming, RejectsWhatIsNotABackup) {
        {"archive_archive_20260226_031500.dump.partial", "archive_archive_20260226_031500.dump.meta",
         "archive_archive_20260226_031500.roles.sql", "archive_20260226_031500.dump",
         "archive_archive_2026022_031500.dump", "objects_s3_20260226_031500.tar.gz",
-        "config_20260226_031500.zip", "set_20260226_031500.json", ""}) {
+        "config_20260226_031500.zip", "set_20260226_031500.json", "base_x_20260226_031500.tar.zst",
+        "base_1_20260226_031500.tar.gz", "base_123456789012345678901_20260226_031500.tar.zst", ""}) {
     EXPECT_FALSE(parse_backup_filename(name)) << name;
   }
 }
