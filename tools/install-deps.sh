@@ -21,6 +21,8 @@ packages=(
   docker.io docker-compose debootstrap
   # encryption at rest
   age
+  # promtool: the tests of the shipped alert rules (examples/monitoring)
+  prometheus
   # `make coverage`
   gcovr
 )

@@ -13,6 +13,7 @@
 #include "command/backup_objects.hpp"
 #include "command/remote.hpp"
 #include "command/sets.hpp"
+#include "command/wal_push.hpp"
 #include "pg/target.hpp"
 #include "run/run.hpp"
 #include "util/error.hpp"
@@ -148,6 +149,10 @@ int push_cmd(const Invocation& in, const PushOptions& opts) {
     auto progress = make_progress(in.out);
     const auto start = std::chrono::steady_clock::now();
     PushReport r = push(config, *remote, files, sets, *progress, opts.take_over ? TakeOver::yes : TakeOver::no);
+    // The WAL the receiver could not copy (the remote was down, or it runs without one).
+    if (opts.set.empty()) {
+      for (auto& name : push_wal(config, *remote, r.failed)) r.sent.push_back(std::move(name));
+    }
     Outcome o;
     if (r.failed.empty()) {
       o.successes.emplace_back("remote", seconds_since(start), r.bytes, r.remote);
@@ -181,7 +186,7 @@ void add_backup_commands(CLI::App& app, CommandTable& table) {
   auto* config = backup->add_subcommand("config", "archive the config files (CONFIG_PATHS)");
   auto* all = backup->add_subcommand("all", "db, objects and config as one backup set");
   auto* base = backup->add_subcommand("base", "a base backup for point-in-time recovery (pg_basebackup)");
-  for (auto* b : {db, objects, config, all}) {
+  for (auto* b : {db, objects, config, all, base}) {
     b->add_flag("--no-remote", backup_opts->no_remote, "no off-site copy this time (BACKUP_REMOTE_URL)");
   }
   table.add(db, [backup_opts](const Invocation& in) {
@@ -196,19 +201,11 @@ void add_backup_commands(CLI::App& app, CommandTable& table) {
     return run_backup(in, *backup_opts, "config", [&](Progress& p) { return backup_config(in.config, p); });
   });
   table.add(all, [backup_opts](const Invocation& in) { return backup_all_cmd(in, *backup_opts); });
-  table.add(base, [](const Invocation& in) {
+  table.add(base, [backup_opts](const Invocation& in) {
     PgTarget target = PgTarget::from_environment();
-    // Not pruned nor copied off-site yet: retention and push do not know base backups (STATUS).
-    return run_recorded(in.config, "backup base", "base", [&](Journal& journal) {
-      auto progress = make_progress(in.out);
-      Journal::Entry unfinished = journal.add("backup", nlohmann::json::object());
-      BackupResult r = backup_base(in.config, target, *progress);
-      unfinished.settle();
-      show_backup(in.out, r);
-      Outcome outcome;
-      outcome.successes.emplace_back(r.meta.kind, r.meta.duration_seconds, r.meta.size, r.file.string());
-      return outcome;
-    });
+    // Like any backup: retention after it (the WAL before the oldest base backup kept goes with
+    // it), and its off-site copy.
+    return run_backup(in, *backup_opts, "base", [&](Progress& p) { return backup_base(in.config, target, p); });
   });
 
   auto push_opts = std::make_shared<PushOptions>();

@@ -15,6 +15,7 @@
 #include "command/remote.hpp"
 #include "command/status.hpp"
 #include "command/verify.hpp"
+#include "command/verify_wal.hpp"
 #include "pg/target.hpp"
 #include "run/run.hpp"
 #include "util/error.hpp"
@@ -36,6 +37,7 @@ struct VerifyArgs {
   bool quick = false;
   bool remote = false;
   bool read_data = false;  // with --remote: every byte
+  bool wal = false;        // the WAL kept for point-in-time recovery
 };
 
 int list_cmd(const Invocation& in, const ListArgs& args) {
@@ -110,6 +112,18 @@ int verify_cmd(const Invocation& in, const VerifyArgs& args) {
     throw Error(ErrorCode::usage, "--read-data goes with --remote", "a local verify reads every byte already: backupctl verify --all");
   }
   if (args.remote) return verify_remote_cmd(in, args);
+  if (args.wal) {
+    if (args.all || args.latest || !args.files.empty()) throw Error(ErrorCode::usage, "verify --wal takes no files", "backupctl verify --wal");
+    WalVerifyReport r = verify_wal(config, !args.quick);
+    if (in.out.json) {
+      print_json(r.json);
+    } else {
+      std::cout << r.text;
+    }
+    if (!r.ok) throw Error(ErrorCode::verification, "verify --wal: the WAL kept does not reach from the newest base backup to the newest WAL",
+                           "see the lines above; a base backup now starts a new window (`backupctl backup base`)");
+    return 0;
+  }
   std::vector<fs::path> files;
   if (args.all || args.latest) {
     if (!args.files.empty()) {
@@ -211,6 +225,8 @@ void add_inspect_commands(CLI::App& app, CommandTable& table) {
   verify->add_flag("--latest", verify_args->latest, "the newest backup of each kind");
   verify->add_flag("--quick", verify_args->quick, "database dumps: the table of contents only, not every data block");
   verify->add_flag("--remote", verify_args->remote, "the off-site copies (BACKUP_REMOTE_URL): sizes and digests");
+  verify->add_flag("--wal", verify_args->wal,
+                   "point-in-time recovery: the WAL kept reaches from every base backup to the newest WAL, each segment read");
   verify->add_flag("--read-data", verify_args->read_data, "with --remote: download every copy and check every byte");
   table.add(verify, [verify_args](const Invocation& in) { return verify_cmd(in, *verify_args); });
 

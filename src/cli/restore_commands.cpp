@@ -13,6 +13,7 @@
 #include "command/restore_config.hpp"
 #include "command/restore_db.hpp"
 #include "command/restore_pitr.hpp"
+#include "command/wal_push.hpp"
 #include "command/restore_objects.hpp"
 #include "command/sets.hpp"
 #include "pg/target.hpp"
@@ -115,6 +116,33 @@ bool streams_from_remote(const Config& config, const std::string& name, bool in_
   return !in_place && format && is_custom(*format) && !fs::exists(fs::symlink_status(config.kind_dir("db") / name, ec));
 }
 
+// --remote: the base backup the target needs and the WAL after it, from the remote into BACKUP_DIR
+// (what `fetch` does: nothing live changes), so the plan below finds them as if made here: a
+// host rebuilt with nothing but the remote's address and the key.
+void fetch_pitr(const Invocation& in, const PgTarget& target, const PitrOptions& options) {
+  const Config& config = in.config;
+  auto remote = make_remote(config);
+  std::vector<BaseBackup> bases;
+  for (const auto& e : remote_catalog(config, *remote)) {
+    if (e.kind != Kind::base || !e.meta || e.state() != "ok") continue;
+    try {
+      bases.push_back(base_backup_of(*e.meta, e.name));
+    } catch (const Error& err) {
+      spdlog::warn("restore: {} on the remote passed over: {}", e.name, err.what());
+    }
+  }
+  if (bases.empty()) {
+    throw Error(ErrorCode::not_found, "no base backup on " + config.remote->url,
+                "point-in-time recovery from the remote needs one there: `backupctl push` copies them");
+  }
+  const RecoveryTarget wanted = parse_recovery_target(options.to_time, options.to_lsn);
+  const BaseBackup& base = pick_base_backup(bases, live_system_identifier(target), wanted);
+  auto progress = make_progress(in.out);
+  fetch_file(config, "base", base.file.filename().string(), *progress);
+  const std::size_t n = fetch_wal(config, *remote, base.sysid, base.first_segment(), *progress);
+  spdlog::info("restore: {} and {} WAL file(s) fetched from {}", base.file.filename().string(), n, config.remote->url);
+}
+
 // restore db --to-time / --to-lsn: the guarded restore of the database as recovered to a moment
 // (command/restore_pitr.hpp).
 int restore_pitr_cmd(const Invocation& in, const RestoreDbArgs& args) {
@@ -122,12 +150,9 @@ int restore_pitr_cmd(const Invocation& in, const RestoreDbArgs& args) {
   if (!args.restore.file.empty()) {
     throw Error(ErrorCode::usage, "--file and --to-time/--to-lsn name two sources", "give a dump file, or a moment");
   }
-  if (args.remote) {
-    throw Error(ErrorCode::usage, "a point-in-time restore from the remote is not built yet",
-                "restore from BACKUP_DIR (docs/STATUS.md: continuous protection)");
-  }
   PgTarget target = PgTarget::from_environment();
   PitrOptions options{args.to_time, args.to_lsn, args.restore};
+  if (args.remote) fetch_pitr(in, target, options);
   PitrPlan plan = plan_pitr(config, target, options);
   require_confirmation(in, args.confirm, plan.describe(), plan.to_json(),
                        "CONFIRM=YES backupctl restore db " +

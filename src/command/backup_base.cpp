@@ -59,8 +59,49 @@ std::optional<Clock::time_point> parse_precise_time(const std::string& text) {
   return *t + std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(std::stoll(digits)));
 }
 
-// The base backups in BACKUP_DIR/base with a readable meta that names its own file; the others
-// are passed over with a warning.
+BaseBackup base_backup_of(const Meta& meta, const fs::path& file) {
+  BaseBackup b;
+  b.meta = meta;
+  b.file = file;
+  if (b.meta.kind != "base" || b.meta.file != b.file.filename().string()) {
+    throw Error(ErrorCode::verification, "the meta does not describe " + b.file.filename().string());
+  }
+  const auto& s = b.meta.source;
+  try {
+    b.sysid = std::stoull(json_string(s, "system_identifier"));
+    b.timeline = s.at("timeline").get<std::uint32_t>();
+    b.segment_size = s.at("wal_segment_size").get<std::uint64_t>();
+    b.major = s.at("server_major").get<int>();
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::verification, std::string("its meta is malformed (") + e.what() + ")");
+  }
+  auto start = parse_lsn(json_string(s, "start_lsn")), stop = parse_lsn(json_string(s, "stop_lsn"));
+  // The server's clock when the backup had ended (what a target time is compared with:
+  // PostgreSQL's commit times are the server's); older metas: this host's, a second later.
+  auto finished = s.contains("stop_time") ? parse_precise_time(json_string(s, "stop_time"))
+                                          : parse_iso8601(b.meta.finished_at);
+  if (!s.contains("stop_time") && finished) *finished += std::chrono::seconds(1);
+  if (!start || !stop || !finished || *stop < *start || b.timeline == 0 ||
+      !parse_wal_segment_name("000000010000000000000001", b.segment_size)) {
+    throw Error(ErrorCode::verification, "its WAL positions, timeline, segment size or time are not readable");
+  }
+  b.start = *start;
+  b.stop = *stop;
+  b.finished = *finished;
+  return b;
+}
+
+std::string BaseBackup::first_segment() const { return segment_of(start, timeline, segment_size).str(segment_size); }
+
+bool base_backup_due(const Config& config, Clock::time_point now) {
+  std::optional<Clock::time_point> newest;
+  for (const auto& b : list_base_backups(config)) {
+    if (!newest || b.finished > *newest) newest = b.finished;
+  }
+  // A few minutes' slack: yesterday's 03:00 run ended a little after 03:00.
+  return !newest || now - *newest >= std::chrono::hours(config.base_every_hours) - std::chrono::minutes(10);
+}
+
 std::vector<BaseBackup> list_base_backups(const Config& config) {
   std::vector<BaseBackup> out;
   std::error_code ec;
@@ -68,36 +109,12 @@ std::vector<BaseBackup> list_base_backups(const Config& config) {
     const std::string name = e.path().filename().string();
     if (!name.starts_with("base_") || !name.ends_with(".meta")) continue;
     try {
-      BaseBackup b;
-      b.meta = read_meta(e.path());
-      b.file = e.path().parent_path() / name.substr(0, name.size() - 5);
-      if (b.meta.kind != "base" || b.meta.file != b.file.filename().string()) {
-        throw Error(ErrorCode::verification, "the meta does not describe " + b.file.filename().string());
-      }
-      const auto& s = b.meta.source;
-      b.sysid = std::stoull(json_string(s, "system_identifier"));
-      b.timeline = s.at("timeline").get<std::uint32_t>();
-      auto start = parse_lsn(json_string(s, "start_lsn")), stop = parse_lsn(json_string(s, "stop_lsn"));
-      b.segment_size = s.at("wal_segment_size").get<std::uint64_t>();
-      b.major = s.at("server_major").get<int>();
-      // The server's clock when the backup had ended (what a target time is compared with:
-      // PostgreSQL's commit times are the server's); older metas: this host's, a second later.
-      auto finished = s.contains("stop_time") ? parse_precise_time(json_string(s, "stop_time"))
-                                              : parse_iso8601(b.meta.finished_at);
-      if (!s.contains("stop_time") && finished) *finished += std::chrono::seconds(1);
-      if (!start || !stop || !finished || *stop < *start || b.timeline == 0 || !parse_wal_segment_name("000000010000000000000001", b.segment_size)) {
-        throw Error(ErrorCode::verification, "its WAL positions, timeline, segment size or time are not readable");
-      }
-      b.start = *start;
-      b.stop = *stop;
-      b.finished = *finished;
+      BaseBackup b = base_backup_of(read_meta(e.path()), e.path().parent_path() / name.substr(0, name.size() - 5));
       if (!fs::is_regular_file(fs::symlink_status(b.file, ec))) throw Error(ErrorCode::not_found, "the file is not there");
       out.push_back(std::move(b));
     } catch (const Error& err) {
       if (err.code() == ErrorCode::interrupted) throw;
       spdlog::warn("restore: base backup {} passed over: {}", name, err.what());
-    } catch (const std::exception& err) {
-      spdlog::warn("restore: base backup {} passed over: its meta is malformed ({})", name, err.what());
     }
   }
   return out;

@@ -31,7 +31,18 @@ struct BaseBackup {
   std::uint64_t segment_size = 0;
   int major = 0;
   Clock::time_point finished;  // when it had surely ended, by the server's clock
+
+  // The first WAL segment a restore from it reads: the WAL before it is not needed.
+  std::string first_segment() const;
 };
+
+// The base backup `meta` describes (its file: `file`, which need not be there: a remote's).
+// Throws Error(verification) when the meta is not a base backup's, or not readable.
+BaseBackup base_backup_of(const Meta& meta, const std::filesystem::path& file);
+
+// Whether `backup all` takes a base backup now: none yet, or the newest is
+// BACKUP_BASE_EVERY_HOURS old (less a few minutes' slack).
+bool base_backup_due(const Config& config, Clock::time_point now);
 
 // parse_iso8601() keeping the fraction of a second ("2026-12-06T14:01:59.123456Z").
 std::optional<Clock::time_point> parse_precise_time(const std::string& text);

@@ -10,9 +10,11 @@
 #include "catalog/catalog.hpp"
 #include "catalog/health.hpp"
 #include "catalog/naming.hpp"
+#include "command/backup_base.hpp"
 #include "command/sets.hpp"
 #include "pg/connection.hpp"
 #include "pg/swap.hpp"
+#include "pg/wal_archive.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
 #include "util/fs.hpp"
@@ -102,6 +104,7 @@ class PruneRun {
     find_leftovers();
     find_dead_sets();
     delete_files(journal);
+    if (m_what == PruneWhat::retention) prune_wal();
     if (pg) drop_previous_databases(*pg);
     for (const auto& a : m_result.deleted) {
       spdlog::info("prune: {}{} ({})", m_dry_run ? "would delete " : "deleted ", a.what, a.reason);
@@ -126,6 +129,7 @@ class PruneRun {
                                                                           : retention_reason(*e, keep, cutoff);
         if (!why) {
           m_remaining.insert(e->path);
+          if (e->kind == Kind::base && e->meta) note_base_kept(*e);
           continue;
         }
         m_doomed.emplace_back(own_files(*e), *why);
@@ -247,6 +251,32 @@ class PruneRun {
     entry.settle();
   }
 
+  // The oldest base backup kept of each cluster: the WAL before its start is needed by none.
+  void note_base_kept(const CatalogEntry& e) {
+    try {
+      BaseBackup b = base_backup_of(*e.meta, e.path);
+      auto [it, added] = m_first_wal.try_emplace(b.sysid, b.first_segment(), e.path.filename().string());
+      if (!added && b.first_segment().substr(8) < it->second.first.substr(8)) it->second = {b.first_segment(), e.path.filename().string()};
+    } catch (const Error& err) {
+      // Not understood: no WAL of any cluster is removed on its account.
+      spdlog::warn("prune: {}: {}; the WAL stays", e.path.string(), err.what());
+      m_wal_unsure = true;
+    }
+  }
+
+  // The WAL before the oldest base backup kept: a restore's window starts at that backup's end,
+  // so it shrinks with the base backups and never breaks. A cluster without a base backup kept
+  // keeps its WAL.
+  void prune_wal() {
+    if (m_wal_unsure) return;
+    for (const auto& [id, first] : m_first_wal) {
+      WalArchive archive(m_config.backup_dir, id);
+      for (const auto& f : archive.remove_before(first.first, m_dry_run)) {
+        m_result.deleted.push_back({(archive.dir() / f).string(), "WAL from before the oldest base backup kept (" + first.second + ")"});
+      }
+    }
+  }
+
   // Databases kept by restores (`<db>__pre_restore_*`) older than RESTORE_KEEP_PREVIOUS_DAYS.
   void drop_previous_databases(const PgTarget& pg) {
     try {
@@ -272,6 +302,8 @@ class PruneRun {
   std::vector<std::pair<std::vector<fs::path>, std::string>> m_doomed;  // files of one backup, why
   std::vector<std::pair<fs::path, std::string>> m_leftovers;
   std::vector<fs::path> m_dead_sets;
+  std::map<std::uint64_t, std::pair<std::string, std::string>> m_first_wal;  // cluster: first segment kept, its base backup
+  bool m_wal_unsure = false;
 };
 
 }  // namespace

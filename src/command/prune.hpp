@@ -1,14 +1,15 @@
 // `backupctl prune [--dry-run]`, also run after every successful backup (never before one).
 //
-// Per source (each database, each objects source, the config), newest first, a backup is kept
-// when it is one of the BACKUP_KEEP_MIN newest, one of the BACKUP_KEEP_MIN newest that verified
+// Per source (each database, each objects source, the config, each cluster's base backups),
+// newest first, a backup is kept when it is one of the BACKUP_KEEP_MIN newest, one of the BACKUP_KEEP_MIN newest that verified
 // (and is not damaged since: its size is the meta's), the newest of one of
 // the last BACKUP_KEEP_DAILY days / BACKUP_KEEP_WEEKLY weeks / BACKUP_KEEP_MONTHLY months, younger
 // than BACKUP_RETENTION_DAYS, dated in the future (a clock problem is not a reason to delete), or
 // not yet copied to BACKUP_REMOTE_URL (while the remote would keep it).
 // Everything else goes, with its meta and companions. Also removed: stale .partial and temporary
 // files (no backup runs: the caller holds the lock), roles files whose dump is gone, set files
-// whose parts are all gone, and `<db>__pre_restore_*` databases older than
+// whose parts are all gone, the WAL (wal/<cluster>/) from before the oldest base backup kept of
+// its cluster, and `<db>__pre_restore_*` databases older than
 // RESTORE_KEEP_PREVIOUS_DAYS. Each deletion says why. Only files inside BACKUP_DIR whose names
 // are backup names are ever deleted (with their meta and the roles file the meta names beside
 // them): a meta or set file naming anything else is reported, not followed.

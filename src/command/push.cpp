@@ -20,10 +20,12 @@
 
 #include "catalog/health.hpp"
 #include "catalog/naming.hpp"
+#include "command/backup_base.hpp"
 #include "command/prune.hpp"
 #include "command/remote_owner.hpp"
 #include "command/sets.hpp"
 #include "command/verify.hpp"
+#include "command/wal_push.hpp"
 #include "io/atomic_file.hpp"
 #include "io/pipeline.hpp"
 #include "util/env.hpp"
@@ -331,6 +333,23 @@ PushReport push(const Config& config, Remote& remote, const std::vector<fs::path
 // the next push; after a week it is dropped anyway.
 constexpr auto kUnfinishedCopyKept = std::chrono::hours(24 * 7);
 
+namespace {
+
+// The first WAL segment of the base backup `e` (a remote's), kept as the cluster's first needed
+// when it is older than the one noted. A meta not understood leaves every cluster's WAL alone.
+void note_first_wal(const CatalogEntry& e, std::map<std::uint64_t, std::string>& first, bool& unsure) {
+  try {
+    BaseBackup b = base_backup_of(*e.meta, e.path.filename());
+    auto [it, added] = first.try_emplace(b.sysid, b.first_segment());
+    if (!added && b.first_segment().substr(8) < it->second.substr(8)) it->second = b.first_segment();
+  } catch (const Error& err) {
+    spdlog::warn("remote: {}: {}; the WAL there stays", e.path.string(), err.what());
+    unsure = true;
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> prune_remote(const Config& config, Remote& remote, DryRun mode, PruneWhat what) {
   const bool dry_run = mode == DryRun::yes;
   const RemoteConfig& rc = *config.remote;
@@ -360,11 +379,16 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, DryR
     as_local.push_back(std::move(c2));
   }
   std::vector<std::string> doomed;
+  std::map<std::uint64_t, std::string> first_wal;  // of the oldest base backup kept, per cluster
+  bool wal_unsure = false;
   for (const auto& [source, list] : group_by_source(as_local)) {
     auto keep = kept_of_source(c, list, now);
     const bool all_ahead = all_dated_ahead(list, now);
     for (const CatalogEntry* e : list) {
-      if (what == PruneWhat::wrong_clock ? !e->wrong_clock(now) || all_ahead : e->time >= cutoff || keep.count(e)) continue;
+      if (what == PruneWhat::wrong_clock ? !e->wrong_clock(now) || all_ahead : e->time >= cutoff || keep.count(e)) {
+        if (e->kind == Kind::base) note_first_wal(*e, first_wal, wal_unsure);
+        continue;
+      }
       std::string name = e->path.string();
       std::string dir = name.substr(0, name.find('/'));
       // The meta first: a file without its meta is an unfinished copy, never one that looks whole.
@@ -381,6 +405,13 @@ std::vector<std::string> prune_remote(const Config& config, Remote& remote, DryR
     }
   }
   if (!dry_run && !doomed.empty()) remote.remove(doomed);
+  // The WAL before the oldest base backup kept there (the window shrinks with them, never breaks).
+  if (what == PruneWhat::retention && !wal_unsure) {
+    for (const auto& name : prune_remote_wal(remote, first_wal, dry_run)) {
+      spdlog::info("remote: {}{} (WAL from before the oldest base backup kept)", dry_run ? "would delete " : "deleting ", name);
+      doomed.push_back(name);
+    }
+  }
   // Copies cut short that no push will resume: of a file just pruned here or there, or untouched
   // for a week (a push resumes within a day; the same rule as an S3 lifecycle's
   // AbortIncompleteMultipartUpload).

@@ -14,6 +14,7 @@
 
 #include "catalog/catalog.hpp"
 #include "command/backup_base.hpp"
+#include "command/verify_wal.hpp"
 #include "io/age.hpp"
 #include "io/atomic_file.hpp"
 #include "pg/connection.hpp"
@@ -32,7 +33,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The live server's cluster, when it says (0 otherwise: a user without the right to ask).
+}  // namespace
+
 std::uint64_t live_system_identifier(const PgTarget& live) {
   try {
     PgConnection conn = PgConnection::open(live);
@@ -44,6 +46,8 @@ std::uint64_t live_system_identifier(const PgTarget& live) {
     return 0;
   }
 }
+
+namespace {
 
 // The cluster whose backups a restore uses: the live server's when BACKUP_DIR has base backups
 // of it, else the only cluster there is; several others are refused (which one is meant?).
@@ -122,6 +126,10 @@ void require_reachable_by_postgres(const fs::path& work) {
 
 }  // namespace
 
+const BaseBackup& pick_base_backup(const std::vector<BaseBackup>& bases, std::uint64_t live, const RecoveryTarget& target) {
+  return choose_base(bases, choose_cluster(bases, live), target);
+}
+
 RecoveryTarget parse_recovery_target(const std::string& to_time, const std::string& to_lsn) {
   if (!to_time.empty() && !to_lsn.empty()) {
     throw Error(ErrorCode::usage, "--to-time and --to-lsn name two targets", "give one of them");
@@ -180,8 +188,7 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
   require_reachable_by_postgres(config.pitr_work_dir);
   plan.database = live.dbname();  // the database recovered; --target-db is where it goes
   const std::vector<BaseBackup> bases = list_base_backups(config);
-  const std::uint64_t cluster = choose_cluster(bases, live_system_identifier(live));
-  const BaseBackup& base = choose_base(bases, cluster, plan.target);
+  const BaseBackup& base = pick_base_backup(bases, live_system_identifier(live), plan.target);
   plan.base = base.file;
   plan.base_meta = base.meta;
   plan.system_identifier = base.sysid;
@@ -197,31 +204,11 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
                 "it was changed or damaged; use another (`backupctl list --kind base`)");
   }
 
-  // The WAL after it, on its timeline, to the first gap. The segments up to the backup's end are
-  // in its tar (-X fetch): missing here, they are not a gap.
-  WalArchive archive(config.backup_dir, base.sysid);
-  std::set<std::string> kept;
-  for (auto& s : archive.segments()) kept.insert(s);
-  const WalSegmentName first = segment_of(base.start, base.timeline, base.segment_size);
-  const std::uint64_t last_in_tar = base.stop / base.segment_size;
-  std::uint64_t segno = first.segno;
-  for (;; ++segno) {
-    const std::string name = WalSegmentName{base.timeline, segno}.str(base.segment_size);
-    if (kept.count(name)) {
-      plan.segments.push_back(name);
-    } else if (segno > last_in_tar) {
-      break;
-    }
-  }
-  const std::string next = WalSegmentName{base.timeline, segno}.str(base.segment_size);
-  if (auto p = archive.partial(); p && *p == next) plan.partial = p;
-  for (const auto& s : kept) {
-    auto parsed = parse_wal_segment_name(s, base.segment_size);
-    if (parsed && parsed->timeline == base.timeline && parsed->segno > segno && !plan.partial) {
-      plan.gap = next;
-      break;
-    }
-  }
+  // The WAL after it, on its timeline, to the first gap.
+  WalReach reach = wal_reach(WalArchive(config.backup_dir, base.sysid), base);
+  plan.segments = std::move(reach.segments);
+  plan.partial = reach.partial;
+  plan.gap = reach.gap;
 
   // The server's programs of the backup's major version, on this host.
   Config host = config;

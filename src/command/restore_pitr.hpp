@@ -29,6 +29,7 @@
 
 #include "catalog/journal.hpp"
 #include "catalog/meta.hpp"
+#include "command/backup_base.hpp"
 #include "command/restore_db.hpp"
 #include "config/config.hpp"
 #include "pg/recovery_cluster.hpp"
@@ -65,6 +66,15 @@ struct PitrPlan {
 // Parses --to-time: "2026-12-06T14:01:59Z", "2026-12-06T14:01:59.123456+09:00", "latest".
 // Throws Error(usage) with the accepted forms.
 RecoveryTarget parse_recovery_target(const std::string& to_time, const std::string& to_lsn);
+
+// The live server's cluster (its system identifier), when it says; 0 otherwise (a user without
+// the right to ask, or no server).
+std::uint64_t live_system_identifier(const PgTarget& live);
+
+// The base backup a restore to `target` starts from: of the live server's cluster when there are
+// backups of it (else of the only cluster there is), the newest that ended before the target.
+// Throws Error(not_found) / Error(usage) saying what is missing.
+const BaseBackup& pick_base_backup(const std::vector<BaseBackup>& bases, std::uint64_t live, const RecoveryTarget& target);
 
 // Everything checked, nothing changed. Throws when no base backup and WAL reach the target.
 PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions& options);

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "catalog/naming.hpp"
+#include "command/backup_base.hpp"
 #include "command/backup_db.hpp"
 #include "command/backup_objects.hpp"
 #include "command/backup_config.hpp"
@@ -44,6 +45,11 @@ SetResult backup_all(const Config& config, const PgTarget& target, Progress& pro
     return backup_objects(config, *store, progress, {r.set_id});
   });
   run("config", [&] { return backup_config(config, progress, {r.set_id}); });
+  // Continuous protection: a base backup when the newest is BACKUP_BASE_EVERY_HOURS old (the
+  // window of point-in-time recovery starts at the oldest one kept; replay starts at the newest).
+  if (config.wal_stream && base_backup_due(config, start)) {
+    run("base", [&] { return backup_base(config, target, progress); });
+  }
   r.ok = true;
   for (auto it = parts.begin(); it != parts.end(); ++it) r.ok = r.ok && !it.value().contains("error");
   r.json = {{"set_id", r.set_id},

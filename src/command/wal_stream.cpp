@@ -11,14 +11,19 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <functional>
 #include <optional>
 
 #include "command/backup_base.hpp"
+#include "command/verify_wal.hpp"
+#include "command/wal_push.hpp"
+#include "monitor/state.hpp"
 #include "pg/wal_archive.hpp"
 #include "pg/connection.hpp"
 #include "pg/tools.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
+#include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/process.hpp"
 #include "util/signals.hpp"
@@ -48,8 +53,9 @@ const char* const kReplicationHint =
     "`host replication <user> <backup host>/32 scram-sha-256` (README: continuous protection)";
 
 // The slot, created when missing (reserving WAL at once). Refuses a slot the server would let
-// grow without bound unless the operator said so.
-void ensure_slot(const Config& config, PgConnection& conn) {
+// grow without bound unless the operator said so. True when the slot had lost WAL and was made
+// again: there is a gap, which only a new base backup closes.
+bool ensure_slot(const Config& config, PgConnection& conn) {
   const std::string keep = setting(conn, "max_slot_wal_keep_size");
   if (keep == "-1" && !config.wal_allow_unbounded_slot) {
     throw Error(ErrorCode::usage,
@@ -61,18 +67,65 @@ void ensure_slot(const Config& config, PgConnection& conn) {
   if (rows.empty()) {
     conn.query("SELECT pg_create_physical_replication_slot($1, true)", {config.wal_slot});
     spdlog::info("wal: created the replication slot {}", config.wal_slot);
-    return;
+    return false;
   }
   if (rows[0][0].value_or("") == "lost") {
     // The server removed WAL the slot still needed: there is a gap. A new slot starts after it;
     // restores to moments before the gap need an earlier base backup, after it a new one.
     spdlog::error("wal: the slot {} lost WAL the server removed (max_slot_wal_keep_size); recreating it. "
-                  "There is a gap in the WAL kept: take a base backup now (`backupctl backup base`)",
+                  "There is a gap in the WAL kept: a base backup starts now to close it",
                   config.wal_slot);
     conn.query("SELECT pg_drop_replication_slot($1)", {config.wal_slot});
     conn.query("SELECT pg_create_physical_replication_slot($1, true)", {config.wal_slot});
+    return true;
   }
+  return false;
 }
+
+// `backupctl backup base` run by the receiver (a process of its own: it takes BACKUP_DIR's lock,
+// prunes and copies off-site like a scheduled one). Retried by the next round while it fails.
+class BaseBackupRun {
+ public:
+  void start() {
+    std::error_code ec;
+    const std::string self = fs::canonical("/proc/self/exe", ec).string();
+    if (ec) return spdlog::error("wal: cannot start the base backup: {}", ec.message());
+    spdlog::info("wal: starting `backupctl backup base` to close the gap");
+    m_child.emplace(Child::spawn({.argv = {self, "backup", "base"}, .in = Stdio::null, .out = Stdio::null, .err = Stdio::inherit}));
+  }
+  bool running() const { return m_child.has_value(); }
+  // Whether it ended (and how), without waiting.
+  void poll() {
+    if (!m_child) return;
+    if (auto status = m_child->try_wait()) {
+      if (status->ok()) {
+        spdlog::info("wal: the base backup is done; the window starts again at its end");
+        m_pending = false;
+      } else {
+        spdlog::error("wal: the base backup failed ({}); trying again in a minute", status->describe());
+        m_retry_at = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+      }
+      m_child.reset();
+    }
+  }
+  void need() { m_pending = true; }
+  // Starts it when it is needed, not running, and not waiting for a retry.
+  void round() {
+    poll();
+    if (m_pending && !m_child && std::chrono::steady_clock::now() >= m_retry_at) start();
+  }
+  void stop() {
+    if (!m_child) return;
+    m_child->kill(SIGTERM);
+    m_child->wait();
+    m_child.reset();
+  }
+
+ private:
+  std::optional<Child> m_child;
+  bool m_pending = false;
+  std::chrono::steady_clock::time_point m_retry_at{};
+};
 
 // The receiver's lock on the cluster's folder: one receiver writes it.
 Fd lock_receiver(const WalArchive& archive) {
@@ -86,9 +139,87 @@ Fd lock_receiver(const WalArchive& archive) {
   return fd;
 }
 
-// One run of pg_receivewal, archiving finished segments every second, until it ends or we are
-// asked to stop. Returns true when asked to stop.
-bool receive_once(const Config& config, const PgTarget& target, WalArchive& archive, const PgTool& tool) {
+// The off-site side of the receiver: each archived segment goes to the remote at once, the
+// unfinished one every WAL_PUSH_INTERVAL. A remote that fails is retried on the next round and
+// never stops the receiving (status says how old the remote's WAL is).
+class OffSite {
+ public:
+  OffSite(const Config& config, const WalArchive& archive) : m_config(config) {
+    if (!config.remote) return;
+    if (auto why = wal_push_refused(config)) {
+      spdlog::error("wal: not copying the WAL to {}: {}", config.remote->url, *why);
+      return;
+    }
+    m_remote = make_remote(config);
+    m_pusher.emplace(config, *m_remote, archive);
+  }
+
+  // After each archiving round; `archived`: segments were archived in it.
+  void round(bool archived) {
+    if (!m_pusher) return;
+    const auto now = std::chrono::steady_clock::now();
+    const bool due = now - m_last >= std::chrono::seconds(m_config.wal_push_interval);
+    if (!archived && !due) return;
+    if (now < m_retry_at) return;
+    try {
+      m_pusher->push_all();
+      m_last = now;
+      if (m_failing) spdlog::info("wal: copying to {} again", m_config.remote->url);
+      m_failing = false;
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::interrupted) throw;
+      failed(now, e.what());
+    } catch (const std::exception& e) {
+      failed(now, e.what());  // whatever it is, the receiving goes on
+    }
+  }
+
+ private:
+  void failed(std::chrono::steady_clock::time_point now, const std::string& why) {
+    if (!m_failing) spdlog::warn("wal: cannot copy the WAL to {}: {} (retrying)", m_config.remote->url, why);
+    m_failing = true;
+    m_retry_at = now + std::chrono::seconds(5);
+  }
+
+ private:
+  const Config& m_config;
+  std::unique_ptr<Remote> m_remote;
+  std::optional<WalPusher> m_pusher;
+  std::chrono::steady_clock::time_point m_last{}, m_retry_at{};
+  bool m_failing = false;
+};
+
+// BACKUP_METRICS_FILE kept fresh by the receiver (every 15 s): the RPO and the receiver's state
+// are only as current as the file, and the scheduled runs write it once a day.
+class MetricsFile {
+ public:
+  explicit MetricsFile(const Config& config) : m_config(config) {}
+  void round() {
+    if (m_config.metrics_file.empty()) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - m_last < std::chrono::seconds(15)) return;
+    m_last = now;
+    try {
+      write_metrics_file(m_config, RunState::load(m_config.backup_dir), wal_metrics(m_config, Clock::now()));
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::interrupted) throw;
+      spdlog::warn("wal: cannot write BACKUP_METRICS_FILE: {}", e.what());
+    } catch (const std::exception& e) {
+      spdlog::warn("wal: cannot write BACKUP_METRICS_FILE: {}", e.what());
+    }
+  }
+
+ private:
+  const Config& m_config;
+  std::chrono::steady_clock::time_point m_last{};
+};
+
+// One run of pg_receivewal, archiving finished segments every second (and copying them off-site),
+// until it ends or we are asked to stop. Returns true when asked to stop.
+bool receive_once(const Config& config, const PgTarget& target, WalArchive& archive, const PgTool& tool,
+                  BaseBackupRun& base) {
+  OffSite off_site(config, archive);
+  MetricsFile metrics(config);
   make_dirs(archive.incoming(), 0700);
   Child child = Child::spawn({.argv = tool.argv({"-D", archive.incoming().string(), "--slot=" + config.wal_slot,
                                                  "--synchronous", "--no-loop", "--no-password"}),
@@ -102,10 +233,15 @@ bool receive_once(const Config& config, const PgTarget& target, WalArchive& arch
       child.kill(SIGINT);  // pg_receivewal flushes what it has and exits
       InterruptShield shield;
       child.wait();
+      base.stop();
       archive.archive_incoming();
       return true;
     }
-    for (const auto& name : archive.archive_incoming()) spdlog::info("wal: archived {}", name);
+    const auto archived = archive.archive_incoming();
+    for (const auto& name : archived) spdlog::info("wal: archived {}", name);
+    off_site.round(!archived.empty());
+    base.round();
+    metrics.round();
     if (auto status = child.try_wait()) {
       for (const auto& name : archive.archive_incoming()) spdlog::info("wal: archived {}", name);
       spdlog::warn("wal: pg_receivewal ended ({})", status->describe());
@@ -148,24 +284,79 @@ std::optional<Clock::time_point> newest_wal(const WalArchive& archive) {
 
 }  // namespace
 
+namespace {
+
+// The slot as the server sees it (wal_status, safe_wal_size); null when the server cannot be asked.
+nlohmann::json slot_state(const Config& config) {
+  try {
+    PgConnection conn = PgConnection::open(PgTarget::from_environment());
+    PgRows rows = conn.query(
+        "SELECT coalesce(wal_status, ''), safe_wal_size, active, "
+        "pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END, restart_lsn)::bigint "
+        "FROM pg_replication_slots WHERE slot_name = $1",
+        {config.wal_slot});
+    if (rows.empty()) return {{"name", config.wal_slot}, {"wal_status", "missing"}};
+    nlohmann::json j = {{"name", config.wal_slot}, {"wal_status", rows[0][0].value_or("")}, {"active", rows[0][2].value_or("") == "t"}};
+    j["safe_wal_size"] = rows[0][1] ? nlohmann::json(std::stoll(*rows[0][1])) : nlohmann::json(nullptr);
+    // How much WAL the server wrote that the receiver has not flushed yet (the RPO in bytes).
+    j["behind_bytes"] = rows[0][3] ? nlohmann::json(std::stoll(*rows[0][3])) : nlohmann::json(nullptr);
+    return j;
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) throw;
+    return nullptr;
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+nlohmann::json time_or_null(const std::optional<Clock::time_point>& t) { return t ? nlohmann::json(iso8601(*t)) : nlohmann::json(nullptr); }
+
+double age_seconds(Clock::time_point now, Clock::time_point t) { return std::chrono::duration<double>(now - t).count(); }
+
+}  // namespace
+
 WalStatus wal_status(const Config& config, Clock::time_point now) {
   WalStatus w;
   nlohmann::json clusters = nlohmann::json::array();
   const std::vector<BaseBackup> bases = list_base_backups(config);
+  const nlohmann::json slot = slot_state(config);
   for (std::uint64_t id : wal_clusters(config.backup_dir)) {
     WalArchive archive(config.backup_dir, id);
     const bool running = receiver_running(archive);
     std::optional<Clock::time_point> oldest_base, newest = newest_wal(archive);
+    const BaseBackup* newest_base = nullptr;
     for (const auto& b : bases) {
-      if (b.sysid == id && (!oldest_base || b.finished < *oldest_base)) oldest_base = b.finished;
+      if (b.sysid != id) continue;
+      if (!oldest_base || b.finished < *oldest_base) oldest_base = b.finished;
+      if (!newest_base || b.finished > newest_base->finished) newest_base = &b;
     }
+    // A gap after the newest base backup ends the window there (a lost slot, WAL removed).
+    const std::string gap = newest_base ? wal_reach(archive, *newest_base).gap : "";
     nlohmann::json c = {{"system_identifier", std::to_string(id)},
                         {"receiver", running ? "running" : "not running"},
-                        {"newest_wal", newest ? nlohmann::json(iso8601(*newest)) : nlohmann::json(nullptr)},
-                        {"newest_wal_age_seconds", newest ? nlohmann::json(std::chrono::duration<double>(now - *newest).count()) : nlohmann::json(nullptr)},
-                        {"window_from", oldest_base ? nlohmann::json(iso8601(*oldest_base)) : nlohmann::json(nullptr)},
-                        {"window_to", oldest_base && newest ? nlohmann::json(iso8601(*newest)) : nlohmann::json(nullptr)}};
-    w.failing = w.failing || !running || !oldest_base;
+                        {"newest_wal", time_or_null(newest)},
+                        {"newest_wal_age_seconds", newest ? nlohmann::json(age_seconds(now, *newest)) : nlohmann::json(nullptr)},
+                        {"window_from", time_or_null(oldest_base)},
+                        {"window_to", oldest_base && newest ? time_or_null(newest) : nlohmann::json(nullptr)},
+                        {"gap", gap},
+                        {"slot", slot}};
+    bool failing = !running || !oldest_base || !gap.empty();
+    // The slot: `lost` means the server removed WAL we had not received (a gap); `unreserved`
+    // that it is about to.
+    if (slot.is_object() && slot.value("wal_status", "") == "lost") failing = true;
+    if (config.remote) {
+      // The RPO off-site: everything received before this moment is on the remote.
+      auto rec = read_wal_remote_record(archive);
+      const bool ours = rec && rec->remote == config.remote->url;
+      const double age = ours ? age_seconds(now, rec->received_by) : -1;
+      c["offsite"] = {{"remote", config.remote->url},
+                      {"received_by", ours ? time_or_null(rec->received_by) : nlohmann::json(nullptr)},
+                      {"age_seconds", ours ? nlohmann::json(age) : nlohmann::json(nullptr)}};
+      // Stale after ten push intervals and a minute (a remote down for longer than that).
+      c["offsite"]["stale"] = !ours || age > 10.0 * config.wal_push_interval + 60;
+      failing = failing || c["offsite"]["stale"].get<bool>();
+    }
+    w.failing = w.failing || failing;
     clusters.push_back(c);
   }
   if (clusters.empty()) w.failing = true;  // switched on, and nothing received yet
@@ -181,13 +372,95 @@ std::string WalStatus::describe() const {
   for (const auto& c : json["clusters"]) {
     const bool running = c["receiver"] == "running";
     const bool base = !c["window_from"].is_null();
+    const std::string gap = c.value("gap", "");
     std::string line = fmt::format("cluster {}: receiver {}", c["system_identifier"].get<std::string>(), c["receiver"].get<std::string>());
     if (!c["newest_wal"].is_null()) line += ", newest WAL " + c["newest_wal"].get<std::string>();
     line += base && !c["window_to"].is_null()
                 ? "; restorable from " + c["window_from"].get<std::string>() + " to " + c["window_to"].get<std::string>()
                 : "; no base backup yet (`make backup-base`): nothing can be restored to a moment";
-    out += fmt::format("  {:<8} {:<6} {}\n", "wal", running && base ? "ok" : "FAIL", line);
+    if (!gap.empty()) line += "; GAP at segment " + gap + ": moments after it cannot be restored until the next base backup";
+    const auto& slot = c["slot"];
+    std::string slot_text;
+    if (slot.is_object()) {
+      slot_text = "slot " + slot.value("name", "") + " " + slot.value("wal_status", "");
+      if (slot.contains("safe_wal_size") && slot["safe_wal_size"].is_number()) {
+        slot_text += ", " + human_bytes(static_cast<std::uint64_t>(std::max<std::int64_t>(0, slot["safe_wal_size"].get<std::int64_t>()))) +
+                     " before the server drops WAL for it";
+      }
+      if (slot.value("wal_status", "") == "lost") slot_text += " (the server removed WAL not received: a gap)";
+    }
+    const bool slot_lost = slot.is_object() && slot.value("wal_status", "") == "lost";
+    out += fmt::format("  {:<8} {:<6} {}\n", "wal", running && base && gap.empty() && !slot_lost ? "ok" : "FAIL", line);
+    if (!slot_text.empty()) {
+      const std::string st = slot.value("wal_status", "");
+      out += fmt::format("  {:<8} {:<6} {}\n", "", st == "lost" ? "FAIL" : st == "extended" || st == "unreserved" ? "warn" : "ok", slot_text);
+    }
+    if (c.contains("offsite")) {
+      const auto& o = c["offsite"];
+      out += fmt::format("  {:<8} {:<6} {}\n", "", o["stale"].get<bool>() ? "FAIL" : "ok",
+                         o["received_by"].is_null() ? "no WAL copied to " + o["remote"].get<std::string>() + " yet"
+                                                    : fmt::format("WAL received before {} is on {} ({:.0f} s ago)",
+                                                                  o["received_by"].get<std::string>(), o["remote"].get<std::string>(),
+                                                                  o["age_seconds"].get<double>()));
+    }
   }
+  return out;
+}
+
+std::string wal_metrics(const Config& config, Clock::time_point now) {
+  const WalStatus w = wal_status(config, now);
+  std::string out;
+  auto family = [&](const char* name, const char* help) { out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n", name, help, name); };
+  auto unix_of = [](const nlohmann::json& iso) {
+    if (!iso.is_string()) return 0.0;
+    auto t = parse_precise_time(iso.get<std::string>());
+    return t ? std::chrono::duration<double>(t->time_since_epoch()).count() : 0.0;
+  };
+  struct Family {
+    const char* name;
+    const char* help;
+    std::function<std::optional<double>(const nlohmann::json&)> value;
+  };
+  const std::vector<Family> families = {
+      {"backupctl_wal_receiver_up", "1 while `backupctl wal stream` receives the cluster's WAL.",
+       [](const nlohmann::json& c) { return c["receiver"] == "running" ? 1.0 : 0.0; }},
+      {"backupctl_wal_newest_timestamp_seconds", "When the newest WAL arrived in BACKUP_DIR (the RPO here is now minus this).",
+       [&](const nlohmann::json& c) { return unix_of(c["newest_wal"]); }},
+      {"backupctl_wal_window_start_timestamp_seconds", "The oldest moment a point-in-time restore reaches (0: no base backup).",
+       [&](const nlohmann::json& c) { return unix_of(c["window_from"]); }},
+      {"backupctl_wal_gap", "1 when WAL is missing after the newest base backup (the window ends at the gap).",
+       [](const nlohmann::json& c) { return c.value("gap", "").empty() ? 0.0 : 1.0; }},
+      {"backupctl_wal_offsite_timestamp_seconds", "Everything received before this moment is on the remote (the RPO off-site).",
+       [&](const nlohmann::json& c) -> std::optional<double> {
+         if (!c.contains("offsite")) return std::nullopt;
+         return unix_of(c["offsite"]["received_by"]);
+       }},
+      {"backupctl_wal_slot_lost", "1 when the server removed WAL the slot had not delivered (wal_status lost).",
+       [](const nlohmann::json& c) -> std::optional<double> {
+         if (!c["slot"].is_object()) return std::nullopt;
+         return c["slot"].value("wal_status", "") == "lost" ? 1.0 : 0.0;
+       }},
+      {"backupctl_wal_slot_behind_bytes", "WAL the server wrote that the receiver has not flushed yet (the RPO, in bytes).",
+       [](const nlohmann::json& c) -> std::optional<double> {
+         if (!c["slot"].is_object() || !c["slot"].contains("behind_bytes") || !c["slot"]["behind_bytes"].is_number()) return std::nullopt;
+         return c["slot"]["behind_bytes"].get<double>();
+       }},
+      {"backupctl_wal_slot_safe_bytes", "Bytes of WAL the server can still write before it drops WAL for the slot (safe_wal_size).",
+       [](const nlohmann::json& c) -> std::optional<double> {
+         if (!c["slot"].is_object() || !c["slot"].contains("safe_wal_size") || !c["slot"]["safe_wal_size"].is_number()) return std::nullopt;
+         return c["slot"]["safe_wal_size"].get<double>();
+       }},
+  };
+  for (const auto& f : families) {
+    family(f.name, f.help);
+    for (const auto& c : w.json["clusters"]) {
+      if (auto v = f.value(c)) {
+        out += fmt::format("{}{{profile=\"{}\",cluster=\"{}\"}} {}\n", f.name, config.profile, c["system_identifier"].get<std::string>(), *v);
+      }
+    }
+  }
+  family("backupctl_wal_ok", "1 when continuous protection is whole: receiver up, a base backup, no gap, slot not lost, copies off-site fresh.");
+  out += fmt::format("backupctl_wal_ok{{profile=\"{}\"}} {}\n", config.profile, w.failing ? 0 : 1);
   return out;
 }
 
@@ -224,6 +497,7 @@ int wal_stream(const Config& config, const PgTarget& target) {
     throw Error(ErrorCode::usage, "continuous protection is off (BACKUP_WAL=off)", "set BACKUP_WAL=stream to run the WAL receiver");
   }
   int failures = 0;
+  BaseBackupRun base;
   for (;;) {
     bool stop = false;
     const auto started = std::chrono::steady_clock::now();
@@ -231,13 +505,13 @@ int wal_stream(const Config& config, const PgTarget& target) {
       PgConnection conn = PgConnection::open(target);
       const SystemIdentity id = PgConnection::open(target, Session::replication).identify_system();
       const PgTool tool = find_pg_tool("pg_receivewal", conn.server_major(), config);
-      ensure_slot(config, conn);
+      if (ensure_slot(config, conn)) base.need();
       WalArchive archive(config.backup_dir, id.system_identifier);
       make_dirs(archive.incoming(), 0700);
       Fd lock = lock_receiver(archive);
       spdlog::info("wal: receiving the WAL of cluster {} (timeline {}, at {}) into {} through slot {}", id.system_identifier,
                    id.timeline, id.wal_position, archive.dir().string(), config.wal_slot);
-      stop = receive_once(config, target, archive, tool);
+      stop = receive_once(config, target, archive, tool, base);
     } catch (const Error& e) {
       if (e.code() == ErrorCode::interrupted) return 0;
       if (e.code() == ErrorCode::usage) throw;  // nothing a retry would change
@@ -250,7 +524,10 @@ int wal_stream(const Config& config, const PgTarget& target) {
     if (std::chrono::steady_clock::now() - started > std::chrono::seconds(30)) failures = 0;
     const int wait = std::min(kMaxBackoffSeconds, 1 << std::min(failures++, 6));
     spdlog::warn("wal: the receiver stopped; trying again in {} s", wait);
-    if (sleep_or_stop(wait * 1000)) return 0;
+    if (sleep_or_stop(wait * 1000)) {
+      base.stop();
+      return 0;
+    }
   }
 }
 

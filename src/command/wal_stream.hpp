@@ -45,4 +45,9 @@ struct WalStatus {
 };
 WalStatus wal_status(const Config& config, Clock::time_point now);
 
+// The same as Prometheus metrics (per cluster: receiver up, newest WAL, window start, gap, the
+// moment the remote has everything before, slot lost and safe_wal_size; backupctl_wal_ok),
+// appended to BACKUP_METRICS_FILE by every run and rewritten by the receiver every 15 s.
+std::string wal_metrics(const Config& config, Clock::time_point now);
+
 }  // namespace backupctl

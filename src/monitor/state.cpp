@@ -46,6 +46,11 @@ void RunState::record_failure(const std::string& kind, const std::string& error)
   m_json["last_failure"][kind] = {{"at", iso8601(Clock::now())}, {"error", error}};
 }
 
+bool RunState::clear_failure(const std::string& kind) {
+  if (!m_json.contains("last_failure") || !m_json["last_failure"].is_object()) return false;
+  return m_json["last_failure"].erase(kind) > 0;
+}
+
 void RunState::record_verify(bool ok) {
   m_json["last_verify"] = {{"at", iso8601(Clock::now())}, {"ok", ok}};
 }
@@ -63,7 +68,7 @@ double unix_seconds(const std::string& iso) {
 
 }  // namespace
 
-std::string render_metrics(const Config& config, const RunState& state) {
+std::string render_metrics(const Config& config, const RunState& state, const std::string& more) {
   const nlohmann::json& j = state.json();
   std::string profile = config.profile;
   std::string out;
@@ -124,14 +129,15 @@ std::string render_metrics(const Config& config, const RunState& state) {
     sample("backupctl_last_rehearsal_timestamp_seconds", "", unix_seconds(json_string(j["last_rehearsal"], "at")));
     sample("backupctl_last_rehearsal_ok", "", json_bool(j["last_rehearsal"], "ok", false) ? 1 : 0);
   }
+  out += more;
   return out;
 }
 
-void write_metrics_file(const Config& config, const RunState& state) {
+void write_metrics_file(const Config& config, const RunState& state, const std::string& more) {
   if (config.metrics_file.empty()) return;
   try {
     make_dirs(config.metrics_file.parent_path(), 0755);
-    write_file_atomic(config.metrics_file, render_metrics(config, state), 0644);
+    write_file_atomic(config.metrics_file, render_metrics(config, state, more), 0644);
   } catch (const std::exception& e) {
     spdlog::warn("cannot write BACKUP_METRICS_FILE {}: {}", config.metrics_file.string(), e.what());
   }

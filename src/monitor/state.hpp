@@ -20,6 +20,8 @@ class RunState {
   // kind: db | objects | config | set | prune | restore | verify | rehearsal
   void record_success(const std::string& kind, double duration, std::uint64_t size, const std::string& file);
   void record_failure(const std::string& kind, const std::string& error);
+  // Forgets the last failure of `kind` (a repair that succeeded since). True when there was one.
+  bool clear_failure(const std::string& kind);
   void record_verify(bool ok);
   void record_rehearsal(bool ok, const std::string& report);
 
@@ -30,11 +32,12 @@ class RunState {
   nlohmann::json m_json = nlohmann::json::object();
 };
 
-// Prometheus text format (node_exporter's textfile convention) from the state and the catalog.
-std::string render_metrics(const Config& config, const RunState& state);
+// Prometheus text format (node_exporter's textfile convention) from the state and the catalog;
+// `more`: families of other parts (continuous protection's), appended as they are.
+std::string render_metrics(const Config& config, const RunState& state, const std::string& more = "");
 
 // Writes BACKUP_METRICS_FILE (when set) atomically. Never throws: monitoring must not fail a run.
-void write_metrics_file(const Config& config, const RunState& state);
+void write_metrics_file(const Config& config, const RunState& state, const std::string& more = "");
 
 // POSTs `event` as JSON to BACKUP_NOTIFY_URL (when set). Never throws; logs a warning on failure.
 void notify(const Config& config, const nlohmann::json& event);

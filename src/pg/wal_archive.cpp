@@ -53,13 +53,13 @@ void write_new(const fs::path& to, const std::string& data) {
   write_all(fd.get(), data.data(), data.size(), to.string());
 }
 
+}  // namespace
+
 bool is_segment_name(const std::string& name) {
   return name.size() == 24 && std::all_of(name.begin(), name.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
          });
 }
-
-}  // namespace
 
 WalArchive::WalArchive(const fs::path& backup_dir, std::uint64_t system_identifier)
     : m_sysid(system_identifier), m_dir(backup_dir / "wal" / std::to_string(system_identifier)) {}
@@ -114,8 +114,16 @@ bool WalArchive::archive_one(const fs::path& file) {
     fs::remove(file);
     return false;
   }
+  store(name, data);
+  fs::remove(file);
+  return true;
+}
+
+void WalArchive::store(const std::string& name, const std::string& data) {
+  const fs::path dest = m_dir / (name + ".zst");
   // One receiver per cluster folder (wal_stream holds its lock): a .partial here is a killed
   // receiver's.
+  std::error_code ec;
   fs::remove(fs::path(dest.string() + ".partial"), ec);
   auto sink = io::AtomicFileSink::try_create(dest);
   if (!sink) throw Error(ErrorCode::io, "cannot create " + dest.string() + ".partial", "check the folder's permissions");
@@ -124,8 +132,51 @@ bool WalArchive::archive_one(const fs::path& file) {
   z.finish();
   sink->commit();
   fsync_dir(m_dir);
-  fs::remove(file);
-  return true;
+}
+
+void WalArchive::adopt(const std::string& name, const std::string& data, bool partial) {
+  const bool history = parse_history_name(name).has_value();
+  if (!history && !is_segment_name(name)) throw Error(ErrorCode::verification, "not a WAL file name: " + name);
+  if (!history) {
+    if (std::string why = check_wal_segment(name, data, m_sysid, partial); !why.empty()) {
+      throw Error(ErrorCode::verification, "the WAL file " + name + " from the remote is not what its name says: " + why,
+                  "the remote's copy was changed; a restore can reach moments before it only");
+    }
+  }
+  make_dirs(m_dir, 0700);
+  if (!partial) return store(name, data);
+  make_dirs(incoming(), 0700);
+  const fs::path dest = incoming() / (name + ".partial");
+  write_file_atomic(dest, data);
+}
+
+std::vector<std::string> WalArchive::archived_files() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(m_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.ends_with(".zst") || !e.is_regular_file(ec) || e.is_symlink(ec)) continue;
+    const std::string bare = name.substr(0, name.size() - 4);
+    if (is_segment_name(bare) || parse_history_name(bare)) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> WalArchive::remove_before(const std::string& first, bool dry_run) {
+  std::vector<std::string> out;
+  if (!is_segment_name(first)) return out;
+  for (const std::string& file : archived_files()) {
+    const std::string bare = file.substr(0, file.size() - 4);
+    if (!is_segment_name(bare) || bare.substr(8) >= first.substr(8)) continue;
+    if (!dry_run) {
+      std::error_code ec;
+      fs::remove(m_dir / file, ec);
+      if (ec) throw Error(ErrorCode::io, "cannot delete " + (m_dir / file).string() + ": " + ec.message());
+    }
+    out.push_back(file);
+  }
+  return out;
 }
 
 std::vector<std::string> WalArchive::segments() const {

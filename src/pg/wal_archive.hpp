@@ -52,12 +52,29 @@ class WalArchive {
   // The receiver's unfinished segment: its name (without .partial), when one is there.
   std::optional<std::string> partial() const;
 
+  // The archived files ("<segment>.zst", "<tli>.history.zst"), sorted.
+  std::vector<std::string> archived_files() const;
+
+  // Takes in a WAL file that came from elsewhere (the remote): `data` is its plaintext, checked
+  // like the receiver's (a segment's first page against its name and this cluster). An
+  // unfinished segment (`partial`) goes to incoming/<name>.partial, where a restore looks for it.
+  // Throws Error(verification) when it is not what its name says.
+  void adopt(const std::string& name, const std::string& data, bool partial = false);
+
+  // The archived segments before `first` (by position, whatever their timeline): the WAL no kept
+  // base backup needs. Removed unless `dry_run`; returns their file names.
+  std::vector<std::string> remove_before(const std::string& first, bool dry_run);
+
  private:
   bool archive_one(const std::filesystem::path& file);
+  void store(const std::string& name, const std::string& data);
 
   std::uint64_t m_sysid;
   std::filesystem::path m_dir;
 };
+
+// Whether `name` is a segment file name (24 hex digits, upper case).
+bool is_segment_name(const std::string& name);
 
 // The system identifiers BACKUP_DIR holds WAL of.
 std::vector<std::uint64_t> wal_clusters(const std::filesystem::path& backup_dir);

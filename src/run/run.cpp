@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "command/wal_stream.hpp"
 #include "command/prune.hpp"
 #include "command/repair.hpp"
 #include "command/sets.hpp"
@@ -25,7 +26,7 @@ void ping(const Config& config, const std::string& what, const std::string& body
 
 // A scheduled kind of run: backups and pushes are pinged.
 bool pinged(const std::string& kind) {
-  return kind == "db" || kind == "objects" || kind == "config" || kind == "set" || kind == "remote";
+  return kind == "db" || kind == "objects" || kind == "config" || kind == "base" || kind == "set" || kind == "remote";
 }
 
 // Copies a finished backup off-site and applies the remote's retention. Throws an Error that
@@ -90,7 +91,19 @@ auto journaled_fetch(const Config& config, Fetch&& fetch) {
 
 RunScope::RunScope(const Config& config, const std::string& command)
     : m_lock(BackupLock::acquire(config.backup_dir, "backupctl " + command)) {
-  repair_interrupted_runs(config, LockHeld::yes);
+  // A journal that cannot be repaired stops every run until an operator looks: recorded (the
+  // metric backupctl_last_failure_timestamp_seconds{kind="repair"}) so an alert says so.
+  try {
+    repair_interrupted_runs(config, LockHeld::yes);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::repair_needed) {
+      RunState state = RunState::load(config.backup_dir);
+      state.record_failure("repair", e.what());
+      record_state(config, state);
+    }
+    throw;
+  }
+  if (RunState state = RunState::load(config.backup_dir); state.clear_failure("repair")) record_state(config, state);
   remove_stale_verify_scratch(config.backup_dir);
   m_journal.emplace(config.backup_dir, command, journal_undo(config));
 }
@@ -101,7 +114,7 @@ void record_state(const Config& config, const RunState& state) {
   } catch (const std::exception& e) {
     spdlog::warn("cannot record the run state: {}", e.what());
   }
-  write_metrics_file(config, state);
+  write_metrics_file(config, state, config.wal_stream ? wal_metrics(config, Clock::now()) : "");
 }
 
 int run_recorded(const Config& config, const std::string& command, const std::string& kind,

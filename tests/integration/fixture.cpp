@@ -115,6 +115,17 @@ PgCluster::~PgCluster() {
   }
 }
 
+void PgCluster::crash_and_lose() {
+  const fs::path data = m_root / "data";
+  std::string pid_text = read_file(data / "postmaster.pid");
+  const pid_t pid = static_cast<pid_t>(std::stol(pid_text.substr(0, pid_text.find('\n'))));
+  ::kill(pid, SIGKILL);
+  for (int i = 0; i < 200 && ::kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  m_running = false;
+  std::error_code ec;
+  fs::remove_all(data, ec);
+}
+
 // initdb costs a second of CPU, a copy of its result a twentieth of that, and the suite starts
 // clusters hundreds of times on two cores: the first cluster of a run (of this server version and
 // user) runs initdb into a folder of its own and renames it into place; every cluster copies it.

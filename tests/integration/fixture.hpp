@@ -48,6 +48,9 @@ class PgCluster {
 
   void create_database(const std::string& name, const std::string& extra = "") const;
 
+  // The server killed with SIGKILL and its data directory deleted: a lost host.
+  void crash_and_lose();
+
   // The tools of this cluster's version, e.g. tool("pg_restore").
   std::string tool(const std::string& name) const { return (m_bindir / name).string(); }
 

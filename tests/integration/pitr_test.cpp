@@ -7,99 +7,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "fixture.hpp"
+#include <set>
+
+#include "pitr_fixture.hpp"
 #include "util/fs.hpp"
 #include "util/process.hpp"
 
 namespace backupctl::test {
 
 namespace {
-
-// Processes whose working directory is under `dir` (a temporary cluster's postmaster chdirs into
-// its data directory).
-std::vector<std::string> processes_in(const fs::path& dir) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& de : fs::directory_iterator("/proc", ec)) {
-    const std::string pid = de.path().filename();
-    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::error_code e2;
-    fs::path cwd = fs::read_symlink(de.path() / "cwd", e2);
-    if (!e2 && cwd.string().starts_with(dir.string())) out.push_back(pid + " in " + cwd.string());
-  }
-  return out;
-}
-
-class PitrTest : public ::testing::Test {
- protected:
-  PgCluster pg;
-  TempDir dir;
-  TempDir work;  // PITR_WORK_DIR: the postgres user must reach it when the tests run as root
-  std::optional<Child> receiver;
-
-  void SetUp() override {
-    ::chmod(work.path().c_str(), 0755);
-    pg.psql("postgres", "ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'");
-    pg.psql("postgres", "SELECT pg_reload_conf()");
-    pg.create_database("archive");
-    pg.psql("archive", "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'base' FROM generate_series(1, 500) g");
-    start_receiver();
-    CliResult r = run_backupctl({"backup", "base", "--json"}, env());
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-
-  void TearDown() override { stop_receiver(); }
-
-  EnvList env() const {
-    EnvList e = backup_env(pg, "archive", dir.path());
-    e.emplace_back("BACKUP_WAL", "stream");
-    e.emplace_back("PITR_WORK_DIR", work.path().string());
-    e.emplace_back("SERVICE_CONTROL", "none");
-    return e;
-  }
-  EnvList confirmed() const {
-    EnvList e = env();
-    e.emplace_back("CONFIRM", "YES");
-    return e;
-  }
-
-  void start_receiver() {
-    receiver.emplace(spawn_backupctl({"wal", "stream"}, env()));
-    ASSERT_TRUE(wait_for([&] { return pg.psql("postgres", "SELECT count(*) FROM pg_stat_replication") == "1\n"; }, 30))
-        << "the receiver did not connect";
-  }
-  void stop_receiver() {
-    if (!receiver) return;
-    receiver->kill(SIGTERM);
-    ExitStatus s = receiver->wait();
-    EXPECT_TRUE(s.ok()) << "wal stream did not stop cleanly on SIGTERM: " << s.describe();
-    receiver.reset();
-  }
-
-  // Waits until the receiver has flushed everything the server wrote so far.
-  void wait_received() {
-    const std::string lsn = pg.psql("postgres", "SELECT pg_current_wal_lsn()");
-    ASSERT_TRUE(wait_for(
-        [&] {
-          return pg.psql("postgres", "SELECT coalesce(bool_and(flush_lsn >= '" + lsn.substr(0, lsn.size() - 1) +
-                                         "'::pg_lsn), false) FROM pg_stat_replication") == "t\n";
-        },
-        10))
-        << "the receiver did not flush up to " << lsn;
-  }
-
-  // The server's clock now, as ISO 8601 UTC with microseconds.
-  std::string now() const {
-    std::string s = pg.psql("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
-    return s.substr(0, s.size() - 1);
-  }
-
-  std::string rows() const {
-    std::string s = pg.psql("archive", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v");
-    for (char& c : s) c = c == '\n' ? ' ' : c;
-    return s;
-  }
-};
 
 TEST_F(PitrTest, AMistakenDeleteIsUndoneToTheMomentThroughTheGuardedRestore) {
   pg.psql("archive", "INSERT INTO t SELECT g, 'before' FROM generate_series(501, 1500) g");
@@ -265,6 +181,118 @@ TEST_F(PitrTest, StatusShowsTheReceiverAndTheWindowAndFailsWhenTheReceiverStops)
   j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["wal"]["clusters"][0]["receiver"], "not running");
   EXPECT_FALSE(j["wal"]["ok"].get<bool>());
+}
+
+// The archived segments of the cluster's folder (wal/<id>/<segment>.zst), sorted.
+std::vector<fs::path> archived_segments(const fs::path& backup_dir) {
+  std::vector<fs::path> out;
+  for (const auto& c : fs::directory_iterator(backup_dir / "wal")) {
+    for (const auto& e : fs::directory_iterator(c.path())) {
+      const std::string name = e.path().filename().string();
+      if (name.size() == 28 && name.ends_with(".zst")) out.push_back(e.path());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST_F(PitrTest, VerifyWalNamesAGapAndTheNextBaseBackupClosesIt) {
+  for (int i = 0; i < 3; ++i) pg.psql("archive", "INSERT INTO t VALUES (" + std::to_string(3000 + i) + ", 'x'); SELECT pg_switch_wal()");
+  wait_received();
+  ASSERT_TRUE(wait_for([&] { return archived_segments(dir.path()).size() >= 3; }, 20));
+  CliResult ok = run_backupctl({"verify", "--wal"}, env());
+  EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  EXPECT_NE(ok.out.find("WAL continuous from"), std::string::npos) << ok.out;
+
+  // A segment after the base backup's start goes missing (deleted by hand, a disk error).
+  const std::vector<fs::path> segments = archived_segments(dir.path());
+  const fs::path lost = segments[segments.size() - 2];
+  const std::string lost_name = lost.filename().string().substr(0, 24);
+  fs::remove(lost);
+  CliResult gap = run_backupctl({"verify", "--wal"}, env());
+  EXPECT_EQ(gap.exit_code, 5) << gap.out << gap.err;
+  EXPECT_NE(gap.out.find("FAIL"), std::string::npos) << gap.out;
+  EXPECT_NE(gap.out.find(lost_name + " is missing"), std::string::npos) << gap.out;
+  CliResult status = run_backupctl({"status", "--json"}, env());
+  EXPECT_EQ(status.exit_code, 10) << status.err;
+  EXPECT_EQ(nlohmann::json::parse(status.out)["wal"]["clusters"][0]["gap"], lost_name) << status.out;
+
+  // A damaged segment is named too.
+  const fs::path damaged = segments.front();
+  write_file_atomic(damaged, "not zstd");
+  CliResult bad = run_backupctl({"verify", "--wal"}, env());
+  EXPECT_EQ(bad.exit_code, 5);
+  EXPECT_NE(bad.out.find(damaged.filename().string().substr(0, 24) + ":"), std::string::npos) << bad.out;
+  fs::remove(damaged);
+
+  // A base backup now: the window starts again at its end; the hole is still named.
+  CliResult base = run_backupctl({"backup", "base"}, env());
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  CliResult closed = run_backupctl({"verify", "--wal"}, env());
+  EXPECT_EQ(closed.exit_code, 0) << closed.out << closed.err;
+  EXPECT_NE(closed.out.find("gap"), std::string::npos) << closed.out;
+  status = run_backupctl({"status", "--json"}, env());
+  EXPECT_EQ(nlohmann::json::parse(status.out)["wal"]["clusters"][0]["gap"], "") << status.out;
+}
+
+TEST_F(PitrTest, ASlotThatLostWalNeverStopsThePrimaryAndTheReceiverClosesTheGap) {
+  stop_receiver();
+  pg.psql("postgres", "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'");
+  pg.psql("postgres", "SELECT pg_reload_conf()");
+  for (int i = 0; i < 4; ++i) {
+    pg.psql("archive", "INSERT INTO t SELECT g, 'more' FROM generate_series(" + std::to_string(10000 + i * 1000) + ", " +
+                           std::to_string(10999 + i * 1000) + ") g; SELECT pg_switch_wal()");
+  }
+  pg.psql("postgres", "CHECKPOINT");
+  ASSERT_TRUE(wait_for([&] { return pg.psql("postgres", "SELECT wal_status FROM pg_replication_slots") == "lost\n"; }, 20))
+      << pg.psql("postgres", "SELECT wal_status, restart_lsn, pg_current_wal_lsn() FROM pg_replication_slots");
+  // The primary runs on: commits do not wait for the receiver.
+  pg.psql("archive", "INSERT INTO t VALUES (99999, 'still')");
+  CliResult status = run_backupctl({"status"}, env());
+  EXPECT_EQ(status.exit_code, 10) << status.out;
+  EXPECT_NE(status.out.find("lost"), std::string::npos) << status.out;
+
+  // The receiver makes the slot again and takes a base backup by itself to close the gap.
+  start_receiver();
+  ASSERT_TRUE(wait_for([&] { return list_dir(dir.path() / "base").size() >= 4; }, 120)) << list_dir(dir.path() / "base").size();
+  auto wal_ok = [&] {
+    auto j = nlohmann::json::parse(run_backupctl({"status", "--json"}, env()).out, nullptr, false);
+    return !j.is_discarded() && j["wal"]["ok"] == true;
+  };
+  ASSERT_TRUE(wait_for(wal_ok, 30)) << run_backupctl({"status"}, env()).out;
+  CliResult verify = run_backupctl({"verify", "--wal"}, env());
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
+TEST_F(PitrTest, TheShippedAlertRulesPassTheirTestsAndNameOnlyMetricsBackupctlWrites) {
+  const fs::path rules = fs::path(BACKUPCTL_SOURCE_DIR) / "examples/monitoring";
+  RunResult promtool = run_command({.argv = {"promtool", "test", "rules", (rules / "backupctl.rules.test.yml").string()}});
+  ASSERT_TRUE(promtool.status.ok()) << "promtool (Debian's prometheus package; tools/install-deps.sh): " << promtool.out << promtool.err;
+
+  // The metrics file a run writes with continuous protection on: every family the rules use.
+  TempDir metrics;
+  EnvList e = env();
+  e.emplace_back("BACKUP_METRICS_FILE", (metrics.path() / "backupctl.prom").string());
+  CliResult r = run_backupctl({"backup", "base"}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string written = read_file(metrics.path() / "backupctl.prom");
+  const std::string text = read_file(rules / "backupctl.rules.yml");
+  std::set<std::string> named;
+  for (std::size_t at = text.find("backupctl_"); at != std::string::npos; at = text.find("backupctl_", at + 1)) {
+    std::size_t end = at;
+    while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '_')) ++end;
+    named.insert(text.substr(at, end - at));
+  }
+  EXPECT_GE(named.size(), 10u);
+  for (const auto& n : named) {
+    if (n == "backupctl_remote_newest_copy_timestamp_seconds") continue;  // with BACKUP_REMOTE_URL only
+    EXPECT_NE(written.find("# TYPE " + n + " gauge"), std::string::npos) << n << " is not in\n" << written;
+  }
+  std::string cluster = pg.psql("postgres", "SELECT system_identifier FROM pg_control_system()");
+  cluster.pop_back();  // psql's newline
+  EXPECT_NE(written.find("\",cluster=\"" + cluster + "\"}"), std::string::npos) << written;
+  EXPECT_NE(written.find("backupctl_wal_receiver_up{"), std::string::npos) << written;
+  EXPECT_NE(written.find("\"} 1\n", written.find("backupctl_wal_ok{")), std::string::npos) << written;
 }
 
 TEST(PitrReceiver, AnUnboundedSlotIsRefusedAndWalCheckSaysWhatToSet) {

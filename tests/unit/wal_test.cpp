@@ -125,5 +125,42 @@ TEST(WalArchive, CraftedFilesAreRejectedNotArchived) {
   EXPECT_FALSE(fs::exists(dir.path() / "out"));
 }
 
+TEST(WalArchive, WalFromTheRemoteIsTakenOnlyWhenItIsWhatItsNameSays) {
+  TempDir dir;
+  WalArchive archive(dir.path(), kSysid);
+  const std::string seg = make_segment(1, 5);
+  archive.adopt("000000010000000000000005", seg);
+  EXPECT_EQ(archive.archived_files(), std::vector<std::string>{"000000010000000000000005.zst"});
+  archive.restore_segment("000000010000000000000005", dir.path() / "out");
+  EXPECT_EQ(read_file(dir.path() / "out"), seg);
+  archive.adopt("000000010000000000000006", make_segment(1, 6).substr(0, 9000), true);  // the unfinished one
+  EXPECT_EQ(archive.partial(), "000000010000000000000006");
+  struct Crafted {
+    std::string name, data;
+  };
+  for (const Crafted& c : std::vector<Crafted>{{"000000010000000000000007", make_segment(1, 8)},
+                                               {"000000010000000000000009", make_segment(1, 9, 42)},
+                                               {"00000001000000000000000A", make_segment(1, 10).substr(0, 100)},
+                                               {"../../etc/passwd", "x"},
+                                               {"000000010000000000000005x", seg}}) {
+    EXPECT_THROW(archive.adopt(c.name, c.data), Error) << c.name;
+  }
+  EXPECT_EQ(archive.archived_files(), std::vector<std::string>{"000000010000000000000005.zst"});
+}
+
+TEST(WalArchive, RemoveBeforeKeepsTheSegmentsFromThePositionOnWhateverTheTimeline) {
+  TempDir dir;
+  WalArchive archive(dir.path(), kSysid);
+  for (std::uint64_t n : {3, 4, 5, 6}) archive.adopt(WalSegmentName{1, n}.str(kSeg), make_segment(1, n));
+  archive.adopt(WalSegmentName{2, 4}.str(kSeg), make_segment(2, 4));
+  EXPECT_EQ(archive.remove_before("000000020000000000000005", true).size(), 3u) << "a dry run names them";
+  EXPECT_EQ(archive.archived_files().size(), 5u) << "and deletes nothing";
+  const auto removed = archive.remove_before("000000020000000000000005", false);
+  EXPECT_EQ(removed, (std::vector<std::string>{"000000010000000000000003.zst", "000000010000000000000004.zst",
+                                               "000000020000000000000004.zst"}));
+  EXPECT_EQ(archive.archived_files(), (std::vector<std::string>{"000000010000000000000005.zst", "000000010000000000000006.zst"}));
+  EXPECT_TRUE(archive.remove_before("not a segment", false).empty());
+}
+
 }  // namespace
 }  // namespace backupctl
