@@ -37,6 +37,7 @@ struct RepairArgs {
 struct RehearseArgs {
   std::string set = "latest";
   bool remote = false;  // the off-site copy of the set
+  std::string to_time;  // a moment (point-in-time recovery), or random
 };
 
 struct ScheduleArgs {
@@ -176,7 +177,10 @@ int rehearse_cmd(const Invocation& in, const RehearseArgs& args) {
   // The rehearsal's journal ends with it; its verdict is recorded under the lock still.
   RunScope scope(config, "rehearse");
   auto progress = make_progress(in.out);
-  RehearsalReport r = rehearse(config, live, args.set, scope.journal(), *progress);
+  if (!args.to_time.empty() && args.remote) {
+    throw Error(ErrorCode::usage, "rehearse --to-time reads BACKUP_DIR", "fetch from the remote with `restore db --to-time … --remote --target-db`");
+  }
+  RehearsalReport r = rehearse(config, live, args.set, scope.journal(), *progress, args.to_time);
   scope.close_journal();
   RunState state = RunState::load(config.backup_dir);
   state.record_rehearsal(r.ok, r.json_file.string());
@@ -213,6 +217,8 @@ void add_maintain_commands(CLI::App& app, CommandTable& table) {
   auto* rehearse = app.add_subcommand("rehearse", "restore a set into staging, check it, remove it");
   rehearse->add_option("--set", rehearse_args->set, "a set id, or latest (default)");
   rehearse->add_flag("--remote", rehearse_args->remote, "rehearse the off-site copy of the set (fetched first)");
+  rehearse->add_option("--to-time", rehearse_args->to_time,
+                       "point-in-time: the database recovered to this moment (ISO 8601), or random (inside the window)");
   table.add(rehearse, [rehearse_args](const Invocation& in) { return rehearse_cmd(in, *rehearse_args); });
 
   auto prune_args = std::make_shared<PruneArgs>();

@@ -5,10 +5,16 @@
 
 #include <chrono>
 #include <iostream>
+#include <optional>
+#include <random>
+#include <thread>
 
 #include "check/checklist.hpp"
 #include "command/restore_db.hpp"
 #include "command/restore_objects.hpp"
+#include "command/remote_meta.hpp"
+#include "command/restore_pitr.hpp"
+#include "command/backup_base.hpp"
 #include "command/sets.hpp"
 #include "io/age.hpp"
 #include "io/zstd.hpp"
@@ -86,6 +92,65 @@ void start_staging_app(const Config& config, const PgTarget& staging, const std:
   }
 }
 
+// A moment inside the window of point-in-time recovery, chosen at random: from the oldest base
+// backup's end of the live server's cluster to a few seconds ago. First an empty transaction on
+// the live server, received by the WAL receiver: replay stops at the first commit after the
+// moment, so there must be one after every moment chosen.
+std::string random_moment(const Config& config, const PgTarget& live) {
+  const std::vector<BaseBackup> bases = list_base_backups(config);
+  const RecoveryTarget latest{RecoveryTarget::Kind::latest, ""};
+  const BaseBackup& oldest_kind = pick_base_backup(bases, live_system_identifier(live), latest);
+  Clock::time_point from = oldest_kind.finished;
+  for (const auto& b : bases) {
+    if (b.sysid == oldest_kind.sysid && b.finished < from) from = b.finished;
+  }
+  PgConnection conn = PgConnection::open(live);
+  conn.query("SELECT txid_current()");
+  const std::string lsn = conn.scalar("SELECT pg_current_wal_lsn()::text");
+  // pg_receivewal --synchronous reports each flush: the slot's position follows within a second.
+  bool received = false;
+  for (int i = 0; i < 100 && !received; ++i) {
+    received = conn.scalar("SELECT coalesce(bool_or(restart_lsn >= $1::pg_lsn), false) FROM pg_replication_slots WHERE slot_name = $2",
+                           {lsn, config.wal_slot}) == "t";
+    if (!received) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!received) {
+    throw Error(ErrorCode::not_found, "the WAL receiver has not received the WAL written now",
+                "start it (`make wal-stream`), or rehearse a moment you name (--to-time 2026-12-06T14:01:59Z)");
+  }
+  const auto server_now = parse_precise_time(
+      conn.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"));
+  const Clock::time_point to = (server_now ? *server_now : Clock::now()) - std::chrono::seconds(2);
+  if (to <= from) return "latest";
+  std::random_device rd;
+  std::uniform_real_distribution<double> pick(0.0, 1.0);
+  const auto span = std::chrono::duration_cast<std::chrono::microseconds>(to - from);
+  const Clock::time_point t = from + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::microseconds(static_cast<std::int64_t>(pick(rd) * static_cast<double>(span.count()))));
+  const auto whole = std::chrono::time_point_cast<std::chrono::seconds>(t);
+  return fmt::format("{}.{:06}Z", iso8601(whole).substr(0, 19),
+                     std::chrono::duration_cast<std::chrono::microseconds>(t - whole).count());
+}
+
+// The newest complete set of this database and store made at or before `moment` (the attachments
+// a moment's rehearsal restores, until they are captured in step with the WAL); none: nullopt.
+std::optional<json> set_at_or_before(const Config& config, const PgTarget& live, const std::string& moment) {
+  const auto t = moment == "latest" ? std::optional<Clock::time_point>(Clock::now()) : parse_precise_time(moment);
+  if (!t) return std::nullopt;
+  std::optional<json> best;
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator(config.backup_dir / "sets", ec)) {
+    if (!is_set_name(de.path().filename().string())) continue;
+    auto s = json::parse(read_file(de.path()), nullptr, false);
+    if (!s.is_object() || !json_bool(s, "complete", false)) continue;
+    auto created = parse_iso8601(json_string(s, "created_at", ""));
+    if (!created || *created > *t || !set_part_path(config, s, "objects")) continue;
+    if (!best || json_string(s, "created_at", "") > json_string(*best, "created_at", "")) best = s;
+  }
+  (void)live;
+  return best;
+}
+
 // One rehearsal: its methods are the journal's steps (rehearse.staging-database, .restore-db,
 // .restore-objects, .staging-app, .checklist, .cleanup), then the report.
 class Rehearsal {
@@ -104,24 +169,37 @@ class Rehearsal {
     m_quiet.restore_keep_previous_days = 0;
   }
 
-  RehearsalReport run(const std::string& set_id) {
+  RehearsalReport run(const std::string& set_id, const std::string& to_time) {
     const auto t0 = std::chrono::steady_clock::now();
     // Before anything changes: the staging database can never be the live one, however the URL
     // spells it (localhost or 127.0.0.1, options, a pooler's port).
     refuse_live_target(m_live, m_staging,
                        m_config.staging_database_url.empty() ? "the staging database" : "STAGING_DATABASE_URL");
-    json set = find_set(m_config, set_id, set_scope(m_config, m_live));
-    m_report.set_id = json_string(set, "set_id", set_id);
+    std::optional<json> set;
+    if (to_time.empty()) {
+      set = find_set(m_config, set_id, set_scope(m_config, m_live));
+    } else {
+      // A moment: the database recovered to it, the attachments of the newest set made by then.
+      m_to_time = to_time == "random" ? random_moment(m_config, m_live) : to_time;
+      m_pitr_plan = plan_pitr(m_quiet, m_live, pitr_options());
+      set = set_at_or_before(m_config, m_live, m_to_time);
+    }
+    m_report.set_id = set ? json_string(*set, "set_id", set_id) : "";
     m_j = {{"set_id", m_report.set_id}, {"started_at", iso8601(Clock::now())}, {"steps", json::array()}};
+    if (!m_to_time.empty()) m_j["to_time"] = m_to_time;
     auto part = [&](const char* kind) -> std::string {
-      auto p = set_part_path(m_config, set, kind);
+      auto p = set ? set_part_path(m_config, *set, kind) : std::nullopt;
       return p ? p->string() : "";
     };
-    m_db_file = part("db");
+    m_db_file = m_to_time.empty() ? part("db") : "";
     m_objects_file = part("objects");
     staging_database();
     try {
-      restore_db();
+      if (m_to_time.empty()) {
+        restore_db();
+      } else {
+        recover_db();
+      }
       restore_objects();
       staging_app();
       checklist();
@@ -154,6 +232,35 @@ class Rehearsal {
     m_staging_db = m_journal.add("staging_database", {{"server", server_record(conn)},
                                                       {"name", m_staging.dbname()},
                                                       {"live", m_live.dbname()}});
+  }
+
+  PitrOptions pitr_options() const {
+    PitrOptions p;
+    p.to_time = m_to_time;
+    p.restore.target_db = m_staging.dbname();
+    p.restore.live = m_live;
+    return p;
+  }
+
+  // 1 (--to-time). The database as it was at the moment, recovered from the base backup and the
+  // WAL into the staging database; the report names the last commit replayed and the first not.
+  void recover_db() {
+    {
+      PgConnection conn = PgConnection::open(maintenance_target(m_staging));
+      drop_database(conn, m_staging.dbname());  // a leftover of an earlier rehearsal
+    }
+    auto t = std::chrono::steady_clock::now();
+    m_journal.step("rehearse.restore-db");
+    RestoreReport r = run_pitr(m_quiet, m_staging, *m_pitr_plan, pitr_options(), m_journal, m_progress);
+    m_j["recovered_to"] = r.recovered_to;
+    m_j["base"] = m_pitr_plan->base.filename().string();
+    step("recover database", true,
+         fmt::format("{} + {} WAL segment(s) to {} into {}", m_pitr_plan->base.filename().string(), m_pitr_plan->segments.size(),
+                     r.recovered_to, m_staging.dbname()),
+         seconds_since(t));
+    json rows = json::object();
+    for (const auto& [table, n] : r.tables) rows[table] = {{"restored", n}, {"backup", nullptr}};
+    m_j["rows"] = rows;
   }
 
   // 1. The database, and its rows against the backup.
@@ -300,11 +407,17 @@ class Rehearsal {
 
   std::string markdown() const {
     const json& j = m_j;
-    std::string md = fmt::format("# Restore rehearsal of set {}\n\n", m_report.set_id);
-    md += fmt::format("- result: **{}**{}\n- started: {}\n- took: {}\n- staging database: {}\n\n",
+    std::string md = m_to_time.empty() ? fmt::format("# Restore rehearsal of set {}\n\n", m_report.set_id)
+                                       : fmt::format("# Restore rehearsal of the moment {}\n\n", m_to_time);
+    md += fmt::format("- result: **{}**{}\n- started: {}\n- took: {}\n- staging database: {}\n",
                       m_ok ? "PASSED" : "FAILED", m_ok ? "" : " — " + md_escape(m_reason),
                       j["started_at"].get<std::string>(), human_duration(j["seconds"].get<double>()),
                       m_staging.dbname());
+    if (j.contains("to_time")) {
+      md += fmt::format("- moment: {} (from {}; {})\n", j["to_time"].get<std::string>(), j.value("base", "?"),
+                        md_escape(j.value("recovered_to", "not recovered")));
+    }
+    md += "\n";
     md += "| step | result | detail | seconds |\n|---|---|---|---|\n";
     for (const auto& s : j["steps"]) {
       md += fmt::format("| {} | {} | {} | {:.1f} |\n", s["step"].get<std::string>(),
@@ -329,6 +442,7 @@ class Rehearsal {
 
   // The set remembers its rehearsals (`list` shows the last one).
   void remember_in_set() {
+    if (m_report.set_id.empty()) return;  // a moment's rehearsal without a set
     fs::path sets = m_config.backup_dir / "sets";
     for (const auto& de : fs::directory_iterator(sets)) {
       auto s = json::parse(read_file(de.path()), nullptr, false);
@@ -340,6 +454,8 @@ class Rehearsal {
     }
   }
 
+  std::string m_to_time;                 // --to-time: the moment rehearsed
+  std::optional<PitrPlan> m_pitr_plan;
   const Config& m_config;
   const PgTarget& m_live;
   Journal& m_journal;
@@ -363,8 +479,8 @@ class Rehearsal {
 }  // namespace
 
 RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::string& set_id,
-                         Journal& journal, Progress& progress) {
-  return Rehearsal(config, live, journal, progress).run(set_id);
+                         Journal& journal, Progress& progress, const std::string& to_time) {
+  return Rehearsal(config, live, journal, progress).run(set_id, to_time);
 }
 
 }  // namespace backupctl

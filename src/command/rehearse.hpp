@@ -37,7 +37,12 @@ struct RehearsalReport {
 // The staging database is refused before anything changes when it is the live one (by what the
 // server says about itself). Every staging copy is a journal entry: removed at the end, on an
 // error or a signal, or by the repair after a crash; the live services are never stopped.
+// `to_time` (rehearse --to-time T|random): the database is recovered to the moment (point-in-time
+// recovery into the staging database; `random`: a moment inside the window, after an empty
+// transaction on the live server so that replay has a commit to stop at), the attachments are the
+// newest set's made by then (none: not rehearsed), and the report names the moment, the base
+// backup, the last commit replayed and the first one not.
 RehearsalReport rehearse(const Config& config, const PgTarget& live, const std::string& set_id,
-                         Journal& journal, Progress& progress);
+                         Journal& journal, Progress& progress, const std::string& to_time = "");
 
 }  // namespace backupctl

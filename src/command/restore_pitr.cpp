@@ -90,14 +90,19 @@ const BaseBackup& choose_base(const std::vector<BaseBackup>& bases, std::uint64_
 // "2026-12-06T14:01:59.5Z" -> "2026-12-06 14:01:59.5+00:00" (PostgreSQL rejects the T and Z).
 const std::regex kIsoTime(R"(^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})$)");
 
-// The server log's words for where replay stopped.
+// The server log's words for where replay stopped: the last commit replayed (at or before the
+// target) and the first one that was not (after it). Together they prove the moment: every
+// transaction committed up to the first is in the database, none from the second on.
 std::string recovered_to(const std::string& log) {
   std::smatch m;
   static const std::regex stop(R"(recovery stopping (before|after) commit of transaction \d+, time ([^\n]+))");
   static const std::regex last(R"(last completed transaction was at log time ([^\n]+))");
-  if (std::regex_search(log, m, stop)) return "stopped " + std::string(m[1]) + " the commit at " + std::string(m[2]);
-  if (std::regex_search(log, m, last)) return "the last transaction replayed committed at " + std::string(m[1]);
-  return "";
+  std::string out;
+  if (std::regex_search(log, m, last)) out = "the last transaction replayed committed at " + std::string(m[1]);
+  if (std::regex_search(log, m, stop)) {
+    out += (out.empty() ? "" : "; ") + std::string("stopped ") + std::string(m[1]) + " the commit at " + std::string(m[2]);
+  }
+  return out;
 }
 
 // Run as root, the temporary server runs as `postgres` and must reach its folder: every folder

@@ -295,6 +295,41 @@ TEST_F(PitrTest, TheShippedAlertRulesPassTheirTestsAndNameOnlyMetricsBackupctlWr
   EXPECT_NE(written.find("\"} 1\n", written.find("backupctl_wal_ok{")), std::string::npos) << written;
 }
 
+TEST_F(PitrTest, TheDrillRehearsesAMomentIntoStagingAndNamesIt) {
+  pg.psql("archive", "INSERT INTO t SELECT g, 'before' FROM generate_series(501, 600) g");
+  const std::string moment = now();
+  pg.psql("archive", "INSERT INTO t SELECT g, 'after' FROM generate_series(601, 610) g");
+  wait_received();
+  // The checklist proves the moment in staging: the rows committed just before it, none after.
+  TempDir checks;
+  write_file_atomic(checks.path() / "checks.toml",
+                    "[[check]]\nname = \"committed before the moment\"\nkind = \"sql\"\n"
+                    "query = \"SELECT count(*) FROM t WHERE v = 'before'\"\nexpect = \"100\"\n\n"
+                    "[[check]]\nname = \"nothing after it\"\nkind = \"sql\"\nquery = \"SELECT count(*) FROM t WHERE v = 'after'\"\n"
+                    "expect = \"0\"\n");
+  EnvList e = env();
+  e.emplace_back("CHECKS_FILE", (checks.path() / "checks.toml").string());
+  CliResult r = run_backupctl({"rehearse", "--to-time", moment, "--json"}, e);
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["rehearsal"]["to_time"], moment);
+  EXPECT_NE(j["rehearsal"]["recovered_to"].get<std::string>().find("the last transaction replayed committed at"), std::string::npos)
+      << j.dump(2);
+  EXPECT_NE(j["rehearsal"]["recovered_to"].get<std::string>().find("stopped before the commit at"), std::string::npos) << j.dump(2);
+  EXPECT_NE(read_file(j["report"].get<std::string>().substr(0, j["report"].get<std::string>().size() - 5) + ".md").find("moment: " + moment),
+            std::string::npos);
+  EXPECT_EQ(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE '%rehearsal%'"), "0\n") << "staging left";
+  EXPECT_TRUE(list_dir(work.path()).empty());
+  EXPECT_EQ(rows(), "after:10 base:500 before:100 ") << "the live database is untouched";
+
+  // A moment chosen at random inside the window.
+  CliResult random = run_backupctl({"rehearse", "--to-time", "random", "--json"}, env());
+  ASSERT_EQ(random.exit_code, 0) << random.err << random.out;
+  const nlohmann::json rj = nlohmann::json::parse(random.out);
+  EXPECT_NE(rj["rehearsal"]["to_time"].get<std::string>(), "random");
+  EXPECT_NE(rj["rehearsal"]["recovered_to"].get<std::string>().find("stopped before the commit at"), std::string::npos) << rj.dump(2);
+}
+
 TEST(PitrReceiver, AnUnboundedSlotIsRefusedAndWalCheckSaysWhatToSet) {
   PgCluster pg;
   TempDir dir;
