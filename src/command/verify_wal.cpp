@@ -1,6 +1,7 @@
 #include "command/verify_wal.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <map>
@@ -74,7 +75,7 @@ WalVerifyReport verify_wal(const Config& config, bool read) {
     std::set<std::uint32_t> timelines;
     std::size_t bad = 0;
     if (read) {
-      const fs::path scratch = archive.dir() / ".verify";
+      const fs::path scratch = archive.dir() / (".verify-" + std::to_string(::getpid()));
       for (const auto& s : all) {
         check_interrupted();
         std::error_code ec;

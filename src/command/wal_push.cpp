@@ -1,11 +1,14 @@
 #include "command/wal_push.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 
 #include "io/age.hpp"
@@ -68,6 +71,22 @@ fs::path outgoing(const Config& config, const fs::path& file, const fs::path& sp
   return out;
 }
 
+// The spool folders (.push-<pid>, .fetch-<pid>) of processes that are gone: a pusher or a fetch
+// killed while it held an encrypted copy. Each process has its own (the receiver and a `push`
+// may copy the same segment at once).
+void remove_dead_spools(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    std::string pid;
+    if (name.starts_with(".push-")) pid = name.substr(6);
+    if (name.starts_with(".fetch-")) pid = name.substr(7);
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) == 0 || errno != ESRCH) continue;
+    fs::remove_all(e.path(), ec);
+  }
+}
+
 }  // namespace
 
 std::string remote_wal_name(const Config& config, std::uint64_t sysid, const std::string& file) {
@@ -84,11 +103,18 @@ std::optional<std::string> wal_push_refused(const Config& config) {
 }
 
 WalPusher::WalPusher(const Config& config, Remote& remote, const WalArchive& archive)
-    : m_config(config), m_remote(remote), m_archive(archive) {}
+    : m_config(config), m_remote(remote), m_archive(archive),
+      m_spool(archive.dir() / (".push-" + std::to_string(::getpid()))) {
+  remove_dead_spools(archive.dir());
+}
+
+WalPusher::~WalPusher() {
+  std::error_code ec;
+  fs::remove_all(m_spool, ec);
+}
 
 void WalPusher::put(const fs::path& local, const std::string& remote_name) {
-  const fs::path spool = m_archive.dir() / ".push";
-  const fs::path out = outgoing(m_config, local, spool);
+  const fs::path out = outgoing(m_config, local, m_spool);
   std::atomic<std::uint64_t> sent{0};
   try {
     m_remote.put(out, remote_name, io::digest_file(out.string()).sha256, sent);
@@ -134,9 +160,8 @@ bool WalPusher::push_partial() {
   if (m_there && m_there->count(remote_wal_name(m_config, id, *partial + ".zst"))) return false;
 
   // zstd of what has arrived so far (the rest of a segment is zeros: it compresses to little).
-  const fs::path spool = m_archive.dir() / ".push";
-  make_dirs(spool, 0700);
-  const fs::path z = spool / (*partial + ".partial.zst");
+  make_dirs(m_spool, 0700);
+  const fs::path z = m_spool / (*partial + ".partial.zst");
   {
     std::error_code ec;
     fs::remove(fs::path(z.string() + ".partial"), ec);
@@ -264,6 +289,7 @@ std::string fetch_one(const Config& config, Remote& remote, const std::string& n
 std::size_t fetch_wal(const Config& config, Remote& remote, std::uint64_t sysid, const std::string& from,
                       Progress& progress) {
   WalArchive archive(config.backup_dir, sysid);
+  remove_dead_spools(archive.dir());
   const std::string prefix = remote_prefix(sysid);
   std::set<std::string> have;
   for (const auto& f : archive.archived_files()) have.insert(f.substr(0, f.size() - 4));
@@ -287,7 +313,7 @@ std::size_t fetch_wal(const Config& config, Remote& remote, std::uint64_t sysid,
       wanted.emplace_back(name, bare.substr(0, bare.size() - 4));
     }
   }
-  const fs::path spool = archive.dir() / ".fetch";
+  const fs::path spool = archive.dir() / (".fetch-" + std::to_string(::getpid()));
   progress.start("WAL from " + config.remote->url);
   std::size_t n = 0;
   for (const auto& [name, wal] : wanted) {
@@ -304,7 +330,7 @@ std::size_t fetch_wal(const Config& config, Remote& remote, std::uint64_t sysid,
   }
   progress.finish();
   std::error_code ec;
-  fs::remove(spool, ec);
+  fs::remove_all(spool, ec);
   return n;
 }
 

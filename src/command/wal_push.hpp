@@ -10,7 +10,8 @@
 //
 // The local archive stays plaintext zstd (as PostgreSQL's own pg_wal is): a segment the receiver
 // sends again is compared with it byte for byte, which an encrypted copy would not allow without
-// the key. Encryption happens on the way out, into a spool file under the cluster's folder.
+// the key. Encryption happens on the way out, into a spool folder of this process under the
+// cluster's folder (.push-<pid>; those of processes that are gone are removed).
 //
 // The receiver (`wal stream`) pushes each segment as it is archived and the unfinished one on its
 // interval; `push` sends what the receiver could not (a remote that was down, a receiver without
@@ -45,6 +46,9 @@ class WalPusher {
  public:
   // REQUIRES: config.remote; `remote` outlives the pusher.
   WalPusher(const Config& config, Remote& remote, const WalArchive& archive);
+  ~WalPusher();  // removes its spool folder
+  WalPusher(const WalPusher&) = delete;
+  WalPusher& operator=(const WalPusher&) = delete;
 
   // Copies each archived WAL file the remote lacks; returns their remote names. The remote is
   // listed on the first call; after that, what this pusher sent is known.
@@ -68,6 +72,7 @@ class WalPusher {
   const WalArchive& m_archive;
   std::optional<std::set<std::string>> m_there;  // remote names under wal/<id>/
   std::string m_partial_sent;                     // "<name> <size> <mtime>" of the last partial sent
+  std::filesystem::path m_spool;                  // wal/<id>/.push-<pid>: this process's encrypted copies
 };
 
 // What .remote.json says: when everything received by then was on the remote, and which remote.

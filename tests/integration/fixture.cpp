@@ -115,6 +115,12 @@ PgCluster::~PgCluster() {
   }
 }
 
+void PgCluster::restart() {
+  RunResult r = as_postgres({tool("pg_ctl"), "-D", (m_root / "data").string(), "-l", log_file().string(), "-m", "fast",
+                             "-w", "restart"});
+  ASSERT_TRUE(r.status.ok()) << "pg_ctl restart failed: " << r.err << r.out;
+}
+
 void PgCluster::crash_and_lose() {
   const fs::path data = m_root / "data";
   std::string pid_text = read_file(data / "postmaster.pid");

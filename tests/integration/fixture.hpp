@@ -50,6 +50,8 @@ class PgCluster {
 
   // The server killed with SIGKILL and its data directory deleted: a lost host.
   void crash_and_lose();
+  // The server stopped (fast: sessions are ended) and started again with its options.
+  void restart();
 
   // The tools of this cluster's version, e.g. tool("pg_restore").
   std::string tool(const std::string& name) const { return (m_bindir / name).string(); }

@@ -161,6 +161,22 @@ TEST_F(PitrTest, TheReceiverKilledAndStartedAgainLeavesNoGap) {
   EXPECT_EQ(r.out.find("gap"), std::string::npos) << r.out;
 }
 
+TEST_F(PitrTest, TheServerRestartedUnderTheReceiverLeavesNoGap) {
+  pg.psql("archive", "INSERT INTO t SELECT g, 'one' FROM generate_series(501, 600) g");
+  wait_received();
+  pg.restart();  // pg_ctl restart keeps the options it was started with
+  pg.psql("archive", "INSERT INTO t SELECT g, 'two' FROM generate_series(601, 700) g; SELECT pg_switch_wal()");
+  pg.psql("archive", "INSERT INTO t SELECT g, 'three' FROM generate_series(701, 800) g");
+  ASSERT_TRUE(wait_for([&] { return pg.psql("postgres", "SELECT count(*) FROM pg_stat_replication") == "1\n"; }, 30))
+      << "the receiver did not come back";
+  wait_received();
+  CliResult verify = run_backupctl({"verify", "--wal"}, env());
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  CliResult r = run_backupctl({"restore", "db", "--to-time", "latest", "--target-db", "copy"}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(pg.psql("copy", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\none:100\nthree:100\ntwo:100\n");
+}
+
 TEST_F(PitrTest, StatusShowsTheReceiverAndTheWindowAndFailsWhenTheReceiverStops) {
   pg.psql("archive", "INSERT INTO t VALUES (1000, 'x')");
   wait_received();
