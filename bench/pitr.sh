@@ -55,6 +55,16 @@ start_receiver() {
   echo "pitr.sh: the receiver did not connect (see $out/receiver.log)" >&2; exit 1
 }
 stop_receiver() { kill -TERM "$receiver"; wait "$receiver" || true; receiver=""; }
+# Until the receiver has flushed everything the server wrote and archived it: the "with" rounds
+# time the receiver keeping up, not its catching up with the WAL of the round before.
+caught_up() {
+  local lsn; lsn=$(psql -X -A -t -c "SELECT pg_current_wal_lsn()" postgres)
+  for _ in $(seq 600); do
+    [[ $(psql -X -A -t -c "SELECT coalesce(bool_and(flush_lsn >= '$lsn'), false) FROM pg_stat_replication" postgres) == t ]] && break
+    sleep 0.1
+  done
+  sleep 2
+}
 tps() { "$bindir/pgbench" -c 4 -j 2 -T "$tps_secs" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
 
 echo "TPS, ${tps_secs} s each, without and with the receiver, alternating..." >&2
@@ -62,12 +72,12 @@ start_receiver; stop_receiver  # the slot exists from here on in both
 declare -a off on
 for r in 1 2; do
   off+=("$(tps)"); echo "  without: ${off[-1]}" >&2
-  start_receiver; on+=("$(tps)"); stop_receiver; echo "  with:    ${on[-1]}" >&2
+  start_receiver; caught_up; on+=("$(tps)"); stop_receiver; echo "  with:    ${on[-1]}" >&2
 done
 tps_off=$(echo "(${off[0]} + ${off[1]}) / 2" | bc -l)
 tps_on=$(echo "(${on[0]} + ${on[1]}) / 2" | bc -l)
 
-start_receiver
+start_receiver; caught_up
 echo "base backup: backupctl, then pgbackrest..." >&2
 data_bytes=$(psql -X -A -t -c "SELECT sum(pg_database_size(datname)) FROM pg_database" postgres)
 t0=$(now); "$backupctl" -q backup base --no-remote >/dev/null; t_base=$(elapsed "$t0")

@@ -115,6 +115,8 @@ std::vector<BaseBackup> list_base_backups(const Config& config) {
     } catch (const Error& err) {
       if (err.code() == ErrorCode::interrupted) throw;
       spdlog::warn("restore: base backup {} passed over: {}", name, err.what());
+    } catch (const std::exception& err) {
+      spdlog::warn("restore: base backup {} passed over: its meta is malformed ({})", name, err.what());
     }
   }
   return out;

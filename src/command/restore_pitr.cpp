@@ -274,14 +274,14 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
     NoProgress quiet;
     const auto t0 = std::chrono::steady_clock::now();
     StreamResult out = stream_pg_program(pg_dump.name(),
-                                         {.argv = pg_dump.argv({"--format=custom", "--compress=1", "--no-password"}),
+                                         {.argv = pg_dump.argv({"--format=custom", "--compress=0", "--no-password"}),
                                           .env = cluster->target(live, plan.database).child_env()},
                                          *dump, nullptr, 0, {}, quiet, "nothing was restored");
     // Its meta, as a backup's: the dump restore checks the file against it like any other.
     Meta meta = new_backup_meta("db", dump_path, out.size, out.sha256, config.profile, Clock::now(), seconds_since(t0),
                                 plan.base_meta.set_id, {});
     meta.format = "pg_custom";
-    meta.compression = "gzip:1";
+    meta.compression = "none";  // read once, right away, from the same disk: gzip would only cost CPU
     meta.source = {{"database", plan.database}, {"recovered_to", plan.target.describe()}, {"base", plan.base.filename().string()}};
     publish_backup(*dump, meta);
   }

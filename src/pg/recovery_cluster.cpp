@@ -173,6 +173,15 @@ void RecoveryCluster::write_config(const RecoveryTarget& target) {
       "ident_file = '" + root + "/ident.conf'\n"
       "max_connections = 20\n"
       "archive_mode = off\n"
+      // A throwaway server: a crash means starting over from the base backup, so nothing it
+      // writes needs to reach the disk; the replay's restartpoints and the checkpoint at its end
+      // (every page the WAL touched) are then writes to the page cache, not fsyncs.
+      "fsync = off\n"
+      "synchronous_commit = off\n"
+      "full_page_writes = off\n"
+      "max_wal_size = '16GB'\n"
+      "checkpoint_timeout = '1h'\n"
+      "shared_buffers = '256MB'\n"
       "hot_standby = off\n"  // no connection before recovery ended: one that works means promoted
       "restore_command = 'cp \"" + wal_dir().string() + "/%f\" \"%p\"'\n"
       "recovery_target_action = 'promote'\n"

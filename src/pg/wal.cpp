@@ -102,10 +102,15 @@ std::optional<WalSegmentHeader> read_wal_segment_header(std::span<const char> da
 
 std::string check_wal_segment(std::string_view name, std::span<const char> data, std::uint64_t system_identifier,
                               bool partial) {
-  auto header = read_wal_segment_header(data);
+  return check_wal_segment_head(name, data, data.size(), system_identifier, partial);
+}
+
+std::string check_wal_segment_head(std::string_view name, std::span<const char> head, std::uint64_t size,
+                                   std::uint64_t system_identifier, bool partial) {
+  auto header = read_wal_segment_header(head);
   if (!header) return "its first page is not a WAL segment's";
-  if (partial ? data.size() > header->segment_size : data.size() != header->segment_size) {
-    return fmt::format("{} bytes, a segment of this cluster has {}", data.size(), header->segment_size);
+  if (partial ? size > header->segment_size : size != header->segment_size) {
+    return fmt::format("{} bytes, a segment of this cluster has {}", size, header->segment_size);
   }
   auto parsed = parse_wal_segment_name(name, header->segment_size);
   if (!parsed) return "not a WAL segment's name";

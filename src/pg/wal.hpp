@@ -57,5 +57,9 @@ std::optional<WalSegmentHeader> read_wal_segment_header(std::span<const char> da
 // `partial`: the unfinished segment, which may be shorter (never longer).
 std::string check_wal_segment(std::string_view name, std::span<const char> data, std::uint64_t system_identifier,
                               bool partial = false);
+// The same from the segment's first bytes (`head`: its first page, or all of it when shorter) and
+// its length: what a check of a segment streamed to a file keeps.
+std::string check_wal_segment_head(std::string_view name, std::span<const char> head, std::uint64_t size,
+                                   std::uint64_t system_identifier, bool partial = false);
 
 }  // namespace backupctl

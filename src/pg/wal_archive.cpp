@@ -47,6 +47,26 @@ std::string read_bounded(const fs::path& file, std::uint64_t limit) {
   return read_file(file);
 }
 
+// Passes everything on, keeping the first bytes (a segment's first page) and the count.
+class HeadSink : public io::Sink {
+ public:
+  explicit HeadSink(io::Sink& next) : m_next(next) {}
+  void write(std::span<const char> data) override {
+    if (m_head.size() < kHead) m_head.append(data.data(), std::min(data.size(), kHead - m_head.size()));
+    m_bytes += data.size();
+    m_next.write(data);
+  }
+  void finish() override { m_next.finish(); }
+  const std::string& head() const { return m_head; }
+  std::uint64_t bytes() const { return m_bytes; }
+
+ private:
+  static constexpr std::size_t kHead = 8192;
+  io::Sink& m_next;
+  std::string m_head;
+  std::uint64_t m_bytes = 0;
+};
+
 void write_new(const fs::path& to, const std::string& data) {
   Fd fd(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd) throw_errno("cannot create " + to.string());
@@ -201,13 +221,37 @@ void WalArchive::restore_segment(const std::string& name, const fs::path& to) co
   if (!is_segment_name(name)) throw Error(ErrorCode::usage, "not a WAL segment name: " + name);
   std::error_code ec;
   const fs::path archived = m_dir / (name + ".zst");
-  std::string data = fs::exists(fs::symlink_status(archived, ec)) ? decompress(archived, kMaxSegment)
-                                                                  : read_bounded(incoming() / name, kMaxSegment);
-  if (std::string why = check_wal_segment(name, data, m_sysid); !why.empty()) {
+  const bool zst = fs::exists(fs::symlink_status(archived, ec));
+  // Streamed to the file (a restore stages hundreds of segments: no copy of each in memory),
+  // its first page and length checked at the end.
+  Fd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) throw_errno("cannot create " + to.string());
+  io::FdSink file(out.get(), to.string());
+  HeadSink head(file);
+  io::LimitSink limited(head, kMaxSegment, name);
+  std::string why;
+  try {
+    Fd in = open_read(zst ? archived : incoming() / name);
+    io::FdSource source(in.get(), name);
+    if (zst) {
+      io::ZstdDecompressSink z(limited);
+      io::copy(source, z);
+    } else {
+      io::copy(source, limited);
+    }
+    why = check_wal_segment_head(name, head.head(), head.bytes(), m_sysid);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) {
+      fs::remove(to, ec);
+      throw;
+    }
+    why = e.what();
+  }
+  if (!why.empty()) {
+    fs::remove(to, ec);
     throw Error(ErrorCode::verification, "the archived WAL segment " + name + " is not what its name says: " + why,
                 "the WAL archive in " + m_dir.string() + " was changed; restore to a moment before it");
   }
-  write_new(to, data);
 }
 
 void WalArchive::restore_history(const std::string& name, const fs::path& to) const {

@@ -110,6 +110,43 @@ TEST_F(PitrTest, MomentsThatCannotBeRestoredAreRefusedBeforeAnythingChanges) {
   EXPECT_TRUE(list_dir(work.path()).empty());
 }
 
+TEST_F(PitrTest, CraftedBaseMetasArePassedOverAndAnotherClustersNeverChosen) {
+  fs::path real;
+  for (const auto& e : fs::directory_iterator(dir.path() / "base")) {
+    if (e.path().extension() == ".zst") real = e.path();
+  }
+  ASSERT_FALSE(real.empty());
+  const nlohmann::json meta = nlohmann::json::parse(read_file(real.string() + ".meta"));
+  auto plant = [&](const std::string& name, nlohmann::json m) {
+    fs::copy_file(real, dir.path() / "base" / name);
+    write_file_atomic(dir.path() / "base" / (name + ".meta"), m.dump(2));
+  };
+  // Another cluster's base backup, newer: never chosen for this server.
+  nlohmann::json other = meta;
+  other["file"] = "base_42_20991231_000000.tar.zst";
+  other["source"]["system_identifier"] = "42";
+  plant("base_42_20991231_000000.tar.zst", other);
+  // A meta that names another file, one with a malformed position, one that is not JSON.
+  nlohmann::json elsewhere = meta;
+  elsewhere["file"] = "../../etc/passwd";
+  plant("base_1_20260101_000000.tar.zst", elsewhere);
+  nlohmann::json bad_lsn = meta;
+  bad_lsn["file"] = "base_1_20260102_000000.tar.zst";
+  bad_lsn["source"]["stop_lsn"] = "zz";
+  plant("base_1_20260102_000000.tar.zst", bad_lsn);
+  fs::copy_file(real, dir.path() / "base/base_1_20260103_000000.tar.zst");
+  write_file_atomic(dir.path() / "base/base_1_20260103_000000.tar.zst.meta", "{not json");
+
+  CliResult plan = run_backupctl({"restore", "db", "--to-time", "latest", "--json"}, env());
+  EXPECT_EQ(plan.exit_code, 9) << plan.err;
+  EXPECT_NE(plan.out.find(real.filename().string()), std::string::npos) << plan.out;
+  EXPECT_EQ(plan.out.find("base_42_"), std::string::npos) << plan.out;
+  for (const char* n : {"base_1_20260101_000000", "base_1_20260102_000000", "base_1_20260103_000000"}) {
+    EXPECT_NE(plan.err.find(std::string(n) + ".tar.zst.meta passed over"), std::string::npos) << n << ": " << plan.err;
+  }
+  EXPECT_EQ(rows(), "base:500 ");
+}
+
 TEST_F(PitrTest, KilledOrSignalledAtEveryStepNothingIsLeftAndTheLiveDatabaseIsWhole) {
   pg.psql("archive", "DELETE FROM t WHERE id > 250");
   wait_received();
