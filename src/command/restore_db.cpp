@@ -266,8 +266,26 @@ void plan_scan(const Config& config, const RestoreDbOptions& options, RestorePla
   } else if (zstd == ZstdScan::toc_only) {
     known_sha256 = fetched_sha256(plan.file).value_or("");
   }
-  DumpScan scan = scan_dump(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress,
-                                     config.age_identity, zstd, known_sha256);
+  auto not_its_meta = [&](const std::string& sha256, std::uint64_t size) {
+    return Error(ErrorCode::verification,
+                 fmt::format("{} does not match its meta: sha256 {}… (meta {}…), size {} (meta {})",
+                             plan.file.filename().string(), sha256.substr(0, 12), plan.meta->sha256.substr(0, 12), size,
+                             plan.meta->size),
+                 "the file is damaged or was changed; nothing was touched; pick another backup "
+                 "with `backupctl list`");
+  };
+  DumpScan scan;
+  try {
+    scan = scan_dump(plan.file, plan.format, pg_restore ? &*pg_restore : nullptr, progress, config.age_identity, zstd,
+                     known_sha256);
+  } catch (const Error& e) {
+    // A damaged dump can make pg_restore fail, even crash, before the digests are compared: the
+    // cause to name is then the file that is not its meta's.
+    if (e.code() == ErrorCode::interrupted || !plan.meta || options.incoming) throw;
+    const io::FileDigest d = io::digest_file(plan.file.string());
+    if (d.sha256 != plan.meta->sha256 || d.size != plan.meta->size) throw not_its_meta(d.sha256, d.size);
+    throw;
+  }
   progress.finish();
   plan.size = scan.size;
   plan.sha256 = scan.sha256;
@@ -277,14 +295,7 @@ void plan_scan(const Config& config, const RestoreDbOptions& options, RestorePla
     throw Error(ErrorCode::verification, plan.file.string() + " is empty", "use another backup");
   }
   if (plan.meta) {
-    if (plan.sha256 != plan.meta->sha256 || plan.size != plan.meta->size) {
-      throw Error(ErrorCode::verification,
-                  fmt::format("{} does not match its meta: sha256 {}… (meta {}…), size {} (meta {})",
-                              plan.file.filename().string(), plan.sha256.substr(0, 12),
-                              plan.meta->sha256.substr(0, 12), plan.size, plan.meta->size),
-                  "the file is damaged or was changed; nothing was touched; pick another backup "
-                  "with `backupctl list`");
-    }
+    if (plan.sha256 != plan.meta->sha256 || plan.size != plan.meta->size) throw not_its_meta(plan.sha256, plan.size);
     plan.checksum_state = options.incoming ? "sha256 checked against the remote meta as the dump arrives, before the swap"
                                            : "sha256 matches the meta";
   } else {

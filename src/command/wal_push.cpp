@@ -116,13 +116,14 @@ WalPusher::~WalPusher() {
 void WalPusher::put(const fs::path& local, const std::string& remote_name) {
   const fs::path out = outgoing(m_config, local, m_spool);
   std::atomic<std::uint64_t> sent{0};
+  std::error_code ec;
   try {
     m_remote.put(out, remote_name, io::digest_file(out.string()).sha256, sent);
   } catch (...) {
-    if (out != local) fs::remove(out);
+    if (out != local) fs::remove(out, ec);  // never instead of the error that matters
     throw;
   }
-  if (out != local) fs::remove(out);
+  if (out != local) fs::remove(out, ec);
 }
 
 std::vector<std::string> WalPusher::push_finished() {
@@ -173,13 +174,14 @@ bool WalPusher::push_partial() {
     io::copy(in, zs);
     sink->commit();
   }
+  std::error_code ec;
   try {
     put(z, remote_wal_name(m_config, id, z.filename().string()));
   } catch (...) {
-    fs::remove(z);
+    fs::remove(z, ec);
     throw;
   }
-  fs::remove(z);
+  fs::remove(z, ec);
   m_partial_sent = stamp;
   // The remote's older unfinished segments: finished since (their segment went up before). Known
   // from the first listing and from what this pusher sent.

@@ -230,6 +230,18 @@ TEST_F(RestoreTest, FlippedByteIsRefusedAndNothingIsTouched) {
   EXPECT_EQ(first(read_events(log()), "pg_restore"), -1);
   EXPECT_EQ(pg.psql("archive", "SELECT count(*) FROM documents"), "500\n");
   EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
+
+  // A byte of the header: pg_restore cannot read the table of contents (it may even crash on
+  // such a file), and the cause named is still the file that is not its meta's.
+  {
+    std::fstream f(dump, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(6);
+    f.put('\x7f');
+  }
+  CliResult header = run_backupctl({"restore", "db", "--file", dump.string()}, confirmed());
+  EXPECT_EQ(header.exit_code, 5) << header.err;
+  EXPECT_NE(header.err.find("does not match its meta: sha256"), std::string::npos) << header.err;
+  EXPECT_EQ(databases(), std::vector<std::string>{"archive"});
 }
 
 TEST_F(RestoreTest, DumpWithoutMetaNeedsAnExplicitOptIn) {
