@@ -134,7 +134,7 @@ std::string random_moment(const Config& config, const PgTarget& live) {
 
 // The newest complete set of this database and store made at or before `moment` (the attachments
 // a moment's rehearsal restores, until they are captured in step with the WAL); none: nullopt.
-std::optional<json> set_at_or_before(const Config& config, const PgTarget& live, const std::string& moment) {
+std::optional<json> set_at_or_before(const Config& config, const std::string& moment) {
   const auto t = moment == "latest" ? std::optional<Clock::time_point>(Clock::now()) : parse_precise_time(moment);
   if (!t) return std::nullopt;
   std::optional<json> best;
@@ -147,7 +147,6 @@ std::optional<json> set_at_or_before(const Config& config, const PgTarget& live,
     if (!created || *created > *t || !set_part_path(config, s, "objects")) continue;
     if (!best || json_string(s, "created_at", "") > json_string(*best, "created_at", "")) best = s;
   }
-  (void)live;
   return best;
 }
 
@@ -182,7 +181,7 @@ class Rehearsal {
       // A moment: the database recovered to it, the attachments of the newest set made by then.
       m_to_time = to_time == "random" ? random_moment(m_config, m_live) : to_time;
       m_pitr_plan = plan_pitr(m_quiet, m_live, pitr_options());
-      set = set_at_or_before(m_config, m_live, m_to_time);
+      set = set_at_or_before(m_config, m_to_time);
     }
     m_report.set_id = set ? json_string(*set, "set_id", set_id) : "";
     m_j = {{"set_id", m_report.set_id}, {"started_at", iso8601(Clock::now())}, {"steps", json::array()}};

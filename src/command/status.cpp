@@ -6,7 +6,7 @@
 
 #include "catalog/catalog.hpp"
 #include "catalog/health.hpp"
-#include "command/wal_stream.hpp"
+#include "command/wal_status.hpp"
 #include "monitor/state.hpp"
 #include "util/error.hpp"
 #include "util/format.hpp"

@@ -10,8 +10,6 @@
 // name and the cluster (pg/wal_archive.hpp), compressed, fsynced and recorded.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 
@@ -33,21 +31,5 @@ std::vector<WalCheckItem> wal_check(const Config& config, const PgTarget& target
 // Runs the receiver until SIGTERM or SIGINT; returns 0 after a clean stop. Throws Error(usage)
 // when the server cannot be used safely (an unbounded slot without WAL_ALLOW_UNBOUNDED_SLOT=yes).
 int wal_stream(const Config& config, const PgTarget& target);
-
-// What `status` says of continuous protection (BACKUP_WAL=stream): per cluster in BACKUP_DIR/wal,
-// whether a receiver runs (holds the folder's lock), when the newest WAL arrived, and the window a
-// restore can reach (from the oldest base backup's end to the newest WAL). `failing` when no
-// receiver runs or no base backup is there: the operator must hear of it.
-struct WalStatus {
-  nlohmann::json json;
-  bool failing = false;
-  std::string describe() const;
-};
-WalStatus wal_status(const Config& config, Clock::time_point now);
-
-// The same as Prometheus metrics (per cluster: receiver up, newest WAL, window start, gap, the
-// moment the remote has everything before, slot lost and safe_wal_size; backupctl_wal_ok),
-// appended to BACKUP_METRICS_FILE by every run and rewritten by the receiver every 15 s.
-std::string wal_metrics(const Config& config, Clock::time_point now);
 
 }  // namespace backupctl

@@ -2,7 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "command/wal_stream.hpp"
+#include "command/wal_status.hpp"
 #include "command/prune.hpp"
 #include "command/repair.hpp"
 #include "command/sets.hpp"
