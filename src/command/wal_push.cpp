@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 
+#include "command/remote_owner.hpp"
 #include "io/age.hpp"
 #include "io/atomic_file.hpp"
 #include "io/pipeline.hpp"
@@ -126,7 +127,15 @@ void WalPusher::put(const fs::path& local, const std::string& remote_name) {
   if (out != local) fs::remove(out, ec);
 }
 
+void WalPusher::claim() {
+  const auto now = std::chrono::steady_clock::now();
+  if (m_claimed && now - *m_claimed < std::chrono::minutes(5)) return;
+  require_remote_owner(m_config, m_remote);
+  m_claimed = now;
+}
+
 std::vector<std::string> WalPusher::push_finished() {
+  claim();
   const std::string prefix = remote_prefix(m_archive.system_identifier());
   if (!m_there) {
     m_there.emplace();
@@ -149,6 +158,7 @@ std::vector<std::string> WalPusher::push_finished() {
 bool WalPusher::push_partial() {
   const std::optional<std::string> partial = m_archive.partial();
   if (!partial) return false;
+  claim();
   const fs::path file = m_archive.incoming() / (*partial + ".partial");
   struct stat st{};
   if (::lstat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) > kMaxWalFile) {

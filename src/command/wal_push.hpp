@@ -19,6 +19,7 @@
 // wal/<system id>/.remote.json: `status` reports the RPO off-site from it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -66,6 +67,10 @@ class WalPusher {
  private:
   void put(const std::filesystem::path& local, const std::string& remote_name);
   void record(Clock::time_point received_by);
+  // The remote is this BACKUP_DIR's (claimed when no one has; another's refused, as `push`
+  // refuses it: its owner named, `push --take-over` the fix). Asked again every 5 minutes: a
+  // receiver runs for months, and another host may take the remote over meanwhile.
+  void claim();
 
   const Config& m_config;
   Remote& m_remote;
@@ -73,6 +78,7 @@ class WalPusher {
   std::optional<std::set<std::string>> m_there;  // remote names under wal/<id>/
   std::string m_partial_sent;                     // "<name> <size> <mtime>" of the last partial sent
   std::filesystem::path m_spool;                  // wal/<id>/.push-<pid>: this process's encrypted copies
+  std::optional<std::chrono::steady_clock::time_point> m_claimed;  // when claim() last passed
 };
 
 // What .remote.json says: when everything received by then was on the remote, and which remote.

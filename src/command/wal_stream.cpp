@@ -167,7 +167,7 @@ class OffSite {
       m_failing = false;
     } catch (const Error& e) {
       if (e.code() == ErrorCode::interrupted) throw;
-      failed(now, e.what());
+      failed(now, std::string(e.what()) + (e.hint().empty() ? "" : " (" + e.hint() + ")"));
     } catch (const std::exception& e) {
       failed(now, e.what());  // whatever it is, the receiving goes on
     }

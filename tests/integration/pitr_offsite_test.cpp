@@ -17,12 +17,14 @@ namespace backupctl::test {
 
 namespace {
 
-// The files under `root` (recursively), relative, sorted.
+// The files under `root` (recursively), relative, sorted. The receiver may be writing there: a
+// file gone between listing and looking is not counted.
 std::vector<std::string> files_under(const fs::path& root) {
   std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::recursive_directory_iterator(root, ec)) {
-    if (e.is_regular_file()) out.push_back(fs::relative(e.path(), root).string());
+    std::error_code gone;
+    if (e.is_regular_file(gone)) out.push_back(e.path().lexically_relative(root).string());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -117,6 +119,36 @@ TEST_F(PitrOffSiteTest, TheLostHostIsRestoredToItsLastCommitFromTheRemoteAlone) 
   EXPECT_EQ(fresh.psql("archive", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\nlast:100\none:400\n")
       << "every committed row";
   EXPECT_TRUE(list_dir(work.path()).empty());
+}
+
+// A remote another BACKUP_DIR took over (`push --take-over` on the host that replaced this one):
+// the receiver sends it nothing more and says whose it is, and keeps receiving here.
+TEST_F(PitrOffSiteTest, TheReceiverNeverWritesToARemoteAnotherBackupDirTookOver) {
+  wait_offsite();
+  stop_receiver();
+  TempDir other;
+  EnvList o = env();
+  for (auto& [k, v] : o) {
+    if (k == "BACKUP_DIR") v = other.path().string();
+  }
+  CliResult took = run_backupctl({"push", "--take-over"}, o);
+  ASSERT_EQ(took.exit_code, 0) << took.err;
+  // (Its push also applied the remote's retention: the WAL before the base backup there is gone.)
+  const std::vector<std::string> before = files_under(remote_dir.path() / "wal");
+
+  const std::size_t archived_before = archived();
+  start_receiver();
+  pg.psql("archive", "INSERT INTO t VALUES (3000, 'x'); SELECT pg_switch_wal()");
+  wait_received();
+  ASSERT_TRUE(wait_for([&] { return archived() > archived_before; }, 20)) << "the receiver stopped archiving here";
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // push rounds (WAL_PUSH_INTERVAL=1)
+  EXPECT_EQ(files_under(remote_dir.path() / "wal"), before) << "the receiver wrote to a remote another BACKUP_DIR owns";
+  receiver->kill(SIGTERM);  // its stderr is read as it ends
+  EXPECT_TRUE(receiver->wait().ok());
+  const std::string said = receiver->stderr_tail();
+  receiver.reset();
+  EXPECT_NE(said.find("is written by another BACKUP_DIR"), std::string::npos) << said;
+  EXPECT_NE(said.find("push --take-over"), std::string::npos) << "the fix is not named: " << said;
 }
 
 TEST_F(PitrOffSiteTest, RetentionDropsOldBaseBackupsAndTheWalBeforeTheOldestKeptHereAndThere) {
