@@ -252,7 +252,17 @@ std::vector<fs::path> archived_segments(const fs::path& backup_dir) {
 TEST_F(PitrTest, VerifyWalNamesAGapAndTheNextBaseBackupClosesIt) {
   for (int i = 0; i < 3; ++i) pg.psql("archive", "INSERT INTO t VALUES (" + std::to_string(3000 + i) + ", 'x'); SELECT pg_switch_wal()");
   wait_received();
-  ASSERT_TRUE(wait_for([&] { return archived_segments(dir.path()).size() >= 3; }, 20));
+  // Archived, and gone from incoming/ (a segment archived is removed there next: deleted from the
+  // archive before that, it would still be read from incoming/, no gap).
+  auto finished_in_incoming = [&] {
+    std::size_t n = 0;
+    for (const auto& c : fs::directory_iterator(dir.path() / "wal")) {
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(c.path() / "incoming", ec)) n += e.path().filename().string().size() == 24;
+    }
+    return n;
+  };
+  ASSERT_TRUE(wait_for([&] { return archived_segments(dir.path()).size() >= 3 && finished_in_incoming() == 0; }, 20));
   CliResult ok = run_backupctl({"verify", "--wal"}, env());
   EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
   EXPECT_NE(ok.out.find("WAL continuous from"), std::string::npos) << ok.out;
