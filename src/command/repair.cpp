@@ -221,7 +221,15 @@ std::string repair_temp_dir(const Config& config, const json& d) {
 std::string repair_recovery_cluster(const Config& config, const json& d) {
   fs::path p = json_string(d, "path");
   if (!journaled_folder_exists(p, own_recovery_folder(config, p), "a recovery folder")) return "";
-  return remove_recovery_cluster(p);
+  std::string did;
+  if (d.contains("service_root")) {  // the server ran in the compose service's container
+    const std::string inside = json_string(d, "service_root"), bindir = json_string(d, "bindir");
+    if (!is_service_recovery_root(inside) || !service_server_bindir(bindir)) {
+      throw forged("a folder (" + inside + ") or programs (" + bindir + ") in the compose service as a recovery's");
+    }
+    did = remove_service_recovery(recovery_service_exec(config), inside, bindir) + "; ";
+  }
+  return did + remove_recovery_cluster(p);
 }
 
 std::string repair_staging_database(const json& d) {

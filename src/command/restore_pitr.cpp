@@ -21,6 +21,7 @@
 #include "pg/tools.hpp"
 #include "pg/wal.hpp"
 #include "pg/wal_archive.hpp"
+#include "service/compose.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
@@ -30,10 +31,6 @@
 namespace backupctl {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-}  // namespace
 
 std::uint64_t live_system_identifier(const PgTarget& live) {
   try {
@@ -165,12 +162,12 @@ std::string PitrPlan::describe() const {
       "  target:       {}\n"
       "  base backup:  {} (cluster {}, timeline {}, WAL {} to {}, ended {})\n"
       "  WAL:          {} segment(s) kept after it{}{}\n"
-      "  recovery:     a temporary server ({}/postgres) replays them to the target; then\n"
+      "  recovery:     a temporary server ({}) replays them to the target; then\n"
       "                pg_dump of \"{}\" from it is restored as `restore db` restores a dump\n"
       "                (services stopped, side database, swap, checklist; `restore undo` goes back)\n",
       target.describe(), base.string(), system_identifier, timeline, start_lsn, stop_lsn, base_meta.finished_at,
       segments.size(), partial ? ", and the unfinished " + *partial : "",
-      gap.empty() ? "" : "; the WAL has a gap at " + gap + " (nothing after it can be replayed)", bindir.string(), database);
+      gap.empty() ? "" : "; the WAL has a gap at " + gap + " (nothing after it can be replayed)", server.describe(), database);
   return s;
 }
 
@@ -184,13 +181,52 @@ nlohmann::json PitrPlan::to_json() const {
           {"segments", segments.size()},
           {"partial", partial.value_or("")},
           {"gap", gap},
-          {"database", database}};
+          {"database", database},
+          {"server", server.describe()}};
 }
+
+std::vector<std::string> recovery_service_exec(const Config& config) {
+  return compose_argv(config, {"exec", "-T", "-u", "postgres", config.pg_service});
+}
+
+namespace {
+
+// The server that replays: this host's programs of the backup's major version; else, under
+// compose, the service's (the same rule as the client tools, pg/tools.hpp).
+RecoveryServer recovery_server(const Config& config, int major) {
+  auto in_service = [&] { return find_service_server(recovery_service_exec(config), config.pg_service, major); };
+  if (config.pg_tools == PgTools::compose) return in_service();
+  Config host = config;
+  host.pg_tools = PgTools::host;
+  std::string missing;
+  try {
+    const PgTool postgres = find_pg_tool("postgres", major, host);
+    if (postgres.major == major) return {fs::path(postgres.path).parent_path(), {}, ""};
+    missing = fmt::format("the base backup is of PostgreSQL {}, this host's server programs are {}", major, postgres.major);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::not_found && e.code() != ErrorCode::usage && e.code() != ErrorCode::tool_failed) throw;
+    missing = fmt::format("no PostgreSQL {} server programs on this host ({})", major, e.what());
+  }
+  const std::string hint = fmt::format(
+      "install postgresql-{} (the server package) or set PG_BINDIR to its bin folder; or PG_TOOLS=compose, to recover in "
+      "the stack's {} service", major, config.pg_service);
+  if (config.pg_tools == PgTools::automatic && config.service_control == ServiceControl::compose) {
+    try {
+      RecoveryServer s = in_service();
+      spdlog::info("{}; recovering in the compose service {} instead", missing, config.pg_service);
+      return s;
+    } catch (const Error& e) {
+      throw Error(ErrorCode::not_found, missing + "; " + e.what(), hint);
+    }
+  }
+  throw Error(ErrorCode::not_found, missing, hint);
+}
+
+}  // namespace
 
 PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions& options) {
   PitrPlan plan;
   plan.target = parse_recovery_target(options.to_time, options.to_lsn);
-  require_reachable_by_postgres(config.pitr_work_dir);
   plan.database = live.dbname();  // the database recovered; --target-db is where it goes
   const std::vector<BaseBackup> bases = list_base_backups(config);
   const BaseBackup& base = pick_base_backup(bases, live_system_identifier(live), plan.target);
@@ -201,6 +237,10 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
   plan.segment_size = base.segment_size;
   plan.start_lsn = format_lsn(base.start);
   plan.stop_lsn = format_lsn(base.stop);
+
+  // Where its server can run (said before the base backup is read: that takes a while).
+  plan.server = recovery_server(config, base.major);
+  if (!plan.server.in_service()) require_reachable_by_postgres(config.pitr_work_dir);
 
   // The base backup's bytes are its meta's.
   const io::FileDigest digest = io::digest_file(base.file.string());
@@ -215,16 +255,6 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
   plan.partial = reach.partial;
   plan.gap = reach.gap;
 
-  // The server's programs of the backup's major version, on this host.
-  Config host = config;
-  host.pg_tools = PgTools::host;
-  const PgTool postgres = find_pg_tool("postgres", base.major, host);
-  if (postgres.major != base.major) {
-    throw Error(ErrorCode::not_found,
-                fmt::format("the base backup is of PostgreSQL {}, this host's server programs are {}", base.major, postgres.major),
-                fmt::format("install postgresql-{} (the server package) or set PG_BINDIR to its bin folder", base.major));
-  }
-  plan.bindir = fs::path(postgres.path).parent_path();
   plan.major = base.major;
   return plan;
 }
@@ -240,10 +270,15 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
   // that user's alone (0700).
   make_dirs(config.pitr_work_dir, 0711);
   const fs::path root = config.pitr_work_dir / ("pitr-" + run_tag());
-  Journal::Entry folder = journal.add("recovery_cluster", {{"path", root.string()}});
+  nlohmann::json where = {{"path", root.string()}};
+  if (plan.server.in_service()) {
+    where["service_root"] = service_recovery_root();
+    where["bindir"] = plan.server.bindir.string();
+  }
+  Journal::Entry folder = journal.add("recovery_cluster", where);
   journal.step("restore-pitr.unpack");
   std::optional<RecoveryCluster> cluster;
-  cluster.emplace(root, plan.bindir);
+  cluster.emplace(root, plan.server);
   {
     auto source = io::open_plaintext(plan.base, config.age_identity);
     cluster->unpack_base(*source);
@@ -266,15 +301,21 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
   journal.step("restore-pitr.dump");
   const fs::path dump_path = root / "recovered.dump";
   {
-    Config host = config;
-    host.pg_tools = PgTools::host;
-    const PgTool pg_dump = find_pg_tool("pg_dump", plan.major, host);
+    // pg_dump where the server is: its socket is in a folder only that side sees.
+    Config where_server = config;
+    where_server.pg_tools = plan.server.in_service() ? PgTools::compose : PgTools::host;
+    const PgTool pg_dump = find_pg_tool("pg_dump", plan.major, where_server);
+    std::vector<std::string> args = {"--format=custom", "--compress=0", "--no-password"};
+    if (pg_dump.in_service()) {  // PGHOST and PGPORT do not go into the container
+      args.push_back("--host=" + cluster->server_root());
+      args.push_back("--port=" + std::to_string(cluster->port()));
+    }
     auto dump = io::AtomicFileSink::try_create(dump_path);
     if (!dump) throw Error(ErrorCode::internal, dump_path.string() + ".partial exists in a new folder");
     NoProgress quiet;
     const auto t0 = std::chrono::steady_clock::now();
     StreamResult out = stream_pg_program(pg_dump.name(),
-                                         {.argv = pg_dump.argv({"--format=custom", "--compress=0", "--no-password"}),
+                                         {.argv = pg_dump.argv(args),
                                           .env = cluster->target(live, plan.database).child_env()},
                                          *dump, nullptr, 0, {}, quiet, "nothing was restored");
     // Its meta, as a backup's: the dump restore checks the file against it like any other.

@@ -4,11 +4,15 @@
 //   plan (no CONFIRM=YES: printed, nothing changes)
 //     the newest base backup that ended before the target (base/*.meta: its cluster, timeline,
 //     WAL start and end), its sha256 checked; the WAL kept after it (wal/<cluster>/), followed
-//     segment by segment to the first gap; the server programs of the backup's major version
+//     segment by segment to the first gap; the server programs of the backup's major version:
+//     this host's, or (PG_TOOLS=compose, or auto under SERVICE_CONTROL=compose on a host without
+//     them) those of the compose service PG_SERVICE, where the server then runs
+//     (pg/recovery_cluster.hpp)
 //   run, as the journal's steps (each a fault point of the same name)
 //     restore-pitr.unpack    the base backup into a temporary cluster under PITR_WORK_DIR
 //                            (journal entry "recovery_cluster": a killed run's server is stopped
-//                            and its folder removed by the next command)
+//                            and its folder removed by the next command, here and in the
+//                            compose service's container)
 //     restore-pitr.wal       the segments staged beside it, each checked against its name
 //     restore-pitr.replay    the server started in recovery, up to the target, then promoted
 //     restore-pitr.dump      pg_dump of the database from it (custom format, in the same folder)
@@ -55,7 +59,7 @@ struct PitrPlan {
   std::vector<std::string> segments;  // staged in order, from the base's first
   std::optional<std::string> partial;  // the receiver's unfinished segment, staged last
   std::string gap;                     // the first missing segment, when WAL was kept after it
-  std::filesystem::path bindir;        // postgres of the base's major version
+  RecoveryServer server;               // postgres of the base's major version, here or in the service
   int major = 0;
   std::string database;                // the database dumped from the recovered cluster
 
@@ -83,6 +87,9 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
 // the lock and owns `journal`.
 RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPlan& plan, const PitrOptions& options,
                        Journal& journal, Progress& progress);
+
+// `compose … exec -T -u postgres <PG_SERVICE>`: how the temporary server runs in the service.
+std::vector<std::string> recovery_service_exec(const Config& config);
 
 // Whether `root` is a folder run_pitr makes (PITR_WORK_DIR/pitr-<run tag>): the journal's repair
 // removes nothing else.

@@ -1,6 +1,7 @@
 #include "pg/recovery_cluster.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <libpq-fe.h>
 #include <pwd.h>
 #include <signal.h>
@@ -10,14 +11,18 @@
 
 #include <chrono>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <thread>
 
+#include "pg/tools.hpp"
 #include "tar/tar.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/fs.hpp"
+#include "util/process.hpp"
 #include "util/signals.hpp"
+#include "util/words.hpp"
 
 namespace backupctl {
 
@@ -26,6 +31,12 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kPort = 5432;  // names only the socket file in our private folder
+constexpr const char* kServiceRoot = "/tmp/backupctl-pitr.";  // + run tag, in a service's container
+
+std::vector<std::string> concat(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
 
 // A path PostgreSQL's configuration and restore_command can quote: no quotes, backslashes,
 // percent signs or control characters.
@@ -99,9 +110,48 @@ std::string RecoveryTarget::describe() const {
   return "the end of the WAL kept";
 }
 
-RecoveryCluster::RecoveryCluster(fs::path root, fs::path bindir) : m_root(std::move(root)), m_bindir(std::move(bindir)) {
+std::string RecoveryServer::describe() const {
+  const std::string postgres = (bindir / "postgres").string();
+  return in_service() ? postgres + " in the compose service " + service : postgres;
+}
+
+RecoveryServer find_service_server(const std::vector<std::string>& service_exec, const std::string& service, int major) {
+  const std::vector<std::string> dirs = {"/usr/lib/postgresql/" + std::to_string(major) + "/bin", "/usr/local/bin",
+                                         "/usr/local/pgsql/bin"};
+  std::string found, error;
+  for (const auto& dir : dirs) {
+    RunResult r = run_command({.argv = concat(service_exec, {dir + "/postgres", "--version"})});
+    auto v = r.status.ok() ? parse_tool_version(r.out) : std::nullopt;
+    if (v && v->major == major) return {dir, service_exec, service};
+    if (v) found += (found.empty() ? "" : ", ") + dir + "/postgres " + v->version;
+    if (!v && error.empty()) error = first_line(last_lines(r.err.empty() ? r.out : r.err, 1));
+  }
+  if (!found.empty()) {
+    throw Error(ErrorCode::not_found,
+                fmt::format("the compose service {} has no PostgreSQL {} server ({})", service, major, found),
+                "the base backup is of another major version than the stack's server: restore it where that version runs");
+  }
+  throw Error(ErrorCode::not_found, fmt::format("cannot run the PostgreSQL {} server in the compose service {}: {}", major, service, error),
+              "is the stack up? PG_SERVICE names the service that runs PostgreSQL (its image must have "
+              "/usr/lib/postgresql/" + std::to_string(major) + "/bin/postgres or postgres in /usr/local/bin)");
+}
+
+bool service_server_bindir(const std::string& bindir) {
+  static const std::regex ok(R"(/usr/lib/postgresql/[0-9]{1,3}/bin|/usr/local/bin|/usr/local/pgsql/bin)");
+  return std::regex_match(bindir, ok);
+}
+
+bool is_service_recovery_root(const std::string& path) {
+  static const std::regex ok(R"(/tmp/backupctl-pitr\.[0-9A-Za-z]+(\.[0-9A-Za-z]+)*)");
+  return std::regex_match(path, ok);
+}
+
+std::string service_recovery_root() { return kServiceRoot + run_tag(); }
+
+RecoveryCluster::RecoveryCluster(fs::path root, RecoveryServer where) : m_root(std::move(root)), m_where(std::move(where)) {
   require_plain_path(m_root);
-  if (::geteuid() == 0) {
+  m_server_root = m_where.in_service() ? service_recovery_root() : m_root.string();
+  if (!m_where.in_service() && ::geteuid() == 0) {
     struct passwd* pw = ::getpwnam("postgres");
     if (!pw) {
       throw Error(ErrorCode::usage, "running as root, the temporary server needs a `postgres` user (PostgreSQL refuses root)",
@@ -115,6 +165,15 @@ RecoveryCluster::RecoveryCluster(fs::path root, fs::path bindir) : m_root(std::m
 }
 
 RecoveryCluster::~RecoveryCluster() {
+  if (m_server && m_where.in_service()) {
+    // Killing `compose exec` would leave the server running in the container: pg_ctl stops it.
+    InterruptShield shield;
+    try {
+      run_command({.argv = program("pg_ctl", {"-D", m_server_root + "/data", "-m", "immediate", "-w", "-t", "30", "stop"})});
+    } catch (const std::exception& e) {
+      spdlog::warn("cannot stop the temporary server in the compose service {}: {}", m_where.service, e.what());
+    }
+  }
   if (m_server) {
     m_server->kill(SIGQUIT);  // immediate shutdown: the folder goes next
     try {
@@ -163,7 +222,7 @@ void RecoveryCluster::unpack_base(io::Source& tar) {
 }
 
 void RecoveryCluster::write_config(const RecoveryTarget& target) {
-  const std::string root = m_root.string();
+  const std::string& root = m_server_root;  // as the server sees it
   std::string conf =
       "# written by backupctl for a point-in-time restore; removed with this folder\n"
       "listen_addresses = ''\n"
@@ -183,7 +242,7 @@ void RecoveryCluster::write_config(const RecoveryTarget& target) {
       "checkpoint_timeout = '1h'\n"
       "shared_buffers = '256MB'\n"
       "hot_standby = off\n"  // no connection before recovery ended: one that works means promoted
-      "restore_command = 'cp \"" + wal_dir().string() + "/%f\" \"%p\"'\n"
+      "restore_command = 'cp \"" + root + "/wal/%f\" \"%p\"'\n"
       "recovery_target_action = 'promote'\n"
       "recovery_target_timeline = 'current'\n";
   if (target.kind == RecoveryTarget::Kind::time) conf += "recovery_target_time = '" + target.value + "'\n";
@@ -200,7 +259,7 @@ void RecoveryCluster::write_config(const RecoveryTarget& target) {
 }
 
 void RecoveryCluster::own_tree() {
-  if (m_uid < 0) return;
+  if (m_uid < 0 || m_where.in_service()) return;
   auto own = [&](const fs::path& p) {
     if (::lchown(p.c_str(), static_cast<uid_t>(m_uid), static_cast<gid_t>(m_gid)) != 0) throw_errno("chown " + p.string());
   };
@@ -208,7 +267,68 @@ void RecoveryCluster::own_tree() {
   for (const auto& e : fs::recursive_directory_iterator(m_root)) own(e.path());
 }
 
+int RecoveryCluster::port() const { return kPort; }
+
+std::vector<std::string> RecoveryCluster::program(const std::string& name, std::vector<std::string> args) const {
+  args.insert(args.begin(), (m_where.bindir / name).string());
+  return concat(m_where.service_exec, args);
+}
+
+void RecoveryCluster::ship() {
+  // mkdir without -p: a folder that is there already is never taken over. 0711: pg_dump, run as
+  // the service's user, reaches the socket in it; data/ inside stays the server's alone.
+  RunResult made = run_command({.argv = concat(m_where.service_exec, {"mkdir", "-m", "0711", m_server_root})});
+  if (!made.status.ok()) {
+    throw Error(ErrorCode::tool_failed,
+                "cannot make " + m_server_root + " in the compose service " + m_where.service + ": " + first_line(made.err),
+                "the service's container needs a writable /tmp with room for the database");
+  }
+  spdlog::info("restore: copying the recovery folder into the compose service {} ({})", m_where.service, m_server_root);
+  MemFile err("stderr");
+  SpawnOptions spawn{.argv = concat(m_where.service_exec, {"tar", "-x", "-f", "-", "-C", m_server_root})};
+  spawn.in = Stdio::pipe;
+  spawn.out = Stdio::null;
+  spawn.err_fd = err.fd();
+  Child tar = Child::spawn(spawn);
+  {
+    io::ChildStdinSink sink(tar.stdin_pipe(), "tar");
+    TarWriter out(sink, TarCompression::none, 0);
+    std::vector<char> buf(1 << 20);
+    for (const auto& e : fs::recursive_directory_iterator(m_root)) {
+      check_interrupted();
+      const std::string rel = e.path().lexically_relative(m_root).string();
+      const std::time_t mtime = std::time(nullptr);
+      if (e.is_directory()) {
+        out.add_directory(rel, 0700, mtime);
+        continue;
+      }
+      Fd in = open_read(e.path());
+      out.begin(rel, e.file_size(), mtime, false, 0600);
+      for (ssize_t n; (n = ::read(in.get(), buf.data(), buf.size())) != 0;) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("cannot read " + e.path().string());
+        out.write(std::span<const char>(buf.data(), static_cast<std::size_t>(n)));
+      }
+      out.end();
+    }
+    out.close();
+  }
+  const ExitStatus status = tar.wait();
+  if (!status.ok()) {
+    throw Error(ErrorCode::tool_failed, "tar in the compose service " + m_where.service + " failed (" + status.describe() +
+                "): " + first_line(last_lines(err.read_all(), 1)), "the service's container needs tar and room in /tmp for the database");
+  }
+  // Room here: only server.log is written from now on.
+  std::error_code ec;
+  fs::remove_all(data_dir(), ec);
+  fs::remove_all(wal_dir(), ec);
+}
+
 bool RecoveryCluster::accepting() {
+  if (m_where.in_service()) {
+    return run_command({.argv = program("pg_isready", {"-q", "-h", m_server_root, "-p", std::to_string(kPort), "-d", "postgres", "-t", "2"})})
+        .status.ok();
+  }
   const std::string port = std::to_string(kPort), host = m_root.string();
   const char* keys[] = {"host", "port", "dbname", "connect_timeout", nullptr};
   const char* values[] = {host.c_str(), port.c_str(), "postgres", "2", nullptr};
@@ -219,15 +339,17 @@ void RecoveryCluster::start(const RecoveryTarget& target) {
   write_config(target);
   ::chmod(data_dir().c_str(), 0700);
   own_tree();
+  if (m_where.in_service()) ship();
   Fd log(::open((m_root / "server.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   if (!log) throw_errno("cannot create " + (m_root / "server.log").string());
   if (m_uid >= 0 && ::fchown(log.get(), static_cast<uid_t>(m_uid), static_cast<gid_t>(m_gid)) != 0) {
     throw_errno("chown server.log");
   }
-  std::vector<std::string> argv = {(m_bindir / "postgres").string(), "-D", data_dir().string(), "-c",
-                                   "config_file=" + (m_root / "server.conf").string()};
-  if (m_uid >= 0) argv.insert(argv.begin(), {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"});
-  spdlog::info("restore: starting a temporary server in {} to recover to {}", m_root.string(), target.describe());
+  std::vector<std::string> argv =
+      program("postgres", {"-D", m_server_root + "/data", "-c", "config_file=" + m_server_root + "/server.conf"});
+  if (m_uid >= 0 && !m_where.in_service()) argv.insert(argv.begin(), {"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"});
+  spdlog::info("restore: starting a temporary server in {}{} to recover to {}", m_server_root,
+               m_where.in_service() ? " (in the compose service " + m_where.service + ")" : "", target.describe());
   m_server.emplace(Child::spawn({.argv = argv, .in = Stdio::null, .out_fd = log.get(), .err_fd = log.get()}));
 }
 
@@ -258,12 +380,19 @@ PgTarget RecoveryCluster::target(const PgTarget& like, const std::string& dbname
     const char* u = std::getenv("PGUSER");
     user = u && *u ? u : "postgres";
   }
-  return like.with_server(m_root.string(), std::to_string(kPort), user).with_database(dbname);
+  return like.with_server(m_server_root, std::to_string(kPort), user).with_database(dbname);
 }
 
 void RecoveryCluster::stop() noexcept {
   if (!m_server) return;
-  m_server->kill(SIGINT);  // fast shutdown
+  if (m_where.in_service()) {
+    try {  // fast shutdown; the `compose exec` that runs it ends with it
+      run_command({.argv = program("pg_ctl", {"-D", m_server_root + "/data", "-m", "fast", "-w", "-t", "60", "stop"})});
+    } catch (const std::exception&) {  // the SIGKILL below, then the journal's repair
+    }
+  } else {
+    m_server->kill(SIGINT);  // fast shutdown
+  }
   for (int i = 0; i < 600; ++i) {
     try {
       if (m_server->try_wait()) break;
@@ -302,6 +431,20 @@ std::string remove_recovery_cluster(const fs::path& root) {
   fs::remove_all(root, ec);
   if (ec) throw Error(ErrorCode::io, "cannot remove " + root.string() + ": " + ec.message());
   return did + "removed " + root.string();
+}
+
+std::string remove_service_recovery(const std::vector<std::string>& service_exec, const std::string& server_root,
+                                    const std::string& bindir) {
+  // Fails when no server runs there (the usual case: it was stopped, or died with its container).
+  RunResult stop = run_command(
+      {.argv = concat(service_exec, {bindir + "/pg_ctl", "-D", server_root + "/data", "-m", "immediate", "-w", "-t", "30", "stop"})});
+  RunResult rm = run_command({.argv = concat(service_exec, {"rm", "-rf", server_root})});
+  if (!rm.status.ok()) {
+    throw Error(ErrorCode::tool_failed, "cannot remove " + server_root + " in the compose service: " + first_line(rm.err),
+                "is the stack up? the next command tries again");
+  }
+  return (stop.status.ok() ? "stopped the temporary server in the compose service and removed " : "removed ") + server_root +
+         " there";
 }
 
 }  // namespace backupctl

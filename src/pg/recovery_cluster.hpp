@@ -1,6 +1,14 @@
 // A temporary PostgreSQL server recovered from a base backup and WAL to a moment, for a
 // point-in-time restore (command/restore_pitr.cpp) to dump the database from.
 //
+// It runs on this host (the server programs of the backup's major version), or, on a host without
+// them (PG_TOOLS=compose, or auto with SERVICE_CONTROL=compose), in the compose service's own
+// container (PG_SERVICE, its image: the live server's version by construction). There the folder
+// is staged here first, then shipped into the container as one plain tar (`tar -x` in
+// /tmp/backupctl-pitr.<run tag>, as the postgres user), and the server runs through `compose exec`:
+// its log still comes back to server.log here, pg_isready and pg_ctl run the same way. The
+// container's filesystem then needs room for the database.
+//
 // Under its folder (`root`): data/ (the base backup unpacked), wal/ (the segments recovery needs,
 // staged by the caller: restore_command copies from there), server.conf, hba.conf and server.log.
 // Our own configuration replaces the backed-up one (which may live in /etc, load libraries this
@@ -16,6 +24,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "io/pipeline.hpp"
 #include "pg/target.hpp"
@@ -32,11 +41,31 @@ struct RecoveryTarget {
   std::string describe() const;  // "2026-12-06 14:01:59.5+00", "LSN 0/16B3F48", "the end of the WAL kept"
 };
 
+// Where the temporary server runs.
+struct RecoveryServer {
+  std::filesystem::path bindir;           // postgres, pg_ctl, pg_isready of the backup's major version
+  std::vector<std::string> service_exec;  // `compose … exec -T -u postgres <service>`; empty: on this host
+  std::string service;                    // PG_SERVICE, for messages
+
+  bool in_service() const { return !service_exec.empty(); }
+  // "/usr/lib/postgresql/15/bin/postgres" or "... in the compose service postgres".
+  std::string describe() const;
+};
+
+// Finds the server of major version `major` in the compose service: the first of
+// /usr/lib/postgresql/<major>/bin (Debian's layout, the official image's too), /usr/local/bin (the
+// official Alpine images), /usr/local/pgsql/bin whose postgres says that version. Throws
+// Error(not_found) naming what the service has.
+RecoveryServer find_service_server(const std::vector<std::string>& service_exec, const std::string& service, int major);
+
+// Whether `bindir` is one find_service_server() can answer (a journal names one).
+bool service_server_bindir(const std::string& bindir);
+
 class RecoveryCluster {
  public:
-  // `root`: a new, empty folder; `bindir`: the server's programs (postgres) of the backup's major
-  // version.
-  RecoveryCluster(std::filesystem::path root, std::filesystem::path bindir);
+  // `root`: a new, empty folder here (on this host: the server's; with a service: the staging
+  // folder, and server.log).
+  RecoveryCluster(std::filesystem::path root, RecoveryServer server);
   ~RecoveryCluster();  // stops the server (immediate shutdown) when it still runs
   RecoveryCluster(const RecoveryCluster&) = delete;
   RecoveryCluster& operator=(const RecoveryCluster&) = delete;
@@ -59,8 +88,14 @@ class RecoveryCluster {
   // lies past the WAL kept), Error(interrupted) on a signal.
   void wait_until_promoted();
 
-  // A connection to database `dbname` on this server as `user` (over its socket).
+  // A connection to database `dbname` on this server as `user` (over its socket). With a service:
+  // from inside its container (PGHOST is the folder there).
   PgTarget target(const PgTarget& like, const std::string& dbname) const;
+
+  // Where the server's folder is, as the server sees it: root() here; in the service's container
+  // /tmp/backupctl-pitr.<run tag>.
+  const std::string& server_root() const { return m_server_root; }
+  int port() const;  // of its socket
 
   // Fast shutdown; immediate after 60 s. Never throws.
   void stop() noexcept;
@@ -71,10 +106,13 @@ class RecoveryCluster {
  private:
   void write_config(const RecoveryTarget& target);
   void own_tree();  // as root: everything under root to the postgres user
+  void ship();      // with a service: root's data/, wal/ and configuration into its container
   bool accepting();
+  std::vector<std::string> program(const std::string& name, std::vector<std::string> args) const;
 
-  std::filesystem::path m_root, m_bindir;
-  int m_port = 5432;
+  std::filesystem::path m_root;
+  RecoveryServer m_where;
+  std::string m_server_root;
   std::optional<Child> m_server;
   long m_uid = -1, m_gid = -1;  // the postgres user, when we are root
 };
@@ -83,5 +121,17 @@ class RecoveryCluster {
 // whose working directory is that data directory is signalled) and removes `root`. For the
 // journal's repair. Returns what it did ("" when there was nothing).
 std::string remove_recovery_cluster(const std::filesystem::path& root);
+
+// The same for a server a killed run left in the service's container: stopped (pg_ctl, immediate)
+// and `server_root` removed there. REQUIRES: `server_root` and `bindir` checked
+// (is_service_recovery_root, service_server_bindir). Throws Error(tool_failed) when the service
+// cannot be asked (the journal keeps the entry for the next command).
+std::string remove_service_recovery(const std::vector<std::string>& service_exec, const std::string& server_root,
+                                    const std::string& bindir);
+
+// Whether `path` is a folder a RecoveryCluster makes in a service's container, and the one this
+// run makes (/tmp/backupctl-pitr.<run tag>).
+bool is_service_recovery_root(const std::string& path);
+std::string service_recovery_root();
 
 }  // namespace backupctl

@@ -58,7 +58,7 @@ struct WriterCallbacks {
   static la_ssize_t write(struct archive* a, void* client, const void* buf, size_t n) {
     auto* w = static_cast<TarWriter*>(client);
     try {
-      w->m_compressor->write(std::span<const char>(static_cast<const char*>(buf), n));
+      w->m_out->write(std::span<const char>(static_cast<const char*>(buf), n));
     } catch (...) {
       w->m_error = std::current_exception();
       archive_set_error(a, EIO, "write failed");
@@ -80,11 +80,12 @@ namespace {
 TarWriter::TarWriter(io::Sink& out, TarCompression compression, int zstd_threads) {
   if (compression == TarCompression::zstd) {
     m_compressor = std::make_unique<io::ZstdCompressSink>(out, 3, zstd_threads);
-  } else {
+  } else if (compression == TarCompression::gzip) {
     auto gz = std::make_unique<io::GzipCompressSink>(out, 1);
     m_gzip = gz.get();
     m_compressor = std::move(gz);
   }
+  m_out = m_compressor ? m_compressor.get() : &out;
   std::unique_ptr<struct archive, int (*)(struct archive*)> a(archive_write_new(), archive_write_free);
   archive_write_set_format_pax_restricted(a.get());
   archive_write_set_bytes_per_block(a.get(), 0);  // no 10 KiB blocking: we buffer downstream
@@ -182,7 +183,7 @@ void TarWriter::finish(const Manifest& manifest) {
 
 void TarWriter::close() {
   if (archive_write_close(m_archive) != ARCHIVE_OK) archive_failure(m_archive, m_error, "cannot close the archive");
-  m_compressor->finish();
+  m_out->finish();
 }
 
 // ---------------------------------------------------------------------------------------------

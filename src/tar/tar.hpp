@@ -27,7 +27,8 @@ namespace backupctl {
 // else by the entropy of the first bytes).
 bool looks_compressible(const std::string& content_type, std::span<const char> sample);
 
-enum class TarCompression { gzip, zstd };
+// none: a plain tar, for a stream unpacked right away (`tar -x` in a container).
+enum class TarCompression { gzip, zstd, none };
 
 // Who owns an entry, by number and by name (pax keeps both): config backups restore the owner
 // by name when this system has it, else by number. uid/gid -1: not recorded.
@@ -61,6 +62,7 @@ class TarWriter {
  private:
   struct archive* m_archive = nullptr;
   std::unique_ptr<io::Sink> m_compressor;
+  io::Sink* m_out = nullptr;  // the compressor, or (none) the caller's sink
   io::GzipCompressSink* m_gzip = nullptr;
   std::exception_ptr m_error;
   std::uint64_t m_declared = 0, m_written = 0;

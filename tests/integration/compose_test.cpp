@@ -165,6 +165,32 @@ class ComposeStack : public ::testing::Test {
     auto j = nlohmann::json::parse(b.out, nullptr, false);
     return j.is_discarded() ? "" : j["path"].get<std::string>();
   }
+  // Runs `query` in the stack's database; its rows, one per line.
+  std::string sql(const std::string& query) const {
+    RunResult r = run_command({.argv = {"psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-c", query, "archive"}, .env = pg_env()});
+    EXPECT_TRUE(r.status.ok()) << query << ": " << r.err;
+    return r.out;
+  }
+  // The table of the point-in-time tests: 100 rows 'before' ...
+  void make_table() const {
+    sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g");
+  }
+  bool receiver_connected() const { return sql("SELECT count(*) FROM pg_stat_replication") == "1\n"; }
+  // ... then 100 more, the moment (the server's clock), 10 rows 'after' and a mistaken DELETE,
+  // all received. A restore to the moment gives "before:200".
+  std::string commit_moment_and_mistake() const {
+    sql("INSERT INTO t SELECT g, 'before' FROM generate_series(101, 200) g");
+    std::string moment = sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    moment.pop_back();
+    sql("INSERT INTO t SELECT g, 'after' FROM generate_series(201, 210) g");
+    sql("DELETE FROM t WHERE id > 50");
+    std::string lsn = sql("SELECT pg_current_wal_lsn()");
+    lsn.pop_back();
+    EXPECT_TRUE(wait_for([&] { return sql("SELECT bool_and(flush_lsn >= '" + lsn + "') FROM pg_stat_replication") == "t\n"; }, 10))
+        << "the receiver did not flush up to " << lsn;
+    return moment;
+  }
+  std::string rows() const { return sql("SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"); }
   void damage() const {
     RunResult r = run_command(
         {.argv = {"psql", "-X", "-q", "-c", "DELETE FROM documents WHERE id > 10", "archive"},
@@ -384,6 +410,70 @@ TEST_F(ComposeStack, PgToolsInsideThePostgresService) {
   EXPECT_NE(hb.err.find("PG_TOOLS=compose"), std::string::npos) << hb.err;
 }
 
+// Point-in-time recovery on a host without PostgreSQL's server programs (the backup container's
+// case): the temporary server runs in the postgres service's container. The receiver and the base
+// backup use the host's client tools over TCP as usual. Killed while the recovered server runs in
+// the container, the next command stops it and removes its folder there (and a run interrupted by SIGHUP
+// does so itself); then, with no server
+// programs on the host (an empty PG_BINDIR: auto falls back to the service), a mistaken DELETE is
+// undone to the moment through the guarded restore, the app's containers stopped and started.
+TEST_F(ComposeStack, PointInTimeRecoveryRunsInThePostgresService) {
+  TempDir work;
+  EnvList e = env();
+  e.emplace_back("BACKUP_WAL", "stream");
+  e.emplace_back("WAL_ALLOW_UNBOUNDED_SLOT", "yes");  // the stack's server has no max_slot_wal_keep_size
+  e.emplace_back("PITR_WORK_DIR", work.path().string());
+  make_table();
+  Child receiver = spawn_backupctl({"wal", "stream"}, e);
+  ASSERT_TRUE(wait_for([&] { return receiver_connected(); }, 30)) << "the receiver did not connect: " << receiver.stderr_tail();
+  CliResult base = run_backupctl({"backup", "base"}, e);
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  const std::string moment = commit_moment_and_mistake();
+  auto left_in_service = [&] {
+    RunResult found = compose({"exec", "-T", "postgres", "find", "/tmp", "-maxdepth", "1", "-name", "backupctl-pitr.*"});
+    EXPECT_TRUE(found.status.ok()) << found.err;
+    RunResult top = compose({"top", "postgres"});
+    EXPECT_TRUE(top.status.ok()) << top.err;
+    return found.out + (top.out.find("backupctl-pitr") != std::string::npos ? "a server still runs there" : "");
+  };
+  e.emplace_back("CONFIRM", "YES");
+
+  EnvList killed = e;
+  killed.emplace_back("PG_TOOLS", "compose");
+  killed.emplace_back("BACKUPCTL_FAULT", "restore-pitr.dump");  // after the promotion: the server runs
+  CliResult k = run_backupctl({"restore", "db", "--to-time", moment}, killed);
+  ASSERT_EQ(k.exit_code, 128 + SIGKILL) << k.err;
+  EXPECT_NE(k.err.find("(in the compose service postgres)"), std::string::npos) << k.err;
+  EXPECT_NE(left_in_service(), "") << "the kill came before the server ran in the container";
+  EXPECT_EQ(rows(), "before:50\n");
+  CliResult next = run_backupctl({"list"}, e);
+  EXPECT_EQ(next.exit_code, 0) << next.err;
+  EXPECT_EQ(left_in_service(), "") << next.err;
+  EXPECT_TRUE(list_dir(work.path()).empty()) << next.err;
+  // SIGHUP (the SSH session dropped) at the same point: the run stops the server in the container
+  // and removes its folder itself.
+  killed.emplace_back("BACKUPCTL_FAULT_SIGNAL", "HUP");
+  CliResult h = run_backupctl({"restore", "db", "--to-time", moment}, killed);
+  EXPECT_EQ(h.exit_code, 128 + SIGHUP) << h.err;
+  EXPECT_EQ(left_in_service(), "") << h.err;
+  EXPECT_TRUE(list_dir(work.path()).empty()) << h.err;
+  EXPECT_EQ(rows(), "before:50\n");
+
+  TempDir no_tools;
+  EnvList bare = e;
+  bare.emplace_back("PG_BINDIR", no_tools.path().string());
+  CliResult r = run_backupctl({"restore", "db", "--to-time", moment}, bare);
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.err.find("recovering in the compose service postgres instead"), std::string::npos) << r.err;
+  EXPECT_EQ(rows(), "before:200\n") << "every row committed before the moment, none after";
+  EXPECT_EQ(documents(), 40);
+  EXPECT_EQ(left_in_service(), "");
+  EXPECT_TRUE(list_dir(work.path()).empty());
+  expect_all_running("after a point-in-time restore in the service");
+  receiver.kill(SIGTERM);
+  EXPECT_TRUE(receiver.wait().ok()) << receiver.stderr_tail();
+}
+
 // examples/compose/: its image (the Dockerfile's runtime stage, FROM the local base instead of
 // debian:12, with the backupctl this build made: compiling it again inside the image took five
 // minutes of CI's two cores; the build stage is the same cmake build as `make build`), and its
@@ -426,20 +516,30 @@ TEST_F(ComposeStack, TheBackupContainerOfTheComposeExample) {
           "\n"
           "    volumes:\n      - ${STACK_ROOT}:${STACK_ROOT}\n"
           "      - " +
-          (engine / "docker.sock").string() + ":/var/run/docker.sock\n");
+          (engine / "docker.sock").string() +
+          ":/var/run/docker.sock\n"
+          "  backup-wal:\n    network_mode: host\n    environment:\n"
+          "      PGHOST: 127.0.0.1\n      PGPORT: ${PGPORT}\n      PGUSER: archive\n"
+          "      WAL_ALLOW_UNBOUNDED_SLOT: \"yes\"\n");
+  const std::vector<std::string> files = {"docker-compose",
+                                          "-f",
+                                          (app / "infra/docker-compose.yml").string(),
+                                          "-f",
+                                          (app / "infra/docker-compose.backup.yml").string(),
+                                          "-f",
+                                          (app / "infra/docker-compose.backup-test.yml").string(),
+                                          "-p",
+                                          project,
+                                          "--profile",
+                                          "wal"};
+  auto stack = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> argv = files;
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command({.argv = argv, .env = app_env()});
+  };
   auto backup = [&](std::vector<std::string> args, EnvList extra = {}) {
-    std::vector<std::string> argv = {"docker-compose",
-                                     "-f",
-                                     (app / "infra/docker-compose.yml").string(),
-                                     "-f",
-                                     (app / "infra/docker-compose.backup.yml").string(),
-                                     "-f",
-                                     (app / "infra/docker-compose.backup-test.yml").string(),
-                                     "-p",
-                                     project,
-                                     "run",
-                                     "--rm",
-                                     "-T"};
+    std::vector<std::string> argv = files;
+    argv.insert(argv.end(), {"run", "--rm", "-T"});
     for (const auto& [k, v] : extra) {
       argv.push_back("-e");
       argv.push_back(k + "=" + v.value_or(""));
@@ -474,6 +574,33 @@ TEST_F(ComposeStack, TheBackupContainerOfTheComposeExample) {
   EXPECT_TRUE(wait_for([&] { return api_answers(api_port); }, 30));
   RunResult check = backup({"check"});
   EXPECT_TRUE(check.status.ok()) << check.out << check.err;
+
+  // Continuous protection from the example's containers: the backup-wal service (profile wal)
+  // receives the WAL, the one-shot service takes a base backup, and a mistaken DELETE is undone to
+  // the moment by a restore in the container (its temporary server from the image's
+  // postgresql-15). `compose stop` ends the receiver cleanly.
+  make_table();
+  RunResult up = stack({"up", "-d", "backup-wal"});
+  ASSERT_TRUE(up.status.ok()) << up.out << up.err;
+  ASSERT_TRUE(wait_for([&] { return receiver_connected(); }, 60))
+      << "the backup-wal container did not connect: " << stack({"logs", "--no-color", "backup-wal"}).out;
+  const EnvList wal = {{"BACKUP_WAL", "stream"}};
+  RunResult base = backup({"backup", "base"}, wal);
+  ASSERT_TRUE(base.status.ok()) << base.out << base.err;
+  const std::string moment = commit_moment_and_mistake();
+  RunResult pitr = backup({"restore", "db", "--to-time", moment}, {{"BACKUP_WAL", "stream"}, {"CONFIRM", "YES"}});
+  ASSERT_TRUE(pitr.status.ok()) << pitr.out << pitr.err;
+  EXPECT_EQ(rows(), "before:200\n") << "every row committed before the moment, none after";
+  EXPECT_EQ(documents(), 40);
+  expect_all_running("after the container's point-in-time restore");
+  RunResult stop = stack({"stop", "backup-wal"});
+  EXPECT_TRUE(stop.status.ok()) << stop.err;
+  RunResult exited = run_command(
+      {.argv = {"/usr/bin/docker", "ps", "-a", "--filter", "label=com.docker.compose.project=" + project, "--filter",
+                "label=com.docker.compose.service=backup-wal", "--format", "{{.Status}}"},
+       .env = {{"DOCKER_HOST", docker_host}}});
+  EXPECT_EQ(exited.out.rfind("Exited (0)", 0), 0u) << "wal stream did not stop cleanly on compose stop: " << exited.out
+                                                    << stack({"logs", "--no-color", "backup-wal"}).out;
 }
 
 // v2's command line when `docker compose` answers (a stand-in here: Debian has no plugin);

@@ -44,5 +44,24 @@ TEST(BaseBackupTimes, KeepTheFractionOfASecond) {
   EXPECT_FALSE(parse_precise_time("2026-12-06T14:01:59.Z"));
 }
 
+// What a journal entry may name in the compose service's container for its repair to stop and
+// remove (a journal in BACKUP_DIR is a file someone else could write): only the folders a run
+// makes and the server programs find_service_server answers.
+TEST(ServiceRecovery, AJournalNamesOnlyOurFolderAndTheKnownServerFolders) {
+  EXPECT_TRUE(is_service_recovery_root(service_recovery_root()));
+  EXPECT_TRUE(is_service_recovery_root("/tmp/backupctl-pitr.1a2b3c4d.4026531836.77"));
+  for (const char* bad : {"/tmp", "/tmp/", "/", "/var/lib/postgresql/data", "/tmp/backupctl-pitr.",
+                          "/tmp/backupctl-pitr./..", "/tmp/backupctl-pitr.1/../../var/lib/postgresql/data",
+                          "/tmp/backupctl-pitr.1 /", "/tmp/backupctl.1a2b3c4d.1.2.Abc123", "tmp/backupctl-pitr.1"}) {
+    EXPECT_FALSE(is_service_recovery_root(bad)) << bad;
+  }
+  for (const char* ok : {"/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/local/pgsql/bin"}) {
+    EXPECT_TRUE(service_server_bindir(ok)) << ok;
+  }
+  for (const char* bad : {"/tmp", "/usr/lib/postgresql/15/bin/../../../../tmp", "/usr/lib/postgresql/x/bin", "", "/bin"}) {
+    EXPECT_FALSE(service_server_bindir(bad)) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace backupctl
