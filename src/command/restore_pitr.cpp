@@ -7,10 +7,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <exception>
 #include <fstream>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "catalog/catalog.hpp"
 #include "command/backup_base.hpp"
@@ -259,6 +262,49 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
   return plan;
 }
 
+namespace {
+
+// Stages the plan's WAL into `to` on a thread of its own. wait() joins it and rethrows what it
+// threw; the destructor (an exception on the other side) stops it after the segment at hand.
+class WalStager {
+ public:
+  WalStager(WalArchive archive, const PitrPlan& plan, fs::path to)
+      : m_archive(std::move(archive)), m_plan(plan), m_to(std::move(to)), m_thread([this] { run(); }) {}
+  ~WalStager() {
+    m_stop = true;
+    if (m_thread.joinable()) m_thread.join();
+  }
+  WalStager(const WalStager&) = delete;
+  WalStager& operator=(const WalStager&) = delete;
+
+  void wait() {
+    m_thread.join();
+    if (m_error) std::rethrow_exception(m_error);
+  }
+
+ private:
+  void run() {
+    try {
+      for (const auto& s : m_plan.segments) {
+        if (m_stop) return;
+        m_archive.restore_segment(s, m_to / s);
+      }
+      if (m_plan.partial && !m_stop) m_archive.restore_partial(*m_plan.partial, m_to / *m_plan.partial);
+    } catch (...) {
+      m_error = std::current_exception();
+    }
+  }
+
+  const WalArchive m_archive;
+  const PitrPlan& m_plan;
+  const fs::path m_to;
+  std::atomic<bool> m_stop{false};
+  std::exception_ptr m_error;
+  std::thread m_thread;  // last: started once the rest is set
+};
+
+}  // namespace
+
 bool own_recovery_folder(const Config& config, const fs::path& root) {
   return root.is_absolute() && root.lexically_normal() == root && root.parent_path() == config.pitr_work_dir &&
          root.filename().string().starts_with("pitr-");
@@ -280,14 +326,15 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
   std::optional<RecoveryCluster> cluster;
   cluster.emplace(root, plan.server);
   {
-    auto source = io::open_plaintext(plan.base, config.age_identity);
-    cluster->unpack_base(*source);
+    // The WAL is staged while the base backup unpacks: both are mostly zstd, a core each.
+    WalStager wal(WalArchive(config.backup_dir, plan.system_identifier), plan, cluster->wal_dir());
+    {
+      auto source = io::open_plaintext(plan.base, config.age_identity);
+      cluster->unpack_base(*source);
+    }
+    journal.step("restore-pitr.wal");
+    wal.wait();
   }
-
-  journal.step("restore-pitr.wal");
-  WalArchive archive(config.backup_dir, plan.system_identifier);
-  for (const auto& s : plan.segments) archive.restore_segment(s, cluster->wal_dir() / s);
-  if (plan.partial) archive.restore_partial(*plan.partial, cluster->wal_dir() / *plan.partial);
   if (!plan.gap.empty()) {
     spdlog::warn("restore: the WAL kept has a gap at {}: replay cannot go past it (a base backup after the gap "
                  "starts a new window)", plan.gap);
