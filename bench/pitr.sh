@@ -15,6 +15,7 @@
 # The benchmark cluster is restarted durable for this (fsync, synchronous_commit and full page
 # writes on; the other benchmarks run it with them off) and stopped at the end.
 set -euo pipefail
+command -v pgbackrest >/dev/null || { echo "bench/pitr.sh: pgbackrest is not installed (apt-get install pgbackrest)" >&2; exit 2; }
 source "$(dirname "$0")/lib.sh"
 pgbench_secs=${1:-300}
 commits=${2:-1000}
