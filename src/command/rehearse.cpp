@@ -107,7 +107,7 @@ std::string random_moment(const Config& config, const PgTarget& live) {
   PgConnection conn = PgConnection::open(live);
   conn.query("SELECT txid_current()");
   const std::string lsn = conn.scalar("SELECT pg_current_wal_lsn()::text");
-  // pg_receivewal --synchronous reports each flush: the slot's position follows within a second.
+  // The receiver reports each group fsync (50 ms apart at most): the slot follows within a second.
   bool received = false;
   for (int i = 0; i < 100 && !received; ++i) {
     received = conn.scalar("SELECT coalesce(bool_or(restart_lsn >= $1::pg_lsn), false) FROM pg_replication_slots WHERE slot_name = $2",

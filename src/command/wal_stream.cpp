@@ -9,10 +9,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <thread>
 
 #include "command/backup_base.hpp"
 #include "command/wal_push.hpp"
@@ -20,7 +22,7 @@
 #include "monitor/state.hpp"
 #include "pg/wal_archive.hpp"
 #include "pg/connection.hpp"
-#include "pg/tools.hpp"
+#include "pg/wal_receiver.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/fs.hpp"
@@ -213,25 +215,36 @@ class MetricsFile {
   std::chrono::steady_clock::time_point m_last{};
 };
 
-// One run of pg_receivewal, archiving finished segments every second (and copying them off-site),
-// until it ends or we are asked to stop. Returns true when asked to stop.
-bool receive_once(const Config& config, const PgTarget& target, WalArchive& archive, const PgTool& tool,
+// One stream, received on a thread of its own (an fsync or a slow remote on this one never holds
+// the WAL back), while this one archives finished segments every second, copies them off-site,
+// runs a due base backup and keeps the metrics fresh. Returns true when asked to stop.
+bool receive_once(const Config& config, WalReceiver& receiver, const WalStreamStart& start, WalArchive& archive,
                   BaseBackupRun& base) {
   OffSite off_site(config, archive);
   MetricsFile metrics(config);
-  make_dirs(archive.incoming(), 0700);
-  Child child = Child::spawn({.argv = tool.argv({"-D", archive.incoming().string(), "--slot=" + config.wal_slot,
-                                                 "--synchronous", "--no-loop", "--no-password"}),
-                              .env = target.child_env(),
-                              .in = Stdio::null,
-                              .out = Stdio::null,
-                              .err = Stdio::inherit});
+  std::atomic<bool> stop{false}, ended{false};
+  std::exception_ptr failure;
+  std::thread thread([&] {
+    try {
+      receiver.run(start, stop);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    ended = true;
+  });
+  struct Joiner {
+    std::thread& t;
+    std::atomic<bool>& stop;
+    ~Joiner() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } joiner{thread, stop};
   for (;;) {
-    const bool stop = sleep_or_stop(1000);
-    if (stop) {
-      child.kill(SIGINT);  // pg_receivewal flushes what it has and exits
-      InterruptShield shield;
-      child.wait();
+    if (sleep_or_stop(1000)) {
+      InterruptShield shield;  // everything received is fsynced before we go
+      stop = true;
+      thread.join();
       base.stop();
       archive.archive_incoming();
       return true;
@@ -241,12 +254,19 @@ bool receive_once(const Config& config, const PgTarget& target, WalArchive& arch
     off_site.round(!archived.empty());
     base.round();
     metrics.round();
-    if (auto status = child.try_wait()) {
+    if (ended) {
       for (const auto& name : archive.archive_incoming()) spdlog::info("wal: archived {}", name);
-      spdlog::warn("wal: pg_receivewal ended ({})", status->describe());
+      if (failure) std::rethrow_exception(failure);
+      spdlog::warn("wal: the server ended the stream");
       return false;
     }
   }
+}
+
+std::optional<Lsn> slot_restart(PgConnection& conn, const std::string& slot) {
+  PgRows rows = conn.query("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = $1", {slot});
+  if (rows.empty() || !rows[0][0]) return std::nullopt;
+  return parse_lsn(*rows[0][0]);
 }
 
 }  // namespace
@@ -285,20 +305,40 @@ int wal_stream(const Config& config, const PgTarget& target) {
   }
   int failures = 0;
   BaseBackupRun base;
+  bool from_slot = false;  // the server no longer has where we left off: a gap, resume at the slot
   for (;;) {
     bool stop = false;
     const auto started = std::chrono::steady_clock::now();
     try {
       PgConnection conn = PgConnection::open(target);
-      const SystemIdentity id = PgConnection::open(target, Session::replication).identify_system();
-      const PgTool tool = find_pg_tool("pg_receivewal", conn.server_major(), config);
+      PgConnection replication = PgConnection::open(target, Session::replication);
+      const SystemIdentity id = replication.identify_system();
+      const std::uint64_t segment_size = std::stoull(setting(conn, "wal_segment_size"));
       if (ensure_slot(config, conn)) base.need();
       WalArchive archive(config.backup_dir, id.system_identifier);
       make_dirs(archive.incoming(), 0700);
       Fd lock = lock_receiver(archive);
-      spdlog::info("wal: receiving the WAL of cluster {} (timeline {}, at {}) into {} through slot {}", id.system_identifier,
-                   id.timeline, id.wal_position, archive.dir().string(), config.wal_slot);
-      stop = receive_once(config, target, archive, tool, base);
+      const WalStreamStart start =
+          from_slot ? wal_stream_start({}, std::nullopt, id.timeline, parse_lsn(id.wal_position).value_or(0),
+                                       slot_restart(conn, config.wal_slot), segment_size)
+                    : wal_stream_start(archive.segments(), archive.partial(), id.timeline,
+                                       parse_lsn(id.wal_position).value_or(0), slot_restart(conn, config.wal_slot), segment_size);
+      spdlog::info("wal: receiving the WAL of cluster {} (timeline {}, from {}) into {} through slot {}", id.system_identifier,
+                   start.timeline, format_lsn(start.position), archive.dir().string(), config.wal_slot);
+      WalReceiver receiver(std::move(replication), archive.incoming(), config.wal_slot, segment_size);
+      from_slot = false;
+      try {
+        stop = receive_once(config, receiver, start, archive, base);
+      } catch (const Error& e) {
+        // WAL we never received is gone from the server (the slot was lost while we were away):
+        // only a base backup closes that gap; the receiving starts again at the slot.
+        if (std::string(e.what()).find("has already been removed") == std::string::npos) throw;
+        spdlog::error("wal: the server no longer has the WAL after {}: there is a gap; resuming at the slot, "
+                      "and a base backup starts now to close it ({})", format_lsn(start.position), e.what());
+        from_slot = true;
+        base.need();
+        continue;
+      }
     } catch (const Error& e) {
       if (e.code() == ErrorCode::interrupted) return 0;
       if (e.code() == ErrorCode::usage) throw;  // nothing a retry would change

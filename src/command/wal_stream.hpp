@@ -1,13 +1,11 @@
 // Continuous protection, the receiving side: `backupctl wal check` (what the server must allow)
 // and `backupctl wal stream` (the long-running receiver).
 //
-// The receiver is PostgreSQL's own pg_receivewal (--synchronous: the unfinished segment is
-// fsynced as each piece arrives, so a commit is durable in BACKUP_DIR within a second), fed by a
-// physical replication slot so the server keeps what was not received yet, and restarted with
-// backoff when the server goes away. We chose it over a replication client of our own: it is the
-// stock tool every PostgreSQL installation has, it follows timeline switches, and a file it writes
-// is exactly PostgreSQL's. backupctl does the rest: each finished segment is checked against its
-// name and the cluster (pg/wal_archive.hpp), compressed, fsynced and recorded.
+// The receiver is a replication client of our own (pg/wal_receiver.hpp: files exactly as
+// pg_receivewal writes them, fsynced in groups of at most 200 ms instead of once per message),
+// fed by a physical replication slot so the server keeps what was not received yet, and
+// connected again with backoff when the server goes away. Each finished segment is checked
+// against its name and the cluster (pg/wal_archive.hpp), compressed, fsynced and recorded.
 #pragma once
 
 #include <string>

@@ -77,7 +77,7 @@ PgConnection PgConnection::open(const PgTarget& target, Session session) {
   }
   if (session == Session::replication) {
     keys.push_back("replication");
-    values.push_back("database");
+    values.push_back("true");
   }
   keys.push_back(nullptr);
   values.push_back(nullptr);

@@ -16,9 +16,9 @@ namespace backupctl {
 // Rows of text values; a NULL is nullopt.
 using PgRows = std::vector<std::vector<std::optional<std::string>>>;
 
-// A replication session (replication=database) takes the replication commands
-// (IDENTIFY_SYSTEM) besides simple SQL; it needs the REPLICATION attribute and a
-// `host replication` line in pg_hba.conf.
+// A physical replication session (replication=true, as pg_receivewal and pg_basebackup open)
+// takes the replication commands (IDENTIFY_SYSTEM, START_REPLICATION, TIMELINE_HISTORY); it needs
+// the REPLICATION attribute and a `host replication` line in pg_hba.conf.
 enum class Session { normal, replication };
 
 // What IDENTIFY_SYSTEM says about the server.

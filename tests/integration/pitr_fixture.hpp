@@ -81,9 +81,11 @@ class PitrTest : public ::testing::Test {
     receiver.reset();
   }
 
-  // Waits until the receiver has flushed everything the server wrote so far.
+  // Waits until the receiver has flushed everything the server wrote so far. The insert position:
+  // the test cluster commits asynchronously, so the write position may not have reached the last
+  // commit yet (the WAL writer writes it within 200 ms).
   void wait_received() {
-    const std::string lsn = pg.psql("postgres", "SELECT pg_current_wal_lsn()");
+    const std::string lsn = pg.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
     ASSERT_TRUE(wait_for(
         [&] {
           return pg.psql("postgres", "SELECT coalesce(bool_and(flush_lsn >= '" + lsn.substr(0, lsn.size() - 1) +

@@ -48,7 +48,7 @@ TEST_F(PitrTest, AMistakenDeleteIsUndoneToTheMomentThroughTheGuardedRestore) {
 TEST_F(PitrTest, LatestHasEveryCommittedRowTheUnfinishedSegmentIncluded) {
   pg.psql("archive", "INSERT INTO t SELECT g, 'last' FROM generate_series(501, 520) g");
   wait_received();
-  // The rows are in the segment pg_receivewal is still writing (.partial): nothing finished it.
+  // The rows are in the segment the receiver is still writing (.partial): nothing finished it.
   bool partial = false;
   for (const auto& e : fs::recursive_directory_iterator(dir.path() / "wal")) partial = partial || e.path().extension() == ".partial";
   ASSERT_TRUE(partial);
@@ -196,6 +196,34 @@ TEST_F(PitrTest, TheReceiverKilledAndStartedAgainLeavesNoGap) {
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_EQ(pg.psql("copy", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\none:100\nthree:100\ntwo:100\n");
   EXPECT_EQ(r.out.find("gap"), std::string::npos) << r.out;
+}
+
+TEST_F(PitrTest, AnUnfinishedSegmentReplacedByASymlinkIsPutAsideNeverWrittenThrough) {
+  pg.psql("archive", "INSERT INTO t SELECT g, 'one' FROM generate_series(501, 600) g");
+  wait_received();
+  receiver->kill(SIGKILL);
+  receiver->wait();
+  receiver.reset();
+  fs::path partial;
+  for (const auto& e : fs::recursive_directory_iterator(dir.path() / "wal")) {
+    if (e.path().extension() == ".partial") partial = e.path();
+  }
+  ASSERT_FALSE(partial.empty());
+  // Someone who can write BACKUP_DIR points the unfinished segment at a file of theirs.
+  TempDir elsewhere;
+  const fs::path victim = elsewhere.path() / "victim";
+  write_file_atomic(victim, "keep me");
+  fs::remove(partial);
+  fs::create_symlink(victim, partial);
+  start_receiver();
+  pg.psql("archive", "INSERT INTO t SELECT g, 'two' FROM generate_series(601, 700) g");
+  wait_received();
+  EXPECT_EQ(read_file(victim), "keep me");
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(partial)));
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(fs::path(partial.string() + ".rejected"))));
+  CliResult r = run_backupctl({"restore", "db", "--to-time", "latest", "--target-db", "copy"}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(pg.psql("copy", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\none:100\ntwo:100\n");
 }
 
 TEST_F(PitrTest, TheServerRestartedUnderTheReceiverLeavesNoGap) {

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "pg/wal_archive.hpp"
+#include "pg/wal_receiver.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 
@@ -160,6 +161,35 @@ TEST(WalArchive, RemoveBeforeKeepsTheSegmentsFromThePositionOnWhateverTheTimelin
                                                "000000020000000000000004.zst"}));
   EXPECT_EQ(archive.archived_files(), (std::vector<std::string>{"000000010000000000000005.zst", "000000010000000000000006.zst"}));
   EXPECT_TRUE(archive.remove_before("not a segment", false).empty());
+}
+
+
+// Where the receiver resumes (pg/wal_receiver.hpp).
+TEST(WalStreamStart, AfterTheNewestSegmentKeptOrAtTheUnfinishedOnesStart) {
+  const Lsn server = 0x7000123;
+  // Finished 1..5 kept: the next is 6. The unfinished 6 is received again whole.
+  auto s = wal_stream_start({"000000010000000000000004", "000000010000000000000005"}, std::nullopt, 1, server, 0x2000000, kSeg);
+  EXPECT_EQ(s.position, 0x6000000u);
+  EXPECT_EQ(s.timeline, 1u);
+  s = wal_stream_start({"000000010000000000000005"}, "000000010000000000000006", 1, server, 0x2000000, kSeg);
+  EXPECT_EQ(s.position, 0x6000000u);
+  // Nothing kept: the slot's position, at its segment's start; no slot: the server's.
+  EXPECT_EQ(wal_stream_start({}, std::nullopt, 1, server, 0x2000010, kSeg).position, 0x2000000u);
+  EXPECT_EQ(wal_stream_start({}, std::nullopt, 1, server, std::nullopt, kSeg).position, 0x7000000u);
+}
+
+TEST(WalStreamStart, NamesAheadOfTheServerOrOnAnotherTimelineArePassedOver) {
+  const Lsn server = 0x7000123;
+  // A crafted name in BACKUP_DIR far ahead of the server: the slot decides, never a position the
+  // server cannot serve (the receiver would retry it forever).
+  auto s = wal_stream_start({"0000000100000000000000FF"}, std::nullopt, 1, server, 0x3000000, kSeg);
+  EXPECT_EQ(s.position, 0x3000000u);
+  s = wal_stream_start({}, "0000000100000000000000FF", 1, server, 0x3000000, kSeg);
+  EXPECT_EQ(s.position, 0x3000000u);
+  // Segments of timeline 1 when the server is on 2: the slot's position, on timeline 2.
+  s = wal_stream_start({"000000010000000000000005"}, std::nullopt, 2, server, 0x4000000, kSeg);
+  EXPECT_EQ(s.position, 0x4000000u);
+  EXPECT_EQ(s.timeline, 2u);
 }
 
 }  // namespace
