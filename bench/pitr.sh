@@ -72,10 +72,12 @@ tps() { "$bindir/pgbench" -c 4 -j 2 -T "$tps_secs" bench 2>/dev/null | sed -n 's
 echo "TPS, ${tps_secs} s each, without and with the receiver, alternating..." >&2
 start_receiver; stop_receiver  # the slot exists from here on in both
 declare -a off on
-for r in 1 2; do
-  off+=("$(tps)"); echo "  without: ${off[-1]}" >&2
-  start_receiver; caught_up; on+=("$(tps)"); stop_receiver; echo "  with:    ${on[-1]}" >&2
-done
+# The order alternates (without, with; then with, without): the cluster warms up over the rounds,
+# and a fixed order would hand that to one side.
+round_off() { sleep 2; off+=("$(tps)"); echo "  without: ${off[-1]}" >&2; }
+round_on() { start_receiver; caught_up; on+=("$(tps)"); stop_receiver; echo "  with:    ${on[-1]}" >&2; }
+round_off; round_on
+round_on; round_off
 tps_off=$(echo "(${off[0]} + ${off[1]}) / 2" | bc -l)
 tps_on=$(echo "(${on[0]} + ${on[1]}) / 2" | bc -l)
 

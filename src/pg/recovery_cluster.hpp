@@ -106,6 +106,7 @@ class RecoveryCluster {
  private:
   void write_config(const RecoveryTarget& target);
   void own_tree();  // as root: everything under root to the postgres user
+  void move_wal_into_pg_wal();  // wal/ (staged) into data/pg_wal/
   void ship();      // with a service: root's data/, wal/ and configuration into its container
   bool accepting();
   std::vector<std::string> program(const std::string& name, std::vector<std::string> args) const;
