@@ -9,9 +9,10 @@
 #   - the receiver's peak RSS;
 #   - `backup base` against `pgbackrest backup --type=full` (Debian's 2.45, zstd, as postgres) of
 #     the same cluster: MB/s of the data directory;
-#   - `restore db --to-time latest` of the archive database (bench/db_backup.sh's, ~1.4 GB) after
-#     PGBENCH_SECONDS of pgbench WAL, against the plan's dump restore (dropdb; createdb;
-#     pg_restore) of the same database.
+#   - `restore db --to-time T` of the archive database (bench/db_backup.sh's, ~1.4 GB), T the end of
+#     PGBENCH_SECONDS of pgbench WAL after the base backup, against the plan's dump restore (dropdb;
+#     createdb; pg_restore) of the same database. T is before that dump restore: `latest` would
+#     also replay the dump restore's own WAL (another 1.4 GB), which is not the issue's measure.
 #   bench/pitr.sh [PGBENCH_SECONDS] [COMMITS] [TPS_SECONDS]
 # The benchmark cluster is restarted durable for this (fsync, synchronous_commit and full page
 # writes on; the other benchmarks run it with them off) and stopped at the end.
@@ -147,11 +148,13 @@ echo "pgbench for ${pgbench_secs} s (the WAL a restore replays)..." >&2
 "$bindir/pgbench" -c 4 -j 2 -T "$pgbench_secs" bench >/dev/null 2>&1
 psql -X -q -c "CHECKPOINT" postgres
 sleep 2
+target_time=$(psql -X -A -t -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" postgres)
+sleep 1
 rss_ours=$(awk '/VmHWM/ {print $2}' "/proc/$receiver/status")
 wal_bytes=$(du -sb "$BACKUP_DIR/wal" | cut -f1)
 segments=$(ls "$BACKUP_DIR/wal/$sysid" | grep -c '\.zst$' || true)
 
-echo "restore: the plan's dump restore, then restore db --to-time latest..." >&2
+echo "restore: the plan's dump restore, then restore db --to-time $target_time..." >&2
 "$bindir/pg_dump" -Fc -f "$out/plan.dump" archive
 settle() { psql -X -q -c "CHECKPOINT" postgres; sync; }
 psql -X -q -c "DROP DATABASE IF EXISTS target" -c "CREATE DATABASE target" postgres
@@ -159,7 +162,7 @@ settle; t0=$(now)
 "$bindir/dropdb" target && "$bindir/createdb" target && "$bindir/pg_restore" -d target "$out/plan.dump"
 t_plan=$(elapsed "$t0")
 settle; t0=$(now)
-CONFIRM=YES "$backupctl" -q --json restore db --to-time latest --target-db target >"$out/restore.json"
+CONFIRM=YES "$backupctl" -q --json restore db --to-time "$target_time" --target-db target >"$out/restore.json"
 t_pitr=$(elapsed "$t0")
 for db in $(psql -X -A -t -c "SELECT datname FROM pg_database WHERE datname LIKE 'target\_\_%'" postgres); do
   psql -X -q -c "DROP DATABASE \"$db\"" postgres
@@ -176,6 +179,6 @@ cat <<EOF
 | RPO here: commit -> flushed in BACKUP_DIR | p50 $(fmt_s "$rpo_p50") s, p99 $(fmt_s "$rpo_p99") s, max $(fmt_s "$rpo_max") s | | | p99 <= 1 s |
 | RPO off-site (folder, WAL_PUSH_INTERVAL=5) | mean $(fmt_s "$offsite_avg") s, max $(fmt_s "$offsite_max") s | | | <= 10 s |
 | base backup of $(mb "$data_bytes") MiB | $(fmt_s "$t_base") s, $(mb "$(file_size "$base_file")") MiB | pgbackrest $(fmt_s "$t_pgbr") s ($(fmt_s "$t_pgbr2") s with process-max=2), $(mb "$pgbr_bytes") MiB | $(ratio "$t_pgbr" "$t_base") x pgbackrest's throughput ($(ratio "$t_pgbr2" "$t_base") x with 2 processes) | >= 1 |
-| restore db --to-time latest ($segments segments, $(mb "$wal_bytes") MiB of WAL kept) | $(fmt_s "$t_pitr") s | dump restore $(fmt_s "$t_plan") s | $(ratio "$t_pitr" "$t_plan") | <= 1.5 |
+| restore db --to-time (the end of pgbench; $segments segments, $(mb "$wal_bytes") MiB of WAL kept) | $(fmt_s "$t_pitr") s | dump restore $(fmt_s "$t_plan") s | $(ratio "$t_pitr" "$t_plan") | <= 1.5 |
 | peak RSS of wal stream | $((rss_ours / 1024)) MiB | | | <= 64 MiB |
 EOF
