@@ -61,11 +61,12 @@ std::string endpoint(const PgTarget& target) {
 
 PgConnection PgConnection::open(const PgTarget& target, Session session) {
   std::vector<const char*> keys, values;
-  bool has_timeout = false;
+  bool has_timeout = false, has_keepalive = false;
   for (const auto& [k, v] : target.params()) {
     keys.push_back(k.c_str());
     values.push_back(v.c_str());
     has_timeout = has_timeout || k == "connect_timeout";
+    has_keepalive = has_keepalive || k.starts_with("keepalives") || k == "tcp_user_timeout";
   }
   keys.push_back("dbname");
   values.push_back(target.dbname().c_str());
@@ -78,6 +79,17 @@ PgConnection PgConnection::open(const PgTarget& target, Session session) {
   if (session == Session::replication) {
     keys.push_back("replication");
     values.push_back("true");
+    if (!has_keepalive) {
+      // The receiver's stream is silent while the server is idle (it hears from us, so it sends no
+      // keepalives): a server or network that went away without a word is found by TCP within a
+      // minute, and the receiver connects again, instead of waiting for hours.
+      static const char* const kKeepalive[][2] = {
+          {"keepalives_idle", "30"}, {"keepalives_interval", "10"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "60000"}};
+      for (const auto& [k, v] : kKeepalive) {
+        keys.push_back(k);
+        values.push_back(v);
+      }
+    }
   }
   keys.push_back(nullptr);
   values.push_back(nullptr);

@@ -86,6 +86,9 @@ StreamEnd WalReceiver::run(const WalStreamStart& start, const std::atomic<bool>&
     if (PQresultStatus(r.get()) != PGRES_COPY_BOTH) connection_lost(m_conn.get(), "START_REPLICATION failed");
   }
   PGconn* conn = m_conn.get();
+  // Sends never block this thread: on a network that went away a blocking send would hold it (and
+  // a stop) until TCP gives up; a status update that cannot go now goes with the next one.
+  if (PQsetnonblocking(conn, 1) != 0) connection_lost(conn, "cannot make the replication connection non-blocking");
   m_last_flush = m_last_feedback = std::chrono::steady_clock::now();
   struct Closer {
     WalReceiver& r;
@@ -146,6 +149,7 @@ StreamEnd WalReceiver::run(const WalStreamStart& start, const std::atomic<bool>&
       wait_ms = std::min<int>(wait_ms, static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(due - now).count()));
     }
     if (now - m_last_feedback >= kFeedbackEvery) send_feedback();
+    if (PQflush(conn) < 0) connection_lost(conn, "cannot send the receiver's position");  // what is still queued
     struct pollfd p{PQsocket(conn), POLLIN, 0};
     if (::poll(&p, 1, wait_ms) < 0 && errno != EINTR) throw_errno("poll on the replication connection");
     if (PQconsumeInput(conn) == 0) connection_lost(conn, "the replication connection broke");
@@ -241,7 +245,9 @@ void WalReceiver::send_feedback() {
   put64(msg, 0);
   put64(msg, static_cast<std::uint64_t>(pg_now()));
   msg.push_back(0);  // no reply wanted
-  if (PQputCopyData(m_conn.get(), msg.data(), static_cast<int>(msg.size())) <= 0 || PQflush(m_conn.get()) != 0) {
+  // Non-blocking: 0 means the send buffer is full (the next update says more), PQflush 1 that
+  // some of it is still queued (sent by the next flush).
+  if (PQputCopyData(m_conn.get(), msg.data(), static_cast<int>(msg.size())) < 0 || PQflush(m_conn.get()) < 0) {
     connection_lost(m_conn.get(), "cannot send the receiver's position");
   }
   m_last_feedback = std::chrono::steady_clock::now();
