@@ -2,7 +2,7 @@
 // and `backupctl wal stream` (the long-running receiver).
 //
 // The receiver is a replication client of our own (pg/wal_receiver.hpp: files exactly as
-// pg_receivewal writes them, fsynced in groups of at most 200 ms instead of once per message),
+// pg_receivewal writes them, fsynced in groups, at most 20 a second, instead of once per message),
 // fed by a physical replication slot so the server keeps what was not received yet, and
 // connected again with backoff when the server goes away. Each finished segment is checked
 // against its name and the cluster (pg/wal_archive.hpp), compressed, fsynced and recorded.

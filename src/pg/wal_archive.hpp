@@ -4,7 +4,7 @@
 //   wal/<system id>/<segment>.zst          a finished segment, zstd with its checksum
 //                                          (`zstd -d` gives PostgreSQL's file back)
 //   wal/<system id>/<tli>.history.zst      a timeline's history file
-//   wal/<system id>/incoming/              the receiver's folder (pg_receivewal): finished files
+//   wal/<system id>/incoming/              the receiver's folder (pg/wal_receiver.hpp): finished files
 //                                          until archived, the unfinished <segment>.partial
 //
 // A file is archived only when its first page says it is the segment its name says, of this

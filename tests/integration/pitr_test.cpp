@@ -1,4 +1,4 @@
-// Point-in-time recovery against a real PostgreSQL: the receiver (`wal stream`, pg_receivewal
+// Point-in-time recovery against a real PostgreSQL: the receiver (`wal stream`, our own client
 // into BACKUP_DIR), a base backup, and `restore db --to-time` through a temporary cluster and the
 // guarded dump restore. What a user sees: the rows as they were at the moment, the exit codes, the
 // folders left (none), the servers left (none).
