@@ -339,19 +339,14 @@ bool RecoveryCluster::accepting() {
 void RecoveryCluster::move_wal_into_pg_wal() {
   // The server reads the staged WAL from pg_wal/ itself, as in crash recovery: a restore_command
   // would copy every segment once more (`cp`: a process and 16 MiB each; a third of the replay's
-  // time on bench/pitr.sh's 200 segments). A segment the base backup carries (pg_basebackup -X
-  // fetch: the ones it needs to be consistent) stays its own.
+  // time on bench/pitr.sh's 200 segments). A staged segment replaces the base backup's copy of
+  // it (pg_basebackup -X fetch carries the ones it needs to be consistent): the last of those is
+  // the server's file as it was when the backup ended, whose tail is stale when no segment switch
+  // ended the backup (one taken from a standby), and replay would stop there. So the bytes
+  // replayed are the ones a restore_command would have given first, as before.
   const fs::path pg_wal = data_dir() / "pg_wal";
   make_dirs(pg_wal, 0700);
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(wal_dir())) {
-    const fs::path to = pg_wal / e.path().filename();
-    if (fs::exists(fs::symlink_status(to, ec))) {
-      fs::remove(e.path());
-    } else {
-      fs::rename(e.path(), to);
-    }
-  }
+  for (const auto& e : fs::directory_iterator(wal_dir())) fs::rename(e.path(), pg_wal / e.path().filename());
 }
 
 void RecoveryCluster::start(const RecoveryTarget& target) {
