@@ -59,16 +59,16 @@ std::optional<struct stat> stat_of(const fs::path& file) {
   return st;
 }
 
+}  // namespace
+
 // `written`: the file this run wrote (fstat of its descriptor): if another file is under the name
 // now (renamed over it by someone who can write the folder), nothing is remembered.
-void remember_fetched(const fs::path& file, const std::string& sha256, const struct stat& written) {
+void remember_written_sha256(const fs::path& file, const std::string& sha256, const struct stat& written) {
   auto st = stat_of(file);
   if (!st || st->st_dev != written.st_dev || st->st_ino != written.st_ino) return;
   std::lock_guard<std::mutex> lock(g_fetched_mutex);
   g_fetched[fs::absolute(file).lexically_normal().string()] = {st->st_dev, st->st_ino, st->st_size, st->st_mtim, st->st_ctim, sha256};
 }
-
-}  // namespace
 
 void remove_stale_verify_scratch(const fs::path& backup_dir) {
   std::error_code ec;
@@ -181,7 +181,7 @@ fs::path fetch_backup(const Config& config, Remote& remote, const std::string& n
     const bool have_written = ::fstat(sink->fd(), &written) == 0;
     sink->commit();
     if (!companion) {
-      if (have_written) remember_fetched(to, sha256, written);
+      if (have_written) remember_written_sha256(to, sha256, written);
       fault_point("remote.fetch-committed");  // the file is there, its meta not yet
     }
   };

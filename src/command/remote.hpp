@@ -8,6 +8,8 @@
 // host reading the remote's metas alone knows every copy's digests.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <optional>
 #include <functional>
@@ -133,9 +135,13 @@ class IncomingBackup {
   std::thread m_thread;
 };
 
-// The sha256 fetch_backup() took of `file`'s bytes as this process wrote them, while the file is
-// still that one (same device, inode, size, mtime and ctime): a restore then need not hash it again.
+// The sha256 fetch_backup() (or remember_written_sha256()) took of `file`'s bytes as this process
+// wrote them, while the file is still that one (same device, inode, size, mtime and ctime): a
+// restore then need not hash it again.
 std::optional<std::string> fetched_sha256(const std::filesystem::path& file);
+// Remembers the sha256 of the file this process wrote (`written`: fstat of its descriptor) for
+// fetched_sha256(); nothing when another file is under that name now.
+void remember_written_sha256(const std::filesystem::path& file, const std::string& sha256, const struct stat& written);
 
 // The set file `id` from the remote into BACKUP_DIR/sets/, and every part it names but those
 // `streamed` says a restore will read from the remote as they download (IncomingBackup; called

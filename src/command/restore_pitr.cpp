@@ -17,6 +17,7 @@
 
 #include "catalog/catalog.hpp"
 #include "command/backup_base.hpp"
+#include "command/remote.hpp"
 #include "command/verify_wal.hpp"
 #include "io/age.hpp"
 #include "io/atomic_file.hpp"
@@ -264,12 +265,17 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
 
 namespace {
 
-// Stages the plan's WAL into `to` on a thread of its own. wait() joins it and rethrows what it
-// threw; the destructor (an exception on the other side) stops it after the segment at hand.
+constexpr std::size_t kStagedAhead = 16;  // segments: 256 MiB at the default size
+
+// Stages the plan's WAL into the cluster on a thread of its own, each segment whole before the
+// server sees it. wait() joins it and rethrows what it threw, check() rethrows it once it ended;
+// the destructor (an exception on the other side, or the target reached) stops it after the
+// segment at hand.
 class WalStager {
  public:
-  WalStager(WalArchive archive, const PitrPlan& plan, fs::path to)
-      : m_archive(std::move(archive)), m_plan(plan), m_to(std::move(to)), m_thread([this] { run(); }) {}
+  // `ahead`: at most that many segments staged and not yet taken by the server (0: no limit).
+  WalStager(WalArchive archive, const PitrPlan& plan, const RecoveryCluster& cluster, std::size_t ahead)
+      : m_archive(std::move(archive)), m_plan(plan), m_cluster(cluster), m_ahead(ahead), m_thread([this] { run(); }) {}
   ~WalStager() {
     m_stop = true;
     if (m_thread.joinable()) m_thread.join();
@@ -281,25 +287,51 @@ class WalStager {
     m_thread.join();
     if (m_error) std::rethrow_exception(m_error);
   }
+  void check() const {
+    if (m_ended && m_error) std::rethrow_exception(m_error);
+  }
 
  private:
   void run() {
     try {
+      const fs::path dir = m_cluster.wal_dir();
+      auto stage = [&](const std::string& name, bool partial) {
+        const fs::path staging = dir / (name + ".staging");
+        if (partial) {
+          if (!m_archive.restore_partial(name, staging)) return;  // said why; replay ends before it
+        } else {
+          m_archive.restore_segment(name, staging);
+        }
+        m_cluster.add_wal(staging, name);
+      };
       for (const auto& s : m_plan.segments) {
-        if (m_stop) return;
-        m_archive.restore_segment(s, m_to / s);
+        while (!m_stop && m_ahead && waiting(dir) >= m_ahead) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (m_stop) break;
+        stage(s, false);
       }
-      if (m_plan.partial && !m_stop) m_archive.restore_partial(*m_plan.partial, m_to / *m_plan.partial);
+      if (m_plan.partial && !m_stop) stage(*m_plan.partial, true);
+      if (!m_stop) m_cluster.wal_staged();
     } catch (...) {
       m_error = std::current_exception();
     }
+    m_ended = true;
+  }
+
+  // The segments in `dir` the server has not taken yet.
+  static std::size_t waiting(const fs::path& dir) {
+    std::size_t n = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) n += e.path().filename().string().size() == 24;
+    return n;
   }
 
   const WalArchive m_archive;
   const PitrPlan& m_plan;
-  const fs::path m_to;
+  const RecoveryCluster& m_cluster;
+  const std::size_t m_ahead;
   std::atomic<bool> m_stop{false};
   std::exception_ptr m_error;
+  std::atomic<bool> m_ended{false};
   std::thread m_thread;  // last: started once the rest is set
 };
 
@@ -326,22 +358,28 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
   std::optional<RecoveryCluster> cluster;
   cluster.emplace(root, plan.server);
   {
-    // The WAL is staged while the base backup unpacks: both are mostly zstd, a core each.
-    WalStager wal(WalArchive(config.backup_dir, plan.system_identifier), plan, cluster->wal_dir());
+    // The WAL is staged while the base backup unpacks, then while the server replays it: all
+    // three mostly one core each (zstd, zstd, the startup process).
+    // On this host the server takes each segment as it replays it and drops it when done: a few
+    // staged ahead keep it busy, and the WAL's pages are freed before they are ever written to
+    // the disk (and PITR_WORK_DIR needs no room for all of it). A service's container gets the
+    // folder whole.
+    WalStager wal(WalArchive(config.backup_dir, plan.system_identifier), plan, *cluster,
+                  plan.server.in_service() ? 0 : kStagedAhead);
     {
       auto source = io::open_plaintext(plan.base, config.age_identity);
       cluster->unpack_base(*source);
     }
     journal.step("restore-pitr.wal");
-    wal.wait();
-  }
-  if (!plan.gap.empty()) {
-    spdlog::warn("restore: the WAL kept has a gap at {}: replay cannot go past it (a base backup after the gap "
-                 "starts a new window)", plan.gap);
-  }
-  journal.step("restore-pitr.replay");
-  cluster->start(plan.target);
-  cluster->wait_until_promoted();
+    if (plan.server.in_service()) wal.wait();  // its container gets the folder whole
+    if (!plan.gap.empty()) {
+      spdlog::warn("restore: the WAL kept has a gap at {}: replay cannot go past it (a base backup after the gap "
+                   "starts a new window)", plan.gap);
+    }
+    journal.step("restore-pitr.replay");
+    cluster->start(plan.target);
+    cluster->wait_until_promoted([&] { wal.check(); });
+  }  // a target before the WAL's end: the segments after it are not staged
   const std::string reached = recovered_to(cluster->log_tail());
   spdlog::info("restore: recovered to {} ({})", plan.target.describe(), reached.empty() ? "no transaction replayed" : reached);
 
@@ -371,7 +409,11 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
     meta.format = "pg_custom";
     meta.compression = "none";  // read once, right away, from the same disk: gzip would only cost CPU
     meta.source = {{"database", plan.database}, {"recovered_to", plan.target.describe()}, {"base", plan.base.filename().string()}};
+    struct stat written {};
+    const bool have_written = ::fstat(dump->fd(), &written) == 0;
     publish_backup(*dump, meta);
+    // Hashed as it was written: the dump restore's plan reads only its table of contents.
+    if (have_written) remember_written_sha256(dump_path, out.sha256, written);
   }
   cluster->stop();
   cluster.reset();

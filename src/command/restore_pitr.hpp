@@ -13,7 +13,9 @@
 //                            (journal entry "recovery_cluster": a killed run's server is stopped
 //                            and its folder removed by the next command, here and in the
 //                            compose service's container)
-//     restore-pitr.wal       the segments staged beside it, each checked against its name
+//     restore-pitr.wal       the segments staged beside it (from the unpack on, while the server
+//                            replays; in a compose service all of them first), each checked
+//                            against its name
 //     restore-pitr.replay    the server started in recovery, up to the target, then promoted
 //     restore-pitr.dump      pg_dump of the database from it (custom format, in the same folder)
 //     then the dump restore's own steps (command/restore_db.hpp): side database, swap,

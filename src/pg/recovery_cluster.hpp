@@ -10,7 +10,8 @@
 // container's filesystem then needs room for the database.
 //
 // Under its folder (`root`): data/ (the base backup unpacked), wal/ (the segments recovery needs,
-// staged by the caller: restore_command copies from there), server.conf, hba.conf and server.log.
+// staged by the caller, add_wal(), while the server replays: its restore_command waits for each
+// and renames it into pg_wal/), server.conf, hba.conf and server.log.
 // Our own configuration replaces the backed-up one (which may live in /etc, load libraries this
 // host lacks, or listen on the live server's port): a socket in `root` only, no TCP, no
 // archiving, trust for that socket. The server runs as a child of backupctl; as root, under the
@@ -22,6 +23,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -79,14 +81,21 @@ class RecoveryCluster {
   // path with "..", or a second copy of a file is refused before it is written.
   void unpack_base(io::Source& tar);
 
-  // Writes the configuration and recovery.signal and starts the server; returns once it accepts
-  // connections or ends. Throws Error(tool_failed) with the log's FATAL line when it ends.
+  // The WAL, from any thread, while the server replays: a segment written whole to `staged` (in
+  // wal_dir(), under another name) is handed to the server as `name`; wal_staged() says every
+  // one is there (until then the server waits for the next). In a service's container the server
+  // starts only once all of them are staged (it gets the folder whole).
+  void add_wal(const std::filesystem::path& staged, const std::string& name) const;
+  void wal_staged() const;
+
+  // Writes the configuration and recovery.signal and starts the server.
   void start(const RecoveryTarget& target);
 
-  // Waits until recovery has ended and the server left recovery (promoted). Throws
-  // Error(tool_failed) naming the log's reason when the server stops instead (e.g. the target
-  // lies past the WAL kept), Error(interrupted) on a signal.
-  void wait_until_promoted();
+  // Waits until recovery has ended and the server left recovery (promoted), calling `check`
+  // (which may throw: the WAL's stager failed) while it waits. Throws Error(tool_failed) naming
+  // the log's reason when the server stops instead (e.g. the target lies past the WAL kept),
+  // Error(interrupted) on a signal.
+  void wait_until_promoted(const std::function<void()>& check = {});
 
   // A connection to database `dbname` on this server as `user` (over its socket). With a service:
   // from inside its container (PGHOST is the folder there).
@@ -105,7 +114,9 @@ class RecoveryCluster {
 
  private:
   void write_config(const RecoveryTarget& target);
+  void own(const std::filesystem::path& p) const;  // as root: to the postgres user
   void own_tree();  // as root: everything under root to the postgres user
+  std::string restore_command() const;
   void move_wal_into_pg_wal();  // wal/ (staged) into data/pg_wal/
   void ship();      // with a service: root's data/, wal/ and configuration into its container
   bool accepting();

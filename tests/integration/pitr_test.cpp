@@ -219,8 +219,13 @@ TEST_F(PitrTest, AnUnfinishedSegmentReplacedByASymlinkIsPutAsideNeverWrittenThro
   pg.psql("archive", "INSERT INTO t SELECT g, 'two' FROM generate_series(601, 700) g");
   wait_received();
   EXPECT_EQ(read_file(victim), "keep me");
-  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(partial)));
-  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(fs::path(partial.string() + ".rejected"))));
+  auto listing = [&] {
+    std::string out;
+    for (const auto& n : list_dir(partial.parent_path())) out += n + " ";
+    return out + "\n" + receiver->stderr_tail();
+  };
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(partial))) << listing();
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(fs::path(partial.string() + ".rejected")))) << listing();
   CliResult r = run_backupctl({"restore", "db", "--to-time", "latest", "--target-db", "copy"}, confirmed());
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_EQ(pg.psql("copy", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\none:100\ntwo:100\n");
@@ -275,6 +280,26 @@ std::vector<fs::path> archived_segments(const fs::path& backup_dir) {
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// The server replays while the WAL is still being staged: a segment found damaged then stops the
+// restore (the server waiting for it included) before the live database is touched.
+TEST_F(PitrTest, ASegmentDamagedInTheArchiveStopsTheRestoreWhileItReplaysAndNothingChanges) {
+  for (int i = 0; i < 4; ++i) pg.psql("archive", "INSERT INTO t VALUES (" + std::to_string(4000 + i) + ", 'x'); SELECT pg_switch_wal()");
+  wait_received();
+  ASSERT_TRUE(wait_for([&] { return archived_segments(dir.path()).size() >= 4; }, 20));
+  pg.psql("archive", "DELETE FROM t WHERE id >= 4000");
+  const std::vector<fs::path> segments = archived_segments(dir.path());
+  const fs::path damaged = segments[segments.size() - 2];
+  write_file_atomic(damaged, "not zstd");
+  CliResult r = run_backupctl({"restore", "db", "--to-time", "latest"}, confirmed());
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_NE(r.err.find(damaged.filename().string().substr(0, 24) + " is not what its name says"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("hint:"), std::string::npos) << r.err;
+  EXPECT_TRUE(list_dir(work.path()).empty()) << "left " << list_dir(work.path())[0];
+  EXPECT_TRUE(processes_in(work.path()).empty()) << "still running " << processes_in(work.path())[0];
+  EXPECT_TRUE(list_dir(dir.path() / "journal").empty());
+  EXPECT_EQ(rows(), "base:500 ");
 }
 
 TEST_F(PitrTest, VerifyWalNamesAGapAndTheNextBaseBackupClosesIt) {
