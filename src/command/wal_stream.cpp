@@ -38,6 +38,20 @@ namespace {
 constexpr int kMaxBackoffSeconds = 60;
 
 // Sleeps up to `ms`, returning early (true) when SIGINT or SIGTERM arrived.
+// A receiver asked to stop (SIGTERM from systemd or compose, SIGINT, or SIGHUP when the terminal
+// it ran in went away) ends cleanly: what it received is on disk, the unfinished segment kept.
+// Exit 0; the log says why, so a hangup is not mistaken for an operator's stop.
+int stopped() {
+  const int sig = interrupt_signal();
+  if (sig == SIGHUP) {
+    spdlog::warn("wal: stopped by SIGHUP (the terminal or SSH session went away): everything received is on "
+                 "disk; start `backupctl wal stream` again (as a systemd unit or the compose service it outlives a session)");
+  } else {
+    spdlog::info("wal: stopped{}", sig ? " by " + signal_name(sig) : "");
+  }
+  return 0;
+}
+
 bool sleep_or_stop(int ms) {
   if (interrupt_pending()) return true;
   struct pollfd p{interrupt_fd(), POLLIN, 0};
@@ -340,20 +354,17 @@ int wal_stream(const Config& config, const PgTarget& target) {
         continue;
       }
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::interrupted) return 0;
+      if (e.code() == ErrorCode::interrupted) return stopped();
       if (e.code() == ErrorCode::usage) throw;  // nothing a retry would change
       spdlog::warn("wal: {}{}", e.what(), e.hint().empty() ? "" : " (" + e.hint() + ")");
     }
-    if (stop) {
-      spdlog::info("wal: stopped");
-      return 0;
-    }
+    if (stop) return stopped();
     if (std::chrono::steady_clock::now() - started > std::chrono::seconds(30)) failures = 0;
     const int wait = std::min(kMaxBackoffSeconds, 1 << std::min(failures++, 6));
     spdlog::warn("wal: the receiver stopped; trying again in {} s", wait);
     if (sleep_or_stop(wait * 1000)) {
       base.stop();
-      return 0;
+      return stopped();
     }
   }
 }

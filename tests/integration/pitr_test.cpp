@@ -198,6 +198,28 @@ TEST_F(PitrTest, TheReceiverKilledAndStartedAgainLeavesNoGap) {
   EXPECT_EQ(r.out.find("gap"), std::string::npos) << r.out;
 }
 
+// The operator's SSH session drops under a receiver run in the foreground: it stops as on SIGTERM
+// (what it received is durable, the unfinished segment kept), and started again it leaves no gap.
+TEST_F(PitrTest, TheReceiverHungUpStopsCleanlyAndStartedAgainLeavesNoGap) {
+  pg.psql("archive", "INSERT INTO t SELECT g, 'one' FROM generate_series(501, 600) g; SELECT pg_switch_wal()");
+  pg.psql("archive", "INSERT INTO t SELECT g, 'two' FROM generate_series(601, 650) g");
+  wait_received();
+  receiver->kill(SIGHUP);
+  const ExitStatus s = receiver->wait();
+  const std::string said = receiver->stderr_tail();
+  receiver.reset();
+  EXPECT_TRUE(s.ok()) << s.describe() << "\n" << said;
+  EXPECT_NE(said.find("SIGHUP"), std::string::npos) << said;
+  pg.psql("archive", "INSERT INTO t SELECT g, 'three' FROM generate_series(651, 750) g");
+  start_receiver();
+  wait_received();
+  CliResult verify = run_backupctl({"verify", "--wal"}, env());
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  CliResult r = run_backupctl({"restore", "db", "--to-time", "latest", "--target-db", "copy"}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(pg.psql("copy", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\none:100\nthree:100\ntwo:50\n");
+}
+
 TEST_F(PitrTest, AnUnfinishedSegmentReplacedByASymlinkIsPutAsideNeverWrittenThrough) {
   pg.psql("archive", "INSERT INTO t SELECT g, 'one' FROM generate_series(501, 600) g");
   wait_received();
