@@ -359,11 +359,13 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
   cluster.emplace(root, plan.server);
   {
     // The WAL is staged while the base backup unpacks, then while the server replays it: all
-    // three mostly one core each (zstd, zstd, the startup process).
-    // On this host the server takes each segment as it replays it and drops it when done: a few
-    // staged ahead keep it busy, and the WAL's pages are freed before they are ever written to
-    // the disk (and PITR_WORK_DIR needs no room for all of it). A service's container gets the
-    // folder whole.
+    // three mostly one core each (zstd, zstd, the startup process). On this host the server takes
+    // each segment as it replays it (and removes it at its next restartpoint): a few staged
+    // ahead keep it busy, so wal/ never holds all of it. A service's container gets the folder
+    // whole.
+    std::vector<std::string> expected = plan.segments;
+    if (plan.partial) expected.push_back(*plan.partial);
+    cluster->expect_wal(expected);
     WalStager wal(WalArchive(config.backup_dir, plan.system_identifier), plan, *cluster,
                   plan.server.in_service() ? 0 : kStagedAhead);
     {

@@ -33,6 +33,7 @@ namespace {
 constexpr int kPort = 5432;  // names only the socket file in our private folder
 constexpr const char* kServiceRoot = "/tmp/backupctl-pitr.";  // + run tag, in a service's container
 constexpr const char* kStagedMarker = ".staged";  // in wal/: every segment is there
+constexpr const char* kExpectedList = ".expected";  // in wal/: the names that will be staged
 
 std::vector<std::string> concat(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -286,18 +287,28 @@ std::string RecoveryCluster::restore_command() const {
   if (m_where.in_service()) return "false";
   // Here the server starts as soon as the base backup is unpacked and replays while the rest of
   // the WAL is staged (a core each): it waits for each segment in wal/ and takes it with a
-  // rename. It gives up on a segment once wal/.staged says every one is there (the WAL kept ends
-  // before it: PostgreSQL then looks in pg_wal/, then ends recovery), and when the folder went
-  // away or the process that asked is gone (a killed run, its server stopped by the repair). A
-  // name with a dot (a timeline history file, probed at the end of recovery) is never staged.
+  // rename. Only a name in wal/.expected (expect_wal()) is waited for: any other (a segment the
+  // base backup's tar carries, another timeline's name, a history file) fails at once, and
+  // PostgreSQL looks in pg_wal/, as with nothing staged; waiting for it could wait for ever on a
+  // stager that waits for room. It also gives up once wal/.staged says every one is there (one
+  // that failed its check), and when the folder went away or the process that asked is gone (a
+  // killed run, its server stopped by the repair).
   const std::string w = wal_dir().string();
-  return "case %f in *.*) exit 1;; esac; w=\"" + w + "\"; while [ ! -e \"$w/%f\" ] && [ ! -e \"$w/" + kStagedMarker +
-         "\" ] && [ -d \"$w\" ] && kill -0 $PPID 2>/dev/null; do sleep 0.05; done; exec mv \"$w/%f\" \"%p\"";
+  return "w=\"" + w + "\"; grep -qxF \"%f\" \"$w/" + kExpectedList + "\" || exit 1; while [ ! -e \"$w/%f\" ] && [ ! -e \"$w/" +
+         kStagedMarker + "\" ] && [ -d \"$w\" ] && kill -0 $PPID 2>/dev/null; do sleep 0.05; done; exec mv \"$w/%f\" \"%p\"";
 }
 
 void RecoveryCluster::add_wal(const fs::path& staged, const std::string& name) const {
   own(staged);
   fs::rename(staged, wal_dir() / name);
+}
+
+void RecoveryCluster::expect_wal(const std::vector<std::string>& names) const {
+  std::string list;
+  for (const auto& n : names) list += n + "\n";
+  const fs::path file = wal_dir() / kExpectedList;
+  write_file_atomic(file, list, 0600);
+  own(file);
 }
 
 void RecoveryCluster::wal_staged() const {
@@ -386,7 +397,7 @@ void RecoveryCluster::move_wal_into_pg_wal() {
   const fs::path pg_wal = data_dir() / "pg_wal";
   make_dirs(pg_wal, 0700);
   for (const auto& e : fs::directory_iterator(wal_dir())) {
-    if (e.path().filename() != kStagedMarker) fs::rename(e.path(), pg_wal / e.path().filename());
+    if (!e.path().filename().string().starts_with(".")) fs::rename(e.path(), pg_wal / e.path().filename());
   }
 }
 

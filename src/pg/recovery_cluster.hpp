@@ -85,6 +85,9 @@ class RecoveryCluster {
   // wal_dir(), under another name) is handed to the server as `name`; wal_staged() says every
   // one is there (until then the server waits for the next). In a service's container the server
   // starts only once all of them are staged (it gets the folder whole).
+  // expect_wal() first, before start(): the names that will be added, in order (the server waits
+  // for these only).
+  void expect_wal(const std::vector<std::string>& names) const;
   void add_wal(const std::filesystem::path& staged, const std::string& name) const;
   void wal_staged() const;
 

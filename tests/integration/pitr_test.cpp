@@ -324,6 +324,34 @@ TEST_F(PitrTest, ASegmentDamagedInTheArchiveStopsTheRestoreWhileItReplaysAndNoth
   EXPECT_EQ(rows(), "base:500 ");
 }
 
+// The segments up to the base backup's end may be in its tar only (-X fetch): the server asks for
+// them first, and must get "not staged" at once, not wait for them while the stager, 16 segments
+// ahead, waits for the server.
+TEST_F(PitrTest, SegmentsOnlyTheBaseBackupCarriesAreNeverWaitedFor) {
+  for (int i = 0; i < 20; ++i) pg.psql("archive", "INSERT INTO t VALUES (" + std::to_string(5000 + i) + ", 'x'); SELECT pg_switch_wal()");
+  wait_received();
+  ASSERT_TRUE(wait_for([&] { return archived_segments(dir.path()).size() >= 20; }, 30));
+  nlohmann::json meta;
+  for (const auto& e : fs::directory_iterator(dir.path() / "base")) {
+    if (e.path().extension() == ".meta") meta = nlohmann::json::parse(read_file(e.path()));
+  }
+  const std::string stop = meta["source"]["stop_lsn"];
+  const std::uint64_t lsn = (std::stoull(stop.substr(0, stop.find('/')), nullptr, 16) << 32) |
+                            std::stoull(stop.substr(stop.find('/') + 1), nullptr, 16);
+  const std::uint64_t last_in_tar = lsn / (16u << 20);
+  std::size_t removed = 0;
+  for (const auto& f : archived_segments(dir.path())) {
+    const std::string name = f.filename().string();
+    const std::uint64_t segno = std::stoull(name.substr(8, 8), nullptr, 16) * 256 + std::stoull(name.substr(16, 8), nullptr, 16);
+    if (segno <= last_in_tar) removed += fs::remove(f);
+  }
+  ASSERT_GT(removed, 0u);
+  CliResult r = run_backupctl({"restore", "db", "--to-time", "latest", "--target-db", "copy"}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(pg.psql("copy", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\nx:20\n");
+  EXPECT_TRUE(list_dir(work.path()).empty());
+}
+
 TEST_F(PitrTest, VerifyWalNamesAGapAndTheNextBaseBackupClosesIt) {
   for (int i = 0; i < 3; ++i) pg.psql("archive", "INSERT INTO t VALUES (" + std::to_string(3000 + i) + ", 'x'); SELECT pg_switch_wal()");
   wait_received();
