@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <exception>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -26,6 +25,7 @@
 #include "pg/wal.hpp"
 #include "pg/wal_archive.hpp"
 #include "service/compose.hpp"
+#include "util/background.hpp"
 #include "util/error.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
@@ -268,53 +268,41 @@ namespace {
 constexpr std::size_t kStagedAhead = 16;  // segments: 256 MiB at the default size
 
 // Stages the plan's WAL into the cluster on a thread of its own, each segment whole before the
-// server sees it. wait() joins it and rethrows what it threw, check() rethrows it once it ended;
-// the destructor (an exception on the other side, or the target reached) stops it after the
+// server sees it. wait() waits for the end and rethrows what it threw, check() rethrows it once it
+// ended; the destructor (an exception on this side, or the target reached) stops it after the
 // segment at hand.
 class WalStager {
  public:
   // `ahead`: at most that many segments staged and not yet taken by the server (0: no limit).
   WalStager(WalArchive archive, const PitrPlan& plan, const RecoveryCluster& cluster, std::size_t ahead)
-      : m_archive(std::move(archive)), m_plan(plan), m_cluster(cluster), m_ahead(ahead), m_thread([this] { run(); }) {}
-  ~WalStager() {
-    m_stop = true;
-    if (m_thread.joinable()) m_thread.join();
-  }
-  WalStager(const WalStager&) = delete;
-  WalStager& operator=(const WalStager&) = delete;
+      : m_archive(std::move(archive)), m_plan(plan), m_cluster(cluster), m_ahead(ahead),
+        m_task([this](const std::atomic<bool>& stop) { run(stop); }) {}
 
   void wait() {
-    m_thread.join();
-    if (m_error) std::rethrow_exception(m_error);
+    m_task.join();
+    m_task.rethrow();
   }
-  void check() const {
-    if (m_ended && m_error) std::rethrow_exception(m_error);
-  }
+  void check() const { m_task.rethrow(); }
 
  private:
-  void run() {
-    try {
-      const fs::path dir = m_cluster.wal_dir();
-      auto stage = [&](const std::string& name, bool partial) {
-        const fs::path staging = dir / (name + ".staging");
-        if (partial) {
-          if (!m_archive.restore_partial(name, staging)) return;  // said why; replay ends before it
-        } else {
-          m_archive.restore_segment(name, staging);
-        }
-        m_cluster.add_wal(staging, name);
-      };
-      for (const auto& s : m_plan.segments) {
-        while (!m_stop && m_ahead && waiting(dir) >= m_ahead) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        if (m_stop) break;
-        stage(s, false);
+  void run(const std::atomic<bool>& stop) {
+    const fs::path dir = m_cluster.wal_dir();
+    auto stage = [&](const std::string& name, bool partial) {
+      const fs::path staging = dir / (name + ".staging");
+      if (partial) {
+        if (!m_archive.restore_partial(name, staging)) return;  // said why; replay ends before it
+      } else {
+        m_archive.restore_segment(name, staging);
       }
-      if (m_plan.partial && !m_stop) stage(*m_plan.partial, true);
-      if (!m_stop) m_cluster.wal_staged();
-    } catch (...) {
-      m_error = std::current_exception();
+      m_cluster.add_wal(staging, name);
+    };
+    for (const auto& s : m_plan.segments) {
+      while (!stop && m_ahead && waiting(dir) >= m_ahead) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (stop) return;
+      stage(s, false);
     }
-    m_ended = true;
+    if (m_plan.partial && !stop) stage(*m_plan.partial, true);
+    if (!stop) m_cluster.wal_staged();
   }
 
   // The segments in `dir` the server has not taken yet.
@@ -329,10 +317,7 @@ class WalStager {
   const PitrPlan& m_plan;
   const RecoveryCluster& m_cluster;
   const std::size_t m_ahead;
-  std::atomic<bool> m_stop{false};
-  std::exception_ptr m_error;
-  std::atomic<bool> m_ended{false};
-  std::thread m_thread;  // last: started once the rest is set
+  BackgroundTask m_task;  // last: started once the rest is set
 };
 
 }  // namespace

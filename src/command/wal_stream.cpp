@@ -27,6 +27,7 @@
 #include "util/fd.hpp"
 #include "util/fs.hpp"
 #include "util/process.hpp"
+#include "util/background.hpp"
 #include "util/signals.hpp"
 
 namespace backupctl {
@@ -236,29 +237,12 @@ bool receive_once(const Config& config, WalReceiver& receiver, const WalStreamSt
                   BaseBackupRun& base) {
   OffSite off_site(config, archive);
   MetricsFile metrics(config);
-  std::atomic<bool> stop{false}, ended{false};
-  std::exception_ptr failure;
-  std::thread thread([&] {
-    try {
-      receiver.run(start, stop);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    ended = true;
-  });
-  struct Joiner {
-    std::thread& t;
-    std::atomic<bool>& stop;
-    ~Joiner() {
-      stop = true;
-      if (t.joinable()) t.join();
-    }
-  } joiner{thread, stop};
+  BackgroundTask receiving([&](const std::atomic<bool>& stop) { receiver.run(start, stop); });
   for (;;) {
     if (sleep_or_stop(1000)) {
       InterruptShield shield;  // everything received is fsynced before we go
-      stop = true;
-      thread.join();
+      receiving.stop();
+      receiving.join();
       base.stop();
       archive.archive_incoming();
       return true;
@@ -268,9 +252,9 @@ bool receive_once(const Config& config, WalReceiver& receiver, const WalStreamSt
     off_site.round(!archived.empty());
     base.round();
     metrics.round();
-    if (ended) {
+    if (receiving.ended()) {
       for (const auto& name : archive.archive_incoming()) spdlog::info("wal: archived {}", name);
-      if (failure) std::rethrow_exception(failure);
+      receiving.rethrow();
       spdlog::warn("wal: the server ended the stream");
       return false;
     }
@@ -332,11 +316,11 @@ int wal_stream(const Config& config, const PgTarget& target) {
       WalArchive archive(config.backup_dir, id.system_identifier);
       make_dirs(archive.incoming(), 0700);
       Fd lock = lock_receiver(archive);
+      // After a gap the files kept say nothing of where to resume: the slot does.
       const WalStreamStart start =
-          from_slot ? wal_stream_start({}, std::nullopt, id.timeline, parse_lsn(id.wal_position).value_or(0),
-                                       slot_restart(conn, config.wal_slot), segment_size)
-                    : wal_stream_start(archive.segments(), archive.partial(), id.timeline,
-                                       parse_lsn(id.wal_position).value_or(0), slot_restart(conn, config.wal_slot), segment_size);
+          wal_stream_start(from_slot ? std::vector<std::string>{} : archive.segments(),
+                           from_slot ? std::nullopt : archive.partial(), id.timeline,
+                           parse_lsn(id.wal_position).value_or(0), slot_restart(conn, config.wal_slot), segment_size);
       spdlog::info("wal: receiving the WAL of cluster {} (timeline {}, from {}) into {} through slot {}", id.system_identifier,
                    start.timeline, format_lsn(start.position), archive.dir().string(), config.wal_slot);
       WalReceiver receiver(std::move(replication), archive.incoming(), config.wal_slot, segment_size);
