@@ -40,12 +40,13 @@ std::vector<std::string> concat(std::vector<std::string> a, const std::vector<st
   return a;
 }
 
-// A path PostgreSQL's configuration and restore_command can quote: no quotes, backslashes,
-// percent signs or control characters.
+// A path PostgreSQL's configuration and restore_command (a shell's double quotes) can quote: no
+// quotes, backslashes, percent signs, $, backticks or control characters.
 void require_plain_path(const fs::path& p) {
   for (char c : p.string()) {
-    if (c == '\'' || c == '"' || c == '\\' || c == '%' || static_cast<unsigned char>(c) < 0x20) {
-      throw Error(ErrorCode::usage, "the recovery folder " + p.string() + " has a quote, backslash, % or control character",
+    if (c == '\'' || c == '"' || c == '\\' || c == '%' || c == '$' || c == '`' || static_cast<unsigned char>(c) < 0x20) {
+      throw Error(ErrorCode::usage,
+                  "the recovery folder " + p.string() + " has a quote, backslash, %, $, backtick or control character",
                   "set PITR_WORK_DIR to a plain path");
     }
   }

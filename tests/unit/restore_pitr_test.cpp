@@ -47,6 +47,23 @@ TEST(BaseBackupTimes, KeepTheFractionOfASecond) {
 // What a journal entry may name in the compose service's container for its repair to stop and
 // remove (a journal in BACKUP_DIR is a file someone else could write): only the folders a run
 // makes and the server programs find_service_server answers.
+// The folder goes into postgresql.conf's quotes and into the shell's double quotes of the
+// restore_command: a path that would end them, or that the shell would expand, is refused before
+// anything is made.
+TEST(RecoveryClusterFolder, APathTheShellOrTheConfigurationWouldReadOtherwiseIsRefused) {
+  for (const char* bad : {"/tmp/a$(id)b/pitr-1", "/tmp/a`id`b/pitr-1", "/tmp/a\"b/pitr-1", "/tmp/a'b/pitr-1",
+                          "/tmp/a\\b/pitr-1", "/tmp/a%fb/pitr-1", "/tmp/a\nb/pitr-1"}) {
+    try {
+      RecoveryCluster cluster(bad, RecoveryServer{});
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::usage) << bad;
+      EXPECT_NE(e.hint().find("PITR_WORK_DIR"), std::string::npos) << bad;
+    }
+    EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(bad).parent_path())) << bad;
+  }
+}
+
 TEST(ServiceRecovery, AJournalNamesOnlyOurFolderAndTheKnownServerFolders) {
   EXPECT_TRUE(is_service_recovery_root(service_recovery_root()));
   EXPECT_TRUE(is_service_recovery_root("/tmp/backupctl-pitr.1a2b3c4d.4026531836.77"));
