@@ -152,6 +152,7 @@ int restore_pitr_cmd(const Invocation& in, const RestoreDbArgs& args) {
   }
   PgTarget target = PgTarget::from_environment();
   PitrOptions options{args.to_time, args.to_lsn, args.restore};
+  options.check_base_in_plan = !(config.confirmed || args.confirm);  // a run checks it as it unpacks
   if (args.remote) fetch_pitr(in, target, options);
   PitrPlan plan = plan_pitr(config, target, options);
   require_confirmation(in, args.confirm, plan.describe(), plan.to_json(),

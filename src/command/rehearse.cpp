@@ -238,6 +238,7 @@ class Rehearsal {
     p.to_time = m_to_time;
     p.restore.target_db = m_staging.dbname();
     p.restore.live = m_live;
+    p.check_base_in_plan = false;  // checked as it unpacks, in the step that recovers
     return p;
   }
 

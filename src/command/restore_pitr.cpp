@@ -20,6 +20,7 @@
 #include "command/verify_wal.hpp"
 #include "io/age.hpp"
 #include "io/atomic_file.hpp"
+#include "io/read_ahead.hpp"
 #include "pg/connection.hpp"
 #include "pg/tools.hpp"
 #include "pg/wal.hpp"
@@ -27,6 +28,7 @@
 #include "service/compose.hpp"
 #include "util/background.hpp"
 #include "util/error.hpp"
+#include "util/format.hpp"
 #include "util/fs.hpp"
 #include "util/json.hpp"
 #include "util/process.hpp"
@@ -195,6 +197,48 @@ std::vector<std::string> recovery_service_exec(const Config& config) {
 
 namespace {
 
+Error base_not_its_meta(const fs::path& file) {
+  return Error(ErrorCode::verification, "the base backup " + file.filename().string() + " does not match its meta (sha256)",
+               "it was changed or damaged; use another (`backupctl list --kind base`)");
+}
+
+void check_base(const fs::path& file, const Meta& meta) {
+  spdlog::debug("restore: checking {} against its meta", file.filename().string());
+  const io::FileDigest digest = io::digest_file(file.string());
+  if (digest.sha256 != meta.sha256 || digest.size != meta.size) throw base_not_its_meta(file);
+}
+
+// Unpacks the base backup into `cluster`, its bytes hashed as they are read (on a thread of their
+// own, beside the unpack) and compared with the meta's before anything starts a server on them:
+// one read of the file instead of two. An encrypted one is checked first (its meta's sha256 is
+// of the encrypted bytes, which age reads itself). A damaged file can stop the unpack first (a
+// zstd frame that does not decode): the cause then named is the file that is not its meta's.
+void unpack_checked(RecoveryCluster& cluster, const fs::path& file, const Meta& meta, const fs::path& identity) {
+  if (io::is_encrypted(file)) {
+    check_base(file, meta);
+    auto source = io::open_plaintext(file, identity);
+    cluster.unpack_base(*source);
+    return;
+  }
+  auto raw = io::open_plaintext(file, identity);
+  NoProgress quiet;
+  io::HashingReadAhead hashed(*raw, quiet);
+  auto matches = [&] { return hashed.finish() == meta.sha256 && hashed.total() == meta.size; };
+  try {
+    cluster.unpack_base(hashed);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) throw;
+    bool ours = true;
+    try {
+      ours = matches();
+    } catch (const Error&) {  // the file's own read error: the unpack's says it
+    }
+    if (!ours) throw base_not_its_meta(file);
+    throw;
+  }
+  if (!matches()) throw base_not_its_meta(file);
+}
+
 // The server that replays: this host's programs of the backup's major version; else, under
 // compose, the service's (the same rule as the client tools, pg/tools.hpp).
 RecoveryServer recovery_server(const Config& config, int major) {
@@ -246,12 +290,9 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
   plan.server = recovery_server(config, base.major);
   if (!plan.server.in_service()) require_reachable_by_postgres(config.pitr_work_dir);
 
-  // The base backup's bytes are its meta's.
-  const io::FileDigest digest = io::digest_file(base.file.string());
-  if (digest.sha256 != base.meta.sha256 || digest.size != base.meta.size) {
-    throw Error(ErrorCode::verification, "the base backup " + base.file.filename().string() + " does not match its meta (sha256)",
-                "it was changed or damaged; use another (`backupctl list --kind base`)");
-  }
+  // The base backup's bytes are its meta's: read here for a plan that is shown, as it unpacks for
+  // one that runs (check_base_in_plan).
+  if (options.check_base_in_plan) check_base(base.file, base.meta);
 
   // The WAL after it, on its timeline, to the first gap.
   WalReach reach = wal_reach(WalArchive(config.backup_dir, base.sysid), base);
@@ -353,10 +394,8 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
     cluster->expect_wal(expected);
     WalStager wal(WalArchive(config.backup_dir, plan.system_identifier), plan, *cluster,
                   plan.server.in_service() ? 0 : kStagedAhead);
-    {
-      auto source = io::open_plaintext(plan.base, config.age_identity);
-      cluster->unpack_base(*source);
-    }
+    unpack_checked(*cluster, plan.base, plan.base_meta, config.age_identity);
+    spdlog::debug("restore: the base backup is unpacked and matches its meta");
     journal.step("restore-pitr.wal");
     if (plan.server.in_service()) wal.wait();  // its container gets the folder whole
     if (!plan.gap.empty()) {
@@ -401,11 +440,12 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
     publish_backup(*dump, meta);
     // Hashed as it was written: the dump restore's plan reads only its table of contents.
     if (have_written) remember_written_sha256(dump_path, out.sha256, written);
+    spdlog::debug("restore: the recovered database is dumped ({})", human_bytes(out.size));
   }
-  cluster->stop();
-  cluster.reset();
+  cluster.reset();  // an immediate shutdown: no checkpoint for a folder removed next
   std::error_code ec;
   fs::remove_all(root / "data", ec);  // room for the restore
+  spdlog::debug("restore: the temporary server is stopped and its data removed");
 
   RestoreDbOptions restore = options.restore;
   restore.file = dump_path;

@@ -48,6 +48,9 @@ struct PitrOptions {
   std::string to_time;  // ISO 8601 with Z or an offset, or "latest"
   std::string to_lsn;   // "0/16B3F48"
   RestoreDbOptions restore;  // target database, --online, ... (file: unused)
+  // Whether plan_pitr reads the whole base backup to compare it with its meta: for a plan that is
+  // shown and not run. run_pitr checks it as it unpacks it, before a server starts on it.
+  bool check_base_in_plan = true;
 };
 
 struct PitrPlan {
