@@ -6,6 +6,7 @@
 #include "cli/command.hpp"
 #include "cli/output.hpp"
 #include "command/wal_stream.hpp"
+#include "command/wal_sync_guard.hpp"
 #include "pg/target.hpp"
 #include "util/error.hpp"
 
@@ -39,6 +40,10 @@ void add_wal_commands(CLI::App& app, CommandTable& table) {
   table.add(check, [](const Invocation& in) { return wal_check_cmd(in); });
   auto* stream = wal->add_subcommand("stream", "receive the WAL into BACKUP_DIR until SIGTERM (foreground)");
   table.add(stream, [](const Invocation& in) { return wal_stream(in.config, PgTarget::from_environment()); });
+  // Started by `wal stream` with WAL_SYNCHRONOUS=yes (command/wal_sync_guard.hpp); not for people.
+  auto* guard = wal->add_subcommand("sync-guard", "");
+  guard->group("");
+  table.add(guard, [](const Invocation& in) { return wal_sync_guard(in.config, PgTarget::from_environment()); });
 }
 
 }  // namespace backupctl

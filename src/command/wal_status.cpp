@@ -15,6 +15,7 @@
 #include "command/backup_base.hpp"
 #include "command/verify_wal.hpp"
 #include "command/wal_push.hpp"
+#include "command/wal_sync_guard.hpp"
 #include "pg/connection.hpp"
 #include "pg/wal_archive.hpp"
 #include "util/error.hpp"
@@ -64,7 +65,7 @@ nlohmann::json slot_state(const Config& config) {
   try {
     PgConnection conn = PgConnection::open(PgTarget::from_environment());
     PgRows rows = conn.query(
-        "SELECT coalesce(wal_status, ''), safe_wal_size, active, "
+        "SELECT coalesce(wal_status, ''), safe_wal_size, active, current_setting('synchronous_standby_names'), "
         "pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END, restart_lsn)::bigint "
         "FROM pg_replication_slots WHERE slot_name = $1",
         {config.wal_slot});
@@ -72,7 +73,12 @@ nlohmann::json slot_state(const Config& config) {
     nlohmann::json j = {{"name", config.wal_slot}, {"wal_status", rows[0][0].value_or("")}, {"active", rows[0][2].value_or("") == "t"}};
     j["safe_wal_size"] = rows[0][1] ? nlohmann::json(std::stoll(*rows[0][1])) : nlohmann::json(nullptr);
     // How much WAL the server wrote that the receiver has not flushed yet (the RPO in bytes).
-    j["behind_bytes"] = rows[0][3] ? nlohmann::json(std::stoll(*rows[0][3])) : nlohmann::json(nullptr);
+    j["behind_bytes"] = rows[0][4] ? nlohmann::json(std::stoll(*rows[0][4])) : nlohmann::json(nullptr);
+    // WAL_SYNCHRONOUS: commits wait for the receiver; with no stream on the slot they wait for
+    // nothing that will come (a receiver and its guard both killed): the next `wal stream` clears it.
+    const std::string sync = rows[0][3].value_or("");
+    j["synchronous"] = !sync.empty() && names_the_receiver(sync, config.wal_slot);
+    j["commits_held"] = j["synchronous"].get<bool>() && rows[0][2].value_or("") != "t";
     return j;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::interrupted) throw;
@@ -117,6 +123,7 @@ WalStatus wal_status(const Config& config, Clock::time_point now) {
     // The slot: `lost` means the server removed WAL we had not received (a gap); `unreserved`
     // that it is about to.
     if (slot.is_object() && slot.value("wal_status", "") == "lost") failing = true;
+    if (slot.is_object() && slot.value("commits_held", false)) failing = true;
     if (config.remote) {
       // The RPO off-site: everything received before this moment is on the remote.
       auto rec = read_wal_remote_record(archive);
@@ -167,6 +174,14 @@ std::string WalStatus::describe() const {
     if (!slot_text.empty()) {
       const std::string st = slot.value("wal_status", "");
       out += fmt::format("  {:<8} {:<6} {}\n", "", st == "lost" ? "FAIL" : st == "extended" || st == "unreserved" ? "warn" : "ok", slot_text);
+    }
+    if (slot.is_object() && slot.value("synchronous", false)) {
+      out += slot.value("commits_held", false)
+                 ? fmt::format("  {:<8} {:<6} {}\n", "", "FAIL",
+                               "commits wait for the receiver (WAL_SYNCHRONOUS) and it is not streaming: start `backupctl wal "
+                               "stream` (its guard clears the setting within a second), or ALTER SYSTEM RESET "
+                               "synchronous_standby_names; SELECT pg_reload_conf()")
+                 : fmt::format("  {:<8} {:<6} {}\n", "", "ok", "commits wait for the receiver's fsync (WAL_SYNCHRONOUS)");
     }
     if (c.contains("offsite")) {
       const auto& o = c["offsite"];

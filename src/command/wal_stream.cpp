@@ -19,6 +19,7 @@
 #include "command/backup_base.hpp"
 #include "command/wal_push.hpp"
 #include "command/wal_status.hpp"
+#include "command/wal_sync_guard.hpp"
 #include "monitor/state.hpp"
 #include "pg/wal_archive.hpp"
 #include "pg/connection.hpp"
@@ -234,13 +235,14 @@ class MetricsFile {
 // the WAL back), while this one archives finished segments every second, copies them off-site,
 // runs a due base backup and keeps the metrics fresh. Returns true when asked to stop.
 bool receive_once(const Config& config, WalReceiver& receiver, const WalStreamStart& start, WalArchive& archive,
-                  BaseBackupRun& base) {
+                  BaseBackupRun& base, SyncGuard* guard) {
   OffSite off_site(config, archive);
   MetricsFile metrics(config);
   BackgroundTask receiving([&](const std::atomic<bool>& stop) { receiver.run(start, stop); });
   for (;;) {
     if (sleep_or_stop(1000)) {
       InterruptShield shield;  // everything received is fsynced before we go
+      if (guard) guard->stop();  // first: no commit waits for a receiver that is going
       receiving.stop();
       receiving.join();
       base.stop();
@@ -252,6 +254,7 @@ bool receive_once(const Config& config, WalReceiver& receiver, const WalStreamSt
     off_site.round(!archived.empty());
     base.round();
     metrics.round();
+    if (guard) guard->round();
     if (receiving.ended()) {
       for (const auto& name : archive.archive_incoming()) spdlog::info("wal: archived {}", name);
       receiving.rethrow();
@@ -291,6 +294,13 @@ std::vector<WalCheckItem> wal_check(const Config& config, const PgTarget& target
   } catch (const Error& e) {
     out.push_back({"replication connection", false, std::string(e.what()) + " — " + kReplicationHint});
   }
+  if (config.wal_synchronous) {
+    const std::string why = sync_refusal(conn, config.wal_slot);
+    out.push_back({"WAL_SYNCHRONOUS", why.empty(),
+                   why.empty() ? fmt::format("commits will wait for the receiver (at most {} s when it stops flushing)",
+                                             kFallbackAfter.count())
+                               : why});
+  }
   PgRows slot = conn.query("SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", {config.wal_slot});
   out.push_back({"slot " + config.wal_slot, slot.empty() || slot[0][0].value_or("") != "lost",
                  slot.empty() ? "not there yet (`wal stream` creates it)" : "wal_status " + slot[0][0].value_or("")});
@@ -303,6 +313,7 @@ int wal_stream(const Config& config, const PgTarget& target) {
   }
   int failures = 0;
   BaseBackupRun base;
+  std::optional<SyncGuard> guard;  // WAL_SYNCHRONOUS=yes: started once the server allows it
   bool from_slot = false;  // the server no longer has where we left off: a gap, resume at the slot
   for (;;) {
     bool stop = false;
@@ -313,6 +324,12 @@ int wal_stream(const Config& config, const PgTarget& target) {
       const SystemIdentity id = replication.identify_system();
       const std::uint64_t segment_size = std::stoull(setting(conn, "wal_segment_size"));
       if (ensure_slot(config, conn)) base.need();
+      if (config.wal_synchronous && !guard) {
+        if (std::string why = sync_refusal(conn, config.wal_slot); !why.empty()) {
+          throw Error(ErrorCode::usage, "WAL_SYNCHRONOUS=yes: " + why, "or set WAL_SYNCHRONOUS=no (commits then never wait for the receiver)");
+        }
+        guard.emplace();
+      }
       WalArchive archive(config.backup_dir, id.system_identifier);
       make_dirs(archive.incoming(), 0700);
       Fd lock = lock_receiver(archive);
@@ -326,7 +343,7 @@ int wal_stream(const Config& config, const PgTarget& target) {
       WalReceiver receiver(std::move(replication), archive.incoming(), config.wal_slot, segment_size);
       from_slot = false;
       try {
-        stop = receive_once(config, receiver, start, archive, base);
+        stop = receive_once(config, receiver, start, archive, base, guard ? &*guard : nullptr);
       } catch (const Error& e) {
         // WAL we never received is gone from the server (the slot was lost while we were away):
         // only a base backup closes that gap; the receiving starts again at the slot.

@@ -453,6 +453,7 @@ void read_wal(Config& c) {
     c.base_every_hours = static_cast<int>(parse_int_setting("BACKUP_BASE_EVERY_HOURS", *v, 1, 24 * 366));
   }
   if (auto v = env_value("WAL_ALLOW_UNBOUNDED_SLOT")) c.wal_allow_unbounded_slot = parse_bool_setting("WAL_ALLOW_UNBOUNDED_SLOT", *v);
+  if (auto v = env_value("WAL_SYNCHRONOUS")) c.wal_synchronous = parse_bool_setting("WAL_SYNCHRONOUS", *v);
   c.pitr_work_dir = env_value("PITR_WORK_DIR").value_or((c.backup_dir / ".pitr").string());
   if (c.pitr_work_dir.is_relative()) c.pitr_work_dir = c.app_root / c.pitr_work_dir;
   c.pitr_work_dir = c.pitr_work_dir.lexically_normal();

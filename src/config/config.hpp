@@ -137,6 +137,7 @@ struct Config {
   int wal_push_interval = 30;                 // WAL_PUSH_INTERVAL, seconds
   int base_every_hours = 24;                  // BACKUP_BASE_EVERY_HOURS
   bool wal_allow_unbounded_slot = false;      // WAL_ALLOW_UNBOUNDED_SLOT=yes
+  bool wal_synchronous = false;               // WAL_SYNCHRONOUS=yes: commits wait for the receiver
   fs::path pitr_work_dir;                     // PITR_WORK_DIR, default $BACKUP_DIR/.pitr
 
   // Reads and validates the environment; throws Error(usage) naming the bad variable.

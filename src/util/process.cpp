@@ -112,7 +112,7 @@ struct ChildStdio {
 };
 [[noreturn]] void exec_in_child(pid_t parent, ChildStdio in, ChildStdio out, ChildStdio err,
                                 const std::string& program, std::vector<char*>& argv, std::vector<char*>& envp,
-                                int exec_error_fd) {
+                                int exec_error_fd, bool outlives_us) {
   struct sigaction dfl;
   std::memset(&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
@@ -120,7 +120,7 @@ struct ChildStdio {
   // The child dies with us, even when we are killed with SIGKILL: no orphaned pg_restore keeps
   // loading a database nobody will use. (The death signal fires when the spawning thread ends:
   // children are spawned by threads that outlive them.)
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (!outlives_us) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -201,7 +201,7 @@ Child Child::spawn(const SpawnOptions& options) {
   pid_t pid = ::fork();
   if (pid == 0) {
     exec_in_child(parent, {in_fd, in_null}, {out_fd, out_null}, {err_fd, err_null}, program, argv, envp,
-                  exec_error.write.get());
+                  exec_error.write.get(), options.outlives_us);
   }
   int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);

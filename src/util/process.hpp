@@ -36,6 +36,9 @@ struct SpawnOptions {
   int in_fd = -1;   // when >= 0, the child's stdin (overrides `in`)
   int out_fd = -1;  // when >= 0, the child's stdout (overrides `out`)
   int err_fd = -1;  // when >= 0, the child's stderr (overrides `err`)
+  // Children die with us, even when we are killed with SIGKILL; one that must act when we are
+  // gone (the synchronous guard of `wal stream`) outlives us.
+  bool outlives_us = false;
 };
 
 // A running child. If it is destroyed before wait() returned, it is sent SIGTERM, given a few

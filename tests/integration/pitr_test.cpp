@@ -7,7 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "pitr_fixture.hpp"
 #include "util/fs.hpp"
@@ -257,6 +260,93 @@ TEST_F(PitrTest, AnUnfinishedSegmentReplacedByASymlinkIsPutAsideNeverWrittenThro
   CliResult r = run_backupctl({"restore", "db", "--to-time", "latest", "--target-db", "copy"}, confirmed());
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_EQ(pg.psql("copy", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\none:100\ntwo:100\n");
+}
+
+// WAL_SYNCHRONOUS=yes: a commit returns once the receiver has it on disk (killed right after, the
+// row is restorable), and a receiver that is killed, stuck or stopped holds commits at most a few
+// seconds, never for ever. (The test cluster commits asynchronously: these sessions ask for it.)
+TEST_F(PitrTest, SynchronousCommitsWaitForTheReceiverAndNeverHangWhenItGoes) {
+  stop_receiver();
+  auto standby = [&] { return pg.psql("postgres", "SHOW synchronous_standby_names"); };
+  auto timed_commit = [&](int id) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pg.psql("archive", "SET synchronous_commit = on; INSERT INTO t VALUES (" + std::to_string(id) + ", 'sync')");
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // Another list of synchronous standbys is the operator's: refused, never replaced.
+  pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'theirs'");
+  pg.psql("postgres", "SELECT pg_reload_conf()");
+  ASSERT_TRUE(wait_for([&] { return standby() == "theirs\n"; }, 10));
+  extra.emplace_back("WAL_SYNCHRONOUS", "yes");
+  CliResult refused = run_backupctl({"wal", "stream"}, env());
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("synchronous_standby_names is 'theirs'"), std::string::npos) << refused.err;
+  EXPECT_EQ(standby(), "theirs\n");
+  pg.psql("postgres", "ALTER SYSTEM RESET synchronous_standby_names");
+  pg.psql("postgres", "SELECT pg_reload_conf()");
+  ASSERT_TRUE(wait_for([&] { return standby() == "\n"; }, 10));
+  CliResult check = run_backupctl({"wal", "check"}, env());
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  EXPECT_NE(check.out.find("WAL_SYNCHRONOUS"), std::string::npos) << check.out;
+
+  // Killed right after a commit returned: the row is in what it received.
+  start_receiver();
+  ASSERT_TRUE(wait_for([&] { return standby() == "\"backupctl\"\n"; }, 20)) << standby();
+  timed_commit(501);
+  receiver->kill(SIGKILL);
+  receiver->wait();
+  receiver.reset();
+  ASSERT_TRUE(wait_for([&] { return standby() == "\n"; }, 5)) << "the guard did not clear the setting";
+  EXPECT_LT(timed_commit(502), 2.0) << "a commit waited for a receiver that is gone";
+
+  // Stuck (SIGSTOP): commits wait, then go on; going on again, commits wait for it again.
+  start_receiver();
+  ASSERT_TRUE(wait_for([&] { return standby() == "\"backupctl\"\n"; }, 20)) << standby();
+  receiver->kill(SIGSTOP);
+  const double held = timed_commit(503);
+  EXPECT_GE(held, 3.0) << "the commit did not wait for the receiver";
+  EXPECT_LT(held, 15.0) << "the commit waited too long for a stuck receiver";
+  EXPECT_EQ(standby(), "\n");
+  receiver->kill(SIGCONT);
+  ASSERT_TRUE(wait_for([&] { return standby() == "\"backupctl\"\n"; }, 20)) << standby();
+
+  // The receiver and its guard both killed (a kill of the whole group): commits would wait for
+  // nothing that comes; `status` fails and says what to do, and the next receiver's guard takes
+  // the setting over.
+  pid_t guard = 0;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    std::ifstream in(e.path() / "stat");
+    std::string stat;
+    std::getline(in, stat);
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    pid_t parent = 0;
+    rest >> state >> parent;
+    if (parent == receiver->pid()) guard = std::stoi(e.path().filename().string());
+  }
+  ASSERT_GT(guard, 0) << "no guard process under the receiver";
+  ::kill(guard, SIGSTOP);  // so that it neither clears the setting nor is started again
+  receiver->kill(SIGKILL);
+  ::kill(guard, SIGKILL);  // before the wait: the guard shares the receiver's stderr
+  receiver->wait();
+  receiver.reset();
+  EXPECT_EQ(standby(), "\"backupctl\"\n");
+  CliResult waiting = run_backupctl({"status"}, env());
+  EXPECT_NE(waiting.exit_code, 0) << waiting.out;
+  EXPECT_NE(waiting.out.find("it is not streaming"), std::string::npos) << waiting.out;
+  start_receiver();
+  EXPECT_TRUE(wait_for([&] { return run_backupctl({"status"}, env()).out.find("commits wait for the receiver's fsync") != std::string::npos; }, 20));
+
+  // Stopped (SIGTERM): the setting goes first; commits do not wait.
+  stop_receiver();
+  EXPECT_EQ(standby(), "\n");
+  EXPECT_LT(timed_commit(504), 2.0);
+
+  CliResult r = run_backupctl({"restore", "db", "--to-time", "latest", "--target-db", "copy"}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(pg.psql("copy", "SELECT count(*) FROM t WHERE id = 501"), "1\n") << "a commit that returned is not in the WAL received";
 }
 
 TEST_F(PitrTest, TheServerRestartedUnderTheReceiverLeavesNoGap) {
