@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark for issue 26 (point-in-time recovery), side by side in one run:
-#   - the primary's TPS under pgbench without and with the receiver (`wal stream`), alternating;
+#   - the primary's TPS under pgbench without and with the receiver (`wal stream`), alternating, and
+#     one round with WAL_SYNCHRONOUS=yes (every commit waits for the receiver's fsync);
 #   - the RPO here: commit -> its WAL flushed in BACKUP_DIR (the flush the receiver reports after each
 #     group fsync), over
 #     COMMITS single-row commits, p50/p99/max;
@@ -81,6 +82,16 @@ round_off; round_on
 round_on; round_off
 tps_off=$(echo "(${off[0]} + ${off[1]}) / 2" | bc -l)
 tps_on=$(echo "(${on[0]} + ${on[1]}) / 2" | bc -l)
+# WAL_SYNCHRONOUS=yes (RPO 0): every commit waits for the receiver's fsync. One round, after the
+# alternating ones, against their "without" mean: what RPO 0 costs, no target.
+WAL_SYNCHRONOUS=yes start_receiver; caught_up
+for _ in $(seq 100); do
+  [[ -n $(psql -X -A -t -c "SHOW synchronous_standby_names" postgres) ]] && break
+  sleep 0.1
+done
+[[ -n $(psql -X -A -t -c "SHOW synchronous_standby_names" postgres) ]] || { echo "pitr.sh: WAL_SYNCHRONOUS did not take" >&2; exit 1; }
+tps_sync=$(tps); stop_receiver
+echo "  with WAL_SYNCHRONOUS=yes: $tps_sync" >&2
 
 start_receiver; caught_up
 echo "base backup: backupctl, then pgbackrest..." >&2
@@ -176,6 +187,7 @@ cat <<EOF
 | measure | backupctl | baseline | ratio | target |
 |---|---|---|---|---|
 | TPS under pgbench -c 4, ${tps_secs} s x2 | $(fmt_s "$tps_on") with the receiver | $(fmt_s "$tps_off") without | $(ratio "$tps_on" "$tps_off") | >= 0.95 |
+| TPS with WAL_SYNCHRONOUS=yes (commits wait for the receiver's fsync), ${tps_secs} s x1 | $(fmt_s "$tps_sync") | $(fmt_s "$tps_off") without | $(ratio "$tps_sync" "$tps_off") | (RPO 0's cost; no target) |
 | RPO here: commit -> flushed in BACKUP_DIR | p50 $(fmt_s "$rpo_p50") s, p99 $(fmt_s "$rpo_p99") s, max $(fmt_s "$rpo_max") s | | | p99 <= 1 s |
 | RPO off-site (folder, WAL_PUSH_INTERVAL=5) | mean $(fmt_s "$offsite_avg") s, max $(fmt_s "$offsite_max") s | | | <= 10 s |
 | base backup of $(mb "$data_bytes") MiB | $(fmt_s "$t_base") s, $(mb "$(file_size "$base_file")") MiB | pgbackrest $(fmt_s "$t_pgbr") s ($(fmt_s "$t_pgbr2") s with process-max=2), $(mb "$pgbr_bytes") MiB | $(ratio "$t_pgbr" "$t_base") x pgbackrest's throughput ($(ratio "$t_pgbr2" "$t_base") x with 2 processes) | >= 1 |

@@ -324,15 +324,17 @@ int wal_stream(const Config& config, const PgTarget& target) {
       const SystemIdentity id = replication.identify_system();
       const std::uint64_t segment_size = std::stoull(setting(conn, "wal_segment_size"));
       if (ensure_slot(config, conn)) base.need();
+      WalArchive archive(config.backup_dir, id.system_identifier);
+      make_dirs(archive.incoming(), 0700);
+      Fd lock = lock_receiver(archive);
+      // After the lock: a second receiver, refused, never starts a guard that would take the
+      // first one's setting for its own and clear it.
       if (config.wal_synchronous && !guard) {
         if (std::string why = sync_refusal(conn, config.wal_slot); !why.empty()) {
           throw Error(ErrorCode::usage, "WAL_SYNCHRONOUS=yes: " + why, "or set WAL_SYNCHRONOUS=no (commits then never wait for the receiver)");
         }
         guard.emplace();
       }
-      WalArchive archive(config.backup_dir, id.system_identifier);
-      make_dirs(archive.incoming(), 0700);
-      Fd lock = lock_receiver(archive);
       // After a gap the files kept say nothing of where to resume: the slot does.
       const WalStreamStart start =
           wal_stream_start(from_slot ? std::vector<std::string>{} : archive.segments(),
@@ -340,7 +342,7 @@ int wal_stream(const Config& config, const PgTarget& target) {
                            parse_lsn(id.wal_position).value_or(0), slot_restart(conn, config.wal_slot), segment_size);
       spdlog::info("wal: receiving the WAL of cluster {} (timeline {}, from {}) into {} through slot {}", id.system_identifier,
                    start.timeline, format_lsn(start.position), archive.dir().string(), config.wal_slot);
-      WalReceiver receiver(std::move(replication), archive.incoming(), config.wal_slot, segment_size);
+      WalReceiver receiver(std::move(replication), archive.incoming(), config.wal_slot, segment_size, guard.has_value());
       from_slot = false;
       try {
         stop = receive_once(config, receiver, start, archive, base, guard ? &*guard : nullptr);

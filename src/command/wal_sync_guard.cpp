@@ -144,6 +144,12 @@ int wal_sync_guard(const Config& config, const PgTarget& target) {
       // Set by an earlier guard that was killed: ours to clear.
       if (on.empty() && s.application_name && s.setting == sync_standby_value(*s.application_name)) on = s.setting;
       if (on.empty() && names_the_receiver(s.setting, config.wal_slot)) on = s.setting;
+      if (!on.empty() && s.setting != on) {
+        // Changed by someone else (an operator's ALTER SYSTEM): no longer ours to clear. Cleared,
+        // it is set again below once the stream is caught up; another value stays.
+        spdlog::warn("wal: synchronous_standby_names was changed to '{}' outside the guard", s.setting);
+        on.clear();
+      }
       if (!on.empty()) {
         if (!s.application_name) {
           clear("its stream is gone");

@@ -56,8 +56,9 @@ constexpr int kStopCheckMs = 100;
 
 }  // namespace
 
-WalReceiver::WalReceiver(PgConnection conn, fs::path dir, std::string slot, std::uint64_t segment_size)
-    : m_conn(std::move(conn)), m_dir(std::move(dir)), m_slot(std::move(slot)), m_segment_size(segment_size) {}
+WalReceiver::WalReceiver(PgConnection conn, fs::path dir, std::string slot, std::uint64_t segment_size, bool synchronous)
+    : m_conn(std::move(conn)), m_dir(std::move(dir)), m_slot(std::move(slot)), m_segment_size(segment_size),
+      m_synchronous(synchronous) {}
 
 [[noreturn]] static void connection_lost(PGconn* conn, const std::string& what) {
   throw Error(ErrorCode::connection, what + ": " + first_line(PQerrorMessage(conn)),
@@ -140,7 +141,7 @@ StreamEnd WalReceiver::run(const WalStreamStart& start, const std::atomic<bool>&
     // Nothing to read: flush what is waiting when its group is due, then wait for the socket.
     int wait_ms = kStopCheckMs;
     if (unflushed) {
-      const auto due = m_last_flush + kGroupFlush;
+      const auto due = m_synchronous ? now : m_last_flush + kGroupFlush;
       if (now >= due) {
         flush();
         send_feedback();

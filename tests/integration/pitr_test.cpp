@@ -292,6 +292,11 @@ TEST_F(PitrTest, SynchronousCommitsWaitForTheReceiverAndNeverHangWhenItGoes) {
   // Killed right after a commit returned: the row is in what it received.
   start_receiver();
   ASSERT_TRUE(wait_for([&] { return standby() == "\"backupctl\"\n"; }, 20)) << standby();
+  // A second receiver started by mistake is refused, and leaves the first one's setting alone.
+  CliResult second = run_backupctl({"wal", "stream"}, env());
+  EXPECT_EQ(second.exit_code, 2) << second.err;
+  EXPECT_NE(second.err.find("another `backupctl wal stream`"), std::string::npos) << second.err;
+  EXPECT_EQ(standby(), "\"backupctl\"\n");
   timed_commit(501);
   receiver->kill(SIGKILL);
   receiver->wait();
