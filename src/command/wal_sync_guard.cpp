@@ -114,6 +114,9 @@ int wal_sync_guard(const Config& config, const PgTarget& target) {
   std::string on;  // the value this guard set ("" while the commits do not wait)
   std::string stuck_at;
   Clock::time_point stuck_since{};
+  // Where a stuck receiver's flush stood when the guard gave up waiting for it: its stream still
+  // says 'streaming', so only a flush past it says it goes on again.
+  std::string gave_up_at;
   auto clear = [&](const std::string& why) {
     if (on.empty() || !conn) return;
     try {
@@ -156,12 +159,16 @@ int wal_sync_guard(const Config& config, const PgTarget& target) {
         } else if (s.waiting && s.flush_lsn == stuck_at) {
           if (Clock::now() - stuck_since >= kFallbackAfter) {
             clear("commits waited " + std::to_string(kFallbackAfter.count()) + " s while it flushed nothing");
+            if (on.empty()) gave_up_at = s.flush_lsn;
           }
         } else {
           stuck_at = s.flush_lsn;
           stuck_since = Clock::now();
         }
-      } else if (s.application_name && s.caught_up && s.setting.empty()) {
+      } else if (!s.application_name) {
+        gave_up_at.clear();  // a new stream starts afresh
+      } else if (s.caught_up && s.setting.empty() && s.flush_lsn != gave_up_at) {
+        gave_up_at.clear();
         on = sync_standby_value(*s.application_name);
         set_standby(*conn, on);
         stuck_at = s.flush_lsn;

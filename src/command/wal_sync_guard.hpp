@@ -6,7 +6,8 @@
 // the setting is owned by a guard, a process of its own beside the receiver (`wal sync-guard`,
 // started by `wal stream`; a kill -9 of the receiver leaves it running):
 //   - it names the receiver in synchronous_standby_names (ALTER SYSTEM, reload) once the receiver
-//     streams caught up (pg_stat_replication.state = 'streaming');
+//     streams caught up (pg_stat_replication.state = 'streaming'; after a fallback for a stuck
+//     receiver, once its flush position moved again);
 //   - it clears the setting at once when the receiver's stream is gone, when commits have waited
 //     for it kFallbackAfter while its flush position stood still (a stuck disk, a network gone
 //     quiet: the server would notice only at wal_sender_timeout), when the receiver that started

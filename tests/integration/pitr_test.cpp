@@ -11,6 +11,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "pitr_fixture.hpp"
 #include "util/fs.hpp"
@@ -311,6 +312,9 @@ TEST_F(PitrTest, SynchronousCommitsWaitForTheReceiverAndNeverHangWhenItGoes) {
   const double held = timed_commit(503);
   EXPECT_GE(held, 3.0) << "the commit did not wait for the receiver";
   EXPECT_LT(held, 15.0) << "the commit waited too long for a stuck receiver";
+  EXPECT_EQ(standby(), "\n");
+  // Still stuck, it is not waited for again (its stream still says 'streaming').
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   EXPECT_EQ(standby(), "\n");
   receiver->kill(SIGCONT);
   ASSERT_TRUE(wait_for([&] { return standby() == "\"backupctl\"\n"; }, 20)) << standby();
