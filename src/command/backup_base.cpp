@@ -85,6 +85,11 @@ BaseBackup base_backup_of(const Meta& meta, const fs::path& file) {
       !parse_wal_segment_name("000000010000000000000001", b.segment_size)) {
     throw Error(ErrorCode::verification, "its WAL positions, timeline, segment size or time are not readable");
   }
+  if (auto d = s.find("databases"); d != s.end() && d->is_object()) {
+    for (const auto& [name, oid] : d->items()) {
+      if (oid.is_number_unsigned() && oid.get<std::uint64_t>() <= 0xffffffffu) b.databases[name] = oid.get<std::uint32_t>();
+    }
+  }
   b.start = *start;
   b.stop = *stop;
   b.finished = *finished;
@@ -154,6 +159,9 @@ BackupResult backup_base(const Config& config, const PgTarget& target, Progress&
   const std::string stop_time =
       conn.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
 
+  nlohmann::json databases = nlohmann::json::object();
+  for (const auto& row : conn.query("SELECT datname, oid::bigint FROM pg_database")) databases[*row[0]] = std::stoull(*row[1]);
+
   Meta meta = new_backup_meta("base", file.final_path(), out.size, out.sha256, config.profile, files.time, seconds_since(t0),
                               new_set_id(files.time), config.age_recipients);
   meta.format = "pg_basebackup_tar";
@@ -167,7 +175,8 @@ BackupResult backup_base(const Config& config, const PgTarget& target, Progress&
                  {"server", conn.describe()},
                  {"server_version", version},
                  {"server_major", major},
-                 {"pg_basebackup_version", tool.version}};
+                 {"pg_basebackup_version", tool.version},
+                 {"databases", databases}};
   const fs::path final_path = file.final_path();
   publish_backup(file, meta);
   spdlog::info("backup base: wrote {} ({}, WAL {} to {} on timeline {}, in {})", final_path.string(), human_bytes(meta.size),

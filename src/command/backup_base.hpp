@@ -7,6 +7,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -31,6 +32,9 @@ struct BaseBackup {
   std::uint64_t segment_size = 0;
   int major = 0;
   Clock::time_point finished;  // when it had surely ended, by the server's clock
+  // Each database's OID when it ended (metas before 2026-12-08 have none): which base/<oid>
+  // folder a restore of one database needs whole. A hint only: the restore checks it.
+  std::map<std::string, std::uint32_t> databases;
 
   // The first WAL segment a restore from it reads: the WAL before it is not needed.
   std::string first_segment() const;

@@ -26,7 +26,6 @@
 #include "command/verify.hpp"
 #include "io/atomic_file.hpp"
 #include "io/pipeline.hpp"
-#include "util/env.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
 #include "util/format.hpp"
@@ -219,10 +218,7 @@ IncomingBackup::IncomingBackup(const Config& config, std::unique_ptr<Remote> rem
     m_roles->append(bytes.data());
     m_roles->complete();
   }
-  // Tests shrink the spool's window (BACKUPCTL_SPOOL_WINDOW, bytes) so that a dump of a few MiB
-  // goes through every state a GB-sized one does: held back before the load, dropped during it.
-  std::uint64_t window = io::IncomingFile::kWindow;
-  if (auto w = env_value("BACKUPCTL_SPOOL_WINDOW")) window = std::max<std::uint64_t>(std::strtoull(w->c_str(), nullptr, 10), 1);
+  const std::uint64_t window = io::IncomingFile::window_setting();
   // The spool holds a window of the dump (and a table of contents longer than it, rarely): room
   // for it is checked here, so a full volume is named as the spool's, not found later by the lock
   // file or the journal.

@@ -22,6 +22,7 @@
 #include "catalog/catalog.hpp"
 #include "catalog/journal.hpp"
 #include "command/prune.hpp"
+#include "command/restore_db.hpp"
 #include "command/remote_owner.hpp"
 #include "command/sets.hpp"
 #include "io/incoming.hpp"
@@ -108,20 +109,24 @@ std::filesystem::path fetch_backup(const Config& config, Remote& remote, const s
 // downloads in a thread of its own into an io::IncomingFile registered as
 // BACKUP_DIR/<kind>/<file> (spooled there anonymously), checked against the meta's size and
 // sha256 at its end: a reader sees the end of the file only when it matched.
-class IncomingBackup {
+class IncomingBackup final : public IncomingDump {
  public:
   IncomingBackup(const Config& config, std::unique_ptr<Remote> remote, const std::string& name);
   IncomingBackup(const IncomingBackup&) = delete;
   IncomingBackup& operator=(const IncomingBackup&) = delete;
   ~IncomingBackup();  // stops a download still running
 
-  const std::filesystem::path& file() const { return m_file->name(); }  // the name readers open
-  const Meta& meta() const { return m_meta; }
-  std::optional<std::filesystem::path> roles_file() const;
-  const std::string& origin() const { return m_origin; }  // the remote's URL of the file
+  const std::filesystem::path& file() const override { return m_file->name(); }  // the name readers open
+  const Meta& meta() const override { return m_meta; }
+  std::optional<std::filesystem::path> roles_file() const override;
+  std::string origin() const override { return m_origin; }  // the remote's URL of the file
+  std::string checksum_state() const override {
+    return "sha256 checked against the remote meta as the dump arrives, before the swap";
+  }
+  std::string wait_phase() const override { return "download check"; }
   // Waits for the end of the download; throws its error: Error(verification) for a copy that is
   // not the one the meta describes, Error(interrupted) after a signal.
-  void wait();
+  void wait() override;
 
  private:
   void download();

@@ -45,7 +45,7 @@ namespace {
 class Phases {
  public:
   explicit Phases(RestoreReport& report) : m_report(report) {}
-  void start(const char* name) {
+  void start(const std::string& name) {
     end();
     m_name = name;
     m_start = SteadyClock::now();
@@ -291,13 +291,15 @@ void plan_scan(const Config& config, const RestoreDbOptions& options, RestorePla
   plan.sha256 = scan.sha256;
   plan.toc = scan.toc;
   plan.toc_entries = scan.toc_entries;
-  if (plan.size == 0) {
+  if (plan.size == io::IncomingFile::kUnknownSize) plan.size = 0;  // pg_dump's, still being written
+  if (plan.size == 0 && !options.incoming) {
     throw Error(ErrorCode::verification, plan.file.string() + " is empty", "use another backup");
   }
-  if (plan.meta) {
+  if (options.incoming) {
+    plan.checksum_state = options.incoming->checksum_state();  // checked as it arrives
+  } else if (plan.meta) {
     if (plan.sha256 != plan.meta->sha256 || plan.size != plan.meta->size) throw not_its_meta(plan.sha256, plan.size);
-    plan.checksum_state = options.incoming ? "sha256 checked against the remote meta as the dump arrives, before the swap"
-                                           : "sha256 matches the meta";
+    plan.checksum_state = "sha256 matches the meta";
   } else {
     plan.checksum_state = "no meta to compare with (--allow-no-meta)";
   }
@@ -652,10 +654,10 @@ class DbRestoreRun {
     set_tables(m_report, restored);
     m_report.rows_checked = loaded.archive.has_value();
     if (m_plan.incoming) {
-      // The loader read every byte as it came, but only the download's end says they are the
-      // ones the meta describes: nothing is swapped in before it did.
+      // The loader read every byte as it came, but only the download's end (pg_dump's exit)
+      // says they are the ones meant: nothing is swapped in before it did.
       m_journal.step("restore-db.remote-checked");
-      m_phases.start("download check");
+      m_phases.start(m_plan.incoming->wait_phase());
       m_plan.incoming->wait();
     }
   }

@@ -22,14 +22,30 @@
 
 namespace backupctl {
 
-class IncomingBackup;
+// A dump a restore reads as it arrives, nothing of it stored under its name: streamed from the
+// remote (IncomingBackup, command/remote.hpp) or written by pg_dump from the server a
+// point-in-time restore recovered (command/restore_pitr.cpp). file() is an io::IncomingFile's
+// name.
+class IncomingDump {
+ public:
+  virtual ~IncomingDump() = default;
+  virtual const std::filesystem::path& file() const = 0;
+  virtual const Meta& meta() const = 0;  // the remote's; for pg_dump's, its sha256 and size are unknown
+  virtual std::optional<std::filesystem::path> roles_file() const = 0;
+  virtual std::string origin() const = 0;          // where the bytes come from ("s3://…/db/…")
+  virtual std::string checksum_state() const = 0;  // how they are checked, for the plan
+  virtual std::string wait_phase() const = 0;      // the report's name for wait()
+  // Waits for the last byte; throws when the bytes are not the ones meant (Error(verification):
+  // not the remote meta's; Error(tool_failed): pg_dump failed), Error(interrupted) on a signal.
+  virtual void wait() = 0;
+};
 
 struct RestoreDbOptions {
   std::filesystem::path file;
-  // The dump streamed from the remote as the restore reads it (restore db --remote); `file` is
-  // then its IncomingBackup::file(). Swap modes only: the live database is not touched before
-  // every byte arrived and matched the remote meta. Not owned.
-  IncomingBackup* incoming = nullptr;
+  // The dump read as it arrives (restore db --remote; restore db --to-time); `file` is then its
+  // IncomingDump::file(). Swap modes only: the live database is not touched before every byte
+  // arrived and was checked (wait()). Not owned.
+  IncomingDump* incoming = nullptr;
   std::string target_db;       // empty: the configured database (PGDATABASE / DATABASE_URL)
   bool in_place = false;       // drop and recreate (after a safety dump) instead of swapping
   bool online = false;         // services keep running until the swap
@@ -44,7 +60,7 @@ struct RestoreDbOptions {
 // checked, the server was asked about the target and the roles.
 struct RestorePlan {
   std::filesystem::path file;
-  IncomingBackup* incoming = nullptr;  // RestoreDbOptions::incoming
+  IncomingDump* incoming = nullptr;  // RestoreDbOptions::incoming
   DbFormat format = DbFormat::custom;
   std::optional<Meta> meta;
   std::uint64_t size = 0;

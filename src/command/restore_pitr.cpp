@@ -19,6 +19,7 @@
 #include "command/remote.hpp"
 #include "command/verify_wal.hpp"
 #include "io/age.hpp"
+#include "io/incoming.hpp"
 #include "io/atomic_file.hpp"
 #include "io/read_ahead.hpp"
 #include "pg/connection.hpp"
@@ -32,11 +33,29 @@
 #include "util/fs.hpp"
 #include "util/json.hpp"
 #include "util/process.hpp"
+#include "util/signals.hpp"
 #include "util/time.hpp"
 
 namespace backupctl {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// The OID of the live server's database `live` names, when it says.
+std::optional<std::uint32_t> live_database_oid(const PgTarget& live) {
+  try {
+    PgConnection conn = PgConnection::open(live);
+    return static_cast<std::uint32_t>(std::stoul(conn.scalar("SELECT oid FROM pg_database WHERE datname = current_database()")));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::interrupted) throw;
+    return std::nullopt;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
 
 std::uint64_t live_system_identifier(const PgTarget& live) {
   try {
@@ -168,12 +187,14 @@ std::string PitrPlan::describe() const {
       "  target:       {}\n"
       "  base backup:  {} (cluster {}, timeline {}, WAL {} to {}, ended {})\n"
       "  WAL:          {} segment(s) kept after it{}{}\n"
-      "  recovery:     a temporary server ({}) replays them to the target; then\n"
+      "  recovery:     a temporary server ({}) replays them to the target{}; then\n"
       "                pg_dump of \"{}\" from it is restored as `restore db` restores a dump\n"
       "                (services stopped, side database, swap, checklist; `restore undo` goes back)\n",
       target.describe(), base.string(), system_identifier, timeline, start_lsn, stop_lsn, base_meta.finished_at,
       segments.size(), partial ? ", and the unfinished " + *partial : "",
-      gap.empty() ? "" : "; the WAL has a gap at " + gap + " (nothing after it can be replayed)", server.describe(), database);
+      gap.empty() ? "" : "; the WAL has a gap at " + gap + " (nothing after it can be replayed)", server.describe(),
+      database_oid ? fmt::format(" (only this database's files unpacked, OID {}; the others' as sparse zeroes)", *database_oid) : "",
+      database);
   return s;
 }
 
@@ -188,6 +209,7 @@ nlohmann::json PitrPlan::to_json() const {
           {"partial", partial.value_or("")},
           {"gap", gap},
           {"database", database},
+          {"database_oid", database_oid ? nlohmann::json(*database_oid) : nlohmann::json(nullptr)},
           {"server", server.describe()}};
 }
 
@@ -213,11 +235,12 @@ void check_base(const fs::path& file, const Meta& meta) {
 // one read of the file instead of two. An encrypted one is checked first (its meta's sha256 is
 // of the encrypted bytes, which age reads itself). A damaged file can stop the unpack first (a
 // zstd frame that does not decode): the cause then named is the file that is not its meta's.
-void unpack_checked(RecoveryCluster& cluster, const fs::path& file, const Meta& meta, const fs::path& identity) {
+void unpack_checked(RecoveryCluster& cluster, const fs::path& file, const Meta& meta, const fs::path& identity,
+                    std::optional<std::uint32_t> only_database) {
   if (io::is_encrypted(file)) {
     check_base(file, meta);
     auto source = io::open_plaintext(file, identity);
-    cluster.unpack_base(*source);
+    cluster.unpack_base(*source, only_database);
     return;
   }
   auto raw = io::open_plaintext(file, identity);
@@ -225,7 +248,7 @@ void unpack_checked(RecoveryCluster& cluster, const fs::path& file, const Meta& 
   io::HashingReadAhead hashed(*raw, quiet);
   auto matches = [&] { return hashed.finish() == meta.sha256 && hashed.total() == meta.size; };
   try {
-    cluster.unpack_base(hashed);
+    cluster.unpack_base(hashed, only_database);
   } catch (const Error& e) {
     if (e.code() == ErrorCode::interrupted) throw;
     bool ours = true;
@@ -301,6 +324,14 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
   plan.gap = reach.gap;
 
   plan.major = base.major;
+  // ignore_invalid_pages (RecoveryCluster::zeroed_databases()) came with PostgreSQL 13.
+  if (!plan.server.in_service() && plan.major >= 13) {
+    if (auto it = base.databases.find(plan.database); it != base.databases.end()) {
+      plan.database_oid = it->second;
+    } else if (base.databases.empty() && live_system_identifier(live) == base.sysid) {
+      plan.database_oid = live_database_oid(live);  // an older meta: the live server's, likely the same
+    }
+  }
   return plan;
 }
 
@@ -363,6 +394,116 @@ class WalStager {
 
 }  // namespace
 
+namespace {
+
+// pg_dump of the plan's database from the recovered server, where that server is (its socket
+// is in a folder only that side sees).
+struct DumpProgram {
+  std::string name;
+  SpawnOptions spawn;
+};
+
+DumpProgram recovered_dump_program(const Config& config, const PgTarget& live, const PitrPlan& plan,
+                                   const RecoveryCluster& cluster) {
+  Config where_server = config;
+  where_server.pg_tools = plan.server.in_service() ? PgTools::compose : PgTools::host;
+  const PgTool pg_dump = find_pg_tool("pg_dump", plan.major, where_server);
+  std::vector<std::string> args = {"--format=custom", "--compress=0", "--no-password"};
+  if (pg_dump.in_service()) {  // PGHOST and PGPORT do not go into the container
+    args.push_back("--host=" + cluster.server_root());
+    args.push_back("--port=" + std::to_string(cluster.port()));
+  }
+  return {pg_dump.name(), {.argv = pg_dump.argv(args), .env = cluster.target(live, plan.database).child_env()}};
+}
+
+// The temporary server stopped (immediate: no checkpoint for a folder removed next) and its
+// data removed: room for the load.
+void stop_and_clear(std::optional<RecoveryCluster>& cluster) {
+  const fs::path data = cluster->data_dir();
+  cluster.reset();
+  std::error_code ec;
+  fs::remove_all(data, ec);
+  spdlog::debug("restore: the temporary server is stopped and its data removed");
+}
+
+// The recovered database as the dump restore reads it: pg_dump's output, never stored (an
+// io::IncomingFile of a size known at its end, spooled in the recovery folder), written on a
+// thread of its own while the restore plans and loads it. Once pg_dump is done, that thread
+// stops the temporary server and removes its data, while the load goes on. The restore swaps
+// nothing in before wait() saw pg_dump end well.
+class RecoveredDump final : public IncomingDump {
+ public:
+  RecoveredDump(DumpProgram program, Meta meta, std::optional<RecoveryCluster>& cluster)
+      : m_program(std::move(program)), m_meta(std::move(meta)), m_cluster(cluster) {
+    const fs::path name = m_cluster->root() / m_meta.file;
+    m_file = io::IncomingFile::create(name, io::IncomingFile::kUnknownSize, m_cluster->root(),
+                                      io::IncomingFile::window_setting());
+    m_origin = "pg_dump of \"" + json_string(m_meta.source, "database") + "\" from the recovered server";
+    try {
+      m_thread = std::thread([this] { dump(); });
+    } catch (const std::system_error& e) {
+      throw Error(ErrorCode::internal, std::string("cannot start pg_dump's thread: ") + e.what(), "the system is out of threads or memory");
+    }
+  }
+  RecoveredDump(const RecoveredDump&) = delete;
+  RecoveredDump& operator=(const RecoveredDump&) = delete;
+  ~RecoveredDump() override {
+    if (!m_thread.joinable()) return;
+    if (!m_dumped) m_file->cancel();  // else it is only stopping the server: let it
+    m_thread.join();
+  }
+
+  const fs::path& file() const override { return m_file->name(); }
+  const Meta& meta() const override { return m_meta; }
+  std::optional<fs::path> roles_file() const override { return std::nullopt; }  // the roles are the live server's
+  std::string origin() const override { return m_origin; }
+  std::string checksum_state() const override {
+    return "written by pg_dump as the restore reads it; nothing is swapped in before pg_dump ended well";
+  }
+  std::string wait_phase() const override { return "pg_dump end"; }
+  void wait() override {
+    // Read on to the end (the loader did): a reader asking for bytes lets on a writer the
+    // spool's window holds back; the end comes only once pg_dump exited 0. (The thread may
+    // still be stopping the server: the destructor waits for that, the swap need not.)
+    std::vector<char> buf(1 << 16);
+    for (std::uint64_t at = m_file->arrived();;) {
+      const std::size_t n = m_file->read_at(at, buf, nullptr);
+      if (n == 0) break;
+      at += n;
+    }
+  }
+
+ private:
+  void dump() {
+    StopScope stop_when_cancelled(m_file->cancel_flag());
+    try {
+      io::IncomingSink spool(*m_file);
+      NoProgress quiet;
+      StreamResult out = stream_pg_program(m_program.name, m_program.spawn, spool, nullptr, 0, {}, quiet, "nothing was restored");
+      m_dumped = true;
+      m_file->complete();
+      spdlog::debug("restore: the recovered database is dumped ({})", human_bytes(out.size));
+    } catch (...) {
+      m_file->fail(std::current_exception());
+      return;  // the restore fails; the server goes with the recovery folder
+    }
+    try {
+      stop_and_clear(m_cluster);
+    } catch (...) {  // the journal's recovery_cluster entry removes the folder at the end
+    }
+  }
+
+  DumpProgram m_program;
+  Meta m_meta;
+  std::optional<RecoveryCluster>& m_cluster;  // only this thread's from the start to the join
+  std::shared_ptr<io::IncomingFile> m_file;
+  std::string m_origin;
+  std::atomic<bool> m_dumped{false};
+  std::thread m_thread;
+};
+
+}  // namespace
+
 bool own_recovery_folder(const Config& config, const fs::path& root) {
   return root.is_absolute() && root.lexically_normal() == root && root.parent_path() == config.pitr_work_dir &&
          root.filename().string().starts_with("pitr-");
@@ -380,10 +521,15 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
     where["bindir"] = plan.server.bindir.string();
   }
   Journal::Entry folder = journal.add("recovery_cluster", where);
-  journal.step("restore-pitr.unpack");
   std::optional<RecoveryCluster> cluster;
-  cluster.emplace(root, plan.server);
-  {
+  // Unpacks and replays; false when a restore of only the plan's database (the others sparse)
+  // cannot be trusted and must be done again with the whole base backup: the database was not
+  // in it (made since: it may have been copied from one that is zeroes here), the replay failed
+  // (WAL without full-page images, full_page_writes off), or the database of that name at the
+  // target is another one (renamed, made again).
+  auto recover = [&](std::optional<std::uint32_t> only) {
+    journal.step("restore-pitr.unpack");
+    cluster.emplace(root, plan.server);
     // The WAL is staged while the base backup unpacks, then while the server replays it: all
     // three mostly one core each (zstd, zstd, the startup process). On this host the server takes
     // each segment as it replays it (and removes it at its next restartpoint): a few staged
@@ -394,8 +540,13 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
     cluster->expect_wal(expected);
     WalStager wal(WalArchive(config.backup_dir, plan.system_identifier), plan, *cluster,
                   plan.server.in_service() ? 0 : kStagedAhead);
-    unpack_checked(*cluster, plan.base, plan.base_meta, config.age_identity);
-    spdlog::debug("restore: the base backup is unpacked and matches its meta");
+    unpack_checked(*cluster, plan.base, plan.base_meta, config.age_identity, only);
+    spdlog::debug("restore: the base backup is unpacked and matches its meta{}",
+                  only ? fmt::format(" ({} other database(s) as sparse zeroes)", cluster->zeroed_databases().size()) : "");
+    if (only && !cluster->kept_database_seen()) {
+      spdlog::info("restore: \"{}\" (OID {}) is not in the base backup: again with the whole base backup", plan.database, *only);
+      return false;
+    }
     journal.step("restore-pitr.wal");
     if (plan.server.in_service()) wal.wait();  // its container gets the folder whole
     if (!plan.gap.empty()) {
@@ -404,52 +555,82 @@ RestoreReport run_pitr(const Config& config, const PgTarget& live, const PitrPla
     }
     journal.step("restore-pitr.replay");
     cluster->start(plan.target);
-    cluster->wait_until_promoted([&] { wal.check(); });
-  }  // a target before the WAL's end: the segments after it are not staged
+    try {
+      cluster->wait_until_promoted([&] { wal.check(); });
+    } catch (const Error& e) {
+      if (!only || cluster->zeroed_databases().empty() || e.code() != ErrorCode::tool_failed) throw;
+      spdlog::warn("restore: the replay with only \"{}\" unpacked failed ({}): again with the whole base backup",
+                   plan.database, e.what());
+      return false;
+    }
+    if (only && !cluster->zeroed_databases().empty()) {
+      if (const std::string line = cluster->invalid_page_outside_zeroed(); !line.empty()) {
+        spdlog::warn("restore: the replay with only \"{}\" unpacked met a damaged page outside the other databases "
+                     "({}): again with the whole base backup", plan.database, line);
+        return false;
+      }
+    }
+    if (only) {
+      std::optional<std::uint32_t> oid;
+      try {
+        PgConnection conn = PgConnection::open(cluster->target(live, plan.database));
+        oid = static_cast<std::uint32_t>(std::stoul(conn.scalar("SELECT oid FROM pg_database WHERE datname = current_database()")));
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::interrupted) throw;  // else pg_dump says why it cannot connect
+      }
+      if (oid && *oid != *only) {
+        spdlog::info("restore: \"{}\" at the target is OID {}, not {} as in the base backup: again with the whole base backup",
+                     plan.database, *oid, *only);
+        return false;
+      }
+    }
+    return true;
+  };  // a target before the WAL's end: the segments after it are not staged
+  if (!recover(plan.database_oid)) {
+    cluster.reset();
+    std::error_code ec;
+    fs::remove_all(root, ec);
+    if (ec) throw Error(ErrorCode::io, "cannot remove " + root.string() + ": " + ec.message(), "remove it, then restore again");
+    if (!recover(std::nullopt)) throw Error(ErrorCode::internal, "the whole base backup was refused as a partial one");
+  }
   const std::string reached = recovered_to(cluster->log_tail());
   spdlog::info("restore: recovered to {} ({})", plan.target.describe(), reached.empty() ? "no transaction replayed" : reached);
 
   journal.step("restore-pitr.dump");
   const fs::path dump_path = root / "recovered.dump";
-  {
-    // pg_dump where the server is: its socket is in a folder only that side sees.
-    Config where_server = config;
-    where_server.pg_tools = plan.server.in_service() ? PgTools::compose : PgTools::host;
-    const PgTool pg_dump = find_pg_tool("pg_dump", plan.major, where_server);
-    std::vector<std::string> args = {"--format=custom", "--compress=0", "--no-password"};
-    if (pg_dump.in_service()) {  // PGHOST and PGPORT do not go into the container
-      args.push_back("--host=" + cluster->server_root());
-      args.push_back("--port=" + std::to_string(cluster->port()));
-    }
+  // Its meta, as a backup's: the dump restore checks the file against it like any other.
+  Meta meta = new_backup_meta("db", dump_path, 0, "", config.profile, Clock::now(), 0, plan.base_meta.set_id, {});
+  meta.format = "pg_custom";
+  meta.compression = "none";  // read once, right away, from the same disk: gzip would only cost CPU
+  meta.source = {{"database", plan.database}, {"recovered_to", plan.target.describe()}, {"base", plan.base.filename().string()}};
+  RestoreDbOptions restore = options.restore;
+  restore.file = dump_path;
+  restore.incoming = nullptr;
+  std::optional<RecoveredDump> streamed;
+  if (!restore.in_place) {
+    // Loaded as pg_dump writes it (the load has to wait for nothing but pg_dump); the server
+    // stops once pg_dump is done.
+    streamed.emplace(recovered_dump_program(config, live, plan, *cluster), meta, cluster);
+    restore.incoming = &*streamed;
+  } else {
+    // --in-place drops the live database before the load: the dump is whole on disk first.
+    const DumpProgram pg_dump = recovered_dump_program(config, live, plan, *cluster);
     auto dump = io::AtomicFileSink::try_create(dump_path);
     if (!dump) throw Error(ErrorCode::internal, dump_path.string() + ".partial exists in a new folder");
     NoProgress quiet;
     const auto t0 = std::chrono::steady_clock::now();
-    StreamResult out = stream_pg_program(pg_dump.name(),
-                                         {.argv = pg_dump.argv(args),
-                                          .env = cluster->target(live, plan.database).child_env()},
-                                         *dump, nullptr, 0, {}, quiet, "nothing was restored");
-    // Its meta, as a backup's: the dump restore checks the file against it like any other.
-    Meta meta = new_backup_meta("db", dump_path, out.size, out.sha256, config.profile, Clock::now(), seconds_since(t0),
-                                plan.base_meta.set_id, {});
-    meta.format = "pg_custom";
-    meta.compression = "none";  // read once, right away, from the same disk: gzip would only cost CPU
-    meta.source = {{"database", plan.database}, {"recovered_to", plan.target.describe()}, {"base", plan.base.filename().string()}};
+    StreamResult out = stream_pg_program(pg_dump.name, pg_dump.spawn, *dump, nullptr, 0, {}, quiet, "nothing was restored");
+    meta.size = out.size;
+    meta.sha256 = out.sha256;
+    meta.duration_seconds = seconds_since(t0);
     struct stat written {};
     const bool have_written = ::fstat(dump->fd(), &written) == 0;
     publish_backup(*dump, meta);
     // Hashed as it was written: the dump restore's plan reads only its table of contents.
     if (have_written) remember_written_sha256(dump_path, out.sha256, written);
     spdlog::debug("restore: the recovered database is dumped ({})", human_bytes(out.size));
+    stop_and_clear(cluster);
   }
-  cluster.reset();  // an immediate shutdown: no checkpoint for a folder removed next
-  std::error_code ec;
-  fs::remove_all(root / "data", ec);  // room for the restore
-  spdlog::debug("restore: the temporary server is stopped and its data removed");
-
-  RestoreDbOptions restore = options.restore;
-  restore.file = dump_path;
-  restore.incoming = nullptr;
   RestorePlan dump_plan = plan_restore_db(config, live, restore, progress);
   RestoreReport report = run_restore_db(config, live, dump_plan, restore, journal, progress);
   report.file = plan.base;

@@ -67,6 +67,10 @@ struct PitrPlan {
   RecoveryServer server;               // postgres of the base's major version, here or in the service
   int major = 0;
   std::string database;                // the database dumped from the recovered cluster
+  // Its OID in the base backup (the meta's, else the live server's): the only database unpacked
+  // whole, the others as sparse zeroes; none when unknown, or the server runs in a service
+  // (its folder is shipped whole).
+  std::optional<std::uint32_t> database_oid;
 
   std::string describe() const;
   nlohmann::json to_json() const;

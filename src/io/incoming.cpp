@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cerrno>
 #include <chrono>
 #include <map>
 
+#include "util/env.hpp"
 #include "util/error.hpp"
 #include "util/signals.hpp"
 
@@ -86,6 +88,11 @@ std::shared_ptr<IncomingFile> IncomingFile::create(const fs::path& name, std::ui
   return file;
 }
 
+std::uint64_t IncomingFile::window_setting() {
+  if (auto w = env_value("BACKUPCTL_SPOOL_WINDOW")) return std::max<std::uint64_t>(std::strtoull(w->c_str(), nullptr, 10), 1);
+  return kWindow;
+}
+
 std::shared_ptr<IncomingFile> IncomingFile::find(const fs::path& name) {
   std::lock_guard<std::mutex> lock(g_registry_mutex);
   auto it = g_registry.find(key_of(name));
@@ -126,10 +133,10 @@ void IncomingFile::append(std::span<const char> data) {
     }
     at = m_arrived;
   }
-  if (data.size() > m_size - at) {
+  if (data.size() > m_size.load() - at) {
     throw Error(ErrorCode::verification,
                 m_name.filename().string() + " on the remote is longer than its meta says (" +
-                    std::to_string(m_size) + " bytes)",
+                    std::to_string(m_size.load()) + " bytes)",
                 "the off-site copy is damaged or was replaced; pick another backup (`backupctl "
                 "list --remote`)");
   }
@@ -152,6 +159,7 @@ void IncomingFile::append(std::span<const char> data) {
 void IncomingFile::complete() {
   {
     std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_size == kUnknownSize) m_size = m_arrived;
     if (m_arrived != m_size)
       throw Error(ErrorCode::internal, "an incoming file completed before its end");
     m_complete = true;

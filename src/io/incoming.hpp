@@ -43,8 +43,14 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   // backups' file system) of at most about `window` bytes (see above). Throws Error(usage) when
   // another IncomingFile has that name.
   static constexpr std::uint64_t kWindow = 64u << 20;
+  // kWindow, or BACKUPCTL_SPOOL_WINDOW (bytes): tests shrink the window so that a dump of a few
+  // MiB goes through every state a GB-sized one does (held back before the load, dropped during it).
+  static std::uint64_t window_setting();
   // Bytes read are dropped from the spool in whole granules (a punch per 4 MiB, not per read).
   static constexpr std::uint64_t kDropGranule = 4u << 20;
+  // `size` kUnknownSize: a file whose end is known when it comes (pg_dump's output); size()
+  // says so until complete().
+  static constexpr std::uint64_t kUnknownSize = ~std::uint64_t{0};
   static std::shared_ptr<IncomingFile> create(const std::filesystem::path& name, std::uint64_t size,
                                               const std::filesystem::path& spool_dir,
                                               std::uint64_t window = kWindow);
@@ -56,13 +62,13 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   ~IncomingFile();  // unregisters
 
   const std::filesystem::path& name() const { return m_name; }
-  std::uint64_t size() const { return m_size; }
+  std::uint64_t size() const { return m_size; }  // kUnknownSize until complete(), for such a file
 
   // The writer's side (one thread). append() throws Error(verification) past size(), and
   // Error(interrupted) once cancel() was called. It first waits while the spool holds a window
   // (see above; never before a byte a reader has asked for).
   void append(std::span<const char> data);
-  void complete();                    // REQUIRES: size() bytes arrived and were checked
+  void complete();                    // REQUIRES: size() bytes arrived (any, when unknown) and were checked
   void fail(std::exception_ptr why);  // readers throw `why` from now on
   void cancel();                      // nobody will read on: the writer should stop
   bool cancelled() const { return m_cancelled; }
@@ -97,7 +103,7 @@ class IncomingFile : public std::enable_shared_from_this<IncomingFile> {
   void drop_read_bytes(std::unique_lock<std::mutex>& lock);  // REQUIRES: lock held
 
   const std::filesystem::path m_name;
-  const std::uint64_t m_size;
+  std::atomic<std::uint64_t> m_size;
   Fd m_spool;
   mutable std::mutex m_mutex;
   std::condition_variable m_grew;

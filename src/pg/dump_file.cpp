@@ -178,7 +178,7 @@ DumpScan scan_toc_only(const fs::path& file, DbFormat format, const PgTool& pg_r
 DumpScan scan_dump(const fs::path& file, DbFormat format, const PgTool* pg_restore,
                             Progress& progress, const fs::path& identity, ZstdScan zstd,
                             const std::string& known_sha256) {
-  if (!known_sha256.empty() && is_custom(format)) {
+  if ((!known_sha256.empty() || io::is_incoming(file)) && is_custom(format)) {
     return scan_toc_only(file, format, *pg_restore, progress, identity, known_sha256);
   }
   DumpScan scan;

@@ -56,6 +56,8 @@ enum class ZstdScan {
 // restore --remote's fetch), the file is read only as far as its table of contents, and the scan
 // reports that sha256 and the file's size: hashing it again would cost a pass over the file for
 // nothing new. The restore decodes (and age authenticates) every byte before the swap anyway.
+// A file still arriving (io::IncomingFile) is read the same way, with or without a known sha256
+// (pg_dump's output, whose end the restore waits for: reading it whole here would wait for it).
 DumpScan scan_dump(const std::filesystem::path& file, DbFormat format,
                             const PgTool* pg_restore, Progress& progress,
                             const std::filesystem::path& identity = {},

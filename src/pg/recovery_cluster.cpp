@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <regex>
@@ -186,7 +187,43 @@ RecoveryCluster::~RecoveryCluster() {
   }
 }
 
-void RecoveryCluster::unpack_base(io::Source& tar) {
+namespace {
+
+// The OID of the database `rel` (a path in a data directory) is in, when it is a relation file
+// of a database users made: "base/<oid>/<relfilenode>[_fsm|_vm|_init][.<segment>]" with the OID
+// at least 16384 (FirstNormalObjectId: template0, template1 and postgres come before).
+std::optional<std::uint32_t> user_database_relation(const fs::path& rel) {
+  auto it = rel.begin();
+  if (it == rel.end() || *it != "base") return std::nullopt;
+  if (++it == rel.end()) return std::nullopt;
+  const std::string oid = it->string();
+  if (++it == rel.end()) return std::nullopt;
+  const std::string file = it->string();
+  if (++it != rel.end() || oid.empty() || oid.size() > 10 || file.empty()) return std::nullopt;
+  if (oid.find_first_not_of("0123456789") != std::string::npos || !std::isdigit(static_cast<unsigned char>(file[0]))) {
+    return std::nullopt;
+  }
+  const std::uint64_t n = std::stoull(oid);
+  if (n < 16384 || n > 0xffffffffu) return std::nullopt;
+  return static_cast<std::uint32_t>(n);
+}
+
+// The database's OID from "base/<oid>" or below.
+std::optional<std::uint32_t> database_folder(const fs::path& rel) {
+  auto it = rel.begin();
+  if (it == rel.end() || *it != "base" || ++it == rel.end()) return std::nullopt;
+  const std::string oid = it->string();
+  if (oid.empty() || oid.size() > 10 || oid.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  const std::uint64_t n = std::stoull(oid);
+  if (n > 0xffffffffu) return std::nullopt;
+  return static_cast<std::uint32_t>(n);
+}
+
+}  // namespace
+
+void RecoveryCluster::unpack_base(io::Source& tar, std::optional<std::uint32_t> only_database) {
+  m_zeroed.clear();
+  m_kept_seen = false;
   TarReader reader(tar);
   TarEntry entry;
   std::vector<char> buf(1 << 20);
@@ -212,9 +249,20 @@ void RecoveryCluster::unpack_base(io::Source& tar) {
     Fd fd(::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_errno("cannot create " + dest.string());
     std::uint64_t written = 0;
-    for (std::size_t n; (n = reader.read(buf)) > 0;) {
-      write_all(fd.get(), buf.data(), n, dest.string());
-      written += n;
+    if (only_database && database_folder(*rel) == only_database) m_kept_seen = true;
+    const auto other = only_database ? user_database_relation(*rel) : std::nullopt;
+    if (other && *other != *only_database) {
+      m_zeroed.insert(*other);
+      // Read past (the hash of the whole file still needs every byte), nothing written.
+      for (std::size_t n; (n = reader.read(buf)) > 0;) written += n;
+      if (written == entry.size && ::ftruncate(fd.get(), static_cast<off_t>(written)) != 0) {
+        throw_errno("cannot size " + dest.string());
+      }
+    } else {
+      for (std::size_t n; (n = reader.read(buf)) > 0;) {
+        write_all(fd.get(), buf.data(), n, dest.string());
+        written += n;
+      }
     }
     if (written != entry.size) throw Error(ErrorCode::verification, "the base backup ends inside " + entry.path, "use another base backup");
   }
@@ -254,6 +302,7 @@ void RecoveryCluster::write_config(const RecoveryTarget& target) {
       "restore_command = '" + restore_command() + "'\n"
       "recovery_target_action = 'promote'\n"
       "recovery_target_timeline = 'current'\n";
+  if (!m_zeroed.empty()) conf += "ignore_invalid_pages = on\n";  // see zeroed_databases()
   if (target.kind == RecoveryTarget::Kind::time) conf += "recovery_target_time = '" + target.value + "'\n";
   if (target.kind == RecoveryTarget::Kind::lsn) conf += "recovery_target_lsn = '" + target.value + "'\n";
   write_text(m_root / "server.conf", conf);
@@ -475,6 +524,21 @@ void RecoveryCluster::stop() noexcept {
 }
 
 std::string RecoveryCluster::log_tail() const { return read_tail(m_root / "server.log", 8192); }
+
+std::string RecoveryCluster::invalid_page_outside_zeroed() const {
+  // xlogutils.c's report_invalid_page(): "page 12 of relation base/16463/16490 is uninitialized"
+  // (or "does not exist", "was uninitialized"); the path is relative to the data directory.
+  static const std::regex invalid(R"(page \d+ of relation (\S+) (is uninitialized|was uninitialized|does not exist))");
+  std::ifstream log(m_root / "server.log");
+  std::string line;
+  while (std::getline(log, line)) {
+    std::smatch m;
+    if (!std::regex_search(line, m, invalid)) continue;
+    const auto oid = database_folder(fs::path(std::string(m[1])));
+    if (!oid || !m_zeroed.count(*oid) || !fs::path(std::string(m[1])).string().starts_with("base/")) return line;
+  }
+  return "";
+}
 
 std::string remove_recovery_cluster(const fs::path& root) {
   std::error_code ec;

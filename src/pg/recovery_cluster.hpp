@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -79,7 +80,22 @@ class RecoveryCluster {
   // Unpacks a base backup's tar (pg_basebackup -Ft) into data/. Only folders and regular files
   // with relative paths are taken (a tar of one tablespace has nothing else); anything else, a
   // path with "..", or a second copy of a file is refused before it is written.
-  void unpack_base(io::Source& tar);
+  // With `only_database` (a database's OID), the relation files of the other databases users
+  // made (OID 16384 and up) are written as sparse files of zeroes of their size, as pgBackRest's
+  // `--db-include` does: the server can replay the WAL (with full_page_writes, every page the
+  // WAL touches comes as a whole image first) and start, and only that database holds its data.
+  // The catalogs shared by all databases (global/) and the templates stay whole.
+  void unpack_base(io::Source& tar, std::optional<std::uint32_t> only_database = std::nullopt);
+  // After unpack_base(…, oid): the databases whose files are zeroes, and whether `oid` was in
+  // the base backup at all.
+  // The server then runs with ignore_invalid_pages (PostgreSQL 13 and later): a record that
+  // needs no full-page image (a heap page marked all-visible) may touch a page of zeroes, which
+  // PostgreSQL would otherwise stop on at the end of recovery. invalid_page_outside_zeroed()
+  // says, after the replay, whether the log names such a page anywhere else: then the restore
+  // cannot trust this one and starts over with the whole base backup.
+  const std::set<std::uint32_t>& zeroed_databases() const { return m_zeroed; }
+  bool kept_database_seen() const { return m_kept_seen; }
+  std::string invalid_page_outside_zeroed() const;  // the log's line, "" when none
 
   // The WAL, from any thread, while the server replays: a segment written whole to `staged` (in
   // wal_dir(), under another name) is handed to the server as `name`; wal_staged() says every
@@ -130,6 +146,8 @@ class RecoveryCluster {
   std::string m_server_root;
   std::optional<Child> m_server;
   long m_uid = -1, m_gid = -1;  // the postgres user, when we are root
+  std::set<std::uint32_t> m_zeroed;
+  bool m_kept_seen = false;
 };
 
 // Stops the server a killed run left in `root`/data (its postmaster.pid names it; only a process

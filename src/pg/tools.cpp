@@ -396,7 +396,7 @@ void run_pg_program(const PgTool& pg_tool, const std::vector<std::string>& args,
   }
 }
 
-StreamResult stream_pg_program(const std::string& tool, SpawnOptions spawn, io::AtomicFileSink& sink,
+StreamResult stream_pg_program(const std::string& tool, SpawnOptions spawn, io::Sink& sink,
                                const DbCompression* zstd, int zstd_threads,
                                const std::vector<std::string>& age_recipients, Progress& progress,
                                std::string_view what_was_lost) {

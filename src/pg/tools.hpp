@@ -109,7 +109,7 @@ struct StreamResult {
 // Runs a program (pg_dump, pg_basebackup, ...) and streams its stdout through [zstd at
 // `zstd->level`] -> [age] -> sha256 -> count -> `sink`, then checks its exit status (throws
 // pg_tool_failure()). On any failure the caller's sink is left uncommitted (and so removed).
-StreamResult stream_pg_program(const std::string& tool, SpawnOptions spawn, io::AtomicFileSink& sink,
+StreamResult stream_pg_program(const std::string& tool, SpawnOptions spawn, io::Sink& sink,
                                const DbCompression* zstd, int zstd_threads,
                                const std::vector<std::string>& age_recipients, Progress& progress,
                                std::string_view what_was_lost);

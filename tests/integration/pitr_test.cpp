@@ -155,10 +155,70 @@ TEST_F(PitrTest, CraftedBaseMetasArePassedOverAndAnotherClustersNeverChosen) {
   EXPECT_EQ(rows(), "base:500 ");
 }
 
+// Only the restored database's files are unpacked; the other databases' are sparse zeroes (the
+// replay still runs through their WAL). When the database of that name at the moment is not the
+// one in the base backup (made again since, here as a file copy of one that is zeroes in the
+// temporary cluster), the restore starts over with the whole base backup and the rows are right.
+TEST_F(PitrTest, OnlyTheRestoredDatabaseIsUnpackedAndOneMadeSinceIsRestoredWhole) {
+  pg.create_database("other");
+  pg.psql("other", "CREATE TABLE o (id int PRIMARY KEY, v text); INSERT INTO o SELECT g, 'other' FROM generate_series(1, 300) g");
+  pg.create_database("third");
+  pg.psql("third", "CREATE TABLE o (id int PRIMARY KEY, v text); INSERT INTO o SELECT g, 'third' FROM generate_series(1, 200) g");
+  CliResult base = run_backupctl({"backup", "base", "--json"}, env());
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  fs::path newest;
+  for (const auto& e : fs::directory_iterator(dir.path() / "base")) {
+    if (e.path().extension() == ".zst" && e.path() > newest) newest = e.path();
+  }
+  const auto meta = nlohmann::json::parse(read_file(newest.string() + ".meta"));
+  const std::string archive_oid = pg.psql("postgres", "SELECT oid FROM pg_database WHERE datname = 'archive'");
+  ASSERT_EQ(meta["source"]["databases"]["archive"].dump() + "\n", archive_oid) << meta.dump();
+
+  // WAL for the databases after the base backup: updates (full-page images first), and a VACUUM
+  // that marks pages all-visible (records that touch a page of zeroes without an image).
+  pg.psql("other", "UPDATE o SET v = 'changed' WHERE id <= 100");
+  pg.psql("other", "VACUUM o");
+  pg.psql("third", "UPDATE o SET v = 'changed' WHERE id <= 50");
+  pg.psql("archive", "INSERT INTO t SELECT g, 'new' FROM generate_series(501, 600) g");
+  const std::string moment = now();
+  pg.psql("archive", "DELETE FROM t");
+  wait_received();
+
+  CliResult r = run_backupctl({"-v", "restore", "db", "--to-time", moment, "--target-db", "copy"}, confirmed());
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(pg.psql("copy", "SELECT v || ':' || count(*) FROM t GROUP BY v ORDER BY v"), "base:500\nnew:100\n");
+  EXPECT_NE(r.err.find("(2 other database(s) as sparse zeroes)"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("again with the whole base backup"), std::string::npos) << r.err;
+  EXPECT_TRUE(list_dir(work.path()).empty());
+
+  // `other` made again since the base backup, as a file copy of `third`, whose files are zeroes
+  // in a temporary cluster that unpacks only the old `other`.
+  pg.psql("postgres", "ALTER DATABASE other RENAME TO other_old");
+  pg.psql("postgres", "CREATE DATABASE other TEMPLATE third STRATEGY FILE_COPY");
+  const std::string later = now();
+  pg.psql("other", "DELETE FROM o");
+  wait_received();
+  EnvList of_other = backup_env(pg, "other", dir.path());
+  for (const auto& kv : confirmed()) {
+    if (kv.first != "PGDATABASE" && kv.first != "DATABASE_URL" && !kv.first.starts_with("PG")) of_other.push_back(kv);
+  }
+  r = run_backupctl({"-v", "restore", "db", "--to-time", later, "--target-db", "copy2"}, of_other);
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(pg.psql("copy2", "SELECT v || ':' || count(*) FROM o GROUP BY v ORDER BY v"), "changed:50\nthird:150\n");
+  EXPECT_NE(r.err.find("again with the whole base backup"), std::string::npos) << r.err;
+  EXPECT_TRUE(list_dir(work.path()).empty());
+  EXPECT_TRUE(processes_in(work.path()).empty());
+}
+
+// The restore's steps, and the dump restore's load, which runs while pg_dump writes (the
+// temporary server still up).
+constexpr const char* kPitrPoints[] = {"restore-pitr.unpack", "restore-pitr.wal", "restore-pitr.replay",
+                                       "restore-pitr.dump", "restore-db.load"};
+
 TEST_F(PitrTest, KilledOrSignalledAtEveryStepNothingIsLeftAndTheLiveDatabaseIsWhole) {
   pg.psql("archive", "DELETE FROM t WHERE id > 250");
   wait_received();
-  for (const char* point : {"restore-pitr.unpack", "restore-pitr.wal", "restore-pitr.replay", "restore-pitr.dump"}) {
+  for (const char* point : kPitrPoints) {
     EnvList e = confirmed();
     e.emplace_back("BACKUPCTL_FAULT", point);
     CliResult r = run_backupctl({"restore", "db", "--to-time", "latest"}, e);
@@ -173,7 +233,7 @@ TEST_F(PitrTest, KilledOrSignalledAtEveryStepNothingIsLeftAndTheLiveDatabaseIsWh
   // SIGTERM and SIGHUP (a dropped SSH session) at each step: the run ends itself, says so, and
   // leaves nothing; the next command finds nothing to repair.
   for (auto [sig, number] : {std::pair<const char*, int>{"TERM", SIGTERM}, {"HUP", SIGHUP}}) {
-    for (const char* point : {"restore-pitr.unpack", "restore-pitr.wal", "restore-pitr.replay", "restore-pitr.dump"}) {
+    for (const char* point : kPitrPoints) {
       const std::string at = std::string(sig) + " at " + point;
       EnvList e = confirmed();
       e.insert(e.end(), {{"BACKUPCTL_FAULT", point}, {"BACKUPCTL_FAULT_SIGNAL", sig}});

@@ -75,6 +75,23 @@ TEST(IncomingFile, AReaderGetsTheBytesAsTheyArriveAndItsEndOnlyOnceComplete) {
   EXPECT_EQ(read_all(*file->open()), data) << "a second reader, after the end";
 }
 
+// pg_dump's output: its size is known only at its end.
+TEST(IncomingFile, AFileOfUnknownSizeEndsWhereItsWriterCompletedIt) {
+  TempDir dir;
+  const std::string data = pattern(200000);
+  auto file = IncomingFile::create(dir.path() / "r.dump", IncomingFile::kUnknownSize, dir.path());
+  EXPECT_EQ(file->size(), IncomingFile::kUnknownSize);
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    append_all(*file, data, 7000);
+  });
+  EXPECT_EQ(read_all(*file->open()), data);
+  writer.join();
+  EXPECT_EQ(file->size(), data.size());
+  std::vector<char> buf(10);
+  EXPECT_EQ(file->read_at(data.size(), buf, nullptr), 0u) << "the end, once complete";
+}
+
 TEST(IncomingFile, AFailureReachesEveryReaderEvenAfterTheLastByte) {
   TempDir dir;
   const std::string data = pattern(5000);
