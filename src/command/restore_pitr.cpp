@@ -300,7 +300,8 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
   plan.target = parse_recovery_target(options.to_time, options.to_lsn);
   plan.database = live.dbname();  // the database recovered; --target-db is where it goes
   const std::vector<BaseBackup> bases = list_base_backups(config);
-  const BaseBackup& base = pick_base_backup(bases, live_system_identifier(live), plan.target);
+  const std::uint64_t live_cluster = live_system_identifier(live);
+  const BaseBackup& base = pick_base_backup(bases, live_cluster, plan.target);
   plan.base = base.file;
   plan.base_meta = base.meta;
   plan.system_identifier = base.sysid;
@@ -328,7 +329,7 @@ PitrPlan plan_pitr(const Config& config, const PgTarget& live, const PitrOptions
   if (!plan.server.in_service() && plan.major >= 13) {
     if (auto it = base.databases.find(plan.database); it != base.databases.end()) {
       plan.database_oid = it->second;
-    } else if (base.databases.empty() && live_system_identifier(live) == base.sysid) {
+    } else if (base.databases.empty() && live_cluster == base.sysid) {
       plan.database_oid = live_database_oid(live);  // an older meta: the live server's, likely the same
     }
   }

@@ -11,6 +11,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <iterator>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -189,25 +190,6 @@ RecoveryCluster::~RecoveryCluster() {
 
 namespace {
 
-// The OID of the database `rel` (a path in a data directory) is in, when it is a relation file
-// of a database users made: "base/<oid>/<relfilenode>[_fsm|_vm|_init][.<segment>]" with the OID
-// at least 16384 (FirstNormalObjectId: template0, template1 and postgres come before).
-std::optional<std::uint32_t> user_database_relation(const fs::path& rel) {
-  auto it = rel.begin();
-  if (it == rel.end() || *it != "base") return std::nullopt;
-  if (++it == rel.end()) return std::nullopt;
-  const std::string oid = it->string();
-  if (++it == rel.end()) return std::nullopt;
-  const std::string file = it->string();
-  if (++it != rel.end() || oid.empty() || oid.size() > 10 || file.empty()) return std::nullopt;
-  if (oid.find_first_not_of("0123456789") != std::string::npos || !std::isdigit(static_cast<unsigned char>(file[0]))) {
-    return std::nullopt;
-  }
-  const std::uint64_t n = std::stoull(oid);
-  if (n < 16384 || n > 0xffffffffu) return std::nullopt;
-  return static_cast<std::uint32_t>(n);
-}
-
 // The database's OID from "base/<oid>" or below.
 std::optional<std::uint32_t> database_folder(const fs::path& rel) {
   auto it = rel.begin();
@@ -217,6 +199,19 @@ std::optional<std::uint32_t> database_folder(const fs::path& rel) {
   const std::uint64_t n = std::stoull(oid);
   if (n > 0xffffffffu) return std::nullopt;
   return static_cast<std::uint32_t>(n);
+}
+
+// The OID of the database `rel` (a path in a data directory) is in, when it is a relation file
+// of a database users made: "base/<oid>/<relfilenode>[_fsm|_vm|_init][.<segment>]" with the OID
+// at least 16384 (FirstNormalObjectId: template0, template1 and postgres come before).
+std::optional<std::uint32_t> user_database_relation(const fs::path& rel) {
+  const auto oid = database_folder(rel);
+  const std::string file = rel.filename().string();
+  if (!oid || *oid < 16384 || std::distance(rel.begin(), rel.end()) != 3 || file.empty() ||
+      !std::isdigit(static_cast<unsigned char>(file[0]))) {
+    return std::nullopt;
+  }
+  return oid;
 }
 
 }  // namespace
