@@ -114,7 +114,9 @@ RestorePlan plan_restore_db(const Config& config, const PgTarget& target,
 
 // Carries out a plan, as a short list of named steps, each announced in the journal first (and a
 // fault point of that name): restore-db.stop-services, .roles, .create-side, .load, .analyze,
-// (.remote-checked: a streamed dump arrived whole and matched its meta), .swap (one transaction: swap.before-commit inside it), .start-services, .prune-previous; for
+// (.remote-checked: a dump read as it arrived came whole and checked: the remote meta's sha256,
+// or pg_dump's exit), .swap (one transaction: swap.before-commit inside it), .start-services,
+// .prune-previous; for
 // --in-place: .safety-dump, .drop, .create, .load. Each change is a journal entry before it is
 // made (services, side_database, swap, in_place, temp_dir), so an error, a signal or a crash at
 // any point leaves the live database whole: the old one, or the restored one once the swap
