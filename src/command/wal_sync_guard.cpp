@@ -5,7 +5,6 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <thread>
 
 #include "pg/connection.hpp"
 #include "util/error.hpp"
@@ -212,14 +211,7 @@ void SyncGuard::stop() {
   if (!m_child) return;
   InterruptShield shield;
   m_child->stdin_pipe().reset();  // end-of-file: it clears the setting and ends
-  for (int i = 0; i < 200; ++i) {
-    try {
-      if (m_child->try_wait()) break;
-    } catch (...) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  m_child->wait_for(std::chrono::seconds(10), std::chrono::milliseconds(50));
   m_child.reset();  // SIGTERM, then SIGKILL, if it did not end
 }
 

@@ -506,14 +506,7 @@ void RecoveryCluster::stop() noexcept {
   } else {
     m_server->kill(SIGINT);  // fast shutdown
   }
-  for (int i = 0; i < 600; ++i) {
-    try {
-      if (m_server->try_wait()) break;
-    } catch (...) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  m_server->wait_for(std::chrono::seconds(60), std::chrono::milliseconds(100));
   m_server->kill(SIGKILL);
   m_server.reset();
 }

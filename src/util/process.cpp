@@ -351,6 +351,18 @@ std::optional<ExitStatus> Child::try_wait() {
   return m_status;
 }
 
+bool Child::wait_for(std::chrono::milliseconds limit, std::chrono::milliseconds poll) noexcept {
+  for (auto waited = std::chrono::milliseconds(0);; waited += poll) {
+    try {
+      if (try_wait()) return true;
+    } catch (...) {
+      return true;  // not ours to wait for any more
+    }
+    if (waited >= limit) return false;
+    std::this_thread::sleep_for(poll);
+  }
+}
+
 RunResult run_command(SpawnOptions options) {
   options.out = Stdio::pipe;
   options.err = Stdio::pipe;

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <optional>
 #include <span>
@@ -70,6 +71,9 @@ class Child {
   // The exit status when the child has ended, else nullopt at once (for a child whose output
   // goes to files, not pipes).
   std::optional<ExitStatus> try_wait();
+  // try_wait() every `poll` until the child ended or `limit` passed: whether it ended (or can no
+  // longer be waited for). Never throws: for stops that kill what is still running next.
+  bool wait_for(std::chrono::milliseconds limit, std::chrono::milliseconds poll) noexcept;
 
   void kill(int sig);
 
